@@ -1,0 +1,156 @@
+"""The daemon: wires plan, sources, scheduler and server; startup -> main loop -> shutdown.
+
+The signal handler only calls :meth:`Daemon.request_stop`; the main loop notices and the
+shutdown is bounded by ``daemon.shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as Tally
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from monitor import __version__
+from monitor.clock import Clock
+from monitor.plan import Plan, ServicePlan
+from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
+from monitor.server import create_app
+from monitor.sources.base import Source
+from monitor.sources.health import HealthSource
+from monitor.telemetry import Metrics
+
+log = structlog.get_logger("railguard.daemon")
+
+
+def build_sources(
+    service: ServicePlan, session: aiohttp.ClientSession, clock: Clock
+) -> list[tuple[str, Source]]:
+    """The sources that feed the signals a service's rules need."""
+    sources: list[tuple[str, Source]] = []
+    if service.health is not None:
+        sources.append(("health", HealthSource(service.health, session, clock)))
+    return sources
+
+
+class Daemon:
+    """railguard running: one scheduler, one HTTP client session, one server."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        sink: VerdictSink | None = None,
+        serve_http: bool = True,
+    ) -> None:
+        self.plan = plan
+        self.clock = clock
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.sink = sink
+        self.serve_http = serve_http
+        self.scheduler: Scheduler | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Ask the main loop to stop (safe to call from a signal handler, and twice)."""
+        self._stop.set()
+
+    async def startup(self) -> None:
+        """Open the HTTP session, build the workers, start ticking and serving."""
+        daemon = self.plan.config.daemon
+        limit = daemon.max_concurrent_probes
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+            headers={"User-Agent": f"railguard/{__version__}"},
+        )
+        semaphore = asyncio.Semaphore(limit)
+        workers = [
+            ServiceWorker(
+                service,
+                build_sources(service, self.session, self.clock),
+                clock=self.clock,
+                metrics=self.metrics,
+                semaphore=semaphore,
+                sink=self.sink,
+            )
+            for service in self.plan.services
+        ]
+        for tier, count in Tally(s.tier for s in self.plan.services).items():
+            self.metrics.services.labels(tier).set(count)
+        self.scheduler = Scheduler(
+            workers, clock=self.clock, metrics=self.metrics, stagger=daemon.stagger
+        )
+        if self.serve_http:
+            await self._start_server()
+        self.scheduler.start()
+        self.metrics.up.set(1)
+        log.info(
+            "railguard started",
+            version=__version__,
+            services=len(workers),
+            port=self.port,
+            config=str(self.plan.path),
+        )
+
+    async def _start_server(self) -> None:
+        self._runner = web.AppRunner(create_app(self, self.metrics), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.plan.env.host, self.plan.env.port)
+        await site.start()
+        # Port 0 asks the OS for a free port: report the one we got.
+        self.port = int(self._runner.addresses[0][1])
+
+    async def main_loop(self) -> None:
+        """Wait until a stop is requested."""
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        """Stop ticking (bounded), stop serving, close the HTTP session."""
+        self.metrics.up.set(0)
+        timeout = self.plan.config.daemon.shutdown_timeout
+        log.info("railguard stopping", timeout=timeout)
+        cancelled = 0
+        if self.scheduler is not None:
+            cancelled = await self.scheduler.stop(grace=timeout)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.session is not None:
+            await self.session.close()
+        log.info("railguard stopped", cancelled=cancelled)
+
+    async def serve(self) -> None:
+        """startup -> main_loop -> shutdown, shutting down even if the loop fails."""
+        await self.startup()
+        try:
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    # -- what the server asks --------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """Alive while every service's ticks keep starting."""
+        if self.scheduler is None:
+            return False, {"reason": "not started"}
+        stalled = self.scheduler.stalled(self.clock.monotonic())
+        if stalled:
+            return False, {"reason": "ticks stalled", "stalled": stalled[:20]}
+        return True, {"services": len(self.scheduler.workers)}
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready once started and until stopping."""
+        if self.scheduler is None or not self.scheduler.running:
+            return False, {"reason": "stopping" if self._stop.is_set() else "starting"}
+        return True, {}
+
+    def status(self) -> dict[str, object]:
+        """Every service's state."""
+        workers = self.scheduler.workers if self.scheduler is not None else ()
+        return {"version": __version__, "services": [w.snapshot() for w in workers]}

@@ -1,0 +1,230 @@
+"""The rule evaluator: a pure function from (rule, state, sample) to (state, verdict).
+
+Prometheus ``for`` semantics, made safe for automatic action: a rule fires only when the
+signal has breached for ``for_`` seconds of *covered* time (no gap between known samples
+longer than ``max_gap``), UNKNOWN samples never advance an episode, and a long run of them
+turns the rule blind instead of leaving stale evidence in place. No I/O, no clock: ``sample.at``
+is "now", so the whole state machine is tested with tables of floats.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from monitor.model import Phase, Rule, Sample, format_duration
+
+
+class Transition(enum.StrEnum):
+    """A change a single evaluation can report; several may happen at once."""
+
+    PENDING = "pending"  # INACTIVE -> PENDING
+    FIRING = "firing"  # PENDING -> FIRING
+    RESOLVED = "resolved"  # FIRING -> INACTIVE: the signal became healthy
+    RESET = "reset"  # PENDING/FIRING -> INACTIVE: healthy, tolerance lost, gap or blind
+    BLIND = "blind"  # no known sample for longer than max_gap, once per blind run
+    SIGHT_RESTORED = "sight_restored"  # the first known sample after being blind
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """What one rule remembers about one service between samples."""
+
+    phase: Phase = Phase.INACTIVE
+    since: float | None = None  # the first breaching sample of the current episode
+    last_known_at: float | None = None
+    unknown_since: float | None = None  # first UNKNOWN of the current run; None after a known
+    blind: bool = False
+    window: tuple[Sample, ...] = ()  # the episode's known samples in [now - for_, now]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, so a pending episode survives a restart."""
+        return {
+            "phase": self.phase.value,
+            "since": self.since,
+            "last_known_at": self.last_known_at,
+            "unknown_since": self.unknown_since,
+            "blind": self.blind,
+            "window": [sample.to_dict() for sample in self.window],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RuleState:
+        """The inverse of :meth:`to_dict`; missing keys take their defaults."""
+        return cls(
+            phase=Phase(data.get("phase", Phase.INACTIVE.value)),
+            since=_optional_float(data.get("since")),
+            last_known_at=_optional_float(data.get("last_known_at")),
+            unknown_since=_optional_float(data.get("unknown_since")),
+            blind=bool(data.get("blind", False)),
+            window=tuple(Sample.from_dict(item) for item in data.get("window", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of evaluating one sample: what the rule is now and why."""
+
+    rule: str
+    at: float
+    phase: Phase
+    previous: Phase
+    transitions: tuple[Transition, ...]
+    breaching: bool | None  # None when the sample was UNKNOWN or ignored (out of order)
+    blind: bool
+    reason: str
+    evidence: tuple[Sample, ...]
+
+    @property
+    def fired(self) -> bool:
+        """True on the evaluation that moved the rule to FIRING."""
+        return Transition.FIRING in self.transitions
+
+
+def evaluate(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, Verdict]:
+    """Feed one sample (``sample.at`` is now) to ``rule`` and return the new state and verdict.
+
+    Raises ValueError if the sample measures another signal than the rule's.
+    """
+    if sample.signal is not rule.signal:
+        raise ValueError(
+            f"rule {rule.name!r} evaluates {rule.signal.value}, got a {sample.signal.value} sample"
+        )
+    known, unknown = state.last_known_at, state.unknown_since
+    latest = max((t for t in (known, unknown) if t is not None), default=None)
+    if latest is not None and sample.at < latest:
+        # A late sample would rewrite history the window has already moved past.
+        reason = f"ignored out-of-order sample at {sample.at}: older than {latest}"
+        return state, _verdict(rule, sample, state, state, (), None, reason)
+    if sample.value is None:
+        return _evaluate_unknown(rule, state, sample)
+    return _evaluate_known(rule, state, sample, sample.value)
+
+
+def _evaluate_known(
+    rule: Rule, state: RuleState, sample: Sample, value: float
+) -> tuple[RuleState, Verdict]:
+    now = sample.at
+    transitions: list[Transition] = []
+    notes: list[str] = []
+    phase, since, window = state.phase, state.since, state.window
+
+    if state.last_known_at is not None and now - state.last_known_at > rule.max_gap:
+        # The window is no longer covered: nothing says the breach went on during the gap.
+        if phase is not Phase.INACTIVE:
+            transitions.append(Transition.RESET)
+            gap = _dur(now - state.last_known_at)
+            notes.append(f"{phase.value} reset by a gap of {gap} (> max_gap {_dur(rule.max_gap)})")
+        phase, since, window = Phase.INACTIVE, None, ()
+    if state.blind:
+        transitions.append(Transition.SIGHT_RESTORED)
+        notes.append(f"sight restored after {_dur(now - _last_seen(state, now))}")
+
+    breaching = rule.breaches(value)
+    negation = "" if breaching else "not "
+    compared = f"{rule.signal.value} {value:g} {negation}{rule.op.value} {rule.threshold:g}"
+    outcome = ""
+    if phase is Phase.INACTIVE:
+        if breaching:
+            phase, since, window = Phase.PENDING, now, (sample,)
+            transitions.append(Transition.PENDING)
+    else:
+        start = now - rule.for_
+        window = tuple(s for s in (*window, sample) if s.at >= start)
+        hits = _hits(rule, window)
+        strict = rule.tolerance >= 1.0
+        lost = not breaching if strict else hits / len(window) < rule.tolerance
+        if lost:
+            ended = Transition.RESET if phase is Phase.PENDING else Transition.RESOLVED
+            transitions.append(ended)
+            outcome = f"; {phase.value} {ended.value} after {_dur(now - _or(since, now))}"
+            if not strict:
+                outcome += f" ({hits}/{len(window)} breaching < tolerance {rule.tolerance:g})"
+            phase, since, window = Phase.INACTIVE, None, ()
+
+    if phase is not Phase.INACTIVE:
+        lasted = now - _or(since, now)
+        if phase is Phase.PENDING and lasted >= rule.for_:
+            phase = Phase.FIRING
+            transitions.append(Transition.FIRING)
+        of = "" if phase is Phase.FIRING else f" of {_dur(rule.for_)}"
+        outcome = f" for {_dur(lasted)}{of} ({_hits(rule, window)}/{len(window)} samples breaching)"
+
+    new = RuleState(phase=phase, since=since, last_known_at=now, window=window)
+    reason = "; ".join([*notes, compared + outcome])
+    return new, _verdict(rule, sample, state, new, tuple(transitions), breaching, reason)
+
+
+def _evaluate_unknown(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, Verdict]:
+    now = sample.at
+    unknown_since = _or(state.unknown_since, now)
+    silent = now - _or(state.last_known_at, unknown_since)
+    why = sample.reason or "no reason given"
+
+    if state.blind:
+        reason = f"still blind, no known sample for {_dur(silent)}: {why}"
+        new = replace(state, unknown_since=unknown_since)
+        return new, _verdict(rule, sample, state, new, (), None, reason)
+    if silent <= rule.max_gap:
+        # Neither evidence for nor against: the episode holds, but its clock runs on.
+        reason = (
+            f"unknown ({why}); no known sample for {_dur(silent)}, max_gap {_dur(rule.max_gap)}"
+        )
+        new = replace(state, unknown_since=unknown_since)
+        return new, _verdict(rule, sample, state, new, (), None, reason)
+
+    transitions = [Transition.BLIND]
+    reason = f"no known sample for {_dur(silent)} (> max_gap {_dur(rule.max_gap)}): {why}"
+    if state.phase is not Phase.INACTIVE:
+        transitions.append(Transition.RESET)
+        reason += f"; {state.phase.value} reset"
+    new = replace(
+        state, phase=Phase.INACTIVE, since=None, unknown_since=unknown_since, blind=True, window=()
+    )
+    return new, _verdict(rule, sample, state, new, tuple(transitions), None, reason)
+
+
+def _verdict(
+    rule: Rule,
+    sample: Sample,
+    before: RuleState,
+    after: RuleState,
+    transitions: tuple[Transition, ...],
+    breaching: bool | None,
+    reason: str,
+) -> Verdict:
+    return Verdict(
+        rule=rule.name,
+        at=sample.at,
+        phase=after.phase,
+        previous=before.phase,
+        transitions=transitions,
+        breaching=breaching,
+        blind=after.blind,
+        reason=reason,
+        evidence=after.window,
+    )
+
+
+def _hits(rule: Rule, window: tuple[Sample, ...]) -> int:
+    return sum(1 for s in window if s.value is not None and rule.breaches(s.value))
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _last_seen(state: RuleState, default: float) -> float:
+    """When the rule last had sight: its last known sample, else the start of the UNKNOWN run."""
+    return _or(state.last_known_at, _or(state.unknown_since, default))
+
+
+def _dur(seconds: float) -> str:
+    # format_duration renders zero as "0ms", which reads oddly for "pending for 0s".
+    return "0s" if seconds == 0 else format_duration(seconds)
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

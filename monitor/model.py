@@ -1,0 +1,158 @@
+"""The small immutable values that flow through railguard: samples, rules, verdicts."""
+
+from __future__ import annotations
+
+import enum
+import math
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Signal(enum.StrEnum):
+    """What a sample measures, and the range its values live in."""
+
+    HEALTH = "health"  # 1.0 healthy, 0.0 failing
+    ERROR_RATE = "error_rate"  # 5xx / total over the last step, 0.0 .. 1.0
+    MEMORY = "memory"  # usage / limit, 0.0 .. (can exceed 1.0 briefly)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The lowest and highest value this signal can take."""
+        return _BOUNDS[self]
+
+
+_BOUNDS: dict[Signal, tuple[float, float]] = {
+    Signal.HEALTH: (0.0, 1.0),
+    Signal.ERROR_RATE: (0.0, 1.0),
+    Signal.MEMORY: (0.0, math.inf),
+}
+
+
+class Op(enum.StrEnum):
+    """How a rule compares a sample's value to its threshold (true = breaching)."""
+
+    GT = ">"
+    GE = ">="
+    LT = "<"
+    LE = "<="
+    EQ = "=="
+    NE = "!="
+
+    def breaches(self, value: float, threshold: float) -> bool:
+        """Whether ``value <op> threshold`` holds."""
+        return _OPS[self](value, threshold)
+
+
+_OPS: dict[Op, Callable[[float, float], bool]] = {
+    Op.GT: operator.gt,
+    Op.GE: operator.ge,
+    Op.LT: operator.lt,
+    Op.LE: operator.le,
+    Op.EQ: operator.eq,
+    Op.NE: operator.ne,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One observation of one signal at one time.
+
+    ``value`` None means UNKNOWN (no traffic, a failed scrape, a missing series): ``reason``
+    then says why. ``detail`` keeps what a person needs to explain the value later
+    (status code, latency, counts).
+    """
+
+    signal: Signal
+    at: float
+    value: float | None
+    reason: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def known(self) -> bool:
+        """False for an UNKNOWN sample."""
+        return self.value is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, kept as evidence."""
+        return {
+            "signal": self.signal.value,
+            "at": self.at,
+            "value": self.value,
+            "reason": self.reason,
+            "detail": dict(self.detail),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Sample:
+        """The inverse of :meth:`to_dict`."""
+        value = data["value"]
+        return cls(
+            signal=Signal(data["signal"]),
+            at=float(data["at"]),
+            value=None if value is None else float(value),
+            reason=str(data.get("reason", "")),
+            detail=dict(data.get("detail", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A rollback rule as evaluated for one service (windows already resolved).
+
+    Fires when the signal breaches ``op threshold`` for ``for_`` seconds, with no gap longer
+    than ``max_gap`` seconds between known samples. ``tolerance`` is the fraction of
+    breaching samples within the last ``for_`` seconds that suffices (1.0 = every sample).
+    """
+
+    name: str
+    signal: Signal
+    op: Op
+    threshold: float
+    for_: float
+    max_gap: float
+    tolerance: float = 1.0
+    description: str = ""
+
+    def breaches(self, value: float) -> bool:
+        """Whether a known value breaches this rule."""
+        return self.op.breaches(value, self.threshold)
+
+    def describe(self) -> str:
+        """``error_rate > 0.05 for 2m``: the rule in one line."""
+        window = format_duration(self.for_)
+        return f"{self.signal.value} {self.op.value} {self.threshold:g} for {window}"
+
+
+class Phase(enum.StrEnum):
+    """A rule's state for one service."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+
+    @property
+    def level(self) -> int:
+        """0, 1, 2: the value exported as a gauge."""
+        return _LEVELS[self]
+
+
+_LEVELS = {Phase.INACTIVE: 0, Phase.PENDING: 1, Phase.FIRING: 2}
+
+
+def format_duration(seconds: float) -> str:
+    """``90`` -> ``1m30s``; the inverse of the config's duration strings."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    whole = int(seconds)
+    rest = seconds - whole
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60)):
+        if whole >= size:
+            parts.append(f"{whole // size}{unit}")
+            whole %= size
+    if whole or rest or not parts:
+        parts.append(f"{whole + rest:g}s")
+    return "".join(parts)

@@ -1,0 +1,175 @@
+"""The effective plan: config + environment + rules, resolved per service and checked.
+
+``railguard check`` prints it; ``railguard run`` executes it. Everything that can be wrong
+with a configuration is found here, before the daemon starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor.errors import ConfigError
+from monitor.model import Rule, Signal, format_duration
+from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
+from monitor.settings import (
+    Config,
+    Environment,
+    ServiceConfig,
+    TierPolicy,
+    load_config,
+)
+from monitor.sources.health import HealthCheck
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePlan:
+    """One service with its tier policy and its resolved rules."""
+
+    config: ServiceConfig
+    policy: TierPolicy
+    rules: tuple[Rule, ...]
+
+    @property
+    def name(self) -> str:
+        """The service's name in railguard (labels, logs, CLI)."""
+        return self.config.name
+
+    @property
+    def tier(self) -> str:
+        """The tier the service belongs to."""
+        return self.config.tier
+
+    @property
+    def interval(self) -> float:
+        """Seconds between ticks."""
+        return self.config.interval
+
+    @property
+    def health(self) -> HealthCheck | None:
+        """The health check, if the service has one."""
+        return self.config.health_check
+
+    @property
+    def signals(self) -> frozenset[Signal]:
+        """The signals its rules need."""
+        return frozenset(rule.signal for rule in self.rules)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything the daemon will do, resolved and checked."""
+
+    path: Path
+    config: Config
+    env: Environment
+    services: tuple[ServicePlan, ...]
+    rules: Mapping[str, LoadedRule]
+
+    def railway_requests_per_hour(self) -> float:
+        """Routine polling's cost: one batched request per poll for all Railway services."""
+        if not any(s.config.service_id for s in self.services):
+            return 0.0
+        return 3600.0 / self.config.railway.poll_interval
+
+    def describe(self) -> str:
+        """The plan for people, as ``railguard check`` prints it."""
+        lines = [f"config: {self.path}"]
+        files = sorted({str(r.path) for r in self.rules.values()})
+        lines.append(f"rule files: {', '.join(files)}")
+        lines.append("tiers:")
+        for name, policy in sorted(self.config.tiers.items()):
+            rollback = "auto-rollback" if policy.auto_rollback else "no rollback"
+            delivery: str = policy.delivery
+            if delivery == "digest":
+                delivery = f"digest at {policy.digest_at} UTC"
+            lines.append(
+                f"  {name}: {rollback}, severity {policy.severity}, alerts {delivery}, "
+                f"bake {format_duration(policy.bake)}, rules {', '.join(policy.rules) or '-'}"
+            )
+        lines.append(f"services ({len(self.services)}):")
+        for service in self.services:
+            health = service.health.url if service.health else "no health check"
+            lines.append(
+                f"  {service.name} [{service.tier}] every {format_duration(service.interval)}"
+                f": {health}"
+            )
+            for rule in service.rules:
+                extra = "" if rule.tolerance >= 1 else f", tolerance {rule.tolerance:g}"
+                lines.append(
+                    f"    {rule.name}: {rule.describe()} (max_gap "
+                    f"{format_duration(rule.max_gap)}{extra})"
+                )
+        lines.append("channels: none configured (alerts go to the log)")
+        railway = self.config.railway
+        per_hour = self.railway_requests_per_hour()
+        lines.append(
+            f"railway: {self.env.railway_api_url}, polling {per_hour:g} requests/hour "
+            f"of {railway.requests_per_hour} ({100 * per_hour / railway.requests_per_hour:.0f}%)"
+        )
+        return "\n".join(lines)
+
+
+def _rule_paths(config: Config, config_path: Path) -> list[Path]:
+    if config.rule_files is None:
+        return [builtin_rules_path()]
+    return [(config_path.parent / p).resolve() for p in config.rule_files]
+
+
+def _has_source(service: ServiceConfig, signal: Signal) -> bool:
+    if signal is Signal.HEALTH:
+        return service.health_check is not None
+    return getattr(service, signal.value, None) is not None
+
+
+def _plan_service(
+    index: int, service: ServiceConfig, config: Config, rules: Mapping[str, LoadedRule], where: str
+) -> ServicePlan:
+    here = f"{where}: services[{index}]"
+    policy = config.tiers.get(service.tier)
+    if policy is None:
+        raise ConfigError(
+            f"{here}.tier: no tier named {service.tier!r} "
+            f"(tiers: {', '.join(sorted(config.tiers))})"
+        )
+    for name in service.rules:
+        if name not in policy.rules:
+            raise ConfigError(
+                f"{here}.rules.{name}: tier {service.tier!r} does not use rule {name!r} "
+                f"(its rules: {', '.join(policy.rules) or 'none'})"
+            )
+    resolved = []
+    for name in policy.rules:
+        spec = rules[name].spec
+        rule = spec.resolve(service.interval, service.rules.get(name))
+        if not _has_source(service, rule.signal):
+            key = "health_url" if rule.signal is Signal.HEALTH else rule.signal.value
+            raise ConfigError(
+                f"{here} ({service.name}): rule {name!r} of tier {service.tier!r} needs the "
+                f"{rule.signal.value} signal, but the service has no {key!r}: add it, or "
+                f"take the rule out of tiers.{service.tier}.rules"
+            )
+        problem = dry_run(rule, service.interval)
+        if problem:
+            raise ConfigError(f"{here}.rules.{name} ({service.name}): {problem}")
+        resolved.append(rule)
+    return ServicePlan(config=service, policy=policy, rules=tuple(resolved))
+
+
+def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None = None) -> Plan:
+    """Load the config at ``path`` and its rule files, and check everything."""
+    config = load_config(path, env, environ)
+    rules = load_rule_files(_rule_paths(config, path))
+    for tier_name, policy in config.tiers.items():
+        for index, name in enumerate(policy.rules):
+            if name not in rules:
+                raise ConfigError(
+                    f"{path}: tiers.{tier_name}.rules[{index}]: unknown rule {name!r} "
+                    f"(known: {', '.join(sorted(rules))})"
+                )
+    services = tuple(
+        _plan_service(i, service, config, rules, str(path))
+        for i, service in enumerate(config.services)
+    )
+    return Plan(path=path, config=config, env=env, services=services, rules=rules)

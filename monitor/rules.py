@@ -1,0 +1,182 @@
+"""Rule files: strict models, loading, and the dry run that fails a broken rule at start.
+
+A rule file is TOML with an array of ``[[rules]]`` tables::
+
+    [[rules]]
+    name = "error-rate"
+    signal = "error_rate"
+    op = ">"
+    threshold = "5%"
+    for = "2m"
+
+Every rule is dry-run for every service that uses it, at that service's interval: a rule that
+can never fire, or always fires, or cannot be covered by its samples is refused at load.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+
+from monitor.configtypes import Duration, Number, Strict
+from monitor.engine import RuleState, evaluate
+from monitor.errors import ConfigError
+from monitor.model import Op, Phase, Rule, Sample, Signal, format_duration
+from monitor.settings import RuleOverride, format_validation_error, read_toml
+
+RULE_NAME = r"^[a-z0-9][a-z0-9-]*$"
+
+
+class RuleSpec(Strict):
+    """One rule as written in a rule file."""
+
+    name: str = Field(pattern=RULE_NAME, max_length=64)
+    description: str = ""
+    signal: Signal
+    op: Op
+    threshold: Number
+    for_: Duration = Field(alias="for", ge=0)
+    max_gap: Duration | None = Field(None, gt=0)
+    tolerance: float = Field(1.0, gt=0, le=1)
+
+    def resolve(self, interval: float, override: RuleOverride | None = None) -> Rule:
+        """The rule as evaluated for a service probed every ``interval`` seconds."""
+        o = override or RuleOverride()
+        max_gap = o.max_gap if o.max_gap is not None else self.max_gap
+        return Rule(
+            name=self.name,
+            signal=self.signal,
+            op=self.op,
+            threshold=self.threshold if o.threshold is None else o.threshold,
+            for_=self.for_ if o.for_ is None else o.for_,
+            max_gap=2 * interval if max_gap is None else max_gap,
+            tolerance=self.tolerance if o.tolerance is None else o.tolerance,
+            description=self.description,
+        )
+
+
+class RuleFile(Strict):
+    """A whole rule file."""
+
+    rules: tuple[RuleSpec, ...] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedRule:
+    """A rule and the file it came from (so errors and `check` can say where)."""
+
+    spec: RuleSpec
+    path: Path
+
+
+def builtin_rules_path() -> Path:
+    """rules/default.toml: inside the package when installed, beside it in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "rules" / "default.toml", here.parent / "rules" / "default.toml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"the built-in rules are missing: looked for {candidate}")
+
+
+def load_rule_files(paths: Sequence[Path]) -> dict[str, LoadedRule]:
+    """Load rule files in order; a name defined twice is an error naming both files."""
+    loaded: dict[str, LoadedRule] = {}
+    for path in paths:
+        raw = read_toml(path)
+        try:
+            rule_file = RuleFile.model_validate(raw, context={"environ": {}})
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(str(path), e)) from e
+        for index, spec in enumerate(rule_file.rules):
+            if spec.name in loaded:
+                first = loaded[spec.name].path
+                raise ConfigError(
+                    f"{path}: rules[{index}].name: rule {spec.name!r} is already defined in {first}"
+                )
+            problem = check_domain(spec.resolve(interval=spec.for_ or 1.0))
+            if problem:
+                raise ConfigError(f"{path}: rules[{index}] ({spec.name}): {problem}")
+            loaded[spec.name] = LoadedRule(spec, path)
+    return loaded
+
+
+def _candidates(signal: Signal, threshold: float) -> Iterable[float]:
+    lo, hi = signal.bounds
+    step = max(abs(threshold) * 1e-6, 1e-9)
+    values = [lo, threshold - step, threshold, threshold + step, threshold * 2 + 1]
+    if math.isfinite(hi):
+        values.append(hi)
+    if signal is Signal.HEALTH:
+        values = [0.0, 1.0]  # health is either healthy or failing
+    return (v for v in values if lo <= v <= hi)
+
+
+def check_domain(rule: Rule) -> str | None:
+    """Whether the rule can both fire and stay quiet on the values its signal can take."""
+    outcomes = {rule.breaches(v) for v in _candidates(rule.signal, rule.threshold)}
+    lo, hi = rule.signal.bounds
+    span = f"{lo:g}..{hi:g}" if math.isfinite(hi) else f"{lo:g} and up"
+    if True not in outcomes:
+        hint = ""
+        if rule.signal is Signal.ERROR_RATE and rule.threshold > 1:
+            hint = f' (rates are fractions: did you mean "{rule.threshold:g}%"?)'
+        return (
+            f"can never fire: {rule.signal.value} values lie in {span}, "
+            f"none is {rule.op.value} {rule.threshold:g}{hint}"
+        )
+    if False not in outcomes:
+        return (
+            f"always fires: every {rule.signal.value} value ({span}) is "
+            f"{rule.op.value} {rule.threshold:g}"
+        )
+    return None
+
+
+def _breaching_and_healthy(rule: Rule) -> tuple[float, float]:
+    values = list(_candidates(rule.signal, rule.threshold))
+    breaching = next(v for v in values if rule.breaches(v))
+    healthy = next(v for v in values if not rule.breaches(v))
+    return breaching, healthy
+
+
+def dry_run(rule: Rule, interval: float) -> str | None:
+    """Feed the rule a fault that starts at 0 and is sampled every ``interval`` seconds.
+
+    It must fire within ``for`` + one interval (DESIGN's detection goal) and one healthy
+    sample afterwards must clear it. Returns what is wrong, or None.
+    """
+    problem = check_domain(rule)
+    if problem:
+        return problem
+    if rule.max_gap < interval:
+        return (
+            f"can never fire: max_gap {format_duration(rule.max_gap)} is shorter than the "
+            f"interval {format_duration(interval)}, so every sample breaks the window"
+        )
+    bad, good = _breaching_and_healthy(rule)
+    state = RuleState()
+    deadline = rule.for_ + interval
+    t = 0.0
+    while True:
+        state, verdict = evaluate(rule, state, Sample(rule.signal, t, bad))
+        if verdict.fired:
+            break
+        t += interval
+        if t > deadline:
+            return (
+                f"dry run: a fault sampled every {format_duration(interval)} did not fire "
+                f"within for + one interval ({format_duration(deadline)})"
+            )
+    # Strict rules clear on one healthy sample; tolerant ones once the breaching fraction
+    # of the window drops below the tolerance, which takes at most one window.
+    clear_by = t + rule.for_ + interval
+    while state.phase is not Phase.INACTIVE:
+        t += interval
+        if t > clear_by:
+            return f"dry run: healthy {rule.signal.value} values ({good:g}) did not clear the rule"
+        state, _ = evaluate(rule, state, Sample(rule.signal, t, good))
+    return None

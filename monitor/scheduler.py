@@ -1,0 +1,273 @@
+"""The per-service tick and the drift-free scheduler that runs it.
+
+Each service has a :class:`ServiceWorker`: one tick samples its sources, feeds every rule
+through the engine and reports transitions. The :class:`Scheduler` runs one task per
+service on a drift-free cadence (the schedule advances by the interval from where it was,
+not from when the work ended), staggers first ticks across the interval, and contains every
+error to the tick that raised it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from monitor.clock import Clock
+from monitor.engine import RuleState, Transition, Verdict, evaluate
+from monitor.model import Phase, Sample, Signal
+from monitor.plan import ServicePlan
+from monitor.sources.base import Source
+from monitor.telemetry import Metrics
+
+log = structlog.get_logger("railguard.scheduler")
+
+VerdictSink = Callable[[ServicePlan, Verdict], Awaitable[None]]
+
+_LOUD = {Transition.FIRING, Transition.BLIND}
+
+
+def _outcome(sample: Sample) -> str:
+    if sample.value is None:
+        return "unknown"
+    if sample.signal is Signal.HEALTH:
+        return "healthy" if sample.value >= 1 else "failing"
+    return "ok"
+
+
+class ServiceWorker:
+    """Ticks one service: samples its sources, evaluates its rules, reports transitions."""
+
+    def __init__(
+        self,
+        plan: ServicePlan,
+        sources: Sequence[tuple[str, Source]],
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        semaphore: asyncio.Semaphore,
+        sink: VerdictSink | None = None,
+    ) -> None:
+        self.plan = plan
+        self.sources = tuple(sources)
+        self.clock = clock
+        self.metrics = metrics
+        self.semaphore = semaphore
+        self.sink = sink
+        self.states: dict[str, RuleState] = {rule.name: RuleState() for rule in plan.rules}
+        self.latest: dict[Signal, Sample] = {}
+        self.last_started: float | None = None
+        self.ticks = 0  # completed ticks
+        labels = (plan.name, plan.tier)
+        self._labels = labels
+        self._duration = {
+            name: metrics.probe_duration.labels(*labels, name) for name, _ in self.sources
+        }
+        self._value = {s: metrics.signal_value.labels(*labels, s.value) for s in Signal}
+        self._state = {r.name: metrics.rule_state.labels(*labels, r.name) for r in plan.rules}
+        self._blind = {r.name: metrics.rule_blind.labels(*labels, r.name) for r in plan.rules}
+        for rule in plan.rules:
+            self._state[rule.name].set(0)
+            self._blind[rule.name].set(0)
+
+    async def _collect(self, name: str, source: Source) -> list[Sample]:
+        async with self.semaphore:
+            self.metrics.probes_in_flight.inc()
+            at = self.clock.time()
+            started = self.clock.monotonic()
+            try:
+                return await source.collect(at)
+            except Exception as e:  # contained: the signal is UNKNOWN for this tick
+                self.metrics.tick_errors.labels(*self._labels, type(e).__name__).inc()
+                log.warning("source failed", service=self.plan.name, source=name, error=repr(e))
+                reason = f"{name} source failed: {e!r}"
+                return [Sample(signal, at, None, reason) for signal in source.signals]
+            finally:
+                self._duration[name].observe(self.clock.monotonic() - started)
+                self.metrics.probes_in_flight.dec()
+
+    async def tick(self) -> None:
+        """Sample every source once and evaluate every rule on what came back."""
+        self.last_started = self.clock.monotonic()
+        try:
+            await self._tick()
+        finally:
+            self.ticks += 1
+
+    async def _tick(self) -> None:
+        if len(self.sources) == 1:
+            name, source = self.sources[0]
+            batches = [await self._collect(name, source)]
+        else:
+            batches = await asyncio.gather(*(self._collect(n, s) for n, s in self.sources))
+        for batch in batches:
+            for sample in batch:
+                self._observe(sample)
+                await self._evaluate(sample)
+
+    def _observe(self, sample: Sample) -> None:
+        self.latest[sample.signal] = sample
+        self._value[sample.signal].set(math.nan if sample.value is None else sample.value)
+        self.metrics.probes.labels(*self._labels, sample.signal.value, _outcome(sample)).inc()
+
+    async def _evaluate(self, sample: Sample) -> None:
+        for rule in self.plan.rules:
+            if rule.signal is not sample.signal:
+                continue
+            state, verdict = evaluate(rule, self.states[rule.name], sample)
+            self.states[rule.name] = state
+            if not verdict.transitions:
+                continue
+            self._state[rule.name].set(verdict.phase.level)
+            self._blind[rule.name].set(1 if verdict.blind else 0)
+            for transition in verdict.transitions:
+                self.metrics.rule_transitions.labels(
+                    *self._labels, rule.name, transition.value
+                ).inc()
+            loud = bool(_LOUD.intersection(verdict.transitions))
+            (log.warning if loud else log.info)(
+                "rule " + ",".join(t.value for t in verdict.transitions),
+                service=self.plan.name,
+                tier=self.plan.tier,
+                rule=rule.name,
+                phase=verdict.phase.value,
+                reason=verdict.reason,
+                evidence=[s.to_dict() for s in verdict.evidence] if verdict.fired else None,
+            )
+            if self.sink is not None:
+                await self._deliver(verdict)
+
+    async def _deliver(self, verdict: Verdict) -> None:
+        assert self.sink is not None
+        try:
+            await self.sink(self.plan, verdict)
+        except Exception as e:  # one rule's consumer failing must not hide the others
+            self.metrics.tick_errors.labels(*self._labels, type(e).__name__).inc()
+            log.exception("verdict handling failed", service=self.plan.name, rule=verdict.rule)
+
+    def snapshot(self) -> dict[str, object]:
+        """The service's current state, JSON-ready (for /status)."""
+        return {
+            "name": self.plan.name,
+            "tier": self.plan.tier,
+            "interval": self.plan.interval,
+            "ticks": self.ticks,
+            "signals": {s.value: sample.to_dict() for s, sample in self.latest.items()},
+            "rules": {
+                rule.name: {
+                    "rule": rule.describe(),
+                    "phase": self.states[rule.name].phase.value,
+                    "since": self.states[rule.name].since,
+                    "blind": self.states[rule.name].blind,
+                }
+                for rule in self.plan.rules
+            },
+        }
+
+    @property
+    def firing(self) -> list[str]:
+        """Names of the rules firing now."""
+        return [n for n, s in self.states.items() if s.phase is Phase.FIRING]
+
+
+class Scheduler:
+    """Runs every worker on its own drift-free cadence until stopped."""
+
+    def __init__(
+        self,
+        workers: Sequence[ServiceWorker],
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        stagger: bool = True,
+    ) -> None:
+        self.workers = tuple(workers)
+        self.clock = clock
+        self.metrics = metrics
+        self.stagger = stagger
+        self.started_at: float | None = None
+        self._stopping = False
+        self._tasks: dict[asyncio.Task[None], ServiceWorker] = {}
+        self._busy: set[ServiceWorker] = set()
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self.started_at is not None and not self._stopping
+
+    def start(self) -> None:
+        """Start one task per worker; first ticks spread evenly over each interval."""
+        self.started_at = self.clock.monotonic()
+        count = len(self.workers)
+        for index, worker in enumerate(self.workers):
+            offset = worker.plan.interval * index / count if self.stagger else 0.0
+            task = asyncio.create_task(self._run(worker, offset), name=f"tick:{worker.plan.name}")
+            self._tasks[task] = worker
+
+    async def _run(self, worker: ServiceWorker, offset: float) -> None:
+        interval = worker.plan.interval
+        labels = (worker.plan.name, worker.plan.tier)
+        next_at = self.clock.monotonic() + offset
+        while not self._stopping:
+            delay = next_at - self.clock.monotonic()
+            if delay > 0:
+                await self.clock.sleep(delay)
+            lag = self.clock.monotonic() - next_at
+            if lag >= interval:
+                # The last tick overran: skip the missed slots rather than bunching them.
+                missed = int(lag // interval)
+                self.metrics.ticks_skipped.labels(*labels).inc(missed)
+                next_at += missed * interval
+                lag -= missed * interval
+            self.metrics.scheduler_lag.observe(max(lag, 0.0))
+            self._busy.add(worker)
+            try:
+                await worker.tick()
+            except Exception as e:  # one place per unit of work: count it and keep going
+                self.metrics.tick_errors.labels(*labels, type(e).__name__).inc()
+                log.exception("tick failed", service=worker.plan.name)
+            finally:
+                self._busy.discard(worker)
+            next_at += interval
+
+    def stalled(self, now: float, grace: float = 10.0) -> list[str]:
+        """Services whose last tick started too long ago (the liveness check)."""
+        if self.started_at is None:
+            return []
+        out = []
+        for worker in self.workers:
+            last = worker.last_started if worker.last_started is not None else self.started_at
+            if now - last > 2 * worker.plan.interval + grace:
+                out.append(worker.plan.name)
+        return out
+
+    async def stop(self, grace: float) -> int:
+        """Let ticks in flight finish for up to ``grace`` seconds (on the Clock), then cancel.
+
+        Returns how many ticks had to be cancelled.
+        """
+        self._stopping = True
+        busy = [t for t, w in self._tasks.items() if w in self._busy]
+        for task, worker in self._tasks.items():
+            if worker not in self._busy:
+                task.cancel()  # sleeping between ticks: nothing to lose
+        if busy:
+            waiter = asyncio.ensure_future(self.clock.sleep(grace))
+            pending = set(busy)
+            while pending and not waiter.done():
+                _, pending = await asyncio.wait(
+                    pending | {waiter}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(waiter)
+            waiter.cancel()
+        cancelled = 0
+        for task in self._tasks:
+            if not task.done():
+                cancelled += task in busy
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if cancelled:
+            log.warning("shutdown cancelled ticks in flight", count=cancelled)
+        return cancelled

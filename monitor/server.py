@@ -1,0 +1,63 @@
+"""railguard's own HTTP server: /healthz, /readyz, /metrics, /status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from monitor.telemetry import Metrics
+
+
+class Watched(Protocol):
+    """What the server asks of the daemon."""
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """Whether the scheduler ticks, with details."""
+        ...
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Whether railguard is started and not stopping."""
+        ...
+
+    def status(self) -> dict[str, object]:
+        """Every service's state, JSON-ready."""
+        ...
+
+
+DAEMON_KEY = web.AppKey("daemon", Watched)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    ok, detail = request.app[DAEMON_KEY].liveness()
+    return web.json_response({"ok": ok, **detail}, status=200 if ok else 503)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    ok, detail = request.app[DAEMON_KEY].readiness()
+    return web.json_response({"ok": ok, **detail}, status=200 if ok else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    # Rendering thousands of series takes milliseconds: off the loop, so ticks stay on time.
+    body = await asyncio.to_thread(generate_latest, request.app[METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[DAEMON_KEY].status())
+
+
+def create_app(daemon: Watched, metrics: Metrics) -> web.Application:
+    """The aiohttp application serving railguard's endpoints."""
+    app = web.Application()
+    app[DAEMON_KEY] = daemon
+    app[METRICS_KEY] = metrics
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", _status)
+    return app

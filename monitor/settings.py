@@ -1,0 +1,258 @@
+"""Settings: the environment and the TOML config file. The ONLY place the environment is read.
+
+:func:`load_environment` reads the process environment (tokens, PORT, paths);
+:func:`load_config` reads one TOML file, expanding ``${VAR}`` references in its strings from
+that environment. Every mistake becomes a :class:`~monitor.errors.ConfigError` whose message
+names the file, the key path and the offending value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from monitor.configtypes import Duration, Number, Strict, Text
+from monitor.errors import ConfigError
+from monitor.sources.health import HealthCheck
+
+DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
+
+
+class Environment(BaseSettings):
+    """What railguard takes from environment variables (secrets come only from here)."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    config: Path | None = Field(None, validation_alias="RAILGUARD_CONFIG")
+    railway_api_token: SecretStr | None = Field(None, validation_alias="RAILWAY_API_TOKEN")
+    railway_project_token: SecretStr | None = Field(None, validation_alias="RAILWAY_PROJECT_TOKEN")
+    railway_api_url: str = Field(DEFAULT_API_URL, validation_alias="RAILWAY_API_URL")
+    railway_project_id: str | None = Field(None, validation_alias="RAILWAY_PROJECT_ID")
+    host: str = Field("0.0.0.0", validation_alias="RAILGUARD_HOST")
+    port: int = Field(8080, ge=0, le=65535, validation_alias="PORT")
+    state: Path | None = Field(None, validation_alias="RAILGUARD_STATE")
+    admin_token: SecretStr | None = Field(None, validation_alias="RAILGUARD_ADMIN_TOKEN")
+    webhook_secret: SecretStr | None = Field(None, validation_alias="RAILGUARD_WEBHOOK_SECRET")
+    database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", validation_alias="RAILGUARD_LOG_FORMAT"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", validation_alias="RAILGUARD_LOG_LEVEL"
+    )
+
+
+def _aliases() -> set[str]:
+    return {str(f.validation_alias) for f in Environment.model_fields.values()}
+
+
+def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
+    """Read the environment; an unknown ``RAILGUARD_*`` variable is a mistake, not ignored."""
+    environ = os.environ if environ is None else environ
+    known = _aliases()
+    unknown = sorted(k for k in environ if k.startswith("RAILGUARD_") and k not in known)
+    if unknown:
+        raise ConfigError(
+            f"environment: unknown variable {unknown[0]}={environ[unknown[0]]!r} "
+            f"(known: {', '.join(sorted(k for k in known if k.startswith('RAILGUARD_')))})"
+        )
+    values = {k: v for k, v in environ.items() if k in known}
+    try:
+        return Environment.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error("environment", e)) from e
+
+
+# -- the config file ------------------------------------------------------------------------
+
+
+def _clock_time(value: str) -> str:
+    hours, sep, minutes = value.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError(f'not a time of day: {value!r} (write "HH:MM", UTC)')
+    if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
+        raise ValueError(f"not a time of day: {value!r}")
+    return f"{int(hours):02d}:{minutes}"
+
+
+ClockTime = Annotated[str, AfterValidator(_clock_time)]
+
+
+class RailwayConfig(Strict):
+    """How railguard talks to Railway's API."""
+
+    project_id: Text | None = None
+    requests_per_hour: int = Field(1000, gt=0)
+    requests_per_second: float = Field(10.0, gt=0)
+    poll_interval: Duration = Field(30.0, gt=0)
+
+
+class TierPolicy(Strict):
+    """What a tier gets: its rules, whether it rolls back, how loudly it alerts."""
+
+    auto_rollback: bool = False
+    severity: Literal["critical", "warning", "info"] = "warning"
+    delivery: Literal["immediate", "digest", "off"] = "off"
+    digest_at: ClockTime = "09:00"
+    rules: tuple[str, ...] = ("health-failing",)
+    bake: Duration = Field(600.0, ge=0)
+    rollback_timeout: Duration = Field(120.0, gt=0)
+
+
+DEFAULT_TIERS: dict[str, dict[str, Any]] = {
+    "production": {
+        "auto_rollback": True,
+        "severity": "critical",
+        "delivery": "immediate",
+        "rules": ["health-failing", "error-rate", "memory-high"],
+    },
+    "staging": {
+        "auto_rollback": True,
+        "severity": "warning",
+        "delivery": "digest",
+        "rules": ["health-failing", "error-rate"],
+    },
+    "preview": {
+        "auto_rollback": False,
+        "severity": "info",
+        "delivery": "off",
+        "rules": ["health-failing"],
+    },
+}
+
+
+class RuleOverride(Strict):
+    """A service's changes to one of its tier's rules."""
+
+    for_: Duration | None = Field(None, alias="for", ge=0)
+    threshold: Number | None = None
+    max_gap: Duration | None = Field(None, gt=0)
+    tolerance: float | None = Field(None, gt=0, le=1)
+
+
+class ServiceConfig(Strict):
+    """One service railguard guards."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    tier: str
+    service_id: Text | None = None
+    environment_id: Text | None = None
+    health_url: Text | None = None
+    health: HealthCheck | None = None
+    interval: Duration = Field(15.0, gt=0)
+    rules: dict[str, RuleOverride] = {}
+
+    @model_validator(mode="after")
+    def _one_health(self) -> ServiceConfig:
+        if self.health_url is not None and self.health is not None:
+            raise ValueError("set either health_url or health.url, not both")
+        return self
+
+    @property
+    def health_check(self) -> HealthCheck | None:
+        """The health check, whichever way it was written."""
+        if self.health_url is not None:
+            return HealthCheck(url=self.health_url)
+        return self.health
+
+
+class DaemonConfig(Strict):
+    """How the daemon schedules its work."""
+
+    max_concurrent_probes: int = Field(100, gt=0)
+    shutdown_timeout: Duration = Field(5.0, ge=0)
+    stagger: bool = True
+
+
+class Config(Strict):
+    """The whole config file."""
+
+    rule_files: tuple[Text, ...] | None = None
+    railway: RailwayConfig = RailwayConfig()
+    daemon: DaemonConfig = DaemonConfig()
+    tiers: dict[str, TierPolicy] = {}
+    services: tuple[ServiceConfig, ...]
+
+    @model_validator(mode="after")
+    def _services(self) -> Config:
+        if not self.services:
+            raise ValueError("no services: add at least one [[services]] table")
+        seen: set[str] = set()
+        for service in self.services:
+            if service.name in seen:
+                raise ValueError(f"two services are named {service.name!r}")
+            seen.add(service.name)
+        return self
+
+
+def _with_default_tiers(raw: dict[str, Any]) -> dict[str, Any]:
+    tiers = raw.get("tiers", {})
+    if not isinstance(tiers, dict):
+        return raw  # validation names the mistake
+    merged: dict[str, Any] = {name: dict(values) for name, values in DEFAULT_TIERS.items()}
+    for name, values in tiers.items():
+        if isinstance(values, dict):
+            merged[name] = {**merged.get(name, {}), **values}
+        else:
+            merged[name] = values
+    return {**raw, "tiers": merged}
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; a missing file or a syntax error is a ConfigError naming it."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such file") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+
+
+def load_config(path: Path, env: Environment, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at ``path``."""
+    raw = read_toml(path)
+    environ = os.environ if environ is None else environ
+    try:
+        return Config.model_validate(_with_default_tiers(raw), context={"environ": environ})
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(str(path), e)) from e
+
+
+def format_location(loc: Sequence[int | str]) -> str:
+    """``("services", 0, "health", "timeout")`` -> ``services[0].health.timeout``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line per mistake: ``FILE: key.path: what is wrong (got VALUE)``."""
+    lines = []
+    for item in error.errors(include_url=False):
+        # Tagged unions and type wrappers add loc parts that are not keys the user wrote.
+        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        key = format_location(loc)
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        hidden = item["type"] in ("missing", "secret_literal") or isinstance(got, dict)
+        shown = "" if hidden else f" (got {got!r})"
+        lines.append(f"{source}: {key}: {message}{shown}")
+    return "\n".join(lines)

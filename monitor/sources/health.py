@@ -1,0 +1,275 @@
+"""The health source: an HTTP probe whose answer is 1.0 (healthy) or 0.0 (failing).
+
+Health is never UNKNOWN. Whatever keeps the probe from a good answer (timeout, refused or
+reset connection, DNS failure, an unexpected status, a body condition not met) is a failing
+sample whose ``reason`` says which, so the engine and the people reading an incident see the
+same cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+from typing import Any, Literal
+
+import aiohttp
+from pydantic import field_validator, model_validator
+from yarl import URL
+
+from monitor.clock import Clock
+from monitor.configtypes import Duration, Strict, Text
+from monitor.errors import ProbeError
+from monitor.model import Sample, Signal, format_duration
+
+MAX_REDIRECTS = 5
+
+JsonScalar = str | int | float | bool
+
+
+class HealthCheck(Strict):
+    """How to probe a service's health endpoint (``health = { url = "...", ... }``)."""
+
+    url: Text
+    method: Literal["GET", "HEAD"] = "GET"
+    timeout: Duration = 5.0
+    expected_status: list[int] | None = None
+    body_contains: str | None = None
+    json_path: str | None = None
+    json_equals: JsonScalar | None = None
+    max_body_bytes: int = 65536
+    headers: dict[str, Text] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = URL(value)
+        except ValueError:
+            url = URL()
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"health url must be an http:// or https:// URL (got {value!r})")
+        return value
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("timeout must be more than 0s")
+        return value
+
+    @field_validator("expected_status")
+    @classmethod
+    def _statuses(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("expected_status must list at least one status (or be left out)")
+        for status in value:
+            if not 100 <= status <= 599:
+                raise ValueError(f"expected_status {status} is not an HTTP status (100..599)")
+        return value
+
+    @field_validator("json_path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not all(value.split(".")):
+            raise ValueError(f'json_path {value!r} has an empty segment (write "checks.db.ok")')
+        return value
+
+    @field_validator("max_body_bytes")
+    @classmethod
+    def _positive_size(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError(f"max_body_bytes must be more than 0 (got {value})")
+        return value
+
+    @model_validator(mode="after")
+    def _body_conditions(self) -> HealthCheck:
+        if self.json_equals is not None and self.json_path is None:
+            raise ValueError("json_equals needs json_path (the value to compare)")
+        if self.method == "HEAD" and (self.body_contains is not None or self.json_path is not None):
+            raise ValueError("a HEAD response has no body: body_contains and json_path need GET")
+        return self
+
+
+class HealthSource:
+    """Probes one health endpoint; each collect yields exactly one HEALTH sample."""
+
+    __slots__ = (
+        "_body_limit",
+        "_check",
+        "_clock",
+        "_expected",
+        "_expected_text",
+        "_headers",
+        "_needle",
+        "_path",
+        "_session",
+        "_timeout",
+        "_timeout_reason",
+        "_url",
+        "_url_text",
+    )
+
+    signals = frozenset({Signal.HEALTH})
+
+    def __init__(self, check: HealthCheck, session: aiohttp.ClientSession, clock: Clock) -> None:
+        self._check = check
+        self._session = session
+        self._clock = clock
+        # Everything that does not change between probes is built once, here.
+        self._url = URL(check.url)
+        self._url_text = str(self._url.with_password(None)) if self._url.password else check.url
+        self._headers = dict(check.headers) or None
+        self._timeout = aiohttp.ClientTimeout(total=check.timeout)
+        self._timeout_reason = f"timeout after {format_duration(check.timeout)}"
+        self._expected = frozenset(check.expected_status or range(200, 300))
+        self._expected_text = _describe_statuses(check.expected_status)
+        self._needle = None if check.body_contains is None else check.body_contains.encode()
+        self._path = None if check.json_path is None else tuple(check.json_path.split("."))
+        needs_body = self._needle is not None or self._path is not None
+        self._body_limit = check.max_body_bytes if needs_body else None
+
+    async def collect(self, at: float) -> list[Sample]:
+        """Probe once and report 1.0 (healthy) or 0.0 (failing, with the reason)."""
+        if self._session.closed:
+            # Not a fact about the target: aiohttp would raise a bare RuntimeError.
+            raise ProbeError(f"cannot probe {self._url_text}: the HTTP session is closed")
+        start = self._clock.monotonic()
+        status: int | None = None
+        error: str | None = None
+        try:
+            async with self._session.request(
+                self._check.method,
+                self._url,
+                headers=self._headers,
+                timeout=self._timeout,
+                max_redirects=MAX_REDIRECTS,
+            ) as response:
+                status = response.status
+                if status not in self._expected:
+                    reason = f"status {status} (expected {self._expected_text})"
+                elif self._body_limit is None:
+                    reason = ""
+                else:
+                    reason = await self._check_body(response, self._body_limit)
+        except TimeoutError as exc:
+            reason, error = self._timeout_reason, _error_text(exc)
+        except (aiohttp.ClientError, OSError) as exc:
+            reason, error = describe_error(exc), _error_text(exc)
+        latency_ms = round((self._clock.monotonic() - start) * 1000.0, 3)
+        return [
+            Sample(
+                signal=Signal.HEALTH,
+                at=at,
+                value=0.0 if reason else 1.0,
+                reason=reason,
+                detail={
+                    "status": status,
+                    "latency_ms": latency_ms,
+                    "url": self._url_text,
+                    "error": error,
+                },
+            )
+        ]
+
+    async def _check_body(self, response: aiohttp.ClientResponse, limit: int) -> str:
+        """The reason the body fails the configured conditions, or "" when it passes."""
+        length = response.content_length
+        if length is not None and length > limit:
+            return f"body is {length} bytes, over max_body_bytes {limit}"
+        body = await _read_at_most(response.content, limit + 1)
+        if len(body) > limit:
+            return f"body is over max_body_bytes {limit}"
+        if self._needle is not None and self._needle not in body:
+            return f"body does not contain {self._check.body_contains!r}"
+        if self._path is None:
+            return ""
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            return f"body is not valid JSON ({_first_line(exc)})"
+        return _json_condition(document, self._path, self._check)
+
+
+async def _read_at_most(content: aiohttp.StreamReader, size: int) -> bytes:
+    """Up to ``size`` bytes of the body: a huge or endless body costs no more than that."""
+    try:
+        return await content.readexactly(size)
+    except asyncio.IncompleteReadError as short:
+        return short.partial
+
+
+_MISSING: Any = object()
+
+
+def _json_condition(document: Any, path: tuple[str, ...], check: HealthCheck) -> str:
+    """The reason ``document`` fails the json_path condition, or "" when it holds."""
+    value = document
+    for segment in path:
+        value = _step(value, segment)
+        if value is _MISSING:
+            return f"json path {check.json_path} not found (no {segment!r})"
+    expected = check.json_equals
+    if expected is None:
+        return "" if value else f"json path {check.json_path} is {_show(value)}"
+    if value == expected and isinstance(value, bool) == isinstance(expected, bool):
+        return ""
+    return f"json path {check.json_path} is {_show(value)} (expected {_show(expected)})"
+
+
+def _step(value: Any, segment: str) -> Any:
+    if isinstance(value, dict):
+        return value.get(segment, _MISSING)
+    if isinstance(value, list):
+        try:
+            return value[int(segment)]
+        except (ValueError, IndexError):
+            return _MISSING
+    return _MISSING
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe_statuses(statuses: list[int] | None) -> str:
+    if statuses is None:
+        return "2xx"
+    if len(statuses) == 1:
+        return str(statuses[0])
+    return "one of " + ", ".join(str(status) for status in statuses)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failing sample's reason for a request that raised ``exc`` (timeouts aside)."""
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"dns lookup failed: {exc.host}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"tls error: {_first_line(exc)}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connection refused: {exc.host}:{exc.port}"
+        return f"cannot connect: {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, ConnectionResetError) or (
+        isinstance(exc, OSError) and exc.errno == errno.ECONNRESET
+    ):
+        return f"connection reset: {_first_line(exc)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed by the server before a complete response"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return f"too many redirects (more than {MAX_REDIRECTS})"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"body read failed: {_first_line(exc)}"
+    return f"request failed: {_error_text(exc)}"
+
+
+def _error_text(exc: BaseException) -> str:
+    text = _first_line(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).partition("\n")[0][:200]

@@ -1,0 +1,122 @@
+"""Prometheus metrics (an own CollectorRegistry, passed in) and structlog setup."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal, TextIO
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from monitor import __version__
+
+# Probes answer in milliseconds when healthy and in seconds when not.
+PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class Metrics:
+    """Every metric railguard exports, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        service = ["service", "tier"]
+        self.info = Info("railguard_build", "railguard's version.", registry=r)
+        self.info.info({"version": __version__})
+        self.probe_duration = Histogram(
+            "railguard_probe_duration_seconds",
+            "Time taken by a source to take its samples.",
+            [*service, "source"],
+            buckets=PROBE_BUCKETS,
+            registry=r,
+        )
+        self.probes = Counter(
+            "railguard_probes_total",
+            "Samples taken, by outcome (healthy, failing, breaching, ok, unknown).",
+            [*service, "signal", "outcome"],
+            registry=r,
+        )
+        self.signal_value = Gauge(
+            "railguard_signal_value",
+            "Latest value of each signal (NaN while UNKNOWN).",
+            [*service, "signal"],
+            registry=r,
+        )
+        self.rule_state = Gauge(
+            "railguard_rule_state",
+            "Each rule's state: 0 inactive, 1 pending, 2 firing.",
+            [*service, "rule"],
+            registry=r,
+        )
+        self.rule_blind = Gauge(
+            "railguard_rule_blind",
+            "1 while a rule has had no known sample for longer than its max_gap.",
+            [*service, "rule"],
+            registry=r,
+        )
+        self.rule_transitions = Counter(
+            "railguard_rule_transitions_total",
+            "Rule transitions (pending, firing, resolved, reset, blind, sight_restored).",
+            [*service, "rule", "transition"],
+            registry=r,
+        )
+        self.tick_errors = Counter(
+            "railguard_tick_errors_total",
+            "Ticks that failed with an unexpected error, by exception type.",
+            [*service, "error"],
+            registry=r,
+        )
+        self.ticks_skipped = Counter(
+            "railguard_ticks_skipped_total",
+            "Ticks skipped because the previous one overran the interval.",
+            service,
+            registry=r,
+        )
+        self.scheduler_lag = Histogram(
+            "railguard_scheduler_lag_seconds",
+            "How late each tick started compared with its schedule.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.services = Gauge(
+            "railguard_services", "Services being guarded, by tier.", ["tier"], registry=r
+        )
+        self.probes_in_flight = Gauge(
+            "railguard_probes_in_flight", "Probes running right now.", registry=r
+        )
+        self.up = Gauge(
+            "railguard_up", "1 while the scheduler runs, 0 while shutting down.", registry=r
+        )
+
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def configure_logging(
+    fmt: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    """JSON lines for machines; key=value on a terminal (``auto`` picks by isatty)."""
+    stream = stream if stream is not None else sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: structlog.typing.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,30 @@
+"""Shared fixtures: a FakeClock, config files written to a temp dir, the example paths."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from monitor.clock import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[[str, str], Path]:
+    """Write a file under tmp_path and return its path."""
+
+    def _write(text: str, name: str = "railguard.toml") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    return _write

@@ -1,0 +1,76 @@
+"""The command line: check prints the plan, mistakes exit 2 naming the problem."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+from tests.conftest import ROOT
+
+Write = Callable[..., Path]
+
+GOOD = """
+[[services]]
+name = "web"
+tier = "preview"
+health_url = "http://127.0.0.1:9/health"
+"""
+
+
+def test_check_prints_the_plan(write: Write) -> None:
+    out = io.StringIO()
+    assert main(["check", "--config", str(write(GOOD))], stdout=out) == 0
+    text = out.getvalue()
+    assert "web [preview] every 15s: http://127.0.0.1:9/health" in text
+    assert "health-failing: health < 1 for 3m (max_gap 30s)" in text
+    assert "production: auto-rollback, severity critical, alerts immediate" in text
+    assert "staging: auto-rollback, severity warning, alerts digest at 09:00 UTC" in text
+    assert "railway: https://backboard.railway.com/graphql/v2, polling 0 requests/hour" in text
+    assert text.rstrip().endswith("config OK")
+
+
+def test_check_counts_railway_polling(write: Write) -> None:
+    text = GOOD + 'service_id = "svc"\n[railway]\npoll_interval = "10s"\nrequests_per_hour = 1000\n'
+    out = io.StringIO()
+    assert main(["check", "--config", str(write(text))], stdout=out) == 0
+    assert "polling 360 requests/hour of 1000 (36%)" in out.getvalue()
+
+
+def test_bad_config_exits_2_naming_the_key(
+    write: Write, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(GOOD + 'interval = "often"\n')
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"railguard: {path}: services[0].interval: not a duration: 'often'" in err
+
+
+def test_config_from_environment(
+    write: Write, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RAILGUARD_CONFIG", str(write(GOOD)))
+    assert main(["check"]) == 0
+    monkeypatch.delenv("RAILGUARD_CONFIG")
+    assert main(["check"]) == 2
+    assert "no config file: pass --config FILE or set RAILGUARD_CONFIG" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["frobnicate"])
+    assert caught.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "example", sorted((ROOT / "examples").glob("*.toml")), ids=lambda p: p.name
+)
+def test_examples_pass_check(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("RAILGUARD_"):
+            monkeypatch.delenv(name)
+    out = io.StringIO()
+    assert main(["check", "--config", str(example)], stdout=out) == 0, out.getvalue()

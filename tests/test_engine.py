@@ -1,0 +1,393 @@
+"""The rule engine, driven by tables of (time, value) samples: no clock, no sleeping."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+import pytest
+
+from monitor.engine import RuleState, Transition, Verdict, evaluate
+from monitor.model import Op, Phase, Rule, Sample, Signal
+
+BAD = 0.2  # breaches error_rate > 0.05
+OK = 0.01
+UNK = None  # an UNKNOWN sample
+
+Point = tuple[float, float | None]
+
+
+def make_rule(**overrides: object) -> Rule:
+    """error_rate > 0.05 for 3m, max_gap 30s (a 15s interval): the rule most rows use."""
+    fields: dict[str, object] = {
+        "name": "error_rate_high",
+        "signal": Signal.ERROR_RATE,
+        "op": Op.GT,
+        "threshold": 0.05,
+        "for_": 180.0,
+        "max_gap": 30.0,
+    }
+    fields.update(overrides)
+    return Rule(**fields)  # type: ignore[arg-type]
+
+
+def every(start: float, stop: float, value: float | None, step: float = 15.0) -> list[Point]:
+    """Samples of one value from ``start`` to ``stop`` inclusive, ``step`` apart."""
+    count = int((stop - start) // step) + 1
+    return [(start + i * step, value) for i in range(count)]
+
+
+def alternate(start: float, stop: float, step: float = 15.0) -> list[Point]:
+    """BAD, OK, BAD, OK, ... from ``start`` to ``stop``: a flapping service."""
+    return [(t, BAD if i % 2 == 0 else OK) for i, (t, _) in enumerate(every(start, stop, OK, step))]
+
+
+def sample(t: float, value: float | None, signal: Signal = Signal.ERROR_RATE) -> Sample:
+    reason = "connection refused" if value is None else ""
+    return Sample(signal=signal, at=t, value=value, reason=reason, detail={"n": int(t)})
+
+
+def run(
+    rule: Rule, points: Iterable[Point], state: RuleState | None = None
+) -> tuple[RuleState, list[Verdict]]:
+    """Feed the points in order; the final state and every verdict."""
+    current = RuleState() if state is None else state
+    verdicts = []
+    for t, value in points:
+        current, verdict = evaluate(rule, current, sample(t, value, rule.signal))
+        verdicts.append(verdict)
+    return current, verdicts
+
+
+def events(verdicts: Sequence[Verdict]) -> list[str]:
+    """``["0:pending", "180:firing"]``: each evaluation that changed something."""
+    return [f"{v.at:g}:{'+'.join(v.transitions)}" for v in verdicts if v.transitions]
+
+
+TABLE = [
+    pytest.param({}, every(0, 180, BAD), ["0:pending", "180:firing"], id="fires-at-boundary"),
+    pytest.param({}, every(0, 165, BAD), ["0:pending"], id="not-one-sample-before"),
+    pytest.param(
+        {},
+        [*every(0, 90, BAD), (105, OK), *every(120, 300, BAD)],
+        ["0:pending", "105:reset", "120:pending", "300:firing"],
+        id="one-healthy-sample-resets-pending",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 210, BAD), (225, OK), (240, OK)],
+        ["0:pending", "180:firing", "225:resolved"],
+        id="healthy-sample-resolves-firing",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 90, BAD), *every(121, 301, BAD)],
+        ["0:pending", "121:reset+pending", "301:firing"],
+        id="gap-over-max-gap-resets-pending",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 90, BAD), *every(120, 180, BAD)],
+        ["0:pending", "180:firing"],
+        id="gap-equal-to-max-gap-is-covered",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 195, BAD), *every(226, 240, BAD)],
+        ["0:pending", "180:firing", "226:reset+pending"],
+        id="gap-resets-firing",
+    ),
+    pytest.param(
+        {},
+        [(0, OK), (100, OK), (115, BAD)],
+        ["115:pending"],
+        id="gap-while-inactive-is-silent",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 90, BAD), (105, UNK), *every(120, 180, BAD)],
+        ["0:pending", "180:firing"],
+        id="short-unknown-run-pending-survives",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 150, BAD), (165, UNK), (180, UNK)],
+        ["0:pending"],
+        id="unknown-never-fires",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 90, BAD), (105, UNK), (120, UNK), *every(135, 315, BAD)],
+        ["0:pending", "135:reset+pending", "315:firing"],
+        id="unknown-run-uncovered-resets-on-next-known",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 90, BAD), *every(105, 180, UNK), *every(195, 375, BAD)],
+        ["0:pending", "135:blind+reset", "195:sight_restored+pending", "375:firing"],
+        id="long-unknown-run-blind-once",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 195, BAD), *every(210, 240, UNK), (255, OK)],
+        ["0:pending", "180:firing", "240:blind+reset", "255:sight_restored"],
+        id="blind-resets-firing",
+    ),
+    pytest.param(
+        {},
+        [*every(0, 60, UNK), (75, BAD)],
+        ["45:blind", "75:sight_restored+pending"],
+        id="unknown-from-first-sample",
+    ),
+    pytest.param(
+        {},
+        [(0, OK), *every(15, 60, UNK), (75, OK)],
+        ["45:blind", "75:sight_restored"],
+        id="blind-while-inactive",
+    ),
+    pytest.param(
+        {"for_": 60.0},
+        alternate(0, 300),
+        [f"{t}:{'pending' if t % 30 == 0 else 'reset'}" for t in range(0, 301, 15)],
+        id="flapping-strict-never-fires",
+    ),
+    pytest.param(
+        {"for_": 60.0, "tolerance": 0.5},
+        alternate(0, 60),
+        ["0:pending", "60:firing"],
+        id="flapping-tolerance-0.5-fires",
+    ),
+    pytest.param(
+        {"for_": 60.0, "tolerance": 0.4},
+        alternate(0, 300),
+        ["0:pending", "60:firing"],
+        id="flapping-tolerance-0.4-stays-firing",
+    ),
+    pytest.param(
+        {"for_": 60.0, "tolerance": 0.5},
+        [(0, BAD), (15, OK), (30, OK), (45, BAD)],
+        ["0:pending", "30:reset", "45:pending"],
+        id="tolerance-lost-resets-pending",
+    ),
+    pytest.param(
+        {"for_": 60.0, "tolerance": 0.5},
+        [*every(0, 60, BAD), *every(75, 120, OK)],
+        ["0:pending", "60:firing", "105:resolved"],
+        id="tolerance-lost-resolves-firing",
+    ),
+    pytest.param(
+        {"for_": 0.0},
+        [(0, OK), (15, BAD), (30, BAD), (45, OK)],
+        ["15:pending+firing", "45:resolved"],
+        id="for-zero-fires-on-first-breach",
+    ),
+    pytest.param(
+        {},
+        [(0, BAD), (10, BAD), (10, BAD), (180, BAD)],
+        ["0:pending", "180:reset+pending"],
+        id="same-time-sample-accepted",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "points", "expected"), TABLE)
+def test_transitions(
+    overrides: dict[str, object], points: list[Point], expected: list[str]
+) -> None:
+    _, verdicts = run(make_rule(**overrides), points)
+    assert events(verdicts) == expected
+
+
+@pytest.mark.parametrize(
+    ("op", "threshold", "value", "breaching"),
+    [
+        (Op.GT, 0.5, 0.51, True),
+        (Op.GT, 0.5, 0.5, False),
+        (Op.GE, 0.5, 0.5, True),
+        (Op.GE, 0.5, 0.49, False),
+        (Op.LT, 0.5, 0.49, True),
+        (Op.LT, 0.5, 0.5, False),
+        (Op.LE, 0.5, 0.5, True),
+        (Op.LE, 0.5, 0.51, False),
+        (Op.EQ, 0.0, 0.0, True),
+        (Op.EQ, 0.0, 1.0, False),
+        (Op.NE, 1.0, 0.0, True),
+        (Op.NE, 1.0, 1.0, False),
+    ],
+)
+def test_operators_at_threshold(op: Op, threshold: float, value: float, breaching: bool) -> None:
+    rule = make_rule(signal=Signal.HEALTH, op=op, threshold=threshold, for_=0.0)
+    state, (verdict,) = run(rule, [(0, value)])
+    assert verdict.breaching is breaching
+    assert verdict.fired is breaching
+    assert state.phase is (Phase.FIRING if breaching else Phase.INACTIVE)
+    assert op.value in verdict.reason
+    assert ("not " in verdict.reason) is not breaching
+
+
+def test_phases_and_evidence_while_firing() -> None:
+    rule = make_rule()
+    state, verdicts = run(rule, every(0, 195, BAD))
+    firing = verdicts[12]
+    assert (firing.at, firing.previous, firing.phase, firing.fired) == (
+        180,
+        "pending",
+        "firing",
+        True,
+    )
+    assert [s.at for s in firing.evidence] == list(range(0, 181, 15))
+    assert all(s.value == BAD for s in firing.evidence)
+    # Still firing a sample later: no new transition, and the window slides (keeps t - for_).
+    assert verdicts[13].transitions == ()
+    assert verdicts[13].phase is Phase.FIRING
+    assert not verdicts[13].fired
+    assert [s.at for s in state.window] == list(range(15, 196, 15))
+    assert state.since == 0
+
+
+def test_evidence_with_tolerance_keeps_the_healthy_samples() -> None:
+    rule = make_rule(for_=60.0, tolerance=0.5)
+    _, verdicts = run(rule, alternate(0, 60))
+    assert verdicts[-1].fired
+    assert [s.value for s in verdicts[-1].evidence] == [BAD, OK, BAD, OK, BAD]
+    assert verdicts[-1].reason == "error_rate 0.2 > 0.05 for 1m (3/5 samples breaching)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "points", "expected"),
+    [
+        pytest.param({}, [(0, OK)], "error_rate 0.01 not > 0.05", id="healthy"),
+        pytest.param(
+            {},
+            every(0, 45, BAD),
+            "error_rate 0.2 > 0.05 for 45s of 3m (4/4 samples breaching)",
+            id="pending",
+        ),
+        pytest.param(
+            {"for_": 120.0},
+            every(0, 120, BAD),
+            "error_rate 0.2 > 0.05 for 2m (9/9 samples breaching)",
+            id="firing",
+        ),
+        pytest.param(
+            {},
+            [*every(0, 90, BAD), (105, OK)],
+            "error_rate 0.01 not > 0.05; pending reset after 1m45s",
+            id="reset",
+        ),
+        pytest.param(
+            {"for_": 60.0, "tolerance": 0.5},
+            [(0, BAD), (15, OK), (30, OK)],
+            "error_rate 0.01 not > 0.05; pending reset after 30s (1/3 breaching < tolerance 0.5)",
+            id="tolerance-reset",
+        ),
+        pytest.param(
+            {},
+            [(0, BAD), (45, BAD)],
+            "pending reset by a gap of 45s (> max_gap 30s); "
+            "error_rate 0.2 > 0.05 for 0s of 3m (1/1 samples breaching)",
+            id="gap",
+        ),
+        pytest.param(
+            {},
+            [(0, OK), (15, UNK)],
+            "unknown (connection refused); no known sample for 15s, max_gap 30s",
+            id="unknown",
+        ),
+        pytest.param(
+            {},
+            [(0, BAD), (15, UNK), (30, UNK), (45, UNK)],
+            "no known sample for 45s (> max_gap 30s): connection refused; pending reset",
+            id="blind",
+        ),
+        pytest.param(
+            {},
+            [(0, OK), (15, UNK), (45, UNK), (60, UNK)],
+            "still blind, no known sample for 1m: connection refused",
+            id="still-blind",
+        ),
+        pytest.param(
+            {},
+            [(0, OK), (45, UNK), (60, OK)],
+            "sight restored after 1m; error_rate 0.01 not > 0.05",
+            id="sight-restored",
+        ),
+    ],
+)
+def test_reason(overrides: dict[str, object], points: list[Point], expected: str) -> None:
+    _, verdicts = run(make_rule(**overrides), points)
+    assert verdicts[-1].reason == expected
+
+
+def test_unknown_reason_defaults() -> None:
+    rule = make_rule()
+    _, verdict = evaluate(rule, RuleState(), Sample(Signal.ERROR_RATE, 0.0, None))
+    assert verdict.reason.startswith("unknown (no reason given)")
+    assert verdict.breaching is None
+
+
+def test_blind_flag_follows_the_run() -> None:
+    _, verdicts = run(make_rule(), [(0, OK), *every(15, 75, UNK), (90, OK)])
+    assert [v.blind for v in verdicts] == [False, False, False, True, True, True, False]
+
+
+@pytest.mark.parametrize(
+    ("points", "late"),
+    [
+        pytest.param([(0, BAD), (15, BAD)], (10, OK), id="known-before-last-known"),
+        pytest.param([(0, BAD), (15, UNK), (30, UNK)], (10, UNK), id="unknown-before-run"),
+    ],
+)
+def test_out_of_order_sample_is_ignored(points: list[Point], late: Point) -> None:
+    rule = make_rule()
+    state, _ = run(rule, points)
+    after, verdict = evaluate(rule, state, sample(*late))
+    assert after is state
+    assert verdict.transitions == ()
+    assert verdict.breaching is None
+    assert (verdict.phase, verdict.previous) == (Phase.PENDING, Phase.PENDING)
+    assert "out-of-order" in verdict.reason
+
+
+def test_wrong_signal_raises() -> None:
+    with pytest.raises(ValueError, match="error_rate"):
+        evaluate(make_rule(), RuleState(), sample(0, 1.0, Signal.HEALTH))
+
+
+SEQUENCE = [*every(0, 90, BAD), (105, UNK), *every(120, 300, BAD), (315, OK), *every(330, 400, UNK)]
+
+
+@pytest.mark.parametrize("split", range(len(SEQUENCE) + 1))
+def test_persisted_state_behaves_like_never_persisted(split: int) -> None:
+    rule = make_rule(tolerance=0.75)
+    straight, expected = run(rule, SEQUENCE)
+    half, first = run(rule, SEQUENCE[:split])
+    restored = RuleState.from_dict(json.loads(json.dumps(half.to_dict())))
+    assert restored == half
+    final, second = run(rule, SEQUENCE[split:], restored)
+    assert final == straight
+    assert first + second == expected
+
+
+def test_round_trip_keeps_the_window() -> None:
+    state, _ = run(make_rule(), every(0, 60, BAD))
+    data = json.loads(json.dumps(state.to_dict()))
+    assert [item["at"] for item in data["window"]] == [0, 15, 30, 45, 60]
+    assert data["phase"] == "pending"
+    assert RuleState.from_dict(data).window == state.window
+
+
+def test_from_dict_defaults() -> None:
+    assert RuleState.from_dict({}) == RuleState()
+
+
+def test_restart_after_a_long_time_resets_through_the_gap() -> None:
+    rule = make_rule()
+    state, _ = run(rule, every(0, 90, BAD))
+    restored = RuleState.from_dict(state.to_dict())
+    _, (verdict,) = run(rule, [(3600, BAD)], restored)
+    assert verdict.transitions == (Transition.RESET, Transition.PENDING)
+    assert [s.at for s in verdict.evidence] == [3600]
+    _, (verdict,) = run(rule, [(3600, UNK)], restored)
+    assert verdict.transitions == (Transition.BLIND, Transition.RESET)
+    assert verdict.evidence == ()

@@ -1,0 +1,216 @@
+"""Config loading: every mistake names the file, the key path and the value, and exits 2."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from monitor.configtypes import parse_duration
+from monitor.errors import ConfigError
+from monitor.plan import build_plan
+from monitor.settings import load_environment
+
+Write = Callable[..., Path]
+
+SERVICE = """
+[[services]]
+name = "web"
+tier = "preview"
+health_url = "http://127.0.0.1:9/health"
+"""
+
+
+def plan_of(write: Write, text: str, environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    path = write(textwrap.dedent(text))
+    env = load_environment({})
+    return build_plan(path, env, environ or {})
+
+
+def test_minimal_config_gets_tier_defaults(write: Write) -> None:
+    plan = plan_of(write, SERVICE)
+    (service,) = plan.services
+    assert service.tier == "preview"
+    assert service.interval == 15.0
+    assert [r.name for r in service.rules] == ["health-failing"]
+    assert service.rules[0].for_ == 180.0
+    assert service.rules[0].max_gap == 30.0  # 2 x interval
+    production = plan.config.tiers["production"]
+    assert production.auto_rollback is True
+    assert production.severity == "critical"
+    assert production.delivery == "immediate"
+    assert production.rules == ("health-failing", "error-rate", "memory-high")
+    staging = plan.config.tiers["staging"]
+    assert (staging.severity, staging.delivery, staging.digest_at) == ("warning", "digest", "09:00")
+    assert plan.config.tiers["preview"].auto_rollback is False
+
+
+def test_tier_override_merges_onto_defaults(write: Write) -> None:
+    plan = plan_of(
+        write,
+        SERVICE
+        + """
+        [tiers.staging]
+        digest_at = "7:30"
+        [tiers.custom]
+        auto_rollback = true
+        """,
+    )
+    staging = plan.config.tiers["staging"]
+    assert staging.digest_at == "07:30"
+    assert staging.delivery == "digest"  # still the default
+    assert plan.config.tiers["custom"].rules == ("health-failing",)
+
+
+def test_service_overrides_window_and_threshold(write: Write) -> None:
+    plan = plan_of(
+        write,
+        SERVICE.replace('tier = "preview"', 'tier = "preview"\ninterval = "5s"')
+        + """
+        [services.rules.health-failing]
+        for = "20s"
+        max_gap = "12s"
+        tolerance = 0.8
+        """,
+    )
+    rule = plan.services[0].rules[0]
+    assert (rule.for_, rule.max_gap, rule.tolerance) == (20.0, 12.0, 0.8)
+
+
+def test_env_expansion(write: Write) -> None:
+    text = SERVICE.replace("http://127.0.0.1:9/health", "${APP_URL}/health")
+    plan = plan_of(write, text, {"APP_URL": "http://10.0.0.5:8080"})
+    assert plan.services[0].health is not None
+    assert plan.services[0].health.url == "http://10.0.0.5:8080/health"
+    text = SERVICE.replace("http://127.0.0.1:9/health", "${APP_URL:-http://localhost:1}/h")
+    assert plan_of(write, text).services[0].health.url == "http://localhost:1/h"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            SERVICE + "bogus = 1\n", "services[0].bogus: unknown key (got 1)", id="unknown key"
+        ),
+        pytest.param(
+            SERVICE + 'interval = "10 seconds"\n',
+            "services[0].interval: not a duration: '10 seconds'",
+            id="bad duration",
+        ),
+        pytest.param(
+            SERVICE + "interval = 10\n",
+            'services[0].interval: durations are strings with a unit, such as "90s"',
+            id="bare number duration",
+        ),
+        pytest.param(
+            SERVICE.replace('"preview"', '"prod"'),
+            "services[0].tier: no tier named 'prod' (tiers: preview, production, staging)",
+            id="unknown tier",
+        ),
+        pytest.param(
+            SERVICE + '[tiers.preview]\nrules = ["health-failing", "latency"]\n',
+            "tiers.preview.rules[1]: unknown rule 'latency'",
+            id="unknown rule name",
+        ),
+        pytest.param(
+            SERVICE + "[services.rules.error-rate]\nthreshold = 0.1\n",
+            "services[0].rules.error-rate: tier 'preview' does not use rule 'error-rate'",
+            id="override of a rule the tier lacks",
+        ),
+        pytest.param(
+            SERVICE.replace('"preview"', '"production"'),
+            "rule 'error-rate' of tier 'production' needs the error_rate signal",
+            id="signal without a source",
+        ),
+        pytest.param(
+            SERVICE.replace("http://127.0.0.1:9/health", "${NOPE}"),
+            "services[0].health_url: environment variable NOPE is not set",
+            id="unset variable",
+        ),
+        pytest.param(
+            SERVICE + SERVICE, "two services are named 'web'", id="duplicate service name"
+        ),
+        pytest.param("", "services: required key is missing", id="no services key"),
+        pytest.param("services = []", "no services", id="empty services"),
+        pytest.param(
+            SERVICE + '[tiers.staging]\ndigest_at = "25:00"\n',
+            "tiers.staging.digest_at: not a time of day: '25:00'",
+            id="bad digest time",
+        ),
+        pytest.param(
+            SERVICE + '[tiers.staging]\ndelivery = "sometimes"\n',
+            "tiers.staging.delivery: Input should be 'immediate', 'digest' or 'off'",
+            id="bad delivery",
+        ),
+        pytest.param(
+            SERVICE + '[services.health]\nurl = "http://x/h"\n',
+            "set either health_url or health.url, not both",
+            id="health twice",
+        ),
+        pytest.param(
+            SERVICE + '[services.rules.health-failing]\nmax_gap = "5s"\n',
+            "services[0].rules.health-failing (web): can never fire: max_gap 5s is shorter",
+            id="max_gap below interval",
+        ),
+        pytest.param("services = [", "not valid TOML", id="toml syntax"),
+        pytest.param(
+            SERVICE + '[services.rules.health-failing]\nthreshold = "lots%"\n',
+            "not a percentage: 'lots%'",
+            id="bad percentage",
+        ),
+    ],
+)
+def test_config_mistakes_name_key_and_value(write: Write, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        plan_of(write, text)
+    message = str(caught.value)
+    assert str(write.__self__ if hasattr(write, "__self__") else "") in message
+    assert "railguard.toml" in message
+    assert expected in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.toml: no such file"):
+        build_plan(tmp_path / "nope.toml", load_environment({}), {})
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        build_plan(tmp_path, load_environment({}), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("3m", 180), ("1h30m", 5400), ("250ms", 0.25), ("1.5s", 1.5), ("1d", 86400)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "s", "3", "3x", "m3", "3m 2s", "-1s"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)
+
+
+def test_environment_reads_tokens_as_secrets() -> None:
+    env = load_environment(
+        {"RAILWAY_API_TOKEN": "tok", "PORT": "9000", "RAILGUARD_LOG_FORMAT": "json", "HOME": "/"}
+    )
+    assert env.port == 9000
+    assert env.railway_api_token is not None
+    assert env.railway_api_token.get_secret_value() == "tok"
+    assert "'tok'" not in repr(env)
+    assert env.railway_api_url == "https://backboard.railway.com/graphql/v2"
+
+
+def test_environment_unknown_railguard_variable() -> None:
+    with pytest.raises(ConfigError, match="unknown variable RAILGUARD_ADMINTOKEN='x'"):
+        load_environment({"RAILGUARD_ADMINTOKEN": "x"})
+
+
+def test_environment_bad_value() -> None:
+    with pytest.raises(ConfigError, match=r"environment: PORT: .* \(got 'eighty'\)"):
+        load_environment({"PORT": "eighty"})
