@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter as Tally
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 import structlog
@@ -15,23 +18,47 @@ from aiohttp import web
 
 from monitor import __version__
 from monitor.clock import Clock
+from monitor.model import Signal
 from monitor.plan import Plan, ServicePlan
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
 from monitor.sources.base import Source
+from monitor.sources.exposition import ExpositionSource
 from monitor.sources.health import HealthSource
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.daemon")
 
 
+def _exposition(
+    configs: Mapping[Signal, Any], session: aiohttp.ClientSession, clock: Clock
+) -> Source:
+    return ExpositionSource(
+        session, clock, error_rate=configs.get(Signal.ERROR_RATE), memory=configs.get(Signal.MEMORY)
+    )
+
+
+SourceFactory = Callable[[Mapping[Signal, Any], aiohttp.ClientSession, Clock], Source]
+
+# The `source` key of a service's error_rate / memory table -> what builds it. One source
+# instance serves every signal of its type, so e.g. one scrape feeds error rate and memory.
+SOURCES: dict[str, SourceFactory] = {"exposition": _exposition}
+
+
 def build_sources(
     service: ServicePlan, session: aiohttp.ClientSession, clock: Clock
 ) -> list[tuple[str, Source]]:
-    """The sources that feed the signals a service's rules need."""
+    """The sources that feed the service's signals."""
     sources: list[tuple[str, Source]] = []
     if service.health is not None:
         sources.append(("health", HealthSource(service.health, session, clock)))
+    by_type: dict[str, dict[Signal, Any]] = defaultdict(dict)
+    for signal in (Signal.ERROR_RATE, Signal.MEMORY):
+        config = getattr(service.config, signal.value)
+        if config is not None:
+            by_type[config.source][signal] = config
+    for kind, configs in by_type.items():
+        sources.append((kind, SOURCES[kind](configs, session, clock)))
     return sources
 
 
@@ -126,9 +153,9 @@ class Daemon:
         log.info("railguard stopped", cancelled=cancelled)
 
     async def serve(self) -> None:
-        """startup -> main_loop -> shutdown, shutting down even if the loop fails."""
-        await self.startup()
+        """startup -> main_loop -> shutdown; what started is shut down even if a step fails."""
         try:
+            await self.startup()
             await self.main_loop()
         finally:
             await self.shutdown()

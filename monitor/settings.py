@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.configtypes import Duration, Number, Strict, Text
 from monitor.errors import ConfigError
+from monitor.sources.exposition import ExpositionErrorRate, ExpositionMemory
 from monitor.sources.health import HealthCheck
 
 DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
@@ -146,6 +147,9 @@ class ServiceConfig(Strict):
     health_url: Text | None = None
     health: HealthCheck | None = None
     interval: Duration = Field(15.0, gt=0)
+    # One source type each for now; these become unions tagged by `source` (railway, promql).
+    error_rate: ExpositionErrorRate | None = None
+    memory: ExpositionMemory | None = None
     rules: dict[str, RuleOverride] = {}
 
     @model_validator(mode="after")

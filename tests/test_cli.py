@@ -74,3 +74,35 @@ def test_examples_pass_check(example: Path, monkeypatch: pytest.MonkeyPatch) -> 
             monkeypatch.delenv(name)
     out = io.StringIO()
     assert main(["check", "--config", str(example)], stdout=out) == 0, out.getvalue()
+
+
+def test_run_fails_with_1_when_the_port_is_taken(
+    write: Write, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("PORT", str(taken.getsockname()[1]))
+        monkeypatch.setenv("RAILGUARD_HOST", "127.0.0.1")
+        monkeypatch.setenv("RAILGUARD_LOG_FORMAT", "json")
+        assert main(["run", "--config", str(write(GOOD))]) == 1
+    err = capsys.readouterr().err
+    assert '"event": "railguard failed"' in err
+    assert "address already in use" in err.lower()
+
+
+def test_python_dash_m_monitor(write: Write) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor", "check", "--config", str(write(GOOD))],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "config OK" in done.stdout

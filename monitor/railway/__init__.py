@@ -1,0 +1,1 @@
+"""Railway's GraphQL API: the published schema, its validation, and the client."""
