@@ -752,7 +752,6 @@ def run(args: argparse.Namespace, workdir: Path, children: list[Child]) -> dict[
     result["system"] = _system_summary(ticks, daemon_summary, result["sample_apps"])
     result["connections"] = _tcp_summary(ticks)
     result["goals"] = _goals(daemon_summary)
-    result["daemon_log"] = _log_levels(daemon_log)
     return result
 
 
@@ -999,6 +998,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result is None:
         return 1
     result["shutdown"] = {c.name: c.stopped for c in children}
+    result["daemon_log"] = {
+        "file": str(args.output.with_suffix(".daemon.log")),
+        "lines_by_level": _log_levels(args.output.with_suffix(".daemon.log")),
+    }
     write_results(result, args.output)
     print_table(result)
     print(f"\nJSON: {args.output}", file=sys.stderr)

@@ -74,7 +74,7 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
     # Imported here: the sandbox is not needed to run the daemon.
     from monitor.sandbox.demo import run_demo
 
-    configure_logging("json", "warning")  # the story is the output; warnings still show
+    configure_logging("json", "error")  # the story is the output; errors still show
     try:
         return asyncio.run(run_demo(clock=SystemClock(), out=out, keep=args.keep, port=args.port))
     except KeyboardInterrupt:

@@ -13,8 +13,16 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    SecretStr,
+    ValidationInfo,
+)
 from pydantic_core import PydanticCustomError
+from yarl import URL
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
@@ -111,6 +119,22 @@ def _percent(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def _http_url(value: str) -> str:
+    try:
+        url = URL(value)
+    except ValueError:
+        url = URL()
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+    return value
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("timeout must be more than 0s")
+    return value
+
+
 Text = Annotated[str, BeforeValidator(_expand_text)]
 """A string that may reference the environment as ``${VAR}``."""
 
@@ -122,3 +146,9 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 
 Number = Annotated[float, BeforeValidator(_percent)]
 """A number; ``"5%"`` is accepted and means 0.05."""
+
+HttpUrl = Annotated[str, BeforeValidator(_expand_text), AfterValidator(_http_url)]
+"""An http:// or https:// URL with a host; may reference the environment."""
+
+Timeout = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
+"""A duration that must be more than zero."""

@@ -145,7 +145,8 @@ _LEVELS = {Phase.INACTIVE: 0, Phase.PENDING: 1, Phase.FIRING: 2}
 def format_duration(seconds: float) -> str:
     """``90`` -> ``1m30s``; the inverse of the config's duration strings."""
     if seconds < 1:
-        return f"{seconds * 1000:g}ms"
+        return f"{round(seconds * 1000, 1):g}ms"
+    seconds = round(seconds, 1)  # measured durations carry scheduling noise: 3.99913 -> 4
     whole = int(seconds)
     rest = seconds - whole
     parts = []
@@ -154,5 +155,5 @@ def format_duration(seconds: float) -> str:
             parts.append(f"{whole // size}{unit}")
             whole %= size
     if whole or rest or not parts:
-        parts.append(f"{whole + rest:g}s")
+        parts.append(f"{round(whole + rest, 1):g}s")
     return "".join(parts)

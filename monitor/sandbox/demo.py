@@ -160,25 +160,16 @@ class Demo:
         )
         say("production: healthy again on v1")
 
-        say("staging: its health check starts failing")
-        self.set_app("staging", mode="error")
-        await self.wait_for(
-            "staging's health rule", lambda: self.firing("staging", "health-failing")
-        )
-        self.set_app("staging", mode="ok")
-        await self.wait_for(
-            "staging to recover", lambda: not self.firing("staging", "health-failing")
-        )
+        await self._fail_health("staging")
+        await self._fail_health("preview")
 
-        say("preview: its health check starts failing")
-        self.set_app("preview", mode="error")
-        await self.wait_for(
-            "preview's health rule", lambda: self.firing("preview", "health-failing")
-        )
-        self.set_app("preview", mode="ok")
-        await self.wait_for(
-            "preview to recover", lambda: not self.firing("preview", "health-failing")
-        )
+    async def _fail_health(self, tier: str) -> None:
+        """Break a tier's health check until its rule fires, then mend it."""
+        self.narrator.say(f"{tier}: its health check starts failing")
+        self.set_app(tier, mode="error")
+        await self.wait_for(f"{tier}'s health rule", lambda: self.firing(tier, "health-failing"))
+        self.set_app(tier, mode="ok")
+        await self.wait_for(f"{tier} to recover", lambda: not self.firing(tier, "health-failing"))
 
     def summary(self) -> list[str]:
         """One line per service: what fired and resolved."""

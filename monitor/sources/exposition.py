@@ -22,13 +22,12 @@ from pydantic import (
     BeforeValidator,
     Field,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 from yarl import URL
 
 from monitor.clock import Clock
-from monitor.configtypes import Duration, Strict, Text, expand
+from monitor.configtypes import HttpUrl, Strict, Timeout, expand
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
 from monitor.sources.health import describe_error
@@ -92,29 +91,11 @@ class _Scrape(Strict):
     """What both exposition signals share: where to scrape and how patiently."""
 
     source: Literal["exposition"]
-    url: Text
-    timeout: Duration = 5.0
+    url: HttpUrl
+    timeout: Timeout = 5.0
     max_body_bytes: int = Field(default=4 * MIB, gt=0)
     labels: dict[str, str] = {}
     """Only series carrying these label values count (``{ handler = "/api" }``)."""
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        try:
-            url = URL(value)
-        except ValueError:
-            url = URL()
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"exposition url must be an http:// or https:// URL (got {value!r})")
-        return value
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError(f"timeout must be more than 0s (got {format_duration(value)})")
-        return value
 
 
 class ExpositionErrorRate(_Scrape):

@@ -18,7 +18,7 @@ from pydantic import field_validator, model_validator
 from yarl import URL
 
 from monitor.clock import Clock
-from monitor.configtypes import Duration, Strict, Text
+from monitor.configtypes import HttpUrl, Strict, Text, Timeout
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
 
@@ -30,33 +30,15 @@ JsonScalar = str | int | float | bool
 class HealthCheck(Strict):
     """How to probe a service's health endpoint (``health = { url = "...", ... }``)."""
 
-    url: Text
+    url: HttpUrl
     method: Literal["GET", "HEAD"] = "GET"
-    timeout: Duration = 5.0
+    timeout: Timeout = 5.0
     expected_status: list[int] | None = None
     body_contains: str | None = None
     json_path: str | None = None
     json_equals: JsonScalar | None = None
     max_body_bytes: int = 65536
     headers: dict[str, Text] = {}
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        try:
-            url = URL(value)
-        except ValueError:
-            url = URL()
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"health url must be an http:// or https:// URL (got {value!r})")
-        return value
-
-    @field_validator("timeout")
-    @classmethod
-    def _positive_timeout(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("timeout must be more than 0s")
-        return value
 
     @field_validator("expected_status")
     @classmethod
