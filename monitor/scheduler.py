@@ -78,15 +78,19 @@ class ServiceWorker:
             at = self.clock.time()
             started = self.clock.monotonic()
             try:
-                return await source.collect(at)
+                samples = await source.collect(at)
             except Exception as e:  # contained: the signal is UNKNOWN for this tick
                 self.metrics.tick_errors.labels(*self._labels, type(e).__name__).inc()
                 log.warning("source failed", service=self.plan.name, source=name, error=repr(e))
                 reason = f"{name} source failed: {e!r}"
-                return [Sample(signal, at, None, reason) for signal in source.signals]
+                samples = [Sample(signal, at, None, reason) for signal in source.signals]
             finally:
                 self._duration[name].observe(self.clock.monotonic() - started)
                 self.metrics.probes_in_flight.dec()
+        unknown = sum(1 for sample in samples if sample.value is None)
+        if unknown:
+            self.metrics.source_unknown.labels(*self._labels, name).inc(unknown)
+        return samples
 
     async def tick(self) -> None:
         """Sample every source once and evaluate every rule on what came back."""

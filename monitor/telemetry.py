@@ -80,6 +80,48 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.source_unknown = Counter(
+            "railguard_source_unknown_total",
+            "Samples a source could not take (UNKNOWN), by source.",
+            [*service, "source"],
+            registry=r,
+        )
+        self.railway_requests = Counter(
+            "railguard_railway_requests_total",
+            "Requests to Railway's API by operation and outcome (ok, graphql_error, "
+            "auth_error, rate_limited, server_error, network_error).",
+            ["operation", "outcome"],
+            registry=r,
+        )
+        self.railway_request_duration = Histogram(
+            "railguard_railway_request_duration_seconds",
+            "Time taken by one request to Railway's API (each attempt).",
+            ["operation"],
+            buckets=PROBE_BUCKETS,
+            registry=r,
+        )
+        self.railway_budget_remaining = Gauge(
+            "railguard_railway_budget_remaining",
+            "Requests left in the hourly budget (railguard's own count, corrected by "
+            "Railway's X-RateLimit-Remaining).",
+            registry=r,
+        )
+        self.railway_budget_reserve = Gauge(
+            "railguard_railway_budget_reserve",
+            "Requests of the hourly budget kept for rollback and verification.",
+            registry=r,
+        )
+        self.railway_polling_slowed = Gauge(
+            "railguard_railway_polling_slowed",
+            "1 while routine polling waits for budget instead of running on schedule.",
+            registry=r,
+        )
+        self.railway_budget_waits = Counter(
+            "railguard_railway_budget_waits_total",
+            "Times a request waited for budget, by priority (routine, critical).",
+            ["priority"],
+            registry=r,
+        )
         self.services = Gauge(
             "railguard_services", "Services being guarded, by tier.", ["tier"], registry=r
         )

@@ -155,6 +155,7 @@ async def test_source_errors_are_contained_and_counted(clock: FakeClock, metrics
     assert len(source.calls) == 4  # kept ticking
     labels = {"service": "web", "tier": "production"}
     assert value(metrics, "railguard_tick_errors_total", error="RuntimeError", **labels) == 4
+    assert value(metrics, "railguard_source_unknown_total", source="health", **labels) == 4
     nan = value(metrics, "railguard_signal_value", signal="health", **labels)
     assert nan is not None
     assert math.isnan(nan)
