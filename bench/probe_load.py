@@ -147,6 +147,7 @@ class ProcSample:
 
     at: float  # time.monotonic()
     cpu_ticks: int  # utime + stime, all threads, in clock ticks
+    system_ticks: int  # stime alone (the kernel's share: syscalls, TCP)
     rss_kib: int
     hwm_kib: int
     threads: int
@@ -166,6 +167,7 @@ def read_proc(pid: int) -> ProcSample:
     return ProcSample(
         at=at,
         cpu_ticks=utime + stime,
+        system_ticks=stime,
         rss_kib=int(status["VmRSS"].split()[0]),
         hwm_kib=int(status["VmHWM"].split()[0]),
         threads=int(status["Threads"]),
@@ -502,11 +504,14 @@ def parse_totals(text: str) -> Totals:
     return totals
 
 
-def measure_scrape_cost(url: str, daemon_pid: int, count: int, busy_rate: float) -> dict[str, Any]:
+def measure_scrape_cost(
+    url: str, daemon_pid: int, count: int, busy_rate: float, previous: Scrape
+) -> dict[str, Any]:
     """Time ``count`` back-to-back scrapes; the daemon CPU they cost beyond its usual rate.
 
     ``busy_rate`` is the daemon's CPU-seconds per second during the window; the scrapes'
-    cost is what the daemon used on top of it while they ran.
+    cost is what the daemon used on top of it while they ran. ``previous`` (the window's
+    last scrape, just before) gives the scheduler lag while scrapes ran back to back.
     """
     before = read_proc(daemon_pid)
     scrapes = [scrape(url) for _ in range(count)]
@@ -514,12 +519,15 @@ def measure_scrape_cost(url: str, daemon_pid: int, count: int, busy_rate: float)
     wall = after.at - before.at
     cpu = (after.cpu_ticks - before.cpu_ticks) / CLK_TCK
     extra = max(cpu - busy_rate * wall, 0.0)
+    totals = parse_totals(scrapes[-1].text)
+    lag = totals.lag.minus(parse_totals(previous.text).lag)
     return {
         "scrapes": count,
         "bytes": len(scrapes[-1].text.encode()),
-        "series": parse_totals(scrapes[-1].text).series,
+        "series": totals.series,
         "wall_ms_median": round(statistics.median(s.seconds for s in scrapes) * 1000, 1),
         "daemon_cpu_ms_per_scrape": round(extra / count * 1000, 1),
+        "scheduler_lag_ms_while_scraping": _histogram_summary(lag, bound=GOAL_LAG_P99_MS / 1000),
         "note": f"CPU beyond the window's rate over {count} back-to-back scrapes "
         f"({1000 / CLK_TCK:g} ms tick resolution)",
     }
@@ -534,7 +542,9 @@ def profile_daemon(pid: int, seconds: float, out: Path) -> dict[str, Any]:
     exe = str(py_spy) if py_spy.exists() else shutil.which("py-spy")
     if exe is None:
         return {"error": "py-spy not installed (.venv/bin/pip install py-spy)"}
-    argv = [exe, "record", "--nonblocking", "--format", "raw", "-r", "100"]
+    # Blocking mode (py-spy pauses the daemon for each sample) gives whole stacks; the
+    # pauses cost the daemon time, which is why this runs after the window.
+    argv = [exe, "record", "--format", "raw", "-r", "100"]
     argv += ["-d", str(round(seconds)), "-p", str(pid), "-o", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not out.exists():
@@ -595,6 +605,9 @@ def summarize_process(samples: Sequence[ProcSample], per: int) -> dict[str, Any]
         "cpu_percent_overall": round(100.0 * cpu_seconds / (last.at - first.at), 2),
         "cpu_percent_windows": [round(w, 2) for w in windows],
         "cpu_seconds": round(cpu_seconds, 2),
+        "cpu_system_share": round(
+            (last.system_ticks - first.system_ticks) / max(last.cpu_ticks - first.cpu_ticks, 1), 3
+        ),
         "rss_mib_median": round(_median(rss), 1),
         "rss_mib_peak": round(max(rss), 1),
         "vm_hwm_mib": round(last.hwm_kib * 1024 / MIB, 1),
@@ -610,9 +623,8 @@ def machine_info() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.partition(":")[2].strip()
                 break
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    commit = _git("rev-parse", "--short", "HEAD").strip()
+    changed = _git("status", "--porcelain", "--", "monitor").splitlines()
     import aiohttp  # the daemon's HTTP client; imported only for its version
 
     return {
@@ -625,8 +637,14 @@ def machine_info() -> dict[str, Any]:
         "aiohttp": aiohttp.__version__,
         "railguard": railguard_version,
         "git_commit": commit or None,
+        "monitor_files_changed_since_commit": [line[3:] for line in changed],
         "clock_ticks_per_second": CLK_TCK,
     }
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+    return done.stdout
 
 
 def loadavg() -> list[float]:
@@ -659,6 +677,7 @@ def run(args: argparse.Namespace, workdir: Path, children: list[Child]) -> dict[
         "machine": machine_info(),
         "load_average": {"before": loadavg()},
     }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     max_probes = args.max_concurrent_probes
     result["parameters"] = {
         "services": args.services,
@@ -712,7 +731,7 @@ def run(args: argparse.Namespace, workdir: Path, children: list[Child]) -> dict[
     busy_rate = daemon_summary["cpu_percent_overall"] / 100.0
     if args.scrape_samples:
         daemon_summary["scrape_cost"] = measure_scrape_cost(
-            f"{base}/metrics", daemon.pid, args.scrape_samples, busy_rate
+            f"{base}/metrics", daemon.pid, args.scrape_samples, busy_rate, last
         )
     if args.profile:
         print(f"profiling the daemon for {args.profile:g}s (after the window)", file=sys.stderr)
@@ -767,9 +786,22 @@ def _histogram_summary(hist: Histogram, bound: float) -> dict[str, Any]:
         "p99": ms(hist.quantile(0.99)),
         "max_bucket": ms(_max_bucket(hist)),
         f"share_above_{bound * 1000:g}ms": None if share is None else round(share, 5),
+        "bucket_counts": _bucket_counts(hist),
         "resolution": "bucket bounds (ms): "
         + ", ".join(f"{le * 1000:g}" for le in sorted(hist.buckets) if le != float("inf")),
     }
+
+
+def _bucket_counts(hist: Histogram) -> dict[str, int]:
+    """Observations per bucket (not cumulative), keyed ``"<=1ms"``, ``"1-5ms"``, ..."""
+    out: dict[str, int] = {}
+    lower, below = 0.0, 0.0
+    for le in sorted(hist.buckets):
+        upper = "inf" if le == float("inf") else f"{le * 1000:g}"
+        key = f"<={upper}ms" if lower == 0.0 else f"{lower * 1000:g}-{upper}ms"
+        out[key] = int(hist.buckets[le] - below)
+        lower, below = le, hist.buckets[le]
+    return out
 
 
 def _max_bucket(hist: Histogram) -> float | None:

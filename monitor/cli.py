@@ -99,6 +99,11 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         print(plan.describe(), file=out)
         print("config OK", file=out)
         return EXIT_OK
+    problems = plan.run_problems()
+    if problems:
+        for problem in problems:
+            print(f"railguard: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging(plan.env.log_format, plan.env.log_level)
     try:
         asyncio.run(_run(plan))

@@ -125,7 +125,7 @@ def _http_url(value: str) -> str:
     except ValueError:
         url = URL()
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"must be an http:// or https:// URL (got {value!r})")
+        raise ValueError("must be an http:// or https:// URL with a host")
     return value
 
 

@@ -10,6 +10,7 @@ import asyncio
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -20,46 +21,96 @@ from monitor import __version__
 from monitor.clock import Clock
 from monitor.model import Signal
 from monitor.plan import Plan, ServicePlan
+from monitor.railway.budget import RequestBudget
+from monitor.railway.client import RailwayClient
+from monitor.railway.poller import RailwayPoller, Target
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
 from monitor.sources.base import Source
 from monitor.sources.exposition import ExpositionSource
 from monitor.sources.health import HealthSource
+from monitor.sources.promql import PromQLSource
+from monitor.sources.railway import RailwayErrorRate, RailwayMemory, RailwaySource
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.daemon")
 
 
-def _exposition(
-    configs: Mapping[Signal, Any], session: aiohttp.ClientSession, clock: Clock
-) -> Source:
+@dataclass(frozen=True, slots=True)
+class SourceContext:
+    """What a source factory may use."""
+
+    service: ServicePlan
+    session: aiohttp.ClientSession
+    clock: Clock
+    poller: RailwayPoller | None
+
+
+def _exposition(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
     return ExpositionSource(
-        session, clock, error_rate=configs.get(Signal.ERROR_RATE), memory=configs.get(Signal.MEMORY)
+        ctx.session,
+        ctx.clock,
+        error_rate=configs.get(Signal.ERROR_RATE),
+        memory=configs.get(Signal.MEMORY),
     )
 
 
-SourceFactory = Callable[[Mapping[Signal, Any], aiohttp.ClientSession, Clock], Source]
+def _railway(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
+    assert ctx.poller is not None, "the plan guarantees Railway ids, so a poller exists"
+    # Two polls may fail before the numbers count as stale: one slow poll is not blindness.
+    max_age = 2 * ctx.poller.interval + ctx.service.interval
+    return RailwaySource(ctx.poller, ctx.service.name, frozenset(configs), max_age=max_age)
+
+
+def _promql(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
+    return PromQLSource(
+        ctx.session,
+        ctx.clock,
+        error_rate=configs.get(Signal.ERROR_RATE),
+        memory=configs.get(Signal.MEMORY),
+    )
+
+
+SourceFactory = Callable[[Mapping[Signal, Any], SourceContext], Source]
 
 # The `source` key of a service's error_rate / memory table -> what builds it. One source
 # instance serves every signal of its type, so e.g. one scrape feeds error rate and memory.
-SOURCES: dict[str, SourceFactory] = {"exposition": _exposition}
+SOURCES: dict[str, SourceFactory] = {
+    "exposition": _exposition,
+    "railway": _railway,
+    "promql": _promql,
+}
 
 
-def build_sources(
-    service: ServicePlan, session: aiohttp.ClientSession, clock: Clock
-) -> list[tuple[str, Source]]:
+def build_sources(ctx: SourceContext) -> list[tuple[str, Source]]:
     """The sources that feed the service's signals."""
+    service = ctx.service
     sources: list[tuple[str, Source]] = []
     if service.health is not None:
-        sources.append(("health", HealthSource(service.health, session, clock)))
+        sources.append(("health", HealthSource(service.health, ctx.session, ctx.clock)))
     by_type: dict[str, dict[Signal, Any]] = defaultdict(dict)
     for signal in (Signal.ERROR_RATE, Signal.MEMORY):
         config = getattr(service.config, signal.value)
         if config is not None:
             by_type[config.source][signal] = config
     for kind, configs in by_type.items():
-        sources.append((kind, SOURCES[kind](configs, session, clock)))
+        sources.append((kind, SOURCES[kind](configs, ctx)))
     return sources
+
+
+def railway_target(service: ServicePlan) -> Target:
+    """The poller's view of a service with Railway ids."""
+    config = service.config
+    assert config.service_id is not None
+    assert config.environment_id is not None
+    error_rate, memory = config.error_rate, config.memory
+    return Target(
+        name=service.name,
+        service_id=config.service_id,
+        environment_id=config.environment_id,
+        error_rate=error_rate if isinstance(error_rate, RailwayErrorRate) else None,
+        memory=memory if isinstance(memory, RailwayMemory) else None,
+    )
 
 
 class Daemon:
@@ -83,6 +134,10 @@ class Daemon:
         self.session: aiohttp.ClientSession | None = None
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
+        self.poller: RailwayPoller | None = None
+        self.railway: RailwayClient | None = None
+        self.budget: RequestBudget | None = None
+        self._poll_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -98,10 +153,11 @@ class Daemon:
             headers={"User-Agent": f"railguard/{__version__}"},
         )
         semaphore = asyncio.Semaphore(limit)
+        self.poller = self._railway_poller(self.session)
         workers = [
             ServiceWorker(
                 service,
-                build_sources(service, self.session, self.clock),
+                build_sources(SourceContext(service, self.session, self.clock, self.poller)),
                 clock=self.clock,
                 metrics=self.metrics,
                 semaphore=semaphore,
@@ -116,6 +172,8 @@ class Daemon:
         )
         if self.serve_http:
             await self._start_server()
+        if self.poller is not None:
+            self._poll_task = asyncio.create_task(self.poller.run(), name="railway-poller")
         self.scheduler.start()
         self.metrics.up.set(1)
         log.info(
@@ -125,6 +183,32 @@ class Daemon:
             port=self.port,
             config=str(self.plan.path),
         )
+
+    def _railway_poller(self, session: aiohttp.ClientSession) -> RailwayPoller | None:
+        services = self.plan.railway_services
+        if not services:
+            return None
+        env, railway = self.plan.env, self.plan.config.railway
+        self.budget = RequestBudget(
+            self.clock,
+            per_hour=railway.requests_per_hour,
+            per_second=railway.requests_per_second,
+            reserve=railway.reserve,
+            metrics=self.metrics,
+        )
+        client = RailwayClient(
+            session,
+            url=env.railway_api_url,
+            # A project token is scoped to one project: preferred when both are set.
+            token=None if env.railway_project_token else env.railway_api_token,
+            project_token=env.railway_project_token,
+            clock=self.clock,
+            budget=self.budget,
+            metrics=self.metrics,
+        )
+        self.railway = client
+        targets = [railway_target(s) for s in services]
+        return RailwayPoller(client, targets, clock=self.clock, interval=railway.poll_interval)
 
     async def _start_server(self) -> None:
         self._runner = web.AppRunner(create_app(self, self.metrics), access_log=None)
@@ -144,6 +228,9 @@ class Daemon:
         timeout = self.plan.config.daemon.shutdown_timeout
         log.info("railguard stopping", timeout=timeout)
         cancelled = 0
+        if self._poll_task is not None:
+            self._poll_task.cancel()  # a routine query: nothing is lost by dropping it
+            await asyncio.gather(self._poll_task, return_exceptions=True)
         if self.scheduler is not None:
             cancelled = await self.scheduler.stop(grace=timeout)
         if self._runner is not None:

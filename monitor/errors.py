@@ -1,5 +1,10 @@
 """The exceptions railguard raises: few, meaningful, and chained with ``raise ... from``."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 
 class RailguardError(Exception):
     """Base of every error railguard raises on purpose."""
@@ -18,6 +23,51 @@ class ProbeError(RailguardError):
 
 class RailwayError(RailguardError):
     """Railway's API answered with an error or could not be reached."""
+
+
+class RailwayTransientError(RailwayError):
+    """Railway was unreachable, timed out, dropped the connection, or answered 5xx or 429.
+
+    Retried by the client; raised once its attempts are spent. ``maybe_applied`` is True when
+    a request was sent and its answer lost: a mutation may have taken effect, so the caller
+    re-checks Railway's state before sending it again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        retry_after: float | None = None,
+        maybe_applied: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.retry_after = retry_after
+        self.maybe_applied = maybe_applied
+
+
+class RailwayGraphQLError(RailwayError):
+    """Railway refused the request (invalid document, not found ...); never retried.
+
+    ``messages`` are Railway's error messages; ``data`` is the partial answer, if any.
+    """
+
+    def __init__(
+        self, operation: str, messages: Sequence[str], data: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{operation}: {'; '.join(messages)}")
+        self.operation = operation
+        self.messages = list(messages)
+        self.data = data
+
+
+class RailwayAuthError(RailwayGraphQLError):
+    """Railway did not accept the token, or the token does not reach what was asked for."""
+
+
+class RailwayProtocolError(RailwayError):
+    """Railway's answer does not have the shape railguard expects; the message shows where."""
 
 
 class ChannelError(RailguardError):

@@ -16,6 +16,7 @@ from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_fil
 from monitor.settings import (
     Config,
     Environment,
+    RailwayConfig,
     ServiceConfig,
     TierPolicy,
     load_config,
@@ -67,11 +68,27 @@ class Plan:
     services: tuple[ServicePlan, ...]
     rules: Mapping[str, LoadedRule]
 
+    @property
+    def railway_services(self) -> tuple[ServicePlan, ...]:
+        """The services railguard asks Railway about (those with both Railway ids)."""
+        return tuple(s for s in self.services if s.config.service_id and s.config.environment_id)
+
     def railway_requests_per_hour(self) -> float:
         """Routine polling's cost: one batched request per poll for all Railway services."""
-        if not any(s.config.service_id for s in self.services):
+        if not self.railway_services:
             return 0.0
         return 3600.0 / self.config.railway.poll_interval
+
+    def run_problems(self) -> list[str]:
+        """What `check` may pass but `run` cannot start without (secrets absent here)."""
+        env = self.env
+        if self.railway_services and not (env.railway_api_token or env.railway_project_token):
+            names = ", ".join(s.name for s in self.railway_services[:3])
+            return [
+                f"services {names} are on Railway, but neither RAILWAY_API_TOKEN nor "
+                "RAILWAY_PROJECT_TOKEN is set"
+            ]
+        return []
 
     def describe(self) -> str:
         """The plan for people, as ``railguard check`` prints it."""
@@ -104,10 +121,13 @@ class Plan:
         lines.append("channels: none configured (alerts go to the log)")
         railway = self.config.railway
         per_hour = self.railway_requests_per_hour()
+        reserve = railway.requests_per_hour * railway.reserve
         lines.append(
             f"railway: {self.env.railway_api_url}, polling {per_hour:g} requests/hour "
             f"of {railway.requests_per_hour} ({100 * per_hour / railway.requests_per_hour:.0f}%)"
+            f", {reserve:g}/hour kept for rollbacks"
         )
+        lines += [f"warning: {problem}" for problem in self.run_problems()]
         return "\n".join(lines)
 
 
@@ -117,10 +137,19 @@ def _rule_paths(config: Config, config_path: Path) -> list[Path]:
     return [(config_path.parent / p).resolve() for p in config.rule_files]
 
 
-def _has_source(service: ServiceConfig, signal: Signal) -> bool:
+def source_type(service: ServiceConfig, signal: Signal) -> str | None:
+    """Which source feeds ``signal`` for the service (None: none configured)."""
     if signal is Signal.HEALTH:
-        return service.health_check is not None
-    return getattr(service, signal.value, None) is not None
+        return "health" if service.health_check is not None else None
+    config = getattr(service, signal.value)
+    return None if config is None else str(config.source)
+
+
+def _cadence(service: ServiceConfig, signal: Signal, railway: RailwayConfig) -> float:
+    # Railway's numbers arrive once per poll, however often the service ticks.
+    if source_type(service, signal) == "railway":
+        return max(service.interval, railway.poll_interval)
+    return service.interval
 
 
 def _plan_service(
@@ -139,18 +168,27 @@ def _plan_service(
                 f"{here}.rules.{name}: tier {service.tier!r} does not use rule {name!r} "
                 f"(its rules: {', '.join(policy.rules) or 'none'})"
             )
+    uses_railway = [
+        s.value for s in (Signal.ERROR_RATE, Signal.MEMORY) if source_type(service, s) == "railway"
+    ]
+    if uses_railway and not (service.service_id and service.environment_id):
+        raise ConfigError(
+            f"{here} ({service.name}): {' and '.join(uses_railway)} from source 'railway' "
+            "need the service's service_id and environment_id"
+        )
     resolved = []
     for name in policy.rules:
         spec = rules[name].spec
-        rule = spec.resolve(service.interval, service.rules.get(name))
-        if not _has_source(service, rule.signal):
+        cadence = _cadence(service, spec.signal, config.railway)
+        rule = spec.resolve(cadence, service.rules.get(name))
+        if source_type(service, rule.signal) is None:
             key = "health_url" if rule.signal is Signal.HEALTH else rule.signal.value
             raise ConfigError(
                 f"{here} ({service.name}): rule {name!r} of tier {service.tier!r} needs the "
                 f"{rule.signal.value} signal, but the service has no {key!r}: add it, or "
                 f"take the rule out of tiers.{service.tier}.rules"
             )
-        problem = dry_run(rule, service.interval)
+        problem = dry_run(rule, cadence)
         if problem:
             raise ConfigError(f"{here}.rules.{name} ({service.name}): {problem}")
         resolved.append(rule)

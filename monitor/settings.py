@@ -21,6 +21,8 @@ from monitor.configtypes import Duration, Number, Strict, Text
 from monitor.errors import ConfigError
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionMemory
 from monitor.sources.health import HealthCheck
+from monitor.sources.promql import PromQLErrorRate, PromQLMemory
+from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
 DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
 
@@ -92,6 +94,8 @@ class RailwayConfig(Strict):
     requests_per_hour: int = Field(1000, gt=0)
     requests_per_second: float = Field(10.0, gt=0)
     poll_interval: Duration = Field(30.0, gt=0)
+    reserve: float = Field(0.2, ge=0, lt=1)
+    """The fraction of the hourly budget routine polling never spends (kept for rollbacks)."""
 
 
 class TierPolicy(Strict):
@@ -137,6 +141,16 @@ class RuleOverride(Strict):
     tolerance: float | None = Field(None, gt=0, le=1)
 
 
+# A signal's source is chosen by its `source` key; each type is its own strict model.
+ErrorRateSource = Annotated[
+    ExpositionErrorRate | RailwayErrorRate | PromQLErrorRate, Field(discriminator="source")
+]
+MemorySource = Annotated[
+    ExpositionMemory | RailwayMemory | PromQLMemory, Field(discriminator="source")
+]
+SOURCE_TYPES = frozenset({"exposition", "railway", "promql"})
+
+
 class ServiceConfig(Strict):
     """One service railguard guards."""
 
@@ -147,9 +161,8 @@ class ServiceConfig(Strict):
     health_url: Text | None = None
     health: HealthCheck | None = None
     interval: Duration = Field(15.0, gt=0)
-    # One source type each for now; these become unions tagged by `source` (railway, promql).
-    error_rate: ExpositionErrorRate | None = None
-    memory: ExpositionMemory | None = None
+    error_rate: ErrorRateSource | None = None
+    memory: MemorySource | None = None
     rules: dict[str, RuleOverride] = {}
 
     @model_validator(mode="after")
@@ -242,17 +255,34 @@ def format_location(loc: Sequence[int | str]) -> str:
     return out or "(top level)"
 
 
+def _user_location(loc: Sequence[int | str]) -> list[int | str]:
+    """The key path as the user wrote it, without pydantic's union tags and wrappers."""
+    out: list[int | str] = []
+    for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if part in SOURCE_TYPES and out and out[-1] in ("error_rate", "memory"):
+            continue
+        out.append(part)
+    return out
+
+
 def format_validation_error(source: str, error: ValidationError) -> str:
     """One line per mistake: ``FILE: key.path: what is wrong (got VALUE)``."""
     lines = []
     for item in error.errors(include_url=False):
-        # Tagged unions and type wrappers add loc parts that are not keys the user wrote.
-        loc = [p for p in item["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        loc = _user_location(item["loc"])
         key = format_location(loc)
         if item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "missing":
             message = "required key is missing"
+        elif item["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            ctx = item.get("ctx", {})
+            tags = ", ".join(sorted(SOURCE_TYPES))
+            tag = ctx.get("tag")
+            message = f"unknown source {tag!r}" if tag is not None else "missing key 'source'"
+            message += f" (one of: {tags})"
         else:
             message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")

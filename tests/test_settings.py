@@ -214,3 +214,30 @@ def test_environment_unknown_railguard_variable() -> None:
 def test_environment_bad_value() -> None:
     with pytest.raises(ConfigError, match=r"environment: PORT: .* \(got 'eighty'\)"):
         load_environment({"PORT": "eighty"})
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        pytest.param(
+            '{ source = "nope" }',
+            "services[0].error_rate: unknown source 'nope' (one of: exposition, promql, railway)",
+            id="unknown source",
+        ),
+        pytest.param(
+            "{ min_requests = 3 }",
+            "services[0].error_rate: missing key 'source' (one of: exposition, promql, railway)",
+            id="no source",
+        ),
+        pytest.param(
+            '{ source = "exposition", url = "ftp://x" }',
+            "services[0].error_rate.url: must be an http:// or https:// URL with a host "
+            "(got 'ftp://x')",
+            id="source field error names the key without the union tag",
+        ),
+    ],
+)
+def test_source_mistakes(write: Write, table: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        plan_of(write, SERVICE + f"error_rate = {table}\n")
+    assert expected in str(caught.value)

@@ -426,7 +426,7 @@ def test_durations_and_environment_are_expanded() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"url": "ftp://example.com/"}, "must be an http:// or https:// URL (got 'ftp://"),
+        ({"url": "ftp://example.com/"}, "must be an http:// or https:// URL with a host"),
         ({"url": "example.com/health"}, "must be an http:// or https:// URL"),
         ({"url": "http://[::1/health"}, "must be an http:// or https:// URL"),
         ({"url": "${NOPE}/health"}, "environment variable NOPE is not set"),

@@ -1,0 +1,241 @@
+"""One batched GraphQL request per poll for every service railguard watches on Railway.
+
+Each service gets aliased fields in a single document: ``dN`` its recent deployments (for
+release tracking), ``hN`` its HTTP requests by status (error rate), ``mN`` its memory usage
+and limit by deployment. The document is built once; only the time window changes between
+polls, so Railway's API budget pays one request per poll however many services there are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from monitor.clock import Clock
+from monitor.errors import RailwayError, RailwayGraphQLError
+from monitor.model import Sample, Signal
+from monitor.railway.client import Deployment, RailwayClient, parse_deployments
+from monitor.sources.railway import RailwayErrorRate, RailwayMemory
+
+log = structlog.get_logger("railguard.railway")
+
+ACTIVE_STATUSES = frozenset({"SUCCESS", "SLEEPING"})
+DEPLOYMENT_FIELDS = (
+    "id status createdAt updatedAt canRollback staticUrl meta serviceId environmentId"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One service as the poller asks Railway about it."""
+
+    name: str
+    service_id: str
+    environment_id: str
+    error_rate: RailwayErrorRate | None = None
+    memory: RailwayMemory | None = None
+    deployments: int = 10  # how much history each poll fetches
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSnapshot:
+    """What one poll learned about one service."""
+
+    at: float
+    deployments: tuple[Deployment, ...] = ()
+    samples: Mapping[Signal, Sample] = field(default_factory=dict)
+
+    @property
+    def active(self) -> Deployment | None:
+        """The deployment serving now: the newest that reached SUCCESS (or sleeps)."""
+        serving = [d for d in self.deployments if d.status in ACTIVE_STATUSES]
+        return max(serving, key=lambda d: d.created_at, default=None)
+
+
+def build_document(targets: Sequence[Target]) -> str:
+    """The tick's query: aliased fields per target, one ``$start``/``$end`` window."""
+    params = ["$start: DateTime!", "$end: DateTime!"]
+    fields = []
+    for i, t in enumerate(targets):
+        params += [f"$s{i}: String!", f"$e{i}: String!"]
+        ids = f"serviceId: $s{i}, environmentId: $e{i}"
+        fields.append(
+            f"d{i}: deployments(input: {{{ids}}}, first: {t.deployments}) "
+            f"{{ edges {{ node {{ {DEPLOYMENT_FIELDS} }} }} }}"
+        )
+        if t.error_rate is not None:
+            fields.append(
+                f"h{i}: httpMetricsGroupedByStatus({ids}, startDate: $start, endDate: $end, "
+                f"stepSeconds: {int(t.error_rate.step)}) {{ statusCode samples {{ ts value }} }}"
+            )
+        if t.memory is not None:
+            fields.append(
+                f"m{i}: metrics({ids}, startDate: $start, endDate: $end, "
+                f"measurements: [MEMORY_USAGE_GB, MEMORY_LIMIT_GB], groupBy: [DEPLOYMENT_ID], "
+                f"sampleRateSeconds: {int(t.memory.sample_rate)}) "
+                f"{{ measurement tags {{ deploymentId }} values {{ ts value }} }}"
+            )
+    body = "\n  ".join(fields)
+    return f"query RailguardTick({', '.join(params)}) {{\n  {body}\n}}\n"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+def error_rate_sample(answer: Any, config: RailwayErrorRate, at: float, path: str) -> Sample:
+    """5xx / all requests in the newest complete step of ``httpMetricsGroupedByStatus``."""
+    if not isinstance(answer, list):
+        return Sample(Signal.ERROR_RATE, at, None, f"{path}: expected a list, got {answer!r:.80}")
+    totals: dict[float, float] = {}
+    errors: dict[float, float] = {}
+    for group in answer:
+        try:
+            status = int(group["statusCode"])
+            points = [(float(p["ts"]), float(p["value"])) for p in group["samples"]]
+        except (KeyError, TypeError, ValueError):
+            return Sample(Signal.ERROR_RATE, at, None, f"{path}: unexpected entry {group!r:.80}")
+        for ts, value in points:
+            if ts + config.step <= at:  # the step still filling would understate the rate
+                totals[ts] = totals.get(ts, 0.0) + value
+                if 500 <= status <= 599:
+                    errors[ts] = errors.get(ts, 0.0) + value
+    if not totals:
+        return Sample(Signal.ERROR_RATE, at, None, "no requests recorded in the last steps")
+    step = max(totals)
+    total, failed = totals[step], errors.get(step, 0.0)
+    detail = {"requests": total, "errors": failed, "step_start": step, "step_s": config.step}
+    if total < config.min_requests:
+        reason = f"too little traffic: {total:g} requests < min_requests {config.min_requests}"
+        return Sample(Signal.ERROR_RATE, at, None, reason, detail)
+    return Sample(Signal.ERROR_RATE, at, failed / total, "", detail)
+
+
+def memory_sample(answer: Any, active: Deployment | None, at: float, path: str) -> Sample:
+    """The active deployment's latest MEMORY_USAGE_GB / MEMORY_LIMIT_GB."""
+    if active is None:
+        return Sample(Signal.MEMORY, at, None, "no active deployment")
+    if not isinstance(answer, list):
+        return Sample(Signal.MEMORY, at, None, f"{path}: expected a list, got {answer!r:.80}")
+    latest: dict[str, tuple[float, float]] = {}
+    for group in answer:
+        try:
+            if group["tags"]["deploymentId"] != active.id:
+                continue
+            values = [(float(v["ts"]), float(v["value"])) for v in group["values"]]
+            measurement = str(group["measurement"])
+        except (KeyError, TypeError, ValueError):
+            return Sample(Signal.MEMORY, at, None, f"{path}: unexpected entry {group!r:.80}")
+        if values:
+            latest[measurement] = max(values)
+    usage, limit = latest.get("MEMORY_USAGE_GB"), latest.get("MEMORY_LIMIT_GB")
+    if usage is None or limit is None or not limit[1] > 0:
+        missing = "usage" if usage is None else "limit"
+        reason = f"no memory {missing} for deployment {active.id}"
+        return Sample(Signal.MEMORY, at, None, reason)
+    detail = {"deployment": active.id, "usage_gb": usage[1], "limit_gb": limit[1]}
+    return Sample(Signal.MEMORY, at, usage[1] / limit[1], "", detail)
+
+
+class RailwayPoller:
+    """Asks Railway about every target once per ``interval``; keeps the latest answers."""
+
+    def __init__(
+        self,
+        client: RailwayClient,
+        targets: Sequence[Target],
+        *,
+        clock: Clock,
+        interval: float,
+    ) -> None:
+        self.client = client
+        self.targets = tuple(targets)
+        self.clock = clock
+        self.interval = interval
+        self.document = build_document(self.targets)
+        self.polls = 0
+        self.last_error: str | None = None
+        self._latest: dict[str, ServiceSnapshot] = {}
+        self._window = 3 * max(
+            [t.error_rate.step for t in targets if t.error_rate]
+            + [t.memory.sample_rate for t in targets if t.memory]
+            + [60.0]
+        )
+
+    def latest(self, name: str) -> ServiceSnapshot | None:
+        """The newest snapshot of service ``name``."""
+        return self._latest.get(name)
+
+    def variables(self, now: float) -> dict[str, Any]:
+        """The document's variables for a poll at ``now``."""
+        values: dict[str, Any] = {"start": _iso(now - self._window), "end": _iso(now)}
+        for i, t in enumerate(self.targets):
+            values[f"s{i}"] = t.service_id
+            values[f"e{i}"] = t.environment_id
+        return values
+
+    async def poll(self) -> None:
+        """One batched request; a failure leaves the previous snapshots to age."""
+        now = self.clock.time()
+        try:
+            data = await self.client.execute(self.document, self.variables(now))
+        except RailwayGraphQLError as e:
+            if e.data is None:
+                self._failed(e)
+                return
+            # Partial data: the services that answered are still news.
+            data = e.data
+            self.last_error = "; ".join(e.messages)
+        except RailwayError as e:
+            self._failed(e)
+            return
+        else:
+            self.last_error = None
+        at = self.clock.time()
+        for i, target in enumerate(self.targets):
+            self._latest[target.name] = self._snapshot(i, target, data, at)
+        self.polls += 1
+
+    def _failed(self, error: RailwayError) -> None:
+        self.last_error = str(error)
+        log.warning("railway poll failed", error=str(error))
+
+    def _snapshot(
+        self, i: int, target: Target, data: Mapping[str, Any], at: float
+    ) -> ServiceSnapshot:
+        samples: dict[Signal, Sample] = {}
+        deployments: list[Deployment] = []
+        problem = None
+        try:
+            deployments = parse_deployments(data.get(f"d{i}"), f"d{i}")
+        except RailwayError as e:
+            problem = str(e)
+        snapshot = ServiceSnapshot(at=at, deployments=tuple(deployments))
+        if target.error_rate is not None:
+            samples[Signal.ERROR_RATE] = error_rate_sample(
+                data.get(f"h{i}"), target.error_rate, at, f"h{i}"
+            )
+        if target.memory is not None:
+            samples[Signal.MEMORY] = memory_sample(data.get(f"m{i}"), snapshot.active, at, f"m{i}")
+        if problem is not None:
+            samples = {
+                s: Sample(s, at, None, problem) if s is Signal.MEMORY else sample
+                for s, sample in samples.items()
+            }
+        return ServiceSnapshot(at=at, deployments=snapshot.deployments, samples=samples)
+
+    async def run(self) -> None:
+        """Poll on a drift-free cadence until cancelled."""
+        next_at = self.clock.monotonic()
+        while True:
+            await self.poll()
+            next_at += self.interval
+            behind = self.clock.monotonic() - next_at
+            if behind > 0:  # the budget held the poll back: skip, do not bunch
+                next_at += math.ceil(behind / self.interval) * self.interval
+            await self.clock.sleep(next_at - self.clock.monotonic())

@@ -1,0 +1,173 @@
+"""A real Prometheus for tests, serving backfilled data: no scraping, no waiting for time.
+
+``promtool tsdb create-blocks-from openmetrics`` turns a generated OpenMetrics file with
+timestamped samples into TSDB blocks, then Prometheus starts on them (with no scrape targets)
+on a free port. Tests query instant values at the fixed times in :class:`Prometheus`, passing
+``time=``, so every answer is reproducible.
+
+Use it by importing the fixture into a test module::
+
+    from tests.prometheus_fixture import Prometheus, prometheus_server  # noqa: F401
+
+and asking for ``prometheus``. Without the ``prometheus`` and ``promtool`` binaries (Debian's
+``prometheus`` package, listed in .ci/apt-packages) the tests are skipped, except in CI
+(``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+START = 1_700_000_000
+"""The first sample's time (FakeClock's default start). Retention counts back from the newest
+data, not from now, so fixed old timestamps stay queryable."""
+STEP = 15
+"""Seconds between samples, a common scrape interval."""
+PERIOD = 600
+"""Each phase lasts 10 minutes: failing (10% 5xx), then healthy (0%), then idle."""
+MEMORY_BYTES = 256 * 1024 * 1024
+MEMORY_LIMIT_BYTES = 512 * 1024 * 1024
+READY_WITHIN = 15.0
+"""Bounds a broken start only; Prometheus is ready in well under a second."""
+
+
+@dataclass(frozen=True)
+class Prometheus:
+    """A running Prometheus and the times at which its data says something known."""
+
+    url: str
+    start: float = START
+
+    @property
+    def failing(self) -> float:
+        """Mid-way through the phase where 10% of requests are 5xx."""
+        return self.start + PERIOD / 2
+
+    @property
+    def healthy(self) -> float:
+        """Mid-way through the phase with traffic and no 5xx."""
+        return self.start + PERIOD * 1.5
+
+    @property
+    def idle(self) -> float:
+        """Mid-way through the phase with no requests at all."""
+        return self.start + PERIOD * 2.5
+
+
+def openmetrics() -> str:
+    """The backfill: request counters by status over three phases, and two memory gauges.
+
+    Per step, the failing phase adds 9 requests with status 200 and 1 with 500, the healthy
+    phase 10 with 200, the idle phase nothing.
+    """
+    steps = range(3 * PERIOD // STEP + 1)
+    growth = {"200": (9, 10, 0), "500": (1, 0, 0)}
+    lines = ["# TYPE http_requests counter", "# HELP http_requests Requests served."]
+    for code, per_phase in growth.items():
+        count = 0
+        for i in steps:
+            lines.append(
+                f'http_requests_total{{job="web",code="{code}"}} {count} {START + i * STEP}'
+            )
+            count += per_phase[min(i * STEP // PERIOD, 2)]
+    for name, value in (
+        ("app_memory_bytes", MEMORY_BYTES),
+        ("app_memory_limit_bytes", MEMORY_LIMIT_BYTES),
+    ):
+        lines += [f"# TYPE {name} gauge", f"# HELP {name} Memory."]
+        lines += [f'{name}{{job="web"}} {value} {START + i * STEP}' for i in steps]
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _ready(url: str) -> bool:
+    # No proxy: a proxy from the environment must not stand between the test and 127.0.0.1.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url + "/-/ready", timeout=1.0) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _start(binary: str, data: Path, config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start Prometheus and wait until it answers ready; a lost race for the port retries."""
+    for _ in range(3):
+        url = f"http://127.0.0.1:{_free_port()}"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={data}",
+                    f"--web.listen-address={url.removeprefix('http://')}",
+                    "--storage.tsdb.retention.time=100y",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + READY_WITHIN
+        while process.poll() is None and time.monotonic() < deadline:
+            if _ready(url):
+                return process, url
+            time.sleep(0.02)  # polling the readiness endpoint: waiting for I/O, bounded
+        _stop(process)
+        if "address already in use" not in log.read_text(errors="replace"):
+            break
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+    pytest.fail(f"prometheus did not become ready within {READY_WITHIN:g}s:\n{tail}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session", name="prometheus")
+def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """A Prometheus serving :func:`openmetrics`, started once per test session."""
+    binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if binary is None or promtool is None:
+        reason = "needs the prometheus and promtool binaries (apt-get install prometheus)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI installs them from .ci/apt-packages")
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("prometheus")
+    source, data, config = root / "backfill.om", root / "data", root / "prometheus.yml"
+    source.write_text(openmetrics())
+    backfill = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(source), str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if backfill.returncode != 0:
+        pytest.fail(f"promtool could not backfill {source}: {backfill.stderr.strip()}")
+    config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
+    process, url = _start(binary, data, config, root / "prometheus.log")
+    try:
+        yield Prometheus(url)
+    finally:
+        _stop(process)

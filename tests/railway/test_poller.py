@@ -1,0 +1,203 @@
+"""The batched poller against the Railway emulator: one request per poll for all services."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from monitor.clock import FakeClock
+from monitor.model import Signal
+from monitor.railway.budget import RequestBudget
+from monitor.railway.client import RailwayClient
+from monitor.railway.poller import (
+    RailwayPoller,
+    Target,
+    build_document,
+    error_rate_sample,
+    memory_sample,
+)
+from monitor.railway.schema import validate_document
+from monitor.sandbox.railway_emulator import RailwayEmulator
+from monitor.sources.railway import RailwayErrorRate, RailwayMemory, RailwaySource
+from monitor.telemetry import Metrics
+from tests.helpers import until
+
+TOKEN = "test-token"
+ERROR_RATE = RailwayErrorRate(source="railway", min_requests=10, step=60)
+MEMORY = RailwayMemory(source="railway", sample_rate=30)
+
+
+@dataclass
+class World:
+    emu: RailwayEmulator
+    client: RailwayClient
+    targets: list[Target]
+    deployments: dict[str, str]  # service name -> its active deployment id
+
+
+@pytest.fixture
+async def world(clock: FakeClock) -> AsyncIterator[World]:
+    emu = RailwayEmulator(clock, tokens=[TOKEN])
+    project = emu.add_project("shop")
+    env = emu.add_environment(project.id, "production")
+    targets, deployments = [], {}
+    for name, error_rate, memory in [
+        ("web", ERROR_RATE, MEMORY),
+        ("api", ERROR_RATE, None),
+        ("docs", None, None),
+    ]:
+        service = emu.add_service(project.id, name)
+        emu.add_deployment(service.id, env.id, created_at=clock.time() - 7200)
+        active = emu.add_deployment(service.id, env.id, created_at=clock.time() - 3600)
+        deployments[name] = active.id
+        targets.append(Target(name, service.id, env.id, error_rate=error_rate, memory=memory))
+    server = TestServer(emu.app, host="127.0.0.1")
+    await server.start_server()
+    metrics = Metrics(CollectorRegistry())
+    budget = RequestBudget(clock, per_hour=1000, per_second=10, metrics=metrics)
+    async with aiohttp.ClientSession() as session:
+        client = RailwayClient(
+            session,
+            url=str(server.make_url("/graphql/v2")),
+            token=SecretStr(TOKEN),
+            clock=clock,
+            budget=budget,
+            metrics=metrics,
+        )
+        yield World(emu, client, targets, deployments)
+    await server.close()
+
+
+def test_the_tick_document_validates_against_railways_schema() -> None:
+    targets = [
+        Target("a", "s", "e", error_rate=ERROR_RATE, memory=MEMORY),
+        Target("b", "s", "e"),
+    ]
+    document = build_document(targets)
+    assert validate_document(document) == []
+    assert document.count("deployments(") == 2
+    assert document.count("httpMetricsGroupedByStatus(") == 1
+
+
+async def test_one_request_answers_every_service(world: World, clock: FakeClock) -> None:
+    emu = world.emu
+    web, api = world.targets[0], world.targets[1]
+    emu.set_traffic(web.service_id, web.environment_id, 10, error_ratio=0.2, at=clock.time() - 600)
+    emu.set_traffic(api.service_id, api.environment_id, 5, at=clock.time() - 600)
+    emu.set_memory(world.deployments["web"], 0.45, 0.5, at=clock.time() - 60)
+    poller = RailwayPoller(world.client, world.targets, clock=clock, interval=30)
+    await poller.poll()
+
+    assert len(emu.requests) == 1
+    assert emu.requests[0].operation_name == "RailguardTick"
+    web_now = poller.latest("web")
+    assert web_now is not None
+    assert web_now.active is not None
+    assert web_now.active.id == world.deployments["web"]
+    assert len(web_now.deployments) == 2
+    rate = web_now.samples[Signal.ERROR_RATE]
+    assert rate.value == pytest.approx(0.2)
+    assert rate.detail["requests"] == pytest.approx(600)
+    assert web_now.samples[Signal.MEMORY].value == pytest.approx(0.9)
+    api_now = poller.latest("api")
+    assert api_now is not None
+    assert api_now.samples[Signal.ERROR_RATE].value == 0.0
+    assert Signal.MEMORY not in api_now.samples
+    docs = poller.latest("docs")
+    assert docs is not None
+    assert docs.samples == {}
+    assert poller.last_error is None
+
+
+async def test_no_traffic_is_unknown_not_healthy(world: World, clock: FakeClock) -> None:
+    poller = RailwayPoller(world.client, world.targets, clock=clock, interval=30)
+    await poller.poll()
+    web = poller.latest("web")
+    assert web is not None
+    assert web.samples[Signal.ERROR_RATE].value is None
+    assert "no requests" in web.samples[Signal.ERROR_RATE].reason
+    assert web.samples[Signal.MEMORY].value is None
+
+
+async def test_a_failed_poll_ages_into_unknown(world: World, clock: FakeClock) -> None:
+    web = world.targets[0]
+    world.emu.set_traffic(web.service_id, web.environment_id, 10, at=clock.time() - 600)
+    poller = RailwayPoller(world.client, world.targets, clock=clock, interval=30)
+    source = RailwaySource(poller, "web", frozenset({Signal.ERROR_RATE}), max_age=75)
+    first = await source.collect(clock.time())
+    assert [s.value for s in first] == [None]  # nothing polled yet
+    assert "no poll has answered yet" in first[0].reason
+
+    await poller.poll()
+    (sample,) = await source.collect(clock.time())
+    assert sample.value == 0.0
+    assert await source.collect(clock.time() + 15) == []  # delivered once
+
+    world.emu.set_faults(error_ratio=1.0)  # Railway's edge answers 503 to everything
+    await clock.advance(30)
+    polling = asyncio.ensure_future(poller.poll())
+    while not polling.done():  # retries back off on the clock
+        await clock.advance(1)
+        await asyncio.sleep(0.001)
+    await polling
+    assert poller.last_error is not None
+    assert "503" in poller.last_error
+    assert clock.time() - poller.latest("web").at < 75  # type: ignore[union-attr]
+    assert await source.collect(clock.time()) == []  # still within max_age
+    await clock.advance(75 - (clock.time() - poller.latest("web").at) + 1)  # type: ignore[union-attr]
+    (stale,) = await source.collect(clock.time())
+    assert stale.value is None
+    assert "the last answer is 1m16s old" in stale.reason
+    assert "503" in stale.reason
+
+
+async def test_polls_follow_their_cadence(world: World, clock: FakeClock) -> None:
+    poller = RailwayPoller(world.client, world.targets, clock=clock, interval=30)
+    task = asyncio.ensure_future(poller.run())
+    await until(lambda: poller.polls == 1, "poll 1")
+    for n in (2, 3):
+        await clock.advance(30)
+        await until(lambda n=n: poller.polls == n, f"poll {n}")  # type: ignore[misc]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [round(r.at - world.emu.requests[0].at) for r in world.emu.requests] == [0, 30, 60]
+
+
+@pytest.mark.parametrize(
+    ("answer", "value", "reason"),
+    [
+        ([], None, "no requests recorded"),
+        (
+            [
+                {"statusCode": 200, "samples": [{"ts": 0, "value": 90}, {"ts": 60, "value": 9}]},
+                {"statusCode": 503, "samples": [{"ts": 0, "value": 10}, {"ts": 60, "value": 9}]},
+            ],
+            0.1,
+            "",
+        ),
+        (
+            [{"statusCode": 200, "samples": [{"ts": 0, "value": 5}]}],
+            None,
+            "too little traffic: 5 requests < min_requests 10",
+        ),
+        ("nope", None, "h0: expected a list"),
+        ([{"statusCode": "x", "samples": []}], None, "h0: unexpected entry"),
+    ],
+)
+def test_error_rate_uses_the_newest_complete_step(
+    answer: object, value: float | None, reason: str
+) -> None:
+    sample = error_rate_sample(answer, ERROR_RATE, at=100.0, path="h0")  # step 60 is not complete
+    assert sample.value == (pytest.approx(value) if value is not None else None)
+    assert reason in sample.reason
+
+
+def test_memory_needs_an_active_deployment_and_a_limit() -> None:
+    assert memory_sample([], None, 0.0, "m0").reason == "no active deployment"
