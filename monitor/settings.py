@@ -166,9 +166,14 @@ class ServiceConfig(Strict):
     rules: dict[str, RuleOverride] = {}
 
     @model_validator(mode="after")
-    def _one_health(self) -> ServiceConfig:
+    def _consistent(self) -> ServiceConfig:
         if self.health_url is not None and self.health is not None:
             raise ValueError("set either health_url or health.url, not both")
+        if (self.service_id is None) != (self.environment_id is None):
+            raise ValueError(
+                "service_id and environment_id go together: a Railway service is one "
+                "service in one environment"
+            )
         return self
 
     @property

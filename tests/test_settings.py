@@ -156,6 +156,11 @@ def test_env_expansion(write: Write) -> None:
         ),
         pytest.param("services = [", "not valid TOML", id="toml syntax"),
         pytest.param(
+            SERVICE + 'service_id = "s"\n',
+            "services[0]: service_id and environment_id go together",
+            id="half a Railway id",
+        ),
+        pytest.param(
             SERVICE + '[services.rules.health-failing]\nthreshold = "lots%"\n',
             "not a percentage: 'lots%'",
             id="bad percentage",
