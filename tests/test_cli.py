@@ -34,10 +34,8 @@ def test_check_prints_the_plan(write: Write) -> None:
 
 
 def test_check_counts_railway_polling(write: Write) -> None:
-    text = (
-        GOOD
-        + 'service_id = "svc"\nenvironment_id = "env"\n[railway]\npoll_interval = "10s"\nrequests_per_hour = 1000\n'
-    )
+    text = GOOD + 'service_id = "svc"\nenvironment_id = "env"\n'
+    text += '[railway]\npoll_interval = "10s"\nrequests_per_hour = 1000\n'
     out = io.StringIO()
     assert main(["check", "--config", str(write(text))], stdout=out) == 0
     assert "polling 360 requests/hour of 1000 (36%), 200/hour kept for rollbacks" in out.getvalue()
