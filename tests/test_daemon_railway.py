@@ -129,6 +129,8 @@ def test_run_refuses_to_start_without_a_railway_token(
 def test_railway_signals_need_railway_ids(write: Callable[..., Path]) -> None:
     from monitor.errors import ConfigError
 
-    text = CONFIG.format(web="s1", api="s2", env="e1").replace('service_id = "s1"\n', "")
+    text = CONFIG.format(web="s1", api="s2", env="e1").replace(
+        'service_id = "s1"\nenvironment_id = "e1"\n', ""
+    )
     with pytest.raises(ConfigError, match="from source 'railway' need the service's service_id"):
         build_plan(write(text), load_environment({}), {})
