@@ -1,15 +1,20 @@
-"""Railway's API budget: a token bucket per hour, a limiter per second, and a reserve.
+"""Railway's API budget: a sliding hour, a limiter per second, and a reserve.
 
 Railway limits requests per hour (Free 100, Hobby 1000, Pro 10000) and per second (Hobby 10,
-Pro 50). Routine polling never spends the last ``reserve`` share of the hourly bucket: it slows
-down before the limit and says so, so a rollback, its precondition check and its verification
-(CRITICAL) always find a token. Railway's own count (``X-RateLimit-Remaining``) corrects ours
-downwards only, and a 429's ``Retry-After`` or an exhausted window stops everything until then.
+Pro 50). The hourly limit is kept as a sliding window of send times: in no hour does railguard
+send more than the limit (a token bucket that starts full would allow nearly twice the limit
+in its first hour). Routine polling never spends the last ``reserve`` share of the hour: it
+slows down before the limit and says so, so a rollback, its precondition check and its
+verification (CRITICAL) always find room. Railway's own count (``X-RateLimit-Remaining``)
+corrects ours downwards only, and a 429's ``Retry-After`` or an exhausted window stops
+everything until then.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+from collections import deque
 
 import structlog
 
@@ -21,6 +26,7 @@ log = structlog.get_logger("railguard.railway")
 # Refill is continuous float arithmetic: a wait computed to the exact moment a token appears
 # can land a hair short of it, which would cost another (tiny) sleep.
 EPSILON = 1e-9
+HOUR = 3600.0
 
 
 class Priority(enum.StrEnum):
@@ -51,28 +57,36 @@ class RequestBudget:
         self.per_second = per_second
         self.reserve = per_hour * reserve
         self.metrics = metrics
-        self._hour_rate = per_hour / 3600.0
+        # Routine requests may fill the hour up to this many; critical ones up to per_hour.
+        self._routine_limit = math.floor(per_hour - self.reserve + EPSILON)
         # A limiter whose capacity is below one token would never let a request through.
         self._second_capacity = max(1.0, per_second)
-        self._level = float(per_hour)
+        self._sent: deque[float] = deque()  # monotonic send times within the last hour
         self._second_level = self._second_capacity
         self._updated = clock.monotonic()
         self._paused_until = self._updated
         self._slowed = False
+        # Railway's own count: this many more requests before this (monotonic) time.
+        self._railway_left: int | None = None
+        self._railway_reset: float | None = None
         if metrics is not None:
             metrics.railway_budget_reserve.set(self.reserve)
-            metrics.railway_budget_remaining.set(self._level)
+            metrics.railway_budget_remaining.set(per_hour)
 
     @property
     def level(self) -> float:
-        """Tokens left in the hourly bucket now."""
+        """Requests that may still be sent now: our hour's room, or Railway's if lower."""
         self._refill()
-        return self._level
+        return float(self._remaining())
 
     @property
     def routine_available(self) -> float:
-        """Tokens routine polling may still spend now (the level above the reserve)."""
+        """Requests routine polling may still send now (the room above the reserve)."""
         return max(0.0, self.level - self.reserve)
+
+    def _remaining(self) -> int:
+        ours = self.per_hour - len(self._sent)
+        return ours if self._railway_left is None else min(ours, self._railway_left)
 
     @property
     def slowed(self) -> bool:
@@ -100,7 +114,9 @@ class RequestBudget:
             await self.clock.sleep(wait)
         if priority is Priority.ROUTINE and not waited:
             self._set_slowed(False)
-        self._level -= 1.0
+        self._sent.append(self.clock.monotonic())
+        if self._railway_left is not None:
+            self._railway_left -= 1
         self._second_level -= 1.0
         self._publish()
         return self.clock.monotonic() - start
@@ -114,8 +130,19 @@ class RequestBudget:
         """
         if remaining is None:
             return
-        self._refill()
-        self._level = min(self._level, float(max(0, remaining)))
+        now = self.clock.monotonic()
+        # Without a reset time the count is kept for an hour: the cautious reading.
+        reset = now + HOUR if reset_at is None else now + (reset_at - self.clock.time())
+        remaining = max(0, remaining)
+        if (
+            self._railway_reset is None
+            or now >= self._railway_reset
+            or reset > self._railway_reset + 1
+        ):
+            self._railway_left = remaining  # a new window of Railway's
+        else:
+            self._railway_left = min(self._railway_left or 0, remaining)
+        self._railway_reset = reset
         if remaining <= 0 and reset_at is not None:
             self.pause_until(reset_at)
         self._publish()
@@ -126,10 +153,18 @@ class RequestBudget:
         self._paused_until = max(self._paused_until, deadline)
 
     def _hourly_wait(self, priority: Priority) -> float:
-        """Seconds until the hourly bucket lets ``priority`` take a token."""
-        floor = self.reserve if priority is Priority.ROUTINE else 0.0
-        missing = floor + 1.0 - self._level
-        return missing / self._hour_rate if missing > EPSILON else 0.0
+        """Seconds until both our sliding hour and Railway's count have room for a request."""
+        now = self.clock.monotonic()
+        routine = priority is Priority.ROUTINE
+        limit = self._routine_limit if routine else self.per_hour
+        excess = len(self._sent) - limit + 1  # how many sends must leave the window first
+        ours = self._sent[excess - 1] + HOUR - now if excess > 0 else 0.0
+        railways = 0.0
+        if self._railway_left is not None and self._railway_reset is not None:
+            floor = self.reserve if routine else 0.0
+            if self._railway_left - 1 < floor - EPSILON:
+                railways = self._railway_reset - now
+        return max(ours, railways)
 
     def _second_wait(self) -> float:
         missing = 1.0 - self._second_level
@@ -137,9 +172,12 @@ class RequestBudget:
 
     def _refill(self) -> None:
         now = self.clock.monotonic()
+        while self._sent and self._sent[0] + HOUR <= now:
+            self._sent.popleft()
+        if self._railway_reset is not None and now >= self._railway_reset:
+            self._railway_left = self._railway_reset = None  # Railway's window is over
         elapsed = max(0.0, now - self._updated)
         self._updated = now
-        self._level = min(float(self.per_hour), self._level + elapsed * self._hour_rate)
         self._second_level = min(
             self._second_capacity, self._second_level + elapsed * self.per_second
         )
@@ -147,7 +185,7 @@ class RequestBudget:
 
     def _publish(self) -> None:
         if self.metrics is not None:
-            self.metrics.railway_budget_remaining.set(self._level)
+            self.metrics.railway_budget_remaining.set(self._remaining())
 
     def _set_slowed(self, slowed: bool, reason: str = "") -> None:
         if slowed == self._slowed:
@@ -159,9 +197,9 @@ class RequestBudget:
             log.warning(
                 "railway polling slowed to protect the rollback reserve",
                 reason=reason,
-                level=round(self._level, 2),
+                level=self._remaining(),
                 reserve=self.reserve,
                 per_hour=self.per_hour,
             )
         else:
-            log.info("railway polling back on schedule", level=round(self._level, 2))
+            log.info("railway polling back on schedule", level=self._remaining())

@@ -41,13 +41,14 @@ async def waits(
 @pytest.mark.parametrize(
     ("per_hour", "reserve", "routine", "wait"),
     [
-        (100, 0.2, 80, 36.0),  # one token refills every 36s
-        (20, 0.2, 16, 180.0),
-        (1000, 0.0, 1000, 3.6),
-        (10, 0.5, 5, 360.0),
+        # All sent at once: room comes back when the first send leaves the sliding hour.
+        (100, 0.2, 80, 3600.0),
+        (20, 0.2, 16, 3600.0),
+        (1000, 0.0, 1000, 3600.0),
+        (10, 0.5, 5, 3600.0),
     ],
 )
-async def test_routine_stops_at_the_reserve_and_resumes_after_refill(
+async def test_routine_stops_at_the_reserve_and_resumes_when_the_hour_slides(
     clock: FakeClock, per_hour: int, reserve: float, routine: int, wait: float
 ) -> None:
     budget = RequestBudget(clock, per_hour=per_hour, per_second=10_000, reserve=reserve)
@@ -63,7 +64,7 @@ async def test_critical_spends_the_reserve_then_waits_only_for_an_empty_bucket(
     await take(budget, ROUTINE, 80)
     await take(budget, CRITICAL, 20)
     assert budget.level == pytest.approx(0.0)
-    await waits(clock, budget, CRITICAL, 36.0)
+    await waits(clock, budget, CRITICAL, 3600.0)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +134,9 @@ async def test_polling_slowed_is_set_and_cleared_once_and_waits_are_counted(
         await clock.advance(1)
         assert budget.slowed
         assert sample(metrics, "polling_slowed") == 1
-        await clock.advance(720)  # two refills of 360s each
+        await clock.advance(3598)
+        assert not first.done()  # the first five sends leave the hour at 3600s
+        await clock.advance(2)
         assert first.done()
         assert second.done()
         assert sample(metrics, "polling_slowed") == 1  # they waited: still slowed
@@ -178,7 +181,7 @@ async def test_a_cancelled_wait_takes_no_token(clock: FakeClock) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert budget.level == pytest.approx(5 + 10 / 3600)
+    assert budget.level == 5
 
 
 @pytest.mark.parametrize(

@@ -339,7 +339,7 @@ async def test_the_budget_holds_routine_polling_but_not_the_rollback(world: Worl
     assert not polls[16].done()
     assert await client.rollback(world.good.id)  # straight from the reserve, no clock needed
     assert world.rollbacks() == [world.good.id]
-    await world.clock.advance(359)  # the rollback's token comes back first: 2 x 180s
+    await world.clock.advance(3599)  # room returns when the first sends leave the hour
     assert not polls[16].done()
     await world.clock.advance(1)
     await until(polls[16].done, "the held poll")
@@ -448,7 +448,7 @@ async def test_an_http_date_retry_after_is_honoured(world: World, canned: Any) -
     assert not task.done()
     assert fake.hits == 1
     assert await finish(clock, task, step=0.1) == {}
-    assert budget.level == pytest.approx(999)  # unreadable headers change nothing
+    assert budget.level == 998  # two attempts sent; unreadable headers change nothing
     assert world.count("anonymous query", "ok") == 1
 
 
