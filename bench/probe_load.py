@@ -8,7 +8,10 @@ What it does (see bench/README.md for the results and how to read them):
 
 1. starts ``--apps`` sample apps (``python -m monitor.sandbox.sample_app``) on 127.0.0.1;
 2. writes a config with ``--services`` preview-tier services (health rule only) whose
-   ``health_url`` is spread over the apps, every ``--interval``;
+   ``health_url`` is spread over the apps, every ``--interval``. All services share one
+   host:port per app, so they share its pooled keep-alive connections; with
+   ``--distinct-hosts`` every service gets its own address (127.0.0.x) and port, so its own
+   connection, as 1,000 real services on 1,000 hosts would (the apps then bind 0.0.0.0);
 3. starts ``railguard run --config FILE`` as its own process, waits for ``/healthz`` = 200;
 4. after ``--warmup`` seconds, samples ``/proc`` every ``--sample-every`` seconds for
    ``--duration`` seconds and scrapes the daemon's ``/metrics`` only at the window's start and
@@ -27,6 +30,7 @@ import collections
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shlex
@@ -57,6 +61,8 @@ RESULTS = REPO / "bench" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 MIB = 1024.0 * 1024.0
+
+LOOPBACK_ADDRESSES = 254  # 127.0.0.1 .. 127.0.0.254, one per service and app port
 
 GOAL_CPU_PERCENT = 20.0  # of one core
 GOAL_RSS_MB = 100.0  # megabytes (10^6 bytes), as the issue writes it
@@ -103,6 +109,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=_seconds, default=20.0, help="before the window (20)")
     parser.add_argument("--apps", type=int, default=1, help="sample app processes (1)")
     parser.add_argument(
+        "--distinct-hosts",
+        action="store_true",
+        help="give every service its own 127.0.0.x address and port (raises --apps as needed)",
+    )
+    parser.add_argument(
         "--window", type=_seconds, default=None, help="CPU%% window, s (default: the interval)"
     )
     parser.add_argument("--sample-every", type=_seconds, default=1.0, help="/proc sampling (1)")
@@ -133,6 +144,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--services and --apps must be at least 1, --scrape-samples at least 0")
     if args.window is None:
         args.window = args.interval
+    if args.distinct_hosts:
+        args.apps = max(args.apps, math.ceil(args.services / LOOPBACK_ADDRESSES))
     if args.window < args.sample_every or args.duration < args.window:
         parser.error("need --sample-every <= --window <= --duration")
     return args
@@ -283,11 +296,13 @@ def tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` different TCP ports that nothing listens on right now (on 127.0.0.1)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))  # held until all are bound, so no port comes up twice
+        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def start(name: str, argv: list[str], env: dict[str, str], log: Path) -> Child:
@@ -368,8 +383,18 @@ def daemon_environment(port: int) -> dict[str, str]:
     return env
 
 
+def health_address(index: int, apps: int, distinct: bool) -> str:
+    """The address service ``index`` probes: 127.0.0.1, or its own 127.0.0.x when distinct."""
+    return f"127.0.0.{1 + index // apps}" if distinct else HOST
+
+
 def write_config(
-    path: Path, services: int, interval: float, app_ports: Sequence[int], max_probes: int | None
+    path: Path,
+    services: int,
+    interval: float,
+    app_ports: Sequence[int],
+    max_probes: int | None,
+    distinct: bool = False,
 ) -> None:
     """N preview-tier services (health rule only), round-robin over the apps."""
     lines = [f"# Written by bench/probe_load.py: {services} services, every {interval:g}s.", ""]
@@ -379,11 +404,12 @@ def write_config(
     for index in range(services):
         name = f"bench-{index + 1:0{width}d}"
         port = app_ports[index % len(app_ports)]
+        host = health_address(index, len(app_ports), distinct)
         lines += [
             "[[services]]",
             f'name = "{name}"',
             'tier = "preview"',
-            f'health_url = "http://{HOST}:{port}/health?service={name}"',
+            f'health_url = "http://{host}:{port}/health?service={name}"',
             f'interval = "{interval:g}s"',
             "",
         ]
@@ -516,6 +542,11 @@ def measure_scrape_cost(
     before = read_proc(daemon_pid)
     scrapes = [scrape(url) for _ in range(count)]
     after = read_proc(daemon_pid)
+    hwm = {
+        "vm_hwm_mib_before": round(before.hwm_kib / 1024, 1),
+        "vm_hwm_mib_after": round(after.hwm_kib / 1024, 1),
+        "rss_mib_after": round(after.rss_kib / 1024, 1),
+    }
     wall = after.at - before.at
     cpu = (after.cpu_ticks - before.cpu_ticks) / CLK_TCK
     extra = max(cpu - busy_rate * wall, 0.0)
@@ -528,6 +559,7 @@ def measure_scrape_cost(
         "wall_ms_median": round(statistics.median(s.seconds for s in scrapes) * 1000, 1),
         "daemon_cpu_ms_per_scrape": round(extra / count * 1000, 1),
         "scheduler_lag_ms_while_scraping": _histogram_summary(lag, bound=GOAL_LAG_P99_MS / 1000),
+        **hwm,
         "note": f"CPU beyond the window's rate over {count} back-to-back scrapes "
         f"({1000 / CLK_TCK:g} ms tick resolution)",
     }
@@ -536,44 +568,74 @@ def measure_scrape_cost(
 # -- profile --------------------------------------------------------------------------------
 
 
+# Leaf frames of a thread that waits. py-spy's pause (ptrace) wakes a sleeping thread, so
+# some of its samples look active; they are counted apart, not as work.
+WAIT_LEAVES = ("EpollSelector.select (selectors.py", "_worker (concurrent/futures/thread.py")
+
+# Where the daemon's active samples go: the first rule matching any frame of a stack wins.
+PROFILE_CATEGORIES = (
+    ("metrics (prometheus_client)", ("prometheus_client/",)),
+    ("rule engine (monitor/engine.py)", ("monitor/engine.py",)),
+    ("logging (structlog)", ("structlog/",)),
+    ("HTTP client (aiohttp, asyncio transport)", ("aiohttp/", "asyncio/selector_events.py")),
+    ("railguard scheduler and sources (monitor/)", ("monitor/",)),
+)
+
+
+def _category(frames: Sequence[str]) -> str:
+    for name, needles in PROFILE_CATEGORIES:
+        if any(needle in frame for frame in frames for needle in needles):
+            return name
+    return "asyncio event loop (other)"
+
+
 def profile_daemon(pid: int, seconds: float, out: Path) -> dict[str, Any]:
-    """Sample the daemon with py-spy (collapsed stacks); the top functions by own time."""
+    """Sample the daemon with py-spy (collapsed stacks): time by category and by function."""
     py_spy = Path(sys.executable).parent / "py-spy"
     exe = str(py_spy) if py_spy.exists() else shutil.which("py-spy")
     if exe is None:
         return {"error": "py-spy not installed (.venv/bin/pip install py-spy)"}
     # Blocking mode (py-spy pauses the daemon for each sample) gives whole stacks; the
     # pauses cost the daemon time, which is why this runs after the window.
-    argv = [exe, "record", "--format", "raw", "-r", "100"]
+    argv = [exe, "record", "--format", "raw", "-r", "200"]
     argv += ["-d", str(round(seconds)), "-p", str(pid), "-o", str(out)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not out.exists():
         return {"error": (done.stderr or done.stdout).strip()[-500:]}
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
+    categories: collections.Counter[str] = collections.Counter()
+    active = waiting = 0
     for line in out.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        total += count
+        if frames[-1].startswith(WAIT_LEAVES):
+            waiting += count
+            continue
+        active += count
         own[frames[-1]] += count
+        categories[_category(frames)] += count
         for frame in set(frames):
             inclusive[frame] += count
 
-    def top(counter: collections.Counter[str], n: int = 15) -> list[dict[str, Any]]:
+    def top(counter: collections.Counter[str], n: int) -> list[dict[str, Any]]:
         return [
-            {"frame": frame, "percent": round(100.0 * c / total, 1)}
+            {"frame": frame, "percent": round(100.0 * c / max(active, 1), 1)}
             for frame, c in counter.most_common(n)
         ]
 
     return {
         "file": str(out),
-        "samples": total,
-        "top_own": top(own),
-        "top_inclusive": top(inclusive, 25),
+        "samples_active": active,
+        "samples_waiting": waiting,
+        "note": "percentages are of active samples (waits in epoll or an idle pool thread "
+        "are left out); 200 samples per second",
+        "categories": top(categories, len(PROFILE_CATEGORIES) + 1),
+        "top_own": top(own, 15),
+        "top_inclusive": top(inclusive, 30),
     }
 
 
@@ -610,7 +672,8 @@ def summarize_process(samples: Sequence[ProcSample], per: int) -> dict[str, Any]
         ),
         "rss_mib_median": round(_median(rss), 1),
         "rss_mib_peak": round(max(rss), 1),
-        "vm_hwm_mib": round(last.hwm_kib * 1024 / MIB, 1),
+        "vm_hwm_mib_window_start": round(first.hwm_kib / 1024, 1),
+        "vm_hwm_mib": round(last.hwm_kib / 1024, 1),
         "threads_max": max(s.threads for s in samples),
     }
 
@@ -687,28 +750,18 @@ def run(args: argparse.Namespace, workdir: Path, children: list[Child]) -> dict[
         "window_s": args.window,
         "sample_every_s": args.sample_every,
         "apps": args.apps,
+        "distinct_hosts": args.distinct_hosts,
         "max_concurrent_probes": max_probes or DaemonConfig().max_concurrent_probes,
         "max_concurrent_probes_source": "--max-concurrent-probes" if max_probes else "default",
     }
 
-    ports = [free_port() for _ in range(args.apps)]
-    app_env = dict(os.environ)
-    for index, port in enumerate(ports):
-        argv = [sys.executable, "-m", "monitor.sandbox.sample_app", "--port", str(port)]
-        children.append(
-            start(f"sample app {index + 1}", argv, app_env, workdir / f"app{index}.log")
-        )
-    apps = list(children)
-    for app, port in zip(apps, ports, strict=True):
-        wait_http_ok(f"http://{HOST}:{port}/health", app)
-
+    *ports, daemon_port = free_ports(args.apps + 1)
+    apps = start_apps(ports, args.distinct_hosts, workdir, children)
     config = workdir / "bench.toml"
-    write_config(config, args.services, args.interval, ports, max_probes)
-    daemon_port = free_port()
+    write_config(config, args.services, args.interval, ports, max_probes, args.distinct_hosts)
     base = f"http://{HOST}:{daemon_port}"
-    daemon_log = workdir / "daemon.log"
     argv = [railguard_executable(), "run", "--config", str(config)]
-    daemon = start("railguard", argv, daemon_environment(daemon_port), daemon_log)
+    daemon = start("railguard", argv, daemon_environment(daemon_port), workdir / "daemon.log")
     children.append(daemon)
     result["startup_s"] = round(wait_http_ok(f"{base}/healthz", daemon), 3)
     print(
@@ -738,32 +791,7 @@ def run(args: argparse.Namespace, workdir: Path, children: list[Child]) -> dict[
         out = args.output.with_suffix(".profile.txt")
         daemon_summary["profile"] = profile_daemon(daemon.pid, args.profile, out)
 
-    before, after = parse_totals(first.text), parse_totals(last.text)
-    probes = after.probe_count - before.probe_count
-    metric_wall = last.at - first.at
-    probe_rate = probes / metric_wall
-    cpu_wall = ticks[-1].at - ticks[0].at
-    cpu_seconds = (ticks[-1].daemon.cpu_ticks - ticks[0].daemon.cpu_ticks) / CLK_TCK
-    lag = after.lag.minus(before.lag)
-    durations = after.probe_duration.minus(before.probe_duration)
-    expected = args.services * metric_wall / args.interval
-    daemon_summary["probes"] = {
-        "completed": int(probes),
-        "expected": round(expected),
-        "completed_vs_expected": round(probes / expected, 4),
-        "per_second": round(probe_rate, 1),
-        "by_outcome": {
-            k: int(v - before.probes.get(k, 0.0)) for k, v in sorted(after.probes.items())
-        },
-        "ticks_skipped": int(after.ticks_skipped - before.ticks_skipped),
-        "tick_errors": int(after.tick_errors - before.tick_errors),
-    }
-    daemon_summary["cpu_seconds_per_1000_probes"] = round(
-        (cpu_seconds / cpu_wall) / probe_rate * 1000.0, 4
-    )
-    daemon_summary["scheduler_lag_ms"] = _histogram_summary(lag, bound=GOAL_LAG_P99_MS / 1000)
-    daemon_summary["probe_duration_ms"] = _histogram_summary(durations, bound=0.1)
-    daemon_summary["metrics_series"] = after.series
+    daemon_summary.update(summarize_metrics(first, last, ticks, args.services / args.interval))
     result["daemon"] = daemon_summary
     result["sample_apps"] = [
         summarize_process([t.apps[i] for t in ticks], per) for i in range(len(apps))
@@ -772,6 +800,57 @@ def run(args: argparse.Namespace, workdir: Path, children: list[Child]) -> dict[
     result["connections"] = _tcp_summary(ticks)
     result["goals"] = _goals(daemon_summary)
     return result
+
+
+def start_apps(
+    ports: Sequence[int], distinct_hosts: bool, workdir: Path, children: list[Child]
+) -> list[Child]:
+    """One sample app per port; returns once each answers /health."""
+    apps = []
+    for index, port in enumerate(ports):
+        argv = [sys.executable, "-m", "monitor.sandbox.sample_app", "--port", str(port)]
+        if distinct_hosts:  # to answer on every 127.0.0.x (it listens on all interfaces)
+            argv += ["--host", "0.0.0.0"]
+        app = start(f"sample app {index + 1}", argv, dict(os.environ), workdir / f"app{index}.log")
+        children.append(app)
+        apps.append(app)
+    for app, port in zip(apps, ports, strict=True):
+        wait_http_ok(f"http://{HOST}:{port}/health", app)
+    return apps
+
+
+def summarize_metrics(
+    first: Scrape, last: Scrape, ticks: Sequence[Tick], planned_rate: float
+) -> dict[str, Any]:
+    """Probes, CPU per 1,000 probes, scheduler lag and probe duration over the window."""
+    before, after = parse_totals(first.text), parse_totals(last.text)
+    probes = after.probe_count - before.probe_count
+    metric_wall = last.at - first.at
+    probe_rate = probes / metric_wall
+    cpu_wall = ticks[-1].at - ticks[0].at
+    cpu_seconds = (ticks[-1].daemon.cpu_ticks - ticks[0].daemon.cpu_ticks) / CLK_TCK
+    expected = planned_rate * metric_wall
+    outcomes = {k: int(v - before.probes.get(k, 0.0)) for k, v in sorted(after.probes.items())}
+    return {
+        "probes": {
+            "completed": int(probes),
+            "expected": round(expected),
+            "completed_vs_expected": round(probes / expected, 4),
+            "per_second": round(probe_rate, 1),
+            "by_outcome": outcomes,
+            "ticks_skipped": int(after.ticks_skipped - before.ticks_skipped),
+            "tick_errors": int(after.tick_errors - before.tick_errors),
+        },
+        # Rates, not totals: the CPU and the metrics windows differ by a scrape's duration.
+        "cpu_seconds_per_1000_probes": round((cpu_seconds / cpu_wall) / probe_rate * 1000, 4),
+        "scheduler_lag_ms": _histogram_summary(
+            after.lag.minus(before.lag), bound=GOAL_LAG_P99_MS / 1000
+        ),
+        "probe_duration_ms": _histogram_summary(
+            after.probe_duration.minus(before.probe_duration), bound=0.1
+        ),
+        "metrics_series": after.series,
+    }
 
 
 def _histogram_summary(hist: Histogram, bound: float) -> dict[str, Any]:
@@ -905,8 +984,9 @@ def print_table(result: dict[str, Any]) -> None:
             met("cpu_under_20_percent"),
         ),
         (
-            "daemon RSS, MiB (median / peak; VmHWM)",
-            f"{d['rss_mib_median']:.1f} / {d['rss_mib_peak']:.1f}; {d['vm_hwm_mib']:.1f}",
+            "daemon RSS, MiB (median / peak = MB; VmHWM)",
+            f"{d['rss_mib_median']:.1f} / {d['rss_mib_peak']:.1f} = "
+            f"{goals['rss_under_100_mb']['value']:.1f} MB; {d['vm_hwm_mib']:.1f}",
             "< 100 MB",
             met("rss_under_100_mb"),
         ),

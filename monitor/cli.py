@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -58,8 +60,17 @@ def _load(args: argparse.Namespace) -> Plan:
     return build_plan(_config_path(args, env), env)
 
 
+def _raise_open_file_limit() -> None:
+    """Keep-alive connections to many services need file descriptors: use all we may."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 async def _run(plan: Plan) -> None:
-    daemon = Daemon(plan, clock=SystemClock())
+    daemon = Daemon(plan, clock=SystemClock(), freeze_gc=True)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.request_stop)
@@ -105,6 +116,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
             print(f"railguard: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(plan.env.log_format, plan.env.log_level)
+    _raise_open_file_limit()
     try:
         asyncio.run(_run(plan))
     except OSError as e:

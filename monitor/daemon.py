@@ -7,11 +7,12 @@ shutdown is bounded by ``daemon.shutdown_timeout``.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -21,9 +22,6 @@ from monitor import __version__
 from monitor.clock import Clock
 from monitor.model import Signal
 from monitor.plan import Plan, ServicePlan
-from monitor.railway.budget import RequestBudget
-from monitor.railway.client import RailwayClient
-from monitor.railway.poller import RailwayPoller, Target
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
 from monitor.sources.base import Source
@@ -32,6 +30,11 @@ from monitor.sources.health import HealthSource
 from monitor.sources.promql import PromQLSource
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory, RailwaySource
 from monitor.telemetry import Metrics
+
+if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core (~5 MB)
+    from monitor.railway.budget import RequestBudget
+    from monitor.railway.client import RailwayClient
+    from monitor.railway.poller import RailwayPoller, Target
 
 log = structlog.get_logger("railguard.daemon")
 
@@ -100,6 +103,8 @@ def build_sources(ctx: SourceContext) -> list[tuple[str, Source]]:
 
 def railway_target(service: ServicePlan) -> Target:
     """The poller's view of a service with Railway ids."""
+    from monitor.railway.poller import Target
+
     config = service.config
     assert config.service_id is not None
     assert config.environment_id is not None
@@ -124,12 +129,14 @@ class Daemon:
         metrics: Metrics | None = None,
         sink: VerdictSink | None = None,
         serve_http: bool = True,
+        freeze_gc: bool = False,
     ) -> None:
         self.plan = plan
         self.clock = clock
         self.metrics = metrics if metrics is not None else Metrics()
         self.sink = sink
         self.serve_http = serve_http
+        self.freeze_gc = freeze_gc
         self.scheduler: Scheduler | None = None
         self.session: aiohttp.ClientSession | None = None
         self.port: int | None = None
@@ -176,6 +183,10 @@ class Daemon:
             self._poll_task = asyncio.create_task(self.poller.run(), name="railway-poller")
         self.scheduler.start()
         self.metrics.up.set(1)
+        if self.freeze_gc:
+            # What startup built lives as long as the process: keep the collector off it.
+            gc.collect()
+            gc.freeze()
         log.info(
             "railguard started",
             version=__version__,
@@ -188,6 +199,10 @@ class Daemon:
         services = self.plan.railway_services
         if not services:
             return None
+        from monitor.railway.budget import RequestBudget
+        from monitor.railway.client import RailwayClient
+        from monitor.railway.poller import RailwayPoller
+
         env, railway = self.plan.env, self.plan.config.railway
         self.budget = RequestBudget(
             self.clock,

@@ -63,9 +63,10 @@ class ServiceWorker:
         labels = (plan.name, plan.tier)
         self._labels = labels
         self._duration = {
-            name: metrics.probe_duration.labels(*labels, name) for name, _ in self.sources
+            name: metrics.probe_duration.labels(plan.tier, name) for name, _ in self.sources
         }
-        self._value = {s: metrics.signal_value.labels(*labels, s.value) for s in Signal}
+        signals = {signal for _, source in self.sources for signal in source.signals}
+        self._value = {s: metrics.signal_value.labels(*labels, s.value) for s in signals}
         self._state = {r.name: metrics.rule_state.labels(*labels, r.name) for r in plan.rules}
         self._blind = {r.name: metrics.rule_blind.labels(*labels, r.name) for r in plan.rules}
         for rule in plan.rules:

@@ -23,6 +23,8 @@ from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
 
 MAX_REDIRECTS = 5
+# Shared by every check that expects any 2xx: a set per service costs 8 KB each.
+ANY_2XX = frozenset(range(200, 300))
 
 JsonScalar = str | int | float | bool
 
@@ -106,7 +108,7 @@ class HealthSource:
         self._headers = dict(check.headers) or None
         self._timeout = aiohttp.ClientTimeout(total=check.timeout)
         self._timeout_reason = f"timeout after {format_duration(check.timeout)}"
-        self._expected = frozenset(check.expected_status or range(200, 300))
+        self._expected = frozenset(check.expected_status) if check.expected_status else ANY_2XX
         self._expected_text = _describe_statuses(check.expected_status)
         self._needle = None if check.body_contains is None else check.body_contains.encode()
         self._path = None if check.json_path is None else tuple(check.json_path.split("."))
