@@ -70,7 +70,18 @@ def _raise_open_file_limit() -> None:
 
 
 async def _run(plan: Plan) -> None:
-    daemon = Daemon(plan, clock=SystemClock(), freeze_gc=True)
+    from monitor.store import open_store, state_path
+
+    path = state_path(plan.env.state)
+    store = await open_store(path)
+    structlog.get_logger("railguard").info("state", path=str(path))
+    try:
+        await _serve(Daemon(plan, clock=SystemClock(), freeze_gc=True, store=store))
+    finally:
+        await store.close()
+
+
+async def _serve(daemon: Daemon) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.request_stop)
@@ -119,7 +130,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
     _raise_open_file_limit()
     try:
         asyncio.run(_run(plan))
-    except OSError as e:
+    except (OSError, RailguardError) as e:
         structlog.get_logger("railguard").error("railguard failed", error=str(e))
         return EXIT_FAILURE
     return EXIT_OK

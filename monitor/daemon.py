@@ -11,7 +11,8 @@ import gc
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -20,7 +21,9 @@ from aiohttp import web
 
 from monitor import __version__
 from monitor.clock import Clock
-from monitor.model import Signal
+from monitor.engine import RuleState, Transition, Verdict
+from monitor.errors import RailguardError
+from monitor.model import Phase, Signal
 from monitor.plan import Plan, ServicePlan
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
@@ -34,7 +37,10 @@ from monitor.telemetry import Metrics
 if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core (~5 MB)
     from monitor.railway.budget import RequestBudget
     from monitor.railway.client import RailwayClient
-    from monitor.railway.poller import RailwayPoller, Target
+    from monitor.railway.poller import RailwayPoller, ServiceSnapshot, Target
+    from monitor.releases import ReleaseTracker
+    from monitor.rollback import RollbackExecutor
+    from monitor.store import Store
 
 log = structlog.get_logger("railguard.daemon")
 
@@ -130,6 +136,7 @@ class Daemon:
         sink: VerdictSink | None = None,
         serve_http: bool = True,
         freeze_gc: bool = False,
+        store: Store | None = None,
     ) -> None:
         self.plan = plan
         self.clock = clock
@@ -137,6 +144,10 @@ class Daemon:
         self.sink = sink
         self.serve_http = serve_http
         self.freeze_gc = freeze_gc
+        self.store = store
+        self._own_store = False
+        self.tracker: ReleaseTracker | None = None
+        self.executor: RollbackExecutor | None = None
         self.scheduler: Scheduler | None = None
         self.session: aiohttp.ClientSession | None = None
         self.port: int | None = None
@@ -168,10 +179,15 @@ class Daemon:
                 clock=self.clock,
                 metrics=self.metrics,
                 semaphore=semaphore,
-                sink=self.sink,
+                sink=self._on_verdict,
             )
             for service in self.plan.services
         ]
+        self._workers = {w.plan.name: w for w in workers}
+        if self.store is not None:
+            await self._restore_rule_states()
+        if self.poller is not None:
+            await self._start_rollbacks()
         for tier, count in Tally(s.tier for s in self.plan.services).items():
             self.metrics.services.labels(tier).set(count)
         self.scheduler = Scheduler(
@@ -194,6 +210,81 @@ class Daemon:
             port=self.port,
             config=str(self.plan.path),
         )
+
+    async def _restore_rule_states(self) -> None:
+        """Pending episodes survive a restart; a firing rule comes back pending, so the
+        first breaching sample after the restart decides afresh (and can act)."""
+        assert self.store is not None
+        for name, worker in self._workers.items():
+            saved = await self.store.rule_states(name)
+            for rule in worker.plan.rules:
+                if rule.name in saved:
+                    state = RuleState.from_dict(saved[rule.name])
+                    if state.phase is Phase.FIRING:
+                        state = replace(state, phase=Phase.PENDING)
+                    worker.states[rule.name] = state
+
+    async def _start_rollbacks(self) -> None:
+        """Release tracking and the executor, then settle what a previous run left open."""
+        from monitor.releases import ReleaseTracker
+        from monitor.rollback import RollbackExecutor
+        from monitor.store import open_store
+
+        assert self.poller is not None, "built only with Railway services"
+        assert self.railway is not None
+        if self.store is None:
+            # Nowhere to keep state (tests, the demo): in memory, for this run only.
+            self.store, self._own_store = await open_store(Path(":memory:")), True
+        self.tracker = ReleaseTracker(
+            self.store, clock=self.clock, metrics=self.metrics, troubled=self._troubled
+        )
+        self.executor = RollbackExecutor(
+            services=self.plan.railway_services,
+            store=self.store,
+            client=self.railway,
+            tracker=self.tracker,
+            clock=self.clock,
+            metrics=self.metrics,
+            latest=lambda name: self._workers[name].latest,
+            control=self._control,
+        )
+        by_name = {s.name: s for s in self.plan.railway_services}
+        tracker = self.tracker
+
+        async def observe(name: str, snapshot: ServiceSnapshot) -> None:
+            await tracker.observe(by_name[name], snapshot)
+
+        self.poller.listener = observe
+        try:
+            await self.executor.reconcile()
+        except RailguardError as e:  # Railway unreachable: the store keeps them for later
+            log.error("could not reconcile unfinished rollbacks", error=str(e))
+
+    def _troubled(self, name: str) -> bool:
+        """Any rule of the service pending, firing or blind now."""
+        states = self._workers[name].states.values()
+        return any(s.phase is not Phase.INACTIVE or s.blind for s in states)
+
+    async def _control(self) -> str | None:
+        """Can railguard see? Railway's API answered the last poll."""
+        if self.poller is not None and self.poller.last_error is not None:
+            return f"the last Railway poll failed: {self.poller.last_error}"
+        return None
+
+    async def _on_verdict(self, service: ServicePlan, verdict: Verdict) -> None:
+        """Every rule transition: persist it, tell the release tracker and the executor."""
+        if self.store is not None:
+            state = self._workers[service.name].states[verdict.rule].to_dict()
+            await self.store.save_rule_state(service.name, verdict.rule, state, verdict.at)
+            if Transition.BLIND in verdict.transitions:
+                data = {"rule": verdict.rule, "reason": verdict.reason}
+                await self.store.record_event(service.name, "blind", verdict.at, data)
+        if self.tracker is not None and (verdict.phase is not Phase.INACTIVE or verdict.blind):
+            self.tracker.note_trouble(service.name, verdict.at)
+        if self.executor is not None:
+            await self.executor.on_verdict(service, verdict)
+        if self.sink is not None:
+            await self.sink(service, verdict)
 
     def _railway_poller(self, session: aiohttp.ClientSession) -> RailwayPoller | None:
         services = self.plan.railway_services
@@ -243,6 +334,8 @@ class Daemon:
         timeout = self.plan.config.daemon.shutdown_timeout
         log.info("railguard stopping", timeout=timeout)
         cancelled = 0
+        if self.executor is not None:
+            await self.executor.aclose()  # unfinished rollbacks resume at the next start
         if self._poll_task is not None:
             self._poll_task.cancel()  # a routine query: nothing is lost by dropping it
             await asyncio.gather(self._poll_task, return_exceptions=True)
@@ -252,6 +345,8 @@ class Daemon:
             await self._runner.cleanup()
         if self.session is not None:
             await self.session.close()
+        if self.store is not None and self._own_store:
+            await self.store.close()
         log.info("railguard stopped", cancelled=cancelled)
 
     async def serve(self) -> None:

@@ -72,3 +72,7 @@ class RailwayProtocolError(RailwayError):
 
 class ChannelError(RailguardError):
     """An alert channel refused or failed to take a notification."""
+
+
+class StoreError(RailguardError):
+    """The state store cannot be opened or refused a write; the message says what to do."""

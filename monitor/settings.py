@@ -108,6 +108,13 @@ class TierPolicy(Strict):
     rules: tuple[str, ...] = ("health-failing",)
     bake: Duration = Field(600.0, ge=0)
     rollback_timeout: Duration = Field(120.0, gt=0)
+    grace: Duration = Field(60.0, ge=0)
+    """No automatic rollback this soon after the current deployment went live."""
+    cooldown: Duration = Field(900.0, ge=0)
+    """No second automatic rollback this soon after the last one (the loop breaker's window)."""
+    max_rollbacks_per_day: int = Field(3, ge=0)
+    dry_run: bool = False
+    """Decide and record rollbacks, but never send one."""
 
 
 DEFAULT_TIERS: dict[str, dict[str, Any]] = {

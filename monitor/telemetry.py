@@ -21,6 +21,7 @@ from monitor import __version__
 # Probes answer in milliseconds when healthy and in seconds when not.
 PROBE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+DEPLOY_BUCKETS = (10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1200.0)
 
 
 class Metrics:
@@ -131,6 +132,48 @@ class Metrics:
             "railguard_railway_budget_waits_total",
             "Times a request waited for budget, by priority (routine, critical).",
             ["priority"],
+            registry=r,
+        )
+        self.deployment_duration = Histogram(
+            "railguard_deployment_duration_seconds",
+            "Deployment time: created to SUCCESS (target under 5 minutes).",
+            service,
+            buckets=DEPLOY_BUCKETS,
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "railguard_rollbacks_total",
+            "Rollbacks by trigger (auto, manual) and outcome (succeeded, failed, dry_run, "
+            "abandoned).",
+            [*service, "trigger", "outcome"],
+            registry=r,
+        )
+        self.rollback_held = Counter(
+            "railguard_rollback_held_total",
+            "Automatic rollbacks a guard held back, by guard.",
+            [*service, "guard"],
+            registry=r,
+        )
+        self.rollback_duration = Histogram(
+            "railguard_rollback_duration_seconds",
+            "Rollback time: decision to the replacement serving healthily (target under 2m).",
+            service,
+            buckets=DEPLOY_BUCKETS,
+            registry=r,
+        )
+        self.rollback_decision = Histogram(
+            "railguard_rollback_decision_seconds",
+            "From a rule firing to the rollback mutation being sent, less Railway's latency.",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.frozen = Gauge(
+            "railguard_frozen", "1 while automatic rollback is frozen.", service, registry=r
+        )
+        self.known_good = Gauge(
+            "railguard_known_good_releases",
+            "Known-good releases railguard could roll back to.",
+            service,
             registry=r,
         )
         self.services = Gauge(

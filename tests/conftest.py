@@ -20,6 +20,12 @@ def _reset_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+@pytest.fixture(autouse=True)
+def _state_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`railguard run` keeps state at RAILGUARD_STATE: never in the working tree."""
+    monkeypatch.setenv("RAILGUARD_STATE", str(tmp_path / "railguard-state.db"))
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

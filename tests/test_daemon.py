@@ -166,6 +166,7 @@ async def test_run_exits_cleanly_on_sigterm(
         "PORT": str(port),
         "RAILGUARD_HOST": "127.0.0.1",
         "RAILGUARD_LOG_FORMAT": "json",
+        "RAILGUARD_STATE": str(path.parent / "state.db"),
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -28,6 +28,7 @@ poll_interval = "10s"
 
 [tiers.production]
 rules = ["error-rate", "memory-high"]
+auto_rollback = false  # this file is about signals and polling; tests/test_rollback.py acts
 
 [[services]]
 name = "web"

@@ -9,7 +9,7 @@ polls, so Railway's API budget pays one request per poll however many services t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +59,9 @@ class ServiceSnapshot:
 
 def build_document(targets: Sequence[Target]) -> str:
     """The tick's query: aliased fields per target, one ``$start``/``$end`` window."""
-    params = ["$start: DateTime!", "$end: DateTime!"]
+    # GraphQL refuses declared variables no field uses: the window only when metrics are asked.
+    windowed = any(t.error_rate is not None or t.memory is not None for t in targets)
+    params = ["$start: DateTime!", "$end: DateTime!"] if windowed else []
     fields = []
     for i, t in enumerate(targets):
         params += [f"$s{i}: String!", f"$e{i}: String!"]
@@ -158,6 +160,8 @@ class RailwayPoller:
         self.clock = clock
         self.interval = interval
         self.document = build_document(self.targets)
+        # Told of every service's snapshot after each successful poll (release tracking).
+        self.listener: Callable[[str, ServiceSnapshot], Awaitable[None]] | None = None
         self.polls = 0
         self.last_error: str | None = None
         self._latest: dict[str, ServiceSnapshot] = {}
@@ -173,7 +177,9 @@ class RailwayPoller:
 
     def variables(self, now: float) -> dict[str, Any]:
         """The document's variables for a poll at ``now``."""
-        values: dict[str, Any] = {"start": _iso(now - self._window), "end": _iso(now)}
+        values: dict[str, Any] = {}
+        if "$start" in self.document:
+            values |= {"start": _iso(now - self._window), "end": _iso(now)}
         for i, t in enumerate(self.targets):
             values[f"s{i}"] = t.service_id
             values[f"e{i}"] = t.environment_id
@@ -200,6 +206,9 @@ class RailwayPoller:
         for i, target in enumerate(self.targets):
             self._latest[target.name] = self._snapshot(i, target, data, at)
         self.polls += 1
+        if self.listener is not None:
+            for target in self.targets:
+                await self.listener(target.name, self._latest[target.name])
 
     def _failed(self, error: RailwayError) -> None:
         self.last_error = str(error)

@@ -84,6 +84,10 @@ def test_the_tick_document_validates_against_railways_schema() -> None:
     assert validate_document(document) == []
     assert document.count("deployments(") == 2
     assert document.count("httpMetricsGroupedByStatus(") == 1
+    # Deployments only: no time window may be declared, or GraphQL refuses the document.
+    bare = build_document([Target("b", "s", "e")])
+    assert validate_document(bare) == []
+    assert "$start" not in bare
 
 
 async def test_one_request_answers_every_service(world: World, clock: FakeClock) -> None:

@@ -1,0 +1,191 @@
+"""Release tracking: which deployment serves, how long it took, and which ones are known-good.
+
+After every Railway poll the tracker records each service's deployments in the store. A
+deployment becomes *known-good* once it has served for the tier's ``bake`` with no rule
+pending, firing or blind for that whole time; the evidence (when it went live, how long it
+baked, the rules that watched it) is kept with the verdict. On first start, with nothing
+known yet, Railway's history stands in: a deployment that served for at least ``bake``
+before a newer one replaced it, and that nobody rolled back from, is known-good *by
+inference*, and its evidence says so. A deployment rolled back from is BAD for ever (the
+executor marks it).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from monitor.clock import Clock
+from monitor.model import format_duration
+from monitor.plan import ServicePlan
+from monitor.railway.client import Deployment
+from monitor.railway.poller import ACTIVE_STATUSES, ServiceSnapshot
+from monitor.store import Store
+from monitor.telemetry import Metrics
+
+log = structlog.get_logger("railguard.releases")
+
+FAILED_STATUSES = frozenset({"FAILED", "CRASHED"})
+
+
+@dataclass
+class _Service:
+    """What the tracker remembers about one service between polls."""
+
+    active: Deployment | None = None
+    live_since: float | None = None
+    bake_start: float | None = None  # restarts whenever a rule leaves INACTIVE or goes blind
+    good_marked: set[str] = field(default_factory=set)
+    timed: set[str] = field(default_factory=set)  # deployments whose duration was exported
+    failures: set[str] = field(default_factory=set)  # failed deployments already reported
+    inferred: bool = False
+
+
+class ReleaseTracker:
+    """Keeps each service's deployments, its active one, and its known-good releases."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        troubled: Callable[[str], bool],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        # Whether any of a service's rules is pending, firing or blind right now: a rule
+        # that stays firing makes no new transition, so transitions alone cannot tell.
+        self.troubled = troubled
+        self._services: dict[str, _Service] = {}
+
+    def _state(self, name: str) -> _Service:
+        return self._services.setdefault(name, _Service())
+
+    def active(self, name: str) -> Deployment | None:
+        """The deployment serving ``name`` now, as of the last poll."""
+        return self._state(name).active
+
+    def live_since(self, name: str) -> float | None:
+        """When the active deployment went live (or was first seen live)."""
+        return self._state(name).live_since
+
+    def note_trouble(self, name: str, at: float) -> None:
+        """A rule of ``name`` left INACTIVE or went blind: the bake starts over."""
+        state = self._state(name)
+        if state.bake_start is not None:
+            state.bake_start = max(state.bake_start, at)
+
+    async def observe(self, service: ServicePlan, snapshot: ServiceSnapshot) -> None:
+        """Take one poll's deployments for ``service``."""
+        name, state, now = service.name, self._state(service.name), snapshot.at
+        active = snapshot.active
+        for d in snapshot.deployments:
+            live = active is not None and d.id == active.id
+            await self.store.upsert_deployment(
+                name,
+                id=d.id,
+                status=d.status,
+                created_at=d.created_at,
+                can_rollback=d.can_rollback,
+                meta=dict(d.meta),
+                seen_at=now,
+                live=live,
+            )
+            self._time_deployment(service, d, now)
+            if d.status in FAILED_STATUSES and d.id not in state.failures:
+                state.failures.add(d.id)
+                await self.store.record_event(
+                    name, "deployment_failed", now, {"deployment": d.id, "status": d.status}
+                )
+        if not state.inferred:
+            state.inferred = True
+            await self._infer(service, snapshot.deployments, now)
+        if active is None:
+            state.active = state.live_since = state.bake_start = None
+            return
+        if state.active is None or state.active.id != active.id:
+            record = await self.store.deployment(name, active.id)
+            live_at = record.live_at if record and record.live_at is not None else now
+            state.active, state.live_since, state.bake_start = active, live_at, live_at
+            log.info("deployment live", service=name, deployment=active.id, status=active.status)
+        await self._bake(service, state, now)
+
+    def _time_deployment(self, service: ServicePlan, d: Deployment, now: float) -> None:
+        state = self._state(service.name)
+        if d.status not in ACTIVE_STATUSES or d.id in state.timed:
+            return
+        state.timed.add(d.id)
+        # Railway's own time of the status change when it gives one; else when we saw it.
+        finished = d.updated_at if d.updated_at is not None else now
+        if finished - d.created_at < 86400:  # an old release seen on first start: not timed
+            self.metrics.deployment_duration.labels(service.name, service.tier).observe(
+                max(0.0, finished - d.created_at)
+            )
+
+    async def _bake(self, service: ServicePlan, state: _Service, now: float) -> None:
+        active = state.active
+        if active is None or state.bake_start is None or active.id in state.good_marked:
+            return
+        if self.troubled(service.name):
+            state.bake_start = now
+            return
+        baked = now - state.bake_start
+        if baked < service.policy.bake:
+            return
+        record = await self.store.deployment(service.name, active.id)
+        if record is not None and record.verdict == "bad":
+            return
+        state.good_marked.add(active.id)
+        evidence = {
+            "live_since": state.live_since,
+            "quiet_since": state.bake_start,
+            "baked_s": baked,
+            "bake_s": service.policy.bake,
+            "rules": [rule.describe() for rule in service.rules],
+        }
+        reason = (
+            f"served {format_duration(baked)} with every rule inactive "
+            f"(bake {format_duration(service.policy.bake)})"
+        )
+        await self.store.mark_good(service.name, active.id, now, reason, evidence)
+        await self.store.record_event(
+            service.name, "deployment_verified", now, {"deployment": active.id, **evidence}
+        )
+        log.info("deployment known-good", service=service.name, deployment=active.id, reason=reason)
+
+    async def _infer(self, service: ServicePlan, history: Sequence[Deployment], now: float) -> None:
+        """On first start with nothing known-good, learn from Railway's history."""
+        known = await self.store.deployments(service.name)
+        if any(r.verdict == "good" for r in known):
+            return
+        bad = {r.id for r in known if r.verdict == "bad"}
+        ordered = sorted(history, key=lambda d: d.created_at)
+        for older, newer in itertools.pairwise(ordered):
+            served = newer.created_at - older.created_at
+            if (
+                older.status == "REMOVED"
+                and older.can_rollback
+                and older.id not in bad
+                and served >= service.policy.bake
+            ):
+                reason = (
+                    f"inferred from Railway's history: served about {format_duration(served)} "
+                    f"before {newer.id} replaced it, and was never rolled back from"
+                )
+                evidence = {"inferred": True, "served_s": served, "replaced_by": newer.id}
+                await self.store.mark_good(service.name, older.id, now, reason, evidence)
+                log.info(
+                    "deployment known-good (inferred)", service=service.name, deployment=older.id
+                )
+
+    async def known_good(self, service: ServicePlan) -> list[str]:
+        """Known-good deployment ids, newest first (for /status and the metric)."""
+        records = await self.store.deployments(service.name)
+        good = [r.id for r in records if r.verdict == "good"]
+        self.metrics.known_good.labels(service.name, service.tier).set(len(good))
+        return good

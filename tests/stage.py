@@ -1,0 +1,189 @@
+"""The rollback stage: the Railway emulator, a sample app that serves whichever release is
+active on the emulator, and railguard guarding it with short windows, on one FakeClock.
+
+Releases are labels in a deployment's ``meta`` (``{"release": "v2"}``); ``behaviour`` maps a
+release to what the app does while it serves (sample app control fields).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from monitor.clock import Clock, FakeClock
+from monitor.daemon import Daemon
+from monitor.plan import build_plan
+from monitor.railway.client import Deployment
+from monitor.sandbox.railway_emulator import RailwayEmulator
+from monitor.sandbox.sample_app import STATE_KEY, create_app
+from monitor.settings import load_environment
+from monitor.store import Store
+from monitor.telemetry import Metrics
+
+TOKEN = "stage-token"
+ROLLOUT = (("INITIALIZING", 1.0), ("BUILDING", 3.0), ("DEPLOYING", 2.0))  # a rollback: 3s
+
+CONFIG = """
+[railway]
+poll_interval = "2s"
+
+[tiers.production]
+bake = "10s"
+grace = "0s"
+cooldown = "60s"
+rollback_timeout = "30s"
+
+[[services]]
+name = "web"
+tier = "production"
+service_id = "{service}"
+environment_id = "{env}"
+interval = "1s"
+health = {{ url = "{app}/health", timeout = "1s" }}
+error_rate = {{ source = "exposition", url = "{app}/metrics", min_requests = 5 }}
+memory = {{ source = "exposition", url = "{app}/metrics", limit_metric = "app_memory_limit_bytes" }}
+
+[services.rules.health-failing]
+for = "5s"
+[services.rules.error-rate]
+for = "5s"
+[services.rules.memory-high]
+for = "5s"
+"""
+
+HEALTHY: dict[str, Any] = {"mode": "ok", "error_ratio": 0.0, "memory_bytes": 100 * 2**20}
+
+
+class Stage:
+    """Everything a rollback scenario needs, driven by :meth:`run_for`."""
+
+    def __init__(self, clock: Clock, tmp: Path, behaviour: Mapping[str, Mapping[str, Any]]):
+        self.clock = clock
+        self.tmp = tmp
+        self.behaviour = dict(behaviour)
+        self.emu = RailwayEmulator(clock, tokens=[TOKEN], rollout=ROLLOUT)
+        self.app = create_app(clock=clock)
+        self.daemon: Daemon | None = None
+        self.store: Store | None = None
+        self.extra_config = ""
+        self._runners: list[web.AppRunner] = []
+        self._session: aiohttp.ClientSession | None = None
+        self.traffic_per_second = 10
+        self._applied: dict[str, Any] = {}
+
+    async def start_servers(self) -> None:
+        """The emulator and the app on 127.0.0.1; a project, an environment, a service."""
+        for app in (self.emu.app, self.app):
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            self._runners.append(runner)
+        self.emu_url = f"http://127.0.0.1:{self._runners[0].addresses[0][1]}/graphql/v2"
+        self.app_url = f"http://127.0.0.1:{self._runners[1].addresses[0][1]}"
+        project = self.emu.add_project("shop")
+        self.env = self.emu.add_environment(project.id, "production").id
+        self.service = self.emu.add_service(project.id, "web").id
+        self._session = aiohttp.ClientSession()
+
+    def deploy(self, release: str, *, ago: float = 0.0, status: str = "SUCCESS") -> Any:
+        """A deployment of ``release`` (active if SUCCESS) created ``ago`` seconds ago."""
+        return self.emu.add_deployment(
+            self.service,
+            self.env,
+            status=status,
+            meta={"release": release},
+            created_at=self.clock.time() - ago,
+        )
+
+    def write_config(self) -> Path:
+        """The stage's config file (plus ``extra_config``)."""
+        text = CONFIG.format(service=self.service, env=self.env, app=self.app_url)
+        path = self.tmp / "railguard.toml"
+        path.write_text(text + self.extra_config)
+        return path
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """What railguard needs in its environment to reach the stage's Railway."""
+        return {"RAILWAY_API_TOKEN": TOKEN, "RAILWAY_API_URL": self.emu_url}
+
+    async def start_daemon(self, store: Store | None = None) -> Daemon:
+        """railguard, in this process, with the stage's config."""
+        path = self.write_config()
+        environ = self.environ
+        plan = build_plan(path, load_environment(environ), environ)
+        self.daemon = Daemon(
+            plan,
+            clock=self.clock,
+            metrics=Metrics(CollectorRegistry()),
+            serve_http=False,
+            store=store,
+        )
+        self._sync_app()
+        await self.daemon.startup()
+        return self.daemon
+
+    def active_release(self) -> str | None:
+        """The release the emulator says is serving."""
+        active = self.emu.active.get((self.service, self.env))
+        return None if active is None else str(self.emu.deployments[active].meta.get("release"))
+
+    def sync_app(self) -> None:
+        """Make the app behave as the release the emulator has active."""
+        self._sync_app()
+
+    def _sync_app(self) -> None:
+        release = self.active_release()
+        wanted = {**HEALTHY, **self.behaviour.get(release or "", {}), "release": release or "-"}
+        if wanted != self._applied:  # re-applying a mode would restart its pattern
+            self.app[STATE_KEY].update(wanted)
+            self._applied = wanted
+
+    async def send_traffic(self, requests: int) -> None:
+        """Some requests to the app (what its error rate is measured on)."""
+        assert self._session is not None
+        for _ in range(requests):
+            async with self._session.get(f"{self.app_url}/work") as response:
+                await response.read()
+
+    async def run_for(self, seconds: float, step: float = 0.5) -> None:
+        """Move the clock on, keeping the app on the active release and sending traffic."""
+        assert isinstance(self.clock, FakeClock), "run_for drives a FakeClock"
+        assert self._session is not None
+        for _ in range(round(seconds / step)):
+            self._sync_app()
+            for _ in range(max(1, round(self.traffic_per_second * step))):
+                async with self._session.get(f"{self.app_url}/work") as response:
+                    await response.read()
+            await self.clock.advance(step)
+            await asyncio.sleep(0.002)  # loopback I/O (probes, polls) completes meanwhile
+
+    def rollbacks_sent(self) -> list[str]:
+        """The ids the emulator received in deploymentRollback mutations."""
+        return [m.arguments["id"] for m in self.emu.mutation_calls("deploymentRollback")]
+
+    async def stop_daemon(self) -> None:
+        """Shut railguard down (the stage keeps running)."""
+        if self.daemon is not None:
+            await self.daemon.shutdown()
+            self.daemon = None
+
+    async def close(self) -> None:
+        """Stop everything."""
+        await self.stop_daemon()
+        if self._session is not None:
+            await self._session.close()
+        await self.emu.aclose()
+        for runner in self._runners:
+            await runner.cleanup()
+
+
+def newest(deployments: list[Deployment]) -> Deployment:
+    """The newest of some deployments."""
+    return max(deployments, key=lambda d: d.created_at)

@@ -1,0 +1,150 @@
+"""Rollback scenarios: the emulator, a sample app serving the active release, short windows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from monitor.clock import FakeClock
+from tests.stage import Stage
+
+BAD_5XX = {"v2": {"error_ratio": 0.5}}
+
+
+@pytest.fixture
+async def stage(clock: FakeClock, tmp_path: Path) -> AsyncIterator[Stage]:
+    stage = Stage(clock, tmp_path, BAD_5XX)
+    await stage.start_servers()
+    yield stage
+    await stage.close()
+
+
+async def released(stage: Stage, bad: str = "v2") -> tuple[str, str]:
+    """v1 served for hours and was replaced by v1.1, which bakes; then ``bad`` goes out.
+
+    Returns (the known-good v1.1 deployment, the bad one).
+    """
+    stage.deploy("v1", ago=7200)
+    good = stage.deploy("v1.1", ago=3600)
+    await stage.start_daemon()
+    await stage.run_for(12)  # v1.1 bakes (10s) and becomes known-good
+    bad_deployment = stage.deploy(bad)
+    return good.id, bad_deployment.id
+
+
+async def test_a_bad_release_is_rolled_back_once_to_the_last_known_good(stage: Stage) -> None:
+    good, bad = await released(stage)
+    daemon = stage.daemon
+    assert daemon is not None
+    assert daemon.store is not None
+    records = {r.id: r for r in await daemon.store.deployments("web")}
+    assert records[good].verdict == "good"
+    assert records[good].evidence["baked_s"] >= 10
+
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == [good]
+    assert stage.active_release() == "v1.1"
+    (rollback,) = await daemon.store.rollbacks("web")
+    assert rollback.state == "succeeded", rollback.error
+    assert (rollback.from_deployment, rollback.to_deployment) == (bad, good)
+    assert rollback.rule == "error-rate"
+    assert rollback.evidence["samples"]  # the samples that made the rule fire
+    # Detection and rollback within for (5s) + one interval (1s) + the poll (2s) and the
+    # emulator's rollout of a rollback (3s), with a few seconds of verification.
+    assert rollback.recovered_at is not None
+    assert rollback.recovered_at - rollback.decided_at < 30
+    assert (await daemon.store.deployment("web", bad)).verdict == "bad"  # type: ignore[union-attr]
+    await stage.run_for(10)
+    assert stage.rollbacks_sent() == [good]  # once
+
+
+async def events(stage: Stage, kind: str) -> list[dict[str, object]]:
+    assert stage.daemon is not None
+    assert stage.daemon.store is not None
+    return [dict(e.data) for e in await stage.daemon.store.events("web", kinds=[kind])]
+
+
+async def test_memory_over_the_limit_is_rolled_back_likewise(stage: Stage) -> None:
+    stage.behaviour = {"v2": {"memory_bytes": 500 * 2**20}}  # of 512 MiB: 98%
+    good, _ = await released(stage)
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == [good]
+    assert stage.daemon is not None
+    assert stage.daemon.store is not None
+    (rollback,) = await stage.daemon.store.rollbacks("web")
+    assert (rollback.rule, rollback.state) == ("memory-high", "succeeded")
+
+
+async def test_flapping_health_that_never_holds_is_not_rolled_back(stage: Stage) -> None:
+    stage.behaviour = {"v2": {"mode": "flap"}}
+    await released(stage)
+    await stage.run_for(30)
+    assert stage.rollbacks_sent() == []
+
+
+async def test_a_blind_monitor_never_rolls_back(stage: Stage) -> None:
+    stage.behaviour = {"v2": {"error_ratio": 1.0}}
+    await released(stage)
+    stage.traffic_per_second = 0  # the error rate is UNKNOWN: too little traffic
+    await stage.run_for(30)
+    assert stage.rollbacks_sent() == []
+    (blind,) = await events(stage, "blind")
+    assert blind["rule"] == "error-rate"
+    assert "too little traffic" in str(blind["reason"])
+
+
+async def test_the_restored_release_failing_too_freezes_instead_of_looping(stage: Stage) -> None:
+    good, _ = await released(stage)
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == [good]
+    stage.behaviour["v1.1"] = {"error_ratio": 0.5}  # the restored release fails as well
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == [good]  # no second rollback
+    (held,) = await events(stage, "rollback_held")
+    assert held["guard"] == "loop_breaker"
+    escalations = await events(stage, "escalation")
+    assert escalations == []  # the freeze itself is the escalation record below
+    assert stage.daemon is not None
+    assert stage.daemon.store is not None
+    frozen = await stage.daemon.store.frozen("web", stage.clock.time())
+    assert frozen is not None
+    assert "fails too" in frozen.reason
+
+
+async def test_a_newer_deployment_in_progress_holds_the_rollback(stage: Stage) -> None:
+    await released(stage)
+    await stage.run_for(1)
+    stage.deploy("v3", status="BUILDING")  # someone is already shipping a fix
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == []
+    held = await events(stage, "rollback_held")
+    assert held
+    assert held[0]["guard"] == "deployment_in_progress"
+    assert "BUILDING" in str(held[0]["why"])
+
+
+async def test_no_known_good_release_escalates_and_never_guesses(stage: Stage) -> None:
+    stage.deploy("v2")  # a fresh project: the bad release is all there is
+    await stage.start_daemon()
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == []
+    escalations = await events(stage, "escalation")
+    assert escalations
+    assert escalations[0]["kind"] == "no_known_good"
+    assert "no known-good release" in str(escalations[0]["why"])
+
+
+async def test_railway_errors_during_the_rollback_are_retried_and_it_is_sent_once(
+    stage: Stage,
+) -> None:
+    good, _ = await released(stage)
+    await stage.run_for(4)  # the rule is pending
+    stage.emu.set_faults(error_ratio=0.5, rate_limit=20, rate_window=10)
+    await stage.run_for(30)
+    applied = [m for m in stage.emu.mutation_calls("deploymentRollback") if m.ok]
+    assert [m.arguments["id"] for m in applied] == [good]
+    statuses = {r.status for r in stage.emu.requests}
+    assert {429, 503} & statuses
+    assert stage.active_release() == "v1.1"
