@@ -35,9 +35,10 @@ poll_interval = "2s"
 
 [tiers.production]
 bake = "10s"
-grace = "0s"
+grace = "{grace}"
 cooldown = "60s"
 rollback_timeout = "30s"
+{tier_extra}
 
 [[services]]
 name = "web"
@@ -72,6 +73,9 @@ class Stage:
         self.daemon: Daemon | None = None
         self.store: Store | None = None
         self.extra_config = ""
+        self.tier_extra = ""  # lines added to [tiers.production]
+        self.grace = "0s"
+        self.config_template = CONFIG
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self.traffic_per_second = 10
@@ -103,7 +107,13 @@ class Stage:
 
     def write_config(self) -> Path:
         """The stage's config file (plus ``extra_config``)."""
-        text = CONFIG.format(service=self.service, env=self.env, app=self.app_url)
+        text = self.config_template.format(
+            service=self.service,
+            env=self.env,
+            app=self.app_url,
+            tier_extra=self.tier_extra,
+            grace=self.grace,
+        )
         path = self.tmp / "railguard.toml"
         path.write_text(text + self.extra_config)
         return path

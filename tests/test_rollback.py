@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -148,3 +149,100 @@ async def test_railway_errors_during_the_rollback_are_retried_and_it_is_sent_onc
     statuses = {r.status for r in stage.emu.requests}
     assert {429, 503} & statuses
     assert stage.active_release() == "v1.1"
+
+
+async def store_of(stage: Stage):  # type: ignore[no-untyped-def]
+    assert stage.daemon is not None
+    assert stage.daemon.store is not None
+    return stage.daemon.store
+
+
+async def test_dry_run_decides_and_records_but_never_sends(stage: Stage) -> None:
+    stage.tier_extra = "dry_run = true"
+    good, bad = await released(stage)
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == []
+    (record,) = await (await store_of(stage)).rollbacks("web")
+    assert (record.state, record.from_deployment, record.to_deployment) == ("dry_run", bad, good)
+
+
+@pytest.mark.parametrize(
+    ("grace", "tier_extra", "guard", "why"),
+    [
+        ("5m", "", "grace", "went live"),
+        ("0s", "max_rollbacks_per_day = 0", "budget", "0 automatic rollbacks in the last 24h"),
+    ],
+)
+async def test_guards_hold_and_say_why(
+    stage: Stage, grace: str, tier_extra: str, guard: str, why: str
+) -> None:
+    stage.grace, stage.tier_extra = grace, tier_extra
+    await released(stage)
+    await stage.run_for(15)
+    assert stage.rollbacks_sent() == []
+    held = await events(stage, "rollback_held")
+    assert held
+    assert held[0]["guard"] == guard
+    assert why in str(held[0]["why"])
+    assert held[0]["samples"]  # the evidence that would have justified it
+
+
+async def test_a_replacement_that_fails_escalates_and_freezes(stage: Stage) -> None:
+    good, _ = await released(stage)
+    stage.emu.set_faults(deploy_outcome="FAILED")
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == [good]
+    store = await store_of(stage)
+    (record,) = await store.rollbacks("web")
+    assert record.state == "failed"
+    assert "FAILED" in (record.error or "")
+    (escalation,) = await events(stage, "escalation")
+    assert escalation["kind"] == "rollback_failed"
+    assert await store.frozen("web", stage.clock.time()) is not None
+
+
+async def test_a_restore_that_never_recovers_fails_within_rollback_timeout(stage: Stage) -> None:
+    stage.behaviour["v1.1"] = {}
+    good, _ = await released(stage)
+    await stage.run_for(8)  # pending, about to fire
+    stage.behaviour["v1.1"] = {"error_ratio": 0.5}  # the known-good release is broken now too
+    await stage.run_for(45)
+    assert stage.rollbacks_sent() == [good]
+    (record,) = await (await store_of(stage)).rollbacks("web")
+    assert record.state == "failed"
+    assert "did not recover within 30s" in (record.error or "")
+
+
+async def test_manual_rollbacks_go_through_the_executor(stage: Stage) -> None:
+    from monitor.rollback import RollbackRefused
+
+    stage.behaviour = {}
+    stage.deploy("v1", ago=7200)
+    older = stage.deploy("v1.1", ago=3600)
+    current = stage.deploy("v1.2", ago=1800)
+    daemon = await stage.start_daemon()
+    await stage.run_for(3)
+    executor = daemon.executor
+    assert executor is not None
+    for kwargs, message in [
+        ({"to": "nope"}, "is not one of web's recent deployments"),
+        ({"to": current.id}, "is the active deployment already"),
+    ]:
+        with pytest.raises(RollbackRefused, match=message):
+            await executor.rollback("web", reason="test", actor="manual:ops", **kwargs)
+    with pytest.raises(RollbackRefused, match="no service named 'api'"):
+        await executor.rollback("api", reason="test", actor="manual:ops")
+    stage.emu.set_deployment(older.id, can_rollback=False)
+    with pytest.raises(RollbackRefused, match="canRollback is false"):
+        await executor.rollback("web", reason="test", actor="manual:ops", to=older.id)
+    stage.emu.set_deployment(older.id, can_rollback=True)
+
+    task = asyncio.ensure_future(
+        executor.rollback("web", reason="ops asked", actor="manual:ops", to=older.id)
+    )
+    while not task.done():
+        await stage.run_for(1)
+    record = task.result()
+    assert (record.state, record.trigger, record.actor) == ("succeeded", "manual", "manual:ops")
+    assert stage.rollbacks_sent() == [older.id]
+    assert (await (await store_of(stage)).deployment("web", current.id)).verdict == "bad"  # type: ignore[union-attr]
