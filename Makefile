@@ -36,6 +36,8 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/probe_load.py
+	$(BIN)/python bench/railway_budget.py
+	$(BIN)/python bench/rollback_time.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache
