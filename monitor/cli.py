@@ -1,6 +1,11 @@
-"""The ``railguard`` command line: run | check | demo.
+"""The ``railguard`` command line.
 
-Exit status: 0 ok, 1 runtime failure, 2 bad config or bad arguments.
+``run`` starts the daemon, ``check`` validates a config and prints the plan, ``demo`` runs the
+local sandbox story. ``status``, ``rollback``, ``freeze`` and ``unfreeze`` talk to a running
+daemon's admin API (:mod:`monitor.adminclient`) with ``RAILGUARD_ADMIN_TOKEN``.
+
+Exit status: 0 ok, 1 runtime failure (for ``rollback``: it failed), 2 bad config or bad
+arguments (for the admin commands also: a wrong token, or a request the daemon refused).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from monitor.settings import Environment, load_environment
 from monitor.telemetry import configure_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+ADMIN_COMMANDS = frozenset({"status", "rollback", "freeze", "unfreeze"})
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -36,7 +42,9 @@ def make_parser() -> argparse.ArgumentParser:
         description="Health monitoring with automatic rollback for services on Railway.",
     )
     parser.add_argument("--version", action="version", version=f"railguard {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands"
+    )
     config_help = "the TOML config file (default: $RAILGUARD_CONFIG)"
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("--config", type=Path, help=config_help)
@@ -45,7 +53,59 @@ def make_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the local sandbox story")
     demo.add_argument("--keep", action="store_true", help="keep running after the story")
     demo.add_argument("--port", type=int, default=0, help="railguard's port (default: any)")
+    _admin_commands(commands)
     return parser
+
+
+def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands that talk to a running daemon's admin API."""
+    url_help = "the daemon's address (default: http://127.0.0.1:$PORT)"
+    token = "Needs RAILGUARD_ADMIN_TOKEN, the daemon's admin token."
+    status = commands.add_parser(
+        "status", help="show a running daemon's services", description=token
+    )
+    status.add_argument("--url", help=url_help)
+    status.add_argument("--json", action="store_true", help="print the JSON as the API gives it")
+    rollback = commands.add_parser(
+        "rollback",
+        help="roll a service back now (asks you to type CONFIRM)",
+        description="Roll back through the daemon's executor, audited like an automatic "
+        f"rollback, then follow it until it finishes. {token}",
+    )
+    rollback.add_argument("--service", required=True, help="the service's name in the config")
+    rollback.add_argument(
+        "--to", metavar="DEPLOYMENT", help="the deployment id (default: newest known-good)"
+    )
+    rollback.add_argument("--reason", required=True, help="why, for the audit log")
+    rollback.add_argument(
+        "--confirm", metavar="CONFIRM", help="skip the question (needed when not interactive)"
+    )
+    rollback.add_argument("--url", help=url_help)
+    rollback.add_argument(
+        "--no-wait", action="store_true", help="return once the rollback has started"
+    )
+    rollback.add_argument(
+        "--poll-every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to check the rollback's progress (default: 1)",
+    )
+    freeze = commands.add_parser(
+        "freeze", help="hold automatic rollback of a service back", description=token
+    )
+    freeze.add_argument("--service", required=True, help="the service's name in the config")
+    freeze.add_argument("--reason", required=True, help="why, for the audit log")
+    freeze.add_argument(
+        "--until", help='an ISO time or a duration such as "2h" (default: until unfrozen)'
+    )
+    freeze.add_argument("--url", help=url_help)
+    unfreeze = commands.add_parser(
+        "unfreeze", help="let automatic rollback act again", description=token
+    )
+    unfreeze.add_argument("--service", required=True, help="the service's name in the config")
+    unfreeze.add_argument("--reason", required=True, help="why, for the audit log")
+    unfreeze.add_argument("--url", help=url_help)
 
 
 def _config_path(args: argparse.Namespace, env: Environment) -> Path:
@@ -106,12 +166,25 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_FAILURE
 
 
+def _admin(args: argparse.Namespace, out: TextIO) -> int:
+    from monitor.adminclient import run_command
+
+    try:
+        env = load_environment()
+    except ConfigError as e:
+        print(f"railguard: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    return run_command(args, env, out, sys.stderr, sys.stdin)
+
+
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int:
     """Entry point of the ``railguard`` console script."""
     out = stdout if stdout is not None else sys.stdout
     args = make_parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args, out)
+    if args.command in ADMIN_COMMANDS:
+        return _admin(args, out)
     try:
         plan = _load(args)
     except ConfigError as e:

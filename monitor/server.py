@@ -1,4 +1,5 @@
-"""railguard's own HTTP server: /healthz, /readyz, /metrics, /status."""
+"""railguard's own HTTP server: /healthz, /readyz, /metrics, /status, and (from
+:mod:`monitor.admin`) the admin API under /api/v1/ and /webhooks/railway/<secret>."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from monitor.admin import AdminAPI, Administered
 from monitor.telemetry import Metrics
 
 
@@ -25,6 +27,10 @@ class Watched(Protocol):
     def status(self) -> dict[str, object]:
         """Every service's state, JSON-ready."""
         ...
+
+
+class Served(Watched, Administered, Protocol):
+    """Everything the server asks of the daemon, the admin API included."""
 
 
 DAEMON_KEY = web.AppKey("daemon", Watched)
@@ -51,7 +57,7 @@ async def _status(request: web.Request) -> web.Response:
     return web.json_response(request.app[DAEMON_KEY].status())
 
 
-def create_app(daemon: Watched, metrics: Metrics) -> web.Application:
+def create_app(daemon: Served, metrics: Metrics) -> web.Application:
     """The aiohttp application serving railguard's endpoints."""
     app = web.Application()
     app[DAEMON_KEY] = daemon
@@ -60,4 +66,5 @@ def create_app(daemon: Watched, metrics: Metrics) -> web.Application:
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/status", _status)
+    AdminAPI(daemon).mount(app)
     return app

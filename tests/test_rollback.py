@@ -246,3 +246,91 @@ async def test_manual_rollbacks_go_through_the_executor(stage: Stage) -> None:
     assert (record.state, record.trigger, record.actor) == ("succeeded", "manual", "manual:ops")
     assert stage.rollbacks_sent() == [older.id]
     assert (await (await store_of(stage)).deployment("web", current.id)).verdict == "bad"  # type: ignore[union-attr]
+
+
+async def test_reconciliation_settles_what_a_previous_run_left(
+    stage: Stage, tmp_path: Path
+) -> None:
+    from monitor.store import open_store
+
+    stage.deploy("v1", ago=7200)
+    good = stage.deploy("v1.1", ago=3600)
+    bad = stage.deploy("v2", ago=600)
+    store = await open_store(tmp_path / "state.db")
+    now = stage.clock.time()
+    for service, state in [("web", "intent"), ("gone", "intent"), ("gone-too", "sent")]:
+        await store.upsert_deployment(
+            service,
+            id=bad.id,
+            status="SUCCESS",
+            created_at=now - 600,
+            can_rollback=True,
+            meta={},
+            seen_at=now - 600,
+            live=True,
+        )
+        record = await store.begin_rollback(
+            service,
+            bad.id,
+            good.id,
+            "auto",
+            "railguard",
+            "error-rate",
+            "test",
+            {},
+            now - 30,
+            dry_run=False,
+        )
+        if state == "sent":
+            await store.advance_rollback(record.id, "sent", at=now - 29)
+    stage.behaviour = {}
+    await stage.start_daemon(store=store)
+    settled = {r.service: r.state for r in await store.rollbacks()}
+    assert settled == {"web": "abandoned", "gone": "abandoned", "gone-too": "failed"}
+    assert stage.rollbacks_sent() == []  # nothing was (re)sent
+    await stage.stop_daemon()
+    await store.close()
+
+
+async def test_a_rollback_that_reached_railway_is_followed_after_a_restart(
+    stage: Stage, tmp_path: Path
+) -> None:
+    from monitor.store import open_store
+
+    stage.deploy("v1", ago=7200)
+    good = stage.deploy("v1.1", ago=3600)
+    bad = stage.deploy("v2", ago=600)
+    store = await open_store(tmp_path / "state.db")
+    now = stage.clock.time()
+    await store.upsert_deployment(
+        "web",
+        id=bad.id,
+        status="SUCCESS",
+        created_at=now - 600,
+        can_rollback=True,
+        meta={},
+        seen_at=now - 600,
+        live=True,
+    )
+    await store.begin_rollback(
+        "web",
+        bad.id,
+        good.id,
+        "auto",
+        "railguard",
+        "error-rate",
+        "test",
+        {},
+        now - 1,
+        dry_run=False,
+    )
+    stage.emu.start_deployment(stage.emu.deployments[good.id], rollback=True)  # it did arrive
+    stage.behaviour = {}
+    await stage.start_daemon(store=store)
+    await stage.run_for(20)
+    (record,) = await store.rollbacks("web")
+    assert record.state == "succeeded", record.error
+    assert stage.rollbacks_sent() == []  # followed, never sent again
+    assert (await store.deployment("web", bad.id)).verdict == "bad"  # type: ignore[union-attr]
+    await stage.stop_daemon()
+    await store.close()

@@ -8,6 +8,7 @@ polls, so Railway's API budget pays one request per poll however many services t
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,7 +164,10 @@ class RailwayPoller:
         # Told of every service's snapshot after each successful poll (release tracking).
         self.listener: Callable[[str, ServiceSnapshot], Awaitable[None]] | None = None
         self.polls = 0
+        self.early_polls = 0
         self.last_error: str | None = None
+        self._wake = asyncio.Event()
+        self._last_early: float | None = None
         self._latest: dict[str, ServiceSnapshot] = {}
         self._window = 3 * max(
             [t.error_rate.step for t in targets if t.error_rate]
@@ -238,13 +242,44 @@ class RailwayPoller:
             }
         return ServiceSnapshot(at=at, deployments=snapshot.deployments, samples=samples)
 
+    def refresh(self) -> bool:
+        """Ask :meth:`run` to poll now instead of at its next slot (a deploy webhook's hint).
+
+        At most one early poll per ``interval / 2``: webhooks are unsigned, so a flood of
+        them must not spend the API budget. Returns False when the request is dropped.
+        """
+        now = self.clock.monotonic()
+        if self._last_early is not None and now - self._last_early < self.interval / 2:
+            return False
+        self._last_early = now
+        self._wake.set()
+        return True
+
     async def run(self) -> None:
-        """Poll on a drift-free cadence until cancelled."""
+        """Poll on a drift-free cadence until cancelled; :meth:`refresh` polls sooner."""
         next_at = self.clock.monotonic()
         while True:
+            # A refresh asked for during this poll is answered by the next one: the poll in
+            # flight may have been sent before the deploy the webhook announced.
+            self._wake.clear()
             await self.poll()
             next_at += self.interval
             behind = self.clock.monotonic() - next_at
             if behind > 0:  # the budget held the poll back: skip, do not bunch
                 next_at += math.ceil(behind / self.interval) * self.interval
-            await self.clock.sleep(next_at - self.clock.monotonic())
+            if await self._sleep_or_wake(next_at - self.clock.monotonic()):
+                # The early poll takes the slot's place: the cadence restarts from it.
+                self.early_polls += 1
+                next_at = self.clock.monotonic()
+
+    async def _sleep_or_wake(self, seconds: float) -> bool:
+        """Sleep on the clock until ``seconds`` pass or refresh() is called; True if woken."""
+        sleep = asyncio.ensure_future(self.clock.sleep(seconds))
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            done, _ = await asyncio.wait({sleep, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            wake.cancel()
+            await asyncio.gather(sleep, wake, return_exceptions=True)
+        return wake in done

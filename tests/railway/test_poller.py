@@ -205,3 +205,26 @@ def test_error_rate_uses_the_newest_complete_step(
 
 def test_memory_needs_an_active_deployment_and_a_limit() -> None:
     assert memory_sample([], None, 0.0, "m0").reason == "no active deployment"
+
+
+async def test_refresh_polls_now_at_most_once_per_half_interval(
+    world: World, clock: FakeClock
+) -> None:
+    poller = RailwayPoller(world.client, world.targets, clock=clock, interval=30)
+    task = asyncio.ensure_future(poller.run())
+    await until(lambda: poller.polls == 1, "poll 1")
+    await clock.advance(5)
+    assert poller.refresh()
+    await until(lambda: poller.polls == 2, "the early poll")
+    assert not any(poller.refresh() for _ in range(10))  # a flood spends nothing more
+    await clock.advance(14)  # 14s after the early poll: less than interval / 2
+    assert not poller.refresh()
+    await clock.advance(1)
+    assert poller.refresh()
+    await until(lambda: poller.polls == 3, "the second early poll")
+    await clock.advance(30)  # the cadence restarts from the early poll
+    await until(lambda: poller.polls == 4, "the next scheduled poll")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert poller.early_polls == 2
+    assert [round(r.at - world.emu.requests[0].at) for r in world.emu.requests] == [0, 5, 20, 50]

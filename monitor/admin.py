@@ -1,0 +1,440 @@
+"""The admin API under ``/api/v1/`` and Railway's deploy webhook, mounted by the server.
+
+Admin API (JSON, ``Authorization: Bearer $RAILGUARD_ADMIN_TOKEN``; disabled without a token)::
+
+    GET  /api/v1/status                      status() plus releases, freezes, rollbacks, events
+    POST /api/v1/services/{name}/rollback    {"reason", "to"?, "confirm": "CONFIRM"} -> 202
+    GET  /api/v1/rollbacks/{id}              one rollback's progress
+    POST /api/v1/services/{name}/freeze      {"reason", "until"?: ISO time or "2h"}
+    POST /api/v1/services/{name}/unfreeze    {"reason"}
+
+Errors are ``{"error": "..."}``: 400 bad body (names the field), 401 bad token, 403 API
+disabled, 404 unknown service or rollback, 409 refused (the message says why).
+
+``POST /webhooks/railway/<secret>``: Railway does not sign its webhooks, so the secret path
+segment is the only check and the body is only a hint. It is logged and makes the poller
+look at Railway now; what railguard believes still comes from Railway's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import structlog
+from aiohttp import web
+
+from monitor.clock import Clock
+from monitor.configtypes import parse_duration
+from monitor.errors import RailguardError
+from monitor.plan import Plan, ServicePlan
+from monitor.telemetry import Metrics
+
+if TYPE_CHECKING:
+    from monitor.railway.poller import RailwayPoller
+    from monitor.rollback import RollbackExecutor
+    from monitor.store import FreezeRecord, RollbackRecord, Store
+
+log = structlog.get_logger("railguard.admin")
+
+CONFIRM = "CONFIRM"
+WEBHOOK_MAX_BYTES = 64 * 1024
+MAX_TEXT = 1000
+INTENT_WAIT = 15.0  # seconds a rollback request waits for the executor to write its intent
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Administered(Protocol):
+    """What the admin API asks of the daemon."""
+
+    @property
+    def plan(self) -> Plan: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def metrics(self) -> Metrics: ...
+    @property
+    def store(self) -> Store | None: ...
+    @property
+    def executor(self) -> RollbackExecutor | None: ...
+    @property
+    def poller(self) -> RailwayPoller | None: ...
+
+    def status(self) -> dict[str, object]:
+        """Every service's state, JSON-ready."""
+        ...
+
+
+class Problem(Exception):
+    """An admin request that cannot be served: answered ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """The admin API's error answer."""
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def rollback_json(r: RollbackRecord, *, full: bool = False) -> dict[str, Any]:
+    """A rollback as the API shows it (``full``: every column, with the evidence)."""
+    out: dict[str, Any] = {
+        "id": r.id,
+        "service": r.service,
+        "state": r.state,
+        "finished": r.finished,
+        "from": r.from_deployment,
+        "to": r.to_deployment,
+        "trigger": r.trigger,
+        "actor": r.actor,
+        "reason": r.reason,
+        "decided_at": r.decided_at,
+        "finished_at": r.finished_at,
+        "error": r.error,
+    }
+    if full:
+        out |= {
+            "rule": r.rule,
+            "dry_run": r.dry_run,
+            "new_deployment": r.new_deployment,
+            "sent_at": r.sent_at,
+            "deploying_at": r.deploying_at,
+            "live_at": r.live_at,
+            "recovered_at": r.recovered_at,
+            "evidence": r.evidence,
+        }
+    return out
+
+
+def freeze_json(f: FreezeRecord | None) -> dict[str, Any] | None:
+    """A freeze as the API shows it."""
+    if f is None:
+        return None
+    return {"reason": f.reason, "actor": f.actor, "at": f.at, "until": f.until}
+
+
+def parse_until(text: str, now: float) -> float:
+    """``"2h"`` (from now) or an ISO time (UTC unless it says otherwise) -> Unix seconds."""
+    try:
+        until = now + parse_duration(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise Problem(
+                400,
+                f"until: not a time or a duration: {text!r} (an ISO time such as "
+                '"2030-01-01T12:00:00Z", or a duration such as "2h")',
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        until = moment.timestamp()
+    if until <= now:
+        raise Problem(400, f"until: {text!r} is not in the future")
+    return until
+
+
+async def read_body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
+    """The request's JSON object; unknown fields and non-objects are 400s."""
+    raw = await request.text()
+    try:
+        body = json.loads(raw) if raw.strip() else {}
+    except ValueError as e:
+        raise Problem(400, f"body: not valid JSON ({e})") from None
+    if not isinstance(body, dict):
+        raise Problem(400, f"body: expected a JSON object (got {raw[:80]!r})")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise Problem(400, f"{unknown[0]}: unknown field (known: {', '.join(sorted(allowed))})")
+    return body
+
+
+def text_field(body: Mapping[str, Any], key: str, *, required: bool) -> str | None:
+    """A non-empty string field, stripped; None when absent and optional."""
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise Problem(400, f"{key}: required (a non-empty string)")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise Problem(400, f"{key}: expected a non-empty string (got {value!r:.80})")
+    if len(value) > MAX_TEXT:
+        raise Problem(400, f"{key}: longer than {MAX_TEXT} characters")
+    return value.strip()
+
+
+def actor_of(request: web.Request) -> str:
+    """Who asked, for the audit log: ``manual:<X-Railguard-Actor or admin-api>``."""
+    raw = request.headers.get("X-Railguard-Actor", "")
+    name = "".join(c for c in raw if c.isprintable()).strip()[:64]
+    return f"manual:{name or 'admin-api'}"
+
+
+def webhook_hint(raw: bytes) -> dict[str, str]:
+    """What a webhook body says, leniently: Railway's shapes change and nothing acts on it."""
+    try:
+        data = json.loads(raw)
+    except ValueError:  # UnicodeDecodeError is a ValueError
+        return {"body": raw[:200].decode("utf-8", "replace")}
+    if not isinstance(data, dict):
+        return {"body": f"JSON {type(data).__name__}"}
+    hint: dict[str, str] = {}
+    # The older payload is flat; the newer one nests the objects under "resource".
+    resource = data.get("resource")
+    for source in (data, resource if isinstance(resource, dict) else {}):
+        for key in ("type", "status"):
+            if isinstance(source.get(key), str):
+                hint[key] = source[key][:100]
+        for key in ("service", "deployment", "environment"):
+            value = source.get(key)
+            if isinstance(value, dict):
+                for sub in ("id", "name"):
+                    if isinstance(value.get(sub), str):
+                        hint[f"{key}_{sub}"] = value[sub][:100]
+    return hint
+
+
+class AdminAPI:
+    """The admin routes and the webhook for one daemon."""
+
+    def __init__(self, daemon: Administered) -> None:
+        env = daemon.plan.env
+        self.daemon = daemon
+        self._token = env.admin_token.get_secret_value().encode() if env.admin_token else None
+        secret = env.webhook_secret
+        self._secret = secret.get_secret_value().encode() if secret else None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def mount(self, app: web.Application) -> None:
+        """Add ``/api/v1/`` (its own auth middleware) and the webhook to ``app``."""
+        api = web.Application(middlewares=[self._guard])
+        api.router.add_get("/status", self.status)
+        api.router.add_post("/services/{name}/rollback", self.rollback)
+        api.router.add_get("/rollbacks/{id}", self.rollback_progress)
+        api.router.add_post("/services/{name}/freeze", self.freeze)
+        api.router.add_post("/services/{name}/unfreeze", self.unfreeze)
+        app.add_subapp("/api/v1", api)
+        app.router.add_post("/webhooks/railway/{secret}", self.webhook)
+        app.on_shutdown.append(self._shutdown)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._token is None:
+            return error(403, "the admin API is disabled: set RAILGUARD_ADMIN_TOKEN")
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        presented = given.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented, self._token):
+            # The header is never logged: a wrong token is often a right one for elsewhere.
+            log.warning("admin API: unauthorized", path=request.path, remote=request.remote)
+            return error(401, "a valid bearer token is needed", {"WWW-Authenticate": "Bearer"})
+        try:
+            return await handler(request)
+        except Problem as e:
+            return error(e.status, e.message)
+
+    async def _shutdown(self, _app: web.Application) -> None:
+        # Unfinished rollbacks are reconciled at the next start, like automatic ones.
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _service(self, name: str) -> ServicePlan:
+        plan = self.daemon.plan
+        service = next((s for s in plan.services if s.name == name), None)
+        if service is None:
+            raise Problem(404, f"no service named {name!r}")
+        if service not in plan.railway_services:
+            raise Problem(
+                409,
+                f"{name} has no Railway ids (service_id, environment_id): railguard only "
+                "watches it, it cannot roll it back or freeze it",
+            )
+        return service
+
+    def _store(self) -> Store:
+        if self.daemon.store is None:
+            raise Problem(503, "railguard is not started yet")
+        return self.daemon.store
+
+    def _spawn(self, work: Awaitable[RollbackRecord]) -> asyncio.Task[RollbackRecord]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+        return task
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("manual rollback ended with an error", error=str(task.exception()))
+
+    # -- routes --------------------------------------------------------------------------
+
+    async def status(self, request: web.Request) -> web.Response:
+        """The daemon's status, each Railway service with its releases and decisions."""
+        daemon = self.daemon
+        status = daemon.status()
+        railway = {s.name: s for s in daemon.plan.railway_services}
+        now = daemon.clock.time()
+        for entry in cast(list[dict[str, Any]], status.get("services", [])):
+            service = railway.get(entry["name"])
+            entry["railway"] = None if service is None else await self._releases(service, now)
+        return web.json_response(status)
+
+    async def _releases(self, service: ServicePlan, now: float) -> dict[str, Any]:
+        store, name = self._store(), service.name
+        snapshot = self.daemon.poller.latest(name) if self.daemon.poller else None
+        active = snapshot.active if snapshot is not None else None
+        frozen = await store.frozen(name, now)
+        # The gauge follows expiry too, which nothing else would notice.
+        self.daemon.metrics.frozen.labels(name, service.tier).set(int(frozen is not None))
+        good = [d.id for d in await store.deployments(name, limit=200) if d.verdict == "good"]
+        return {
+            "active": None
+            if active is None
+            else {
+                "id": active.id,
+                "status": active.status,
+                "created_at": active.created_at,
+                "meta": dict(active.meta),
+            },
+            "known_good": good,
+            "frozen": freeze_json(frozen),
+            "rollbacks": [rollback_json(r) for r in await store.rollbacks(name, limit=5)],
+            "events": [
+                {"kind": e.kind, "at": e.at, "data": e.data}
+                for e in await store.events(name, limit=10)
+            ],
+        }
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        """Start a manual rollback: 202 once its intent is written, 200 if already over."""
+        service = self._service(request.match_info["name"])
+        body = await read_body(request, frozenset({"reason", "to", "confirm"}))
+        if body.get("confirm") != CONFIRM:
+            raise Problem(400, f'confirm: must be exactly "CONFIRM" (got {body.get("confirm")!r})')
+        reason = text_field(body, "reason", required=True)
+        to = text_field(body, "to", required=False)
+        assert reason is not None
+        store, executor = self._store(), self.daemon.executor
+        if executor is None:
+            raise Problem(503, "railguard is not started yet")
+        running = await store.rollbacks(service.name, unfinished=True, limit=1)
+        if running:
+            raise Problem(
+                409,
+                f"rollback #{running[0].id} of {service.name} is {running[0].state}: "
+                "wait for it to finish",
+            )
+        newest = await store.rollbacks(service.name, limit=1)
+        after = newest[0].id if newest else 0
+        actor = actor_of(request)
+        log.warning("manual rollback requested", service=service.name, actor=actor, to=to)
+        task = self._spawn(executor.rollback(service.name, reason=reason, actor=actor, to=to))
+        record = await self._intent(task, service.name, after, actor)
+        if record is None:
+            return web.json_response(
+                {
+                    "rollback": None,
+                    "state": "queued",
+                    "message": f"the executor is busy with {service.name}; the rollback will "
+                    "follow (see railguard status)",
+                },
+                status=202,
+            )
+        answer = {"rollback": record.id, "state": record.state, "record": rollback_json(record)}
+        return web.json_response(answer, status=200 if record.finished else 202)
+
+    async def _intent(
+        self, task: asyncio.Task[RollbackRecord], name: str, after: int, actor: str
+    ) -> RollbackRecord | None:
+        """The rollback ``task`` recorded, as soon as it exists (None if it takes too long)."""
+        from monitor.rollback import RollbackRefused  # loaded already: an executor exists
+
+        store, clock = self._store(), self.daemon.clock
+        deadline = clock.monotonic() + INTENT_WAIT
+        while not task.done():
+            for r in await store.rollbacks(name, limit=5):
+                if r.id > after and r.trigger == "manual" and r.actor == actor:
+                    return r
+            if clock.monotonic() > deadline:
+                return None
+            # Waiting for the executor's I/O (Railway, the store), not for time to pass.
+            await asyncio.sleep(0.01)
+        try:
+            return task.result()
+        except RollbackRefused as e:
+            raise Problem(409, str(e)) from None
+        except RailguardError as e:
+            raise Problem(502, f"the rollback could not start: {e}") from None
+
+    async def rollback_progress(self, request: web.Request) -> web.Response:
+        """One rollback, every column."""
+        text = request.match_info["id"]
+        if not text.isdigit():
+            raise Problem(400, f"id: not a rollback number: {text!r}")
+        record = await self._store().rollback(int(text))
+        if record is None:
+            raise Problem(404, f"no rollback #{text}")
+        return web.json_response(rollback_json(record, full=True))
+
+    async def freeze(self, request: web.Request) -> web.Response:
+        """Hold automatic rollback of a service back, until a time or until unfrozen."""
+        service = self._service(request.match_info["name"])
+        body = await read_body(request, frozenset({"reason", "until"}))
+        reason = text_field(body, "reason", required=True)
+        assert reason is not None
+        until_text = text_field(body, "until", required=False)
+        store, now, actor = self._store(), self.daemon.clock.time(), actor_of(request)
+        until = None if until_text is None else parse_until(until_text, now)
+        record = await store.freeze(service.name, reason, actor, now, until)
+        data = {"reason": reason, "actor": actor, "until": until}
+        await store.record_event(service.name, "frozen", now, data)
+        self.daemon.metrics.frozen.labels(service.name, service.tier).set(1)
+        log.warning("automatic rollback frozen", service=service.name, **data)
+        return web.json_response({"service": service.name, "frozen": freeze_json(record)})
+
+    async def unfreeze(self, request: web.Request) -> web.Response:
+        """Lift a service's freeze (answers ``"unfrozen": false`` if there was none)."""
+        service = self._service(request.match_info["name"])
+        body = await read_body(request, frozenset({"reason"}))
+        reason = text_field(body, "reason", required=True)
+        store, now, actor = self._store(), self.daemon.clock.time(), actor_of(request)
+        removed = await store.unfreeze(service.name)
+        self.daemon.metrics.frozen.labels(service.name, service.tier).set(0)
+        if removed is not None:
+            data = {"reason": reason, "actor": actor, "was": freeze_json(removed)}
+            await store.record_event(service.name, "unfrozen", now, data)
+            log.warning("automatic rollback unfrozen", service=service.name, actor=actor)
+        answer = {"service": service.name, "unfrozen": removed is not None}
+        return web.json_response(answer | {"was": freeze_json(removed)})
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        """A deploy webhook: a hint to poll Railway now; always re-checked against the API."""
+        given = request.match_info["secret"].encode("utf-8", "surrogateescape")
+        if self._secret is None or not hmac.compare_digest(given, self._secret):
+            raise web.HTTPNotFound()  # the same answer as for a path that does not exist
+        if (request.content_length or 0) > WEBHOOK_MAX_BYTES:
+            return error(413, f"the body is over {WEBHOOK_MAX_BYTES} bytes")
+        raw = bytearray()
+        while chunk := await request.content.readany():
+            raw += chunk
+            if len(raw) > WEBHOOK_MAX_BYTES:
+                return error(413, f"the body is over {WEBHOOK_MAX_BYTES} bytes")
+        poller = self.daemon.poller
+        if poller is None:
+            outcome = "no Railway services to poll"
+        elif poller.refresh():
+            outcome = "polling Railway now"
+        else:
+            outcome = "an early poll ran moments ago: the next one will tell"
+        log.info("railway webhook", refresh=outcome, **webhook_hint(bytes(raw)))
+        return web.json_response({"accepted": True, "refresh": outcome}, status=202)
