@@ -1,4 +1,4 @@
-"""The admin API under ``/api/v1/`` and Railway's deploy webhook, mounted by the server.
+"""The admin API under ``/api/v1/``, mounted by the server (the webhook: monitor/webhook.py).
 
 Admin API (JSON, ``Authorization: Bearer $RAILGUARD_ADMIN_TOKEN``; disabled without a token)::
 
@@ -10,10 +10,6 @@ Admin API (JSON, ``Authorization: Bearer $RAILGUARD_ADMIN_TOKEN``; disabled with
 
 Errors are ``{"error": "..."}``: 400 bad body (names the field), 401 bad token, 403 API
 disabled, 404 unknown service or rollback, 409 refused (the message says why).
-
-``POST /webhooks/railway/<secret>``: Railway does not sign its webhooks, so the secret path
-segment is the only check and the body is only a hint. It is logged and makes the poller
-look at Railway now; what railguard believes still comes from Railway's API.
 """
 
 from __future__ import annotations
@@ -35,6 +31,7 @@ from monitor.plan import Plan, ServicePlan
 from monitor.telemetry import Metrics
 
 if TYPE_CHECKING:
+    from monitor.railway.client import Deployment
     from monitor.railway.poller import RailwayPoller
     from monitor.rollback import RollbackExecutor
     from monitor.store import FreezeRecord, RollbackRecord, Store
@@ -42,7 +39,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("railguard.admin")
 
 CONFIRM = "CONFIRM"
-WEBHOOK_MAX_BYTES = 64 * 1024
 MAX_TEXT = 1000
 INTENT_WAIT = 15.0  # seconds a rollback request waits for the executor to write its intent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -113,6 +109,11 @@ def rollback_json(r: RollbackRecord, *, full: bool = False) -> dict[str, Any]:
     return out
 
 
+def deployment_json(d: Deployment) -> dict[str, Any]:
+    """A Railway deployment as the API shows it."""
+    return {"id": d.id, "status": d.status, "created_at": d.created_at, "meta": dict(d.meta)}
+
+
 def freeze_json(f: FreezeRecord | None) -> dict[str, Any] | None:
     """A freeze as the API shows it."""
     if f is None:
@@ -156,18 +157,24 @@ async def read_body(request: web.Request, allowed: frozenset[str]) -> dict[str, 
     return body
 
 
-def text_field(body: Mapping[str, Any], key: str, *, required: bool) -> str | None:
-    """A non-empty string field, stripped; None when absent and optional."""
+def text_field(body: Mapping[str, Any], key: str) -> str | None:
+    """An optional non-empty string field, stripped."""
     value = body.get(key)
     if value is None:
-        if required:
-            raise Problem(400, f"{key}: required (a non-empty string)")
         return None
     if not isinstance(value, str) or not value.strip():
         raise Problem(400, f"{key}: expected a non-empty string (got {value!r:.80})")
     if len(value) > MAX_TEXT:
         raise Problem(400, f"{key}: longer than {MAX_TEXT} characters")
     return value.strip()
+
+
+def required_text(body: Mapping[str, Any], key: str) -> str:
+    """A required non-empty string field, stripped."""
+    value = text_field(body, key)
+    if value is None:
+        raise Problem(400, f"{key}: required (a non-empty string)")
+    return value
 
 
 def actor_of(request: web.Request) -> str:
@@ -177,30 +184,6 @@ def actor_of(request: web.Request) -> str:
     return f"manual:{name or 'admin-api'}"
 
 
-def webhook_hint(raw: bytes) -> dict[str, str]:
-    """What a webhook body says, leniently: Railway's shapes change and nothing acts on it."""
-    try:
-        data = json.loads(raw)
-    except ValueError:  # UnicodeDecodeError is a ValueError
-        return {"body": raw[:200].decode("utf-8", "replace")}
-    if not isinstance(data, dict):
-        return {"body": f"JSON {type(data).__name__}"}
-    hint: dict[str, str] = {}
-    # The older payload is flat; the newer one nests the objects under "resource".
-    resource = data.get("resource")
-    for source in (data, resource if isinstance(resource, dict) else {}):
-        for key in ("type", "status"):
-            if isinstance(source.get(key), str):
-                hint[key] = source[key][:100]
-        for key in ("service", "deployment", "environment"):
-            value = source.get(key)
-            if isinstance(value, dict):
-                for sub in ("id", "name"):
-                    if isinstance(value.get(sub), str):
-                        hint[f"{key}_{sub}"] = value[sub][:100]
-    return hint
-
-
 class AdminAPI:
     """The admin routes and the webhook for one daemon."""
 
@@ -208,12 +191,10 @@ class AdminAPI:
         env = daemon.plan.env
         self.daemon = daemon
         self._token = env.admin_token.get_secret_value().encode() if env.admin_token else None
-        secret = env.webhook_secret
-        self._secret = secret.get_secret_value().encode() if secret else None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def mount(self, app: web.Application) -> None:
-        """Add ``/api/v1/`` (its own auth middleware) and the webhook to ``app``."""
+        """Add ``/api/v1/`` (its own auth middleware) to ``app``."""
         api = web.Application(middlewares=[self._guard])
         api.router.add_get("/status", self.status)
         api.router.add_post("/services/{name}/rollback", self.rollback)
@@ -221,7 +202,6 @@ class AdminAPI:
         api.router.add_post("/services/{name}/freeze", self.freeze)
         api.router.add_post("/services/{name}/unfreeze", self.unfreeze)
         app.add_subapp("/api/v1", api)
-        app.router.add_post("/webhooks/railway/{secret}", self.webhook)
         app.on_shutdown.append(self._shutdown)
 
     @web.middleware
@@ -298,14 +278,7 @@ class AdminAPI:
         self.daemon.metrics.frozen.labels(name, service.tier).set(int(frozen is not None))
         good = [d.id for d in await store.deployments(name, limit=200) if d.verdict == "good"]
         return {
-            "active": None
-            if active is None
-            else {
-                "id": active.id,
-                "status": active.status,
-                "created_at": active.created_at,
-                "meta": dict(active.meta),
-            },
+            "active": None if active is None else deployment_json(active),
             "known_good": good,
             "frozen": freeze_json(frozen),
             "rollbacks": [rollback_json(r) for r in await store.rollbacks(name, limit=5)],
@@ -321,9 +294,7 @@ class AdminAPI:
         body = await read_body(request, frozenset({"reason", "to", "confirm"}))
         if body.get("confirm") != CONFIRM:
             raise Problem(400, f'confirm: must be exactly "CONFIRM" (got {body.get("confirm")!r})')
-        reason = text_field(body, "reason", required=True)
-        to = text_field(body, "to", required=False)
-        assert reason is not None
+        reason, to = required_text(body, "reason"), text_field(body, "to")
         store, executor = self._store(), self.daemon.executor
         if executor is None:
             raise Problem(503, "railguard is not started yet")
@@ -340,15 +311,10 @@ class AdminAPI:
         log.warning("manual rollback requested", service=service.name, actor=actor, to=to)
         task = self._spawn(executor.rollback(service.name, reason=reason, actor=actor, to=to))
         record = await self._intent(task, service.name, after, actor)
-        if record is None:
+        if record is None:  # the executor is still busy deciding another rollback
+            busy = f"queued behind other work on {service.name}: see railguard status"
             return web.json_response(
-                {
-                    "rollback": None,
-                    "state": "queued",
-                    "message": f"the executor is busy with {service.name}; the rollback will "
-                    "follow (see railguard status)",
-                },
-                status=202,
+                {"rollback": None, "state": "queued", "message": busy}, status=202
             )
         answer = {"rollback": record.id, "state": record.state, "record": rollback_json(record)}
         return web.json_response(answer, status=200 if record.finished else 202)
@@ -390,9 +356,7 @@ class AdminAPI:
         """Hold automatic rollback of a service back, until a time or until unfrozen."""
         service = self._service(request.match_info["name"])
         body = await read_body(request, frozenset({"reason", "until"}))
-        reason = text_field(body, "reason", required=True)
-        assert reason is not None
-        until_text = text_field(body, "until", required=False)
+        reason, until_text = required_text(body, "reason"), text_field(body, "until")
         store, now, actor = self._store(), self.daemon.clock.time(), actor_of(request)
         until = None if until_text is None else parse_until(until_text, now)
         record = await store.freeze(service.name, reason, actor, now, until)
@@ -406,7 +370,7 @@ class AdminAPI:
         """Lift a service's freeze (answers ``"unfrozen": false`` if there was none)."""
         service = self._service(request.match_info["name"])
         body = await read_body(request, frozenset({"reason"}))
-        reason = text_field(body, "reason", required=True)
+        reason = required_text(body, "reason")
         store, now, actor = self._store(), self.daemon.clock.time(), actor_of(request)
         removed = await store.unfreeze(service.name)
         self.daemon.metrics.frozen.labels(service.name, service.tier).set(0)
@@ -416,25 +380,3 @@ class AdminAPI:
             log.warning("automatic rollback unfrozen", service=service.name, actor=actor)
         answer = {"service": service.name, "unfrozen": removed is not None}
         return web.json_response(answer | {"was": freeze_json(removed)})
-
-    async def webhook(self, request: web.Request) -> web.Response:
-        """A deploy webhook: a hint to poll Railway now; always re-checked against the API."""
-        given = request.match_info["secret"].encode("utf-8", "surrogateescape")
-        if self._secret is None or not hmac.compare_digest(given, self._secret):
-            raise web.HTTPNotFound()  # the same answer as for a path that does not exist
-        if (request.content_length or 0) > WEBHOOK_MAX_BYTES:
-            return error(413, f"the body is over {WEBHOOK_MAX_BYTES} bytes")
-        raw = bytearray()
-        while chunk := await request.content.readany():
-            raw += chunk
-            if len(raw) > WEBHOOK_MAX_BYTES:
-                return error(413, f"the body is over {WEBHOOK_MAX_BYTES} bytes")
-        poller = self.daemon.poller
-        if poller is None:
-            outcome = "no Railway services to poll"
-        elif poller.refresh():
-            outcome = "polling Railway now"
-        else:
-            outcome = "an early poll ran moments ago: the next one will tell"
-        log.info("railway webhook", refresh=outcome, **webhook_hint(bytes(raw)))
-        return web.json_response({"accepted": True, "refresh": outcome}, status=202)

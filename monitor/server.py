@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.admin import AdminAPI, Administered
 from monitor.telemetry import Metrics
+from monitor.webhook import WebhookReceiver
 
 
 class Watched(Protocol):
@@ -67,4 +68,5 @@ def create_app(daemon: Served, metrics: Metrics) -> web.Application:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/status", _status)
     AdminAPI(daemon).mount(app)
+    WebhookReceiver(daemon.plan.env.webhook_secret, lambda: daemon.poller).mount(app)
     return app
