@@ -35,6 +35,8 @@ from monitor.sources.railway import RailwayErrorRate, RailwayMemory, RailwaySour
 from monitor.telemetry import Metrics
 
 if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core (~5 MB)
+    from monitor.alerts.outbox import Outbox
+    from monitor.alerts.router import Router
     from monitor.railway.budget import RequestBudget
     from monitor.railway.client import RailwayClient
     from monitor.railway.poller import RailwayPoller, ServiceSnapshot, Target
@@ -43,6 +45,13 @@ if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core 
     from monitor.store import Store
 
 log = structlog.get_logger("railguard.daemon")
+
+_ROUTED_TRANSITIONS = {
+    Transition.FIRING: "rule_firing",
+    Transition.RESOLVED: "rule_resolved",
+    Transition.BLIND: "blind",
+    Transition.SIGHT_RESTORED: "sight_restored",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,9 @@ class Daemon:
         self.store = store
         self._own_store = False
         self.tracker: ReleaseTracker | None = None
+        self.outbox: Outbox | None = None
+        self.router: Router | None = None
+        self._alert_tasks: list[asyncio.Task[None]] = []
         self.executor: RollbackExecutor | None = None
         self.scheduler: Scheduler | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -188,6 +200,8 @@ class Daemon:
             await self._restore_rule_states()
         if self.poller is not None:
             await self._start_rollbacks()
+        if self.plan.config.channels:
+            await self._start_alerts()
         for tier, count in Tally(s.tier for s in self.plan.services).items():
             self.metrics.services.labels(tier).set(count)
         self.scheduler = Scheduler(
@@ -228,13 +242,10 @@ class Daemon:
         """Release tracking and the executor, then settle what a previous run left open."""
         from monitor.releases import ReleaseTracker
         from monitor.rollback import RollbackExecutor
-        from monitor.store import open_store
 
         assert self.poller is not None, "built only with Railway services"
         assert self.railway is not None
-        if self.store is None:
-            # Nowhere to keep state (tests, the demo): in memory, for this run only.
-            self.store, self._own_store = await open_store(Path(":memory:")), True
+        self.store = await self._ensure_store()
         self.tracker = ReleaseTracker(
             self.store, clock=self.clock, metrics=self.metrics, troubled=self._troubled
         )
@@ -260,6 +271,52 @@ class Daemon:
         except RailguardError as e:  # Railway unreachable: the store keeps them for later
             log.error("could not reconcile unfinished rollbacks", error=str(e))
 
+    async def _ensure_store(self) -> Store:
+        if self.store is None:
+            from monitor.store import open_store
+
+            # Nowhere to keep state (tests, the demo): in memory, for this run only.
+            self.store, self._own_store = await open_store(Path(":memory:")), True
+        return self.store
+
+    async def _start_alerts(self) -> None:
+        """Channels, the outbox that feeds them, the router and the digest."""
+        from monitor.alerts.channels import build_channel, channel_name
+        from monitor.alerts.digest import Digest
+        from monitor.alerts.outbox import Outbox
+        from monitor.alerts.router import Router
+
+        store = await self._ensure_store()
+        assert self.session is not None
+        configs = {channel_name(c, i): c for i, c in enumerate(self.plan.config.channels)}
+        channels = {name: build_channel(c, self.session, self.clock) for name, c in configs.items()}
+        self.outbox = Outbox(store, channels, clock=self.clock, metrics=self.metrics)
+        status_url = self.plan.config.status_url
+        services = {s.name: s for s in self.plan.services}
+        router = Router(
+            store,
+            self.outbox,
+            configs,
+            services,
+            clock=self.clock,
+            metrics=self.metrics,
+            status_url=status_url,
+        )
+        digest = Digest(
+            store,
+            self.outbox,
+            configs,
+            self.plan.services,
+            clock=self.clock,
+            status_url=status_url,
+        )
+        self.router = router
+        await self.outbox.start()
+        self._alert_tasks = [
+            asyncio.create_task(router.run(), name="alert-router"),
+            asyncio.create_task(digest.run(), name="alert-digest"),
+        ]
+
     def _troubled(self, name: str) -> bool:
         """Any rule of the service pending, firing or blind now."""
         states = self._workers[name].states.values()
@@ -276,9 +333,12 @@ class Daemon:
         if self.store is not None:
             state = self._workers[service.name].states[verdict.rule].to_dict()
             await self.store.save_rule_state(service.name, verdict.rule, state, verdict.at)
-            if Transition.BLIND in verdict.transitions:
-                data = {"rule": verdict.rule, "reason": verdict.reason}
-                await self.store.record_event(service.name, "blind", verdict.at, data)
+            # The alert router reads these; the rest of a rule's life is in its state.
+            data = {"rule": verdict.rule, "reason": verdict.reason}
+            for transition in verdict.transitions:
+                kind = _ROUTED_TRANSITIONS.get(transition)
+                if kind is not None:
+                    await self.store.record_event(service.name, kind, verdict.at, data)
         if self.tracker is not None and (verdict.phase is not Phase.INACTIVE or verdict.blind):
             self.tracker.note_trouble(service.name, verdict.at)
         if self.executor is not None:
@@ -334,6 +394,11 @@ class Daemon:
         timeout = self.plan.config.daemon.shutdown_timeout
         log.info("railguard stopping", timeout=timeout)
         cancelled = 0
+        for task in self._alert_tasks:
+            task.cancel()  # the outbox keeps what is pending for the next run
+        await asyncio.gather(*self._alert_tasks, return_exceptions=True)
+        if self.outbox is not None:
+            await self.outbox.stop()
         if self.executor is not None:
             await self.executor.aclose()  # unfinished rollbacks resume at the next start
         if self._poll_task is not None:

@@ -71,7 +71,18 @@ class RailwayProtocolError(RailwayError):
 
 
 class ChannelError(RailguardError):
-    """An alert channel refused or failed to take a notification."""
+    """An alert channel refused or failed to take a notification.
+
+    ``permanent``: retrying cannot help (the outbox gives the message up and says so);
+    otherwise it is retried, no sooner than ``retry_after`` seconds when the receiver said.
+    """
+
+    def __init__(
+        self, message: str, *, permanent: bool = False, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.retry_after = retry_after
 
 
 class StoreError(RailguardError):

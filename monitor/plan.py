@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from monitor.alerts.channels import channel_name
 from monitor.errors import ConfigError
 from monitor.model import Rule, Signal, format_duration
 from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
@@ -118,7 +119,17 @@ class Plan:
                     f"    {rule.name}: {rule.describe()} (max_gap "
                     f"{format_duration(rule.max_gap)}{extra})"
                 )
-        lines.append("channels: none configured (alerts go to the log)")
+        channels = self.config.channels
+        if not channels:
+            lines.append("channels: none configured (alerts go to the log)")
+        else:
+            lines.append(f"channels ({len(channels)}):")
+            for index, channel in enumerate(channels):
+                tiers = ", ".join(channel.tiers) if channel.tiers else "all tiers"
+                lines.append(
+                    f"  {channel_name(channel, index)}: {channel.type}, "  # type: ignore[attr-defined]
+                    f"{channel.min_severity.value} and above, {tiers}"
+                )
         railway = self.config.railway
         per_hour = self.railway_requests_per_hour()
         reserve = railway.requests_per_hour * railway.reserve

@@ -355,6 +355,20 @@ class RollbackExecutor:
         record = await self.store.begin_rollback(
             name, active.id, target.id, trigger, actor, rule, reason, evidence, now, dry_run=False
         )
+        await self.store.record_event(
+            name,
+            "rollback_started",
+            now,
+            {
+                "rollback": record.id,
+                "rule": rule,
+                "trigger": trigger,
+                "actor": actor,
+                "from": active.id,
+                "to": target.id,
+                "reason": reason,
+            },
+        )
         log.warning(
             "rolling back",
             service=name,
@@ -519,6 +533,7 @@ class RollbackExecutor:
             )
         event = {
             "rollback": record.id,
+            "rule": record.rule,
             "from": record.from_deployment,
             "to": record.to_deployment,
             "new": record.new_deployment,

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from monitor.alerts.channels import CHANNELS, ChannelSettings
 from monitor.configtypes import Duration, Number, Strict, Text
 from monitor.errors import ConfigError
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionMemory
@@ -115,6 +116,8 @@ class TierPolicy(Strict):
     max_rollbacks_per_day: int = Field(3, ge=0)
     dry_run: bool = False
     """Decide and record rollbacks, but never send one."""
+    notify_verified: bool = False
+    """Tell the channels when a deployment is verified healthy (bake passed)."""
 
 
 DEFAULT_TIERS: dict[str, dict[str, Any]] = {
@@ -123,6 +126,7 @@ DEFAULT_TIERS: dict[str, dict[str, Any]] = {
         "severity": "critical",
         "delivery": "immediate",
         "rules": ["health-failing", "error-rate", "memory-high"],
+        "notify_verified": True,
     },
     "staging": {
         "auto_rollback": True,
@@ -207,11 +211,17 @@ class Config(Strict):
     daemon: DaemonConfig = DaemonConfig()
     tiers: dict[str, TierPolicy] = {}
     services: tuple[ServiceConfig, ...]
+    channels: tuple[ChannelSettings, ...] = ()
+    status_url: Text | None = None
+    """railguard's public /status URL, linked from notifications."""
 
     @model_validator(mode="after")
     def _services(self) -> Config:
         if not self.services:
             raise ValueError("no services: add at least one [[services]] table")
+        names = [c.name for c in self.channels if c.name is not None]
+        if len(names) != len(set(names)):
+            raise ValueError("two channels have the same name")
         seen: set[str] = set()
         for service in self.services:
             if service.name in seen:
@@ -275,6 +285,8 @@ def _user_location(loc: Sequence[int | str]) -> list[int | str]:
             continue
         if part in SOURCE_TYPES and out and out[-1] in ("error_rate", "memory"):
             continue
+        if part in CHANNELS and len(out) >= 2 and out[-2] == "channels":
+            continue
         out.append(part)
     return out
 
@@ -291,10 +303,13 @@ def format_validation_error(source: str, error: ValidationError) -> str:
             message = "required key is missing"
         elif item["type"] in ("union_tag_not_found", "union_tag_invalid"):
             ctx = item.get("ctx", {})
-            tags = ", ".join(sorted(SOURCE_TYPES))
+            tag_key = str(ctx.get("discriminator", "'source'")).strip("'")
+            known = sorted(SOURCE_TYPES if tag_key == "source" else CHANNELS)
             tag = ctx.get("tag")
-            message = f"unknown source {tag!r}" if tag is not None else "missing key 'source'"
-            message += f" (one of: {tags})"
+            message = (
+                f"unknown {tag_key} {tag!r}" if tag is not None else f"missing key {tag_key!r}"
+            )
+            message += f" (one of: {', '.join(known)})"
         else:
             message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")

@@ -44,6 +44,7 @@ from monitor.clock import Clock, SystemClock
 from monitor.errors import StoreError
 
 if TYPE_CHECKING:
+    from monitor.store_outbox import OutboxRecord, OutboxState
     from monitor.store_sqlite import SQLiteStore
 
 DEFAULT_FILENAME = "railguard.db"
@@ -353,6 +354,50 @@ class Store(Protocol):
         limit: int = 200,
     ) -> list[EventRecord]:
         """Events newest first, filtered by service, time and kinds."""
+        ...
+
+    # -- the alert outbox and cursors (monitor/store_outbox.py)
+
+    async def enqueue(
+        self, channel: str, message_id: str, payload: Mapping[str, Any], at: float
+    ) -> bool:
+        """Queue a message for a channel; False if it was queued before."""
+        ...
+
+    async def outbox_head(self, channel: str) -> OutboxRecord | None:
+        """The oldest pending message of a channel."""
+        ...
+
+    async def outbox_done(
+        self, id: int, state: OutboxState, at: float, error: str | None = None
+    ) -> None:
+        """A message was delivered or given up."""
+        ...
+
+    async def outbox_retry(self, id: int, next_at: float, error: str) -> None:
+        """A delivery attempt failed; try again at ``next_at``."""
+        ...
+
+    async def outbox(
+        self, channel: str | None = None, state: OutboxState | None = None, limit: int = 200
+    ) -> list[OutboxRecord]:
+        """Messages newest first."""
+        ...
+
+    async def outbox_pending(self) -> dict[str, int]:
+        """Pending messages per channel."""
+        ...
+
+    async def events_after(self, last_id: int, limit: int = 500) -> list[EventRecord]:
+        """Events after an id, oldest first."""
+        ...
+
+    async def cursor(self, name: str) -> str | None:
+        """A saved position."""
+        ...
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        """Save a position."""
         ...
 
 

@@ -35,6 +35,8 @@ from monitor.store import (
     check_transition,
     transition_columns,
 )
+from monitor.store_outbox import V2 as OUTBOX_V2
+from monitor.store_outbox import OutboxStore
 
 # Times are DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 4 bytes and would round Unix
 # seconds to minutes. JSON is TEXT (PG: JSONB). INTEGER PRIMARY KEY is SQLite's rowid
@@ -118,6 +120,7 @@ CREATE INDEX events_by_service ON events (service, at);
 # released entry is never edited, since databases in the field have already applied it.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "deployments, rollbacks, rule state, freezes, events", _V1),
+    (2, "alert outbox and event cursors", OUTBOX_V2),
 ]
 
 R = TypeVar("R")
@@ -163,7 +166,7 @@ def _event(row: sqlite3.Row) -> EventRecord:
     return _record(EventRecord, row, "data")
 
 
-class SQLiteStore:
+class SQLiteStore(OutboxStore):
     """The :class:`~monitor.store.Store` on a SQLite file; open it with ``open_store``."""
 
     def __init__(self, path: Path, db: aiosqlite.Connection) -> None:

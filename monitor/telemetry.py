@@ -176,6 +176,42 @@ class Metrics:
             service,
             registry=r,
         )
+        self.alerts_queued = Counter(
+            "railguard_alerts_queued_total",
+            "Notifications queued, by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.alerts_sent = Counter(
+            "railguard_alerts_sent_total",
+            "Notifications delivered, by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.alerts_retried = Counter(
+            "railguard_alerts_retried_total",
+            "Delivery attempts that failed and will be retried, by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.alerts_failed = Counter(
+            "railguard_alerts_failed_total",
+            "Notifications given up (the channel refused them for good), by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "railguard_outbox_pending",
+            "Notifications waiting in the outbox, by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.alerts_suppressed = Counter(
+            "railguard_alerts_suppressed_total",
+            "Events not sent at once, by tier and why (off, digest, held, duplicate).",
+            ["tier", "reason"],
+            registry=r,
+        )
         self.services = Gauge(
             "railguard_services", "Services being guarded, by tier.", ["tier"], registry=r
         )

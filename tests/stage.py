@@ -73,6 +73,7 @@ class Stage:
         self.daemon: Daemon | None = None
         self.store: Store | None = None
         self.extra_config = ""
+        self.extra_environ: dict[str, str] = {}
         self.tier_extra = ""  # lines added to [tiers.production]
         self.grace = "0s"
         self.config_template = CONFIG
@@ -121,7 +122,7 @@ class Stage:
     @property
     def environ(self) -> dict[str, str]:
         """What railguard needs in its environment to reach the stage's Railway."""
-        return {"RAILWAY_API_TOKEN": TOKEN, "RAILWAY_API_URL": self.emu_url}
+        return {"RAILWAY_API_TOKEN": TOKEN, "RAILWAY_API_URL": self.emu_url, **self.extra_environ}
 
     async def start_daemon(self, store: Store | None = None) -> Daemon:
         """railguard, in this process, with the stage's config."""

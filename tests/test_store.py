@@ -99,7 +99,7 @@ async def test_a_new_migration_is_one_more_entry(
 ) -> None:
     path = tmp_path / "railguard.db"
     await (await open_store(path, clock=clock)).close()
-    later = [*MIGRATIONS, (NEWEST + 1, "outbox", "CREATE TABLE outbox (id INTEGER PRIMARY KEY);")]
+    later = [*MIGRATIONS, (NEWEST + 1, "future", "CREATE TABLE future (id INTEGER PRIMARY KEY);")]
     monkeypatch.setattr(store_sqlite, "MIGRATIONS", later)
     async with await open_store(path, clock=clock) as store:
         assert store.migrated == (NEWEST + 1,)
@@ -112,15 +112,15 @@ async def test_a_failing_migration_leaves_the_database_as_it_was(
 ) -> None:
     path = tmp_path / "railguard.db"
     await (await open_store(path, clock=clock)).close()
-    broken = "CREATE TABLE outbox (id INTEGER PRIMARY KEY); SELECT nonsense FROM nowhere;"
-    monkeypatch.setattr(store_sqlite, "MIGRATIONS", [*MIGRATIONS, (NEWEST + 1, "outbox", broken)])
-    with pytest.raises(StoreError, match=rf"migration {NEWEST + 1} \(outbox\) failed") as e:
+    broken = "CREATE TABLE future (id INTEGER PRIMARY KEY); SELECT nonsense FROM nowhere;"
+    monkeypatch.setattr(store_sqlite, "MIGRATIONS", [*MIGRATIONS, (NEWEST + 1, "future", broken)])
+    with pytest.raises(StoreError, match=rf"migration {NEWEST + 1} \(future\) failed") as e:
         await open_store(path, clock=clock)
     assert f"left at version {NEWEST}" in str(e.value)
     assert [v for v, _ in versions(path)] == list(range(1, NEWEST + 1))
     with sqlite3.connect(path) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    assert "outbox" not in tables
+    assert "future" not in tables
 
 
 async def test_refuses_a_database_from_a_newer_railguard(tmp_path: Path, clock: FakeClock) -> None:

@@ -1,0 +1,1 @@
+"""Alerting: notifications, channels, routing by tier, and the durable outbox."""

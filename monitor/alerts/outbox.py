@@ -1,0 +1,156 @@
+"""The durable outbox: every notification is stored before it is sent, and sent in order.
+
+One worker per channel takes the channel's oldest pending message and sends it. A transient
+failure waits (exponential backoff with jitter, never sooner than a 429's ``Retry-After``) and
+tries the same message again, so a channel's messages keep their order (a PagerDuty resolve
+never overtakes its trigger); a permanent failure gives the message up and says so. Nothing
+here is awaited by the code that decides rollbacks: :meth:`Outbox.put` only writes a row.
+Messages still pending at a restart are sent by the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from monitor.alerts.channels.base import Channel
+from monitor.alerts.model import Notification
+from monitor.clock import Clock
+from monitor.errors import ChannelError
+from monitor.store_outbox import OutboxRecord, OutboxState
+from monitor.telemetry import Metrics
+
+log = structlog.get_logger("railguard.alerts")
+
+
+class OutboxStorage(Protocol):
+    """What the outbox keeps in the store."""
+
+    async def enqueue(
+        self, channel: str, message_id: str, payload: Mapping[str, Any], at: float
+    ) -> bool: ...
+
+    async def outbox_head(self, channel: str) -> OutboxRecord | None: ...
+
+    async def outbox_done(
+        self, id: int, state: OutboxState, at: float, error: str | None = None
+    ) -> None: ...
+
+    async def outbox_retry(self, id: int, next_at: float, error: str) -> None: ...
+
+    async def outbox_pending(self) -> dict[str, int]: ...
+
+
+class Outbox:
+    """Stores notifications per channel and delivers them, one worker per channel."""
+
+    def __init__(
+        self,
+        store: OutboxStorage,
+        channels: Mapping[str, Channel],
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        base_delay: float = 5.0,
+        max_delay: float = 600.0,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = dict(channels)
+        self.clock = clock
+        self.metrics = metrics
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._random = random.Random(seed)
+        self._wake = {name: asyncio.Event() for name in self.channels}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def put(self, channel: str, notification: Notification) -> bool:
+        """Queue ``notification`` for ``channel``; False if it was queued before."""
+        queued = await self.store.enqueue(
+            channel, notification.id, notification.to_dict(), self.clock.time()
+        )
+        if queued:
+            self.metrics.alerts_queued.labels(channel).inc()
+            self._wake[channel].set()
+        return queued
+
+    async def start(self) -> None:
+        """Start the workers (messages left pending by a previous run go first)."""
+        for name, count in (await self.store.outbox_pending()).items():
+            self.metrics.outbox_pending.labels(name).set(count)
+        for name in self.channels:
+            self._tasks.append(asyncio.create_task(self._work(name), name=f"outbox:{name}"))
+
+    async def stop(self) -> None:
+        """Stop the workers; what is pending stays in the store for the next run."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _work(self, name: str) -> None:
+        channel, wake = self.channels[name], self._wake[name]
+        while True:
+            wake.clear()
+            message = await self.store.outbox_head(name)
+            if message is None:
+                self.metrics.outbox_pending.labels(name).set(0)
+                await wake.wait()
+                continue
+            delay = message.next_at - self.clock.time()
+            if delay > 0:
+                await self._sleep_or_wake(delay, wake)
+                continue
+            await self._deliver(name, channel, message)
+            self.metrics.outbox_pending.labels(name).set(
+                (await self.store.outbox_pending()).get(name, 0)
+            )
+
+    async def _sleep_or_wake(self, seconds: float, wake: asyncio.Event) -> None:
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            waker.cancel()
+
+    async def _deliver(self, name: str, channel: Channel, message: OutboxRecord) -> None:
+        notification = Notification.from_dict(message.payload)
+        try:
+            try:
+                await channel.send(notification)
+            except ChannelError:
+                raise
+            except Exception as e:  # a bug in a channel: contained, counted, retried
+                log.exception("alert channel crashed", channel=name)
+                raise ChannelError(f"{type(e).__name__}: {e}") from e
+        except ChannelError as e:
+            if e.permanent:
+                await self.store.outbox_done(message.id, "failed", self.clock.time(), str(e))
+                self.metrics.alerts_failed.labels(name).inc()
+                log.error("alert given up", channel=name, message=message.message_id, error=str(e))
+                return
+            delay = min(self.max_delay, self.base_delay * 2 ** min(message.attempts, 20))
+            delay *= 0.5 + self._random.random()  # jitter: outages end for everyone at once
+            if e.retry_after is not None:
+                delay = max(delay, e.retry_after)
+            await self.store.outbox_retry(message.id, self.clock.time() + delay, str(e))
+            self.metrics.alerts_retried.labels(name).inc()
+            log.warning(
+                "alert delivery failed; will retry",
+                channel=name,
+                message=message.message_id,
+                attempt=message.attempts + 1,
+                retry_in=round(delay, 1),
+                error=str(e),
+            )
+            return
+        await self.store.outbox_done(message.id, "sent", self.clock.time())
+        self.metrics.alerts_sent.labels(name).inc()
+        log.info("alert sent", channel=name, message=message.message_id, title=notification.title)

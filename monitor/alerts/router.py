@@ -1,0 +1,193 @@
+"""The alert router: from the store's event log to notifications, by each tier's policy.
+
+The router tails the events the daemon records (rule firing and resolved, blind, rollbacks,
+guards, escalations, verified and failed deployments, freezes) and keeps its place in a
+cursor, so a restart neither loses an event nor queues one twice (a notification's id is its
+event's id, and the outbox refuses a message it already has). Per the service's tier:
+``immediate`` queues the notification for every channel whose filters want it; ``digest``
+leaves the event for the daily summary; ``off`` only logs and counts. One incident per
+(service, rule): a rule firing again while its incident is open is not repeated, and while
+a rollback of the service runs the symptom alerts are held, since the rollback's own
+notifications tell the story.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import structlog
+
+from monitor.alerts.channels.base import ChannelConfig
+from monitor.alerts.model import Notification, Severity, Status
+from monitor.alerts.outbox import Outbox
+from monitor.clock import Clock
+from monitor.model import format_duration
+from monitor.plan import ServicePlan
+from monitor.store import EventRecord, RollbackRecord
+from monitor.telemetry import Metrics
+
+log = structlog.get_logger("railguard.alerts")
+
+CURSOR = "alert-router"
+SYMPTOMS = frozenset({"rule_firing", "blind"})
+RESOLVING = frozenset({"rule_resolved", "rollback_succeeded", "sight_restored", "unfrozen"})
+# Events about the health of the whole service rather than one rule.
+SERVICE_WIDE = frozenset(
+    {"escalation", "frozen", "unfrozen", "deployment_failed", "deployment_verified"}
+)
+
+
+class EventLog(Protocol):
+    """What the router reads from the store."""
+
+    async def events_after(self, last_id: int, limit: int = 500) -> list[EventRecord]: ...
+
+    async def cursor(self, name: str) -> str | None: ...
+
+    async def set_cursor(self, name: str, value: str) -> None: ...
+
+    async def rollbacks(
+        self,
+        service: str | None = None,
+        *,
+        unfinished: bool = False,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[RollbackRecord]: ...
+
+
+def _title(service: str, kind: str, data: Mapping[str, Any]) -> str:
+    rule = data.get("rule") or "?"
+    titles = {
+        "rule_firing": f"{service}: {rule} firing",
+        "rule_resolved": f"{service}: {rule} resolved",
+        "blind": f"{service}: railguard is blind to {rule}",
+        "sight_restored": f"{service}: railguard sees {rule} again",
+        "rollback_started": f"{service}: rolling back to {data.get('to')}",
+        "rollback_succeeded": f"{service}: rolled back to {data.get('to')}, recovered",
+        "rollback_failed": f"{service}: ROLLBACK FAILED",
+        "rollback_abandoned": f"{service}: rollback abandoned",
+        "rollback_held": f"{service}: rollback held back ({data.get('guard')})",
+        "escalation": f"{service}: a person is needed ({data.get('kind')})",
+        "frozen": f"{service}: automatic rollback frozen",
+        "unfrozen": f"{service}: automatic rollback unfrozen",
+        "deployment_failed": f"{service}: deployment {data.get('status', 'failed')}",
+        "deployment_verified": f"{service}: deployment verified healthy",
+    }
+    return titles.get(kind, f"{service}: {kind}")
+
+
+def _text(kind: str, data: Mapping[str, Any]) -> str:
+    for key in ("why", "reason"):
+        if data.get(key):
+            return str(data[key])
+    if kind == "deployment_verified" and "baked_s" in data:
+        return f"served {format_duration(float(data['baked_s']))} with every rule quiet"
+    return ""
+
+
+def _fields(data: Mapping[str, Any]) -> dict[str, str]:
+    keep = ("rule", "guard", "kind", "from", "to", "new", "deployment", "actor", "trigger")
+    fields = {k: str(data[k]) for k in keep if data.get(k) not in (None, "")}
+    if "took_s" in data:
+        fields["took"] = format_duration(float(data["took_s"]))
+    return fields
+
+
+class Router:
+    """Turns events into notifications for the channels, by tier policy."""
+
+    def __init__(
+        self,
+        store: EventLog,
+        outbox: Outbox,
+        channels: Mapping[str, ChannelConfig],
+        services: Mapping[str, ServicePlan],
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        status_url: str | None = None,
+        poll_every: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.channels = dict(channels)
+        self.services = dict(services)
+        self.clock = clock
+        self.metrics = metrics
+        self.status_url = status_url
+        self.poll_every = poll_every
+        self._open: dict[str, float] = {}  # incident key -> when it began
+
+    async def run(self) -> None:
+        """Route new events as they are recorded, until cancelled."""
+        while True:
+            await self.route_new()
+            await self.clock.sleep(self.poll_every)
+
+    async def route_new(self) -> int:
+        """Route every event recorded since the last call (or the last run); how many."""
+        last = int(await self.store.cursor(CURSOR) or 0)
+        events = await self.store.events_after(last)
+        for event in events:
+            await self.route(event)
+            await self.store.set_cursor(CURSOR, str(event.id))
+        return len(events)
+
+    async def route(self, event: EventRecord) -> None:
+        """One event: notify, hold for the digest, or only count it."""
+        service = self.services.get(event.service or "")
+        if service is None:
+            return
+        policy, data = service.policy, event.data
+        kind = event.kind
+        if kind == "deployment_verified" and not policy.notify_verified:
+            return
+        key = self._key(service.name, kind, data)
+        status = Status.RESOLVED if kind in RESOLVING else Status.FIRING
+        severity = Severity(policy.severity)
+        if kind in ("deployment_verified", "rule_resolved", "sight_restored", "unfrozen"):
+            severity = Severity.INFO if severity is not Severity.CRITICAL else severity
+        if status is Status.FIRING and key in self._open and kind in SYMPTOMS:
+            self.metrics.alerts_suppressed.labels(service.tier, "duplicate").inc()
+            return
+        started = self._open.get(key, event.at)
+        if status is Status.RESOLVED:
+            self._open.pop(key, None)
+        elif kind not in ("deployment_verified",):
+            self._open.setdefault(key, event.at)
+        if policy.delivery != "immediate":
+            reason = "digest" if policy.delivery == "digest" else "off"
+            self.metrics.alerts_suppressed.labels(service.tier, reason).inc()
+            log.info("alert not sent now", service=service.name, kind=kind, delivery=reason)
+            return
+        if kind in SYMPTOMS and await self._rollback_running(service.name):
+            self.metrics.alerts_suppressed.labels(service.tier, "held").inc()
+            return
+        notification = Notification(
+            id=f"event-{event.id}",
+            key=key,
+            kind=kind,
+            status=status,
+            severity=severity,
+            title=_title(service.name, kind, data),
+            text=_text(kind, data),
+            at=event.at,
+            started_at=started,
+            service=service.name,
+            tier=service.tier,
+            fields=_fields(data),
+            url=self.status_url,
+        )
+        for name, config in self.channels.items():
+            if config.wants(notification):
+                await self.outbox.put(name, notification)
+
+    def _key(self, service: str, kind: str, data: Mapping[str, Any]) -> str:
+        if kind in SERVICE_WIDE or not data.get("rule"):
+            return f"railguard/{service}/{kind.removeprefix('un')}"
+        return f"railguard/{service}/{data['rule']}"
+
+    async def _rollback_running(self, service: str) -> bool:
+        return bool(await self.store.rollbacks(service, unfinished=True, limit=1))

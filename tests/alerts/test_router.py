@@ -1,0 +1,219 @@
+"""The router: tier policy decides who hears what, and when."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.alerts.channels.base import ChannelConfig
+from monitor.alerts.model import Notification, Severity, Status
+from monitor.alerts.outbox import Outbox
+from monitor.alerts.router import Router
+from monitor.clock import FakeClock
+from monitor.plan import build_plan
+from monitor.settings import load_environment
+from monitor.store import open_store
+from monitor.store_sqlite import SQLiteStore
+from monitor.telemetry import Metrics
+
+CONFIG = """
+[[services]]
+name = "web-production"
+tier = "production"
+health_url = "http://127.0.0.1:9/health"
+[tiers.production]
+rules = ["health-failing"]
+
+[[services]]
+name = "web-staging"
+tier = "staging"
+health_url = "http://127.0.0.1:9/health"
+[tiers.staging]
+rules = ["health-failing"]
+
+[[services]]
+name = "web-preview"
+tier = "preview"
+health_url = "http://127.0.0.1:9/health"
+"""
+
+
+class Recorder:
+    """A channel that keeps what it is sent (the outbox delivers to it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.got: list[Notification] = []
+
+    async def send(self, notification: Notification) -> None:
+        self.got.append(notification)
+
+
+@dataclass
+class World:
+    store: SQLiteStore
+    router: Router
+    outbox: Outbox
+    metrics: Metrics
+    clock: FakeClock
+
+    async def record(self, service: str, event: str, **data: object) -> None:
+        await self.store.record_event(service, event, self.clock.time(), data)
+
+    async def queued(self, channel: str = "pager") -> list[str]:
+        return [m.payload["title"] for m in reversed(await self.store.outbox(channel))]
+
+    def suppressed(self, tier: str, reason: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "railguard_alerts_suppressed_total", {"tier": tier, "reason": reason}
+        )
+        return value or 0.0
+
+
+@pytest.fixture
+async def world(clock: FakeClock, tmp_path: Path, write) -> AsyncIterator[World]:  # type: ignore[no-untyped-def]
+    plan = build_plan(write(CONFIG), load_environment({}), {})
+    store = await open_store(tmp_path / "state.db")
+    metrics = Metrics(CollectorRegistry())
+    channels = {
+        "pager": ChannelConfig(min_severity=Severity.CRITICAL),
+        "chat": ChannelConfig(tiers=("staging",)),
+    }
+    outbox = Outbox(store, {n: Recorder(n) for n in channels}, clock=clock, metrics=metrics)
+    services = {s.name: s for s in plan.services}
+    router = Router(
+        store,
+        outbox,
+        channels,
+        services,
+        clock=clock,
+        metrics=metrics,
+        status_url="http://railguard/status",
+    )
+    yield World(store, router, outbox, metrics, clock)
+    await store.close()
+
+
+async def test_production_pages_at_once_staging_waits_preview_only_counts(world: World) -> None:
+    for service in ("web-production", "web-staging", "web-preview"):
+        await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    assert await world.router.route_new() == 3
+    assert await world.queued("pager") == ["web-production: health-failing firing"]
+    assert await world.queued("chat") == []  # staging is for the digest; chat wants staging
+    assert world.suppressed("staging", "digest") == 1
+    assert world.suppressed("preview", "off") == 1
+    (message,) = await world.store.outbox("pager")
+    note = Notification.from_dict(message.payload)
+    assert (note.severity, note.status, note.tier) == (
+        Severity.CRITICAL,
+        Status.FIRING,
+        "production",
+    )
+    assert note.key == "railguard/web-production/health-failing"
+    assert note.text == "status 500"
+    assert note.url == "http://railguard/status"
+
+
+async def test_one_incident_from_firing_through_rollback_to_resolution(world: World) -> None:
+    service = "web-production"
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rule_firing", rule="health-failing", reason="again")  # dup
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1", took_s=42)
+    await world.record(service, "rule_resolved", rule="health-failing")
+    await world.router.route_new()
+    messages = [
+        Notification.from_dict(m.payload) for m in reversed(await world.store.outbox("pager"))
+    ]
+    assert [m.kind for m in messages] == [
+        "rule_firing",
+        "rollback_started",
+        "rollback_succeeded",
+        "rule_resolved",
+    ]
+    assert {m.key for m in messages} == {"railguard/web-production/health-failing"}
+    assert [m.status for m in messages][-2:] == [Status.RESOLVED, Status.RESOLVED]
+    assert messages[2].fields["took"] == "42s"
+    assert len({m.started_at for m in messages}) == 1  # one incident, one start
+    assert world.suppressed("production", "duplicate") == 1
+
+
+async def test_symptoms_are_held_while_a_rollback_runs(world: World) -> None:
+    store = world.store
+    now = world.clock.time()
+    await store.upsert_deployment(
+        "web-production",
+        id="d2",
+        status="SUCCESS",
+        created_at=now,
+        can_rollback=True,
+        meta={},
+        seen_at=now,
+        live=True,
+    )
+    await store.begin_rollback(
+        "web-production", "d2", "d1", "auto", "railguard", "error-rate", "x", {}, now, dry_run=False
+    )
+    await world.record("web-production", "rule_firing", rule="memory-high")
+    await world.router.route_new()
+    assert await world.queued() == []
+    assert world.suppressed("production", "held") == 1
+
+
+async def test_routing_resumes_after_a_restart_without_repeats(world: World) -> None:
+    await world.record("web-production", "rule_firing", rule="health-failing")
+    await world.router.route_new()
+    await world.record("web-production", "escalation", kind="rollback_failed", why="it broke")
+    router = Router(
+        world.store,
+        world.outbox,
+        world.router.channels,
+        world.router.services,
+        clock=world.clock,
+        metrics=world.metrics,
+    )  # a new process
+    assert await router.route_new() == 1  # only the new event
+    assert await world.queued() == [
+        "web-production: health-failing firing",
+        "web-production: a person is needed (rollback_failed)",
+    ]
+
+
+async def test_the_daily_digest_is_sent_once_and_caught_up_after_downtime(world: World) -> None:
+    from monitor.alerts.digest import Digest
+
+    def digest() -> Digest:
+        return Digest(
+            world.store,
+            world.outbox,
+            world.router.channels,
+            list(world.router.services.values()),
+            clock=world.clock,
+        )
+
+    clock = world.clock  # 2023-11-14 22:13 UTC; staging's digest_at is 09:00
+    assert await digest().send_due() == []  # the first start only opens the period
+    await world.record("web-staging", "rule_firing", rule="health-failing", reason="status 503")
+    await world.record("web-staging", "rollback_succeeded", rule="health-failing", to="d1")
+    await world.record("web-production", "rule_firing", rule="health-failing")  # not staging's
+    await world.router.route_new()
+    assert await world.queued("chat") == []  # staging's incident waits for the digest
+    await clock.advance(10 * 3600 + 60)  # 2023-11-15 08:14: not yet
+    assert await digest().send_due() == []
+    await clock.advance(3600)  # 09:14
+    (summary,) = await digest().send_due()
+    assert summary.title == "staging daily summary 2023-11-15: 1 incidents, 1 rollbacks"
+    assert "web-staging: 1 rollbacks, 1 rule firings" in summary.text
+    assert "status 503" in summary.text
+    assert summary.fields["rule firings"] == "1"
+    assert await world.queued("chat") == [summary.title]
+    assert await world.queued("pager") == ["web-production: health-failing firing"]  # warning
+    assert await digest().send_due() == []  # a restart the same day sends nothing again
+    await clock.advance(3 * 86400)  # down for three days: one catch-up digest
+    (late,) = await digest().send_due()
+    assert late.title.startswith("staging daily summary 2023-11-18: 0 incidents")
+    assert "web-staging: quiet" in late.text
