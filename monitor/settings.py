@@ -118,6 +118,8 @@ class TierPolicy(Strict):
     """Decide and record rollbacks, but never send one."""
     notify_verified: bool = False
     """Tell the channels when a deployment is verified healthy (bake passed)."""
+    remind_every: Duration = Field(3600.0, ge=0)
+    """Repeat an open incident's last message this often ("0s": never)."""
 
 
 DEFAULT_TIERS: dict[str, dict[str, Any]] = {

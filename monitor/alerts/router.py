@@ -8,12 +8,15 @@ event's id, and the outbox refuses a message it already has). Per the service's 
 leaves the event for the daily summary; ``off`` only logs and counts. One incident per
 (service, rule): a rule firing again while its incident is open is not repeated, and while
 a rollback of the service runs the symptom alerts are held, since the rollback's own
-notifications tell the story.
+notifications tell the story. An incident still open after the tier's ``remind_every`` gets
+its last message again, marked as a reminder (incidents are remembered for the life of the
+process: a restart forgets open ones, which page again if their rule fires again).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 import structlog
@@ -119,12 +122,38 @@ class Router:
         self.status_url = status_url
         self.poll_every = poll_every
         self._open: dict[str, float] = {}  # incident key -> when it began
+        # Immediate incidents still open: key -> (the last message, when it was sent).
+        self._last: dict[str, tuple[Notification, float]] = {}
+        self._reminders = 0
 
     async def run(self) -> None:
         """Route new events as they are recorded, until cancelled."""
         while True:
             await self.route_new()
+            await self.remind()
             await self.clock.sleep(self.poll_every)
+
+    async def remind(self) -> int:
+        """Repeat the last message of every incident open longer than its tier's interval."""
+        now, sent = self.clock.time(), 0
+        for key, (last, at) in list(self._last.items()):
+            service = self.services.get(last.service or "")
+            every = service.policy.remind_every if service is not None else 0.0
+            if not every or now - at < every:
+                continue
+            self._reminders += 1
+            open_for = format_duration(now - last.started_at)
+            reminder = replace(
+                last,
+                id=f"reminder-{key}-{int(now)}",
+                kind="reminder",
+                title=f"still open after {open_for}: {last.title}",
+                at=now,
+            )
+            await self._send(reminder)
+            self._last[key] = (last, now)
+            sent += 1
+        return sent
 
     async def route_new(self) -> int:
         """Route every event recorded since the last call (or the last run); how many."""
@@ -180,6 +209,13 @@ class Router:
             fields=_fields(data),
             url=self.status_url,
         )
+        await self._send(notification)
+        if status is Status.RESOLVED:
+            self._last.pop(key, None)
+        elif kind not in ("deployment_verified",):
+            self._last[key] = (notification, event.at)
+
+    async def _send(self, notification: Notification) -> None:
         for name, config in self.channels.items():
             if config.wants(notification):
                 await self.outbox.put(name, notification)

@@ -217,3 +217,21 @@ async def test_the_daily_digest_is_sent_once_and_caught_up_after_downtime(world:
     (late,) = await digest().send_due()
     assert late.title.startswith("staging daily summary 2023-11-18: 0 incidents")
     assert "web-staging: quiet" in late.text
+
+
+async def test_an_open_incident_is_repeated_until_it_resolves(world: World) -> None:
+    await world.record("web-production", "escalation", kind="rollback_failed", why="it broke")
+    await world.router.route_new()
+    assert await world.router.remind() == 0
+    await world.clock.advance(3600)
+    assert await world.router.remind() == 1
+    assert await world.router.remind() == 0  # not again until another interval
+    await world.record("web-production", "rule_firing", rule="health-failing")
+    await world.router.route_new()
+    await world.record("web-production", "rule_resolved", rule="health-failing")
+    await world.router.route_new()
+    await world.clock.advance(3600)
+    assert await world.router.remind() == 1  # the escalation only: the rule resolved
+    titles = await world.queued()
+    assert titles[1] == "still open after 1h: web-production: a person is needed (rollback_failed)"
+    assert titles[-1].startswith("still open after 2h: ")
