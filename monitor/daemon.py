@@ -289,7 +289,7 @@ class Daemon:
         store = await self._ensure_store()
         assert self.session is not None
         configs = {channel_name(c, i): c for i, c in enumerate(self.plan.config.channels)}
-        channels = {name: build_channel(c, self.session, self.clock) for name, c in configs.items()}
+        channels = {n: build_channel(c, n, self.session, self.clock) for n, c in configs.items()}
         self.outbox = Outbox(store, channels, clock=self.clock, metrics=self.metrics)
         status_url = self.plan.config.status_url
         services = {s.name: s for s in self.plan.services}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 import aiohttp
 from pydantic import Field
 
-from monitor.alerts.channels import console, slack, webhook
+from monitor.alerts.channels import console, discord, slack, webhook
 from monitor.alerts.channels.base import Channel, ChannelConfig
 from monitor.clock import Clock
 
@@ -22,6 +22,7 @@ CHANNELS: dict[str, tuple[type[ChannelConfig], Builder]] = {
     "console": (console.Config, console.build),
     "webhook": (webhook.Config, webhook.build),
     "slack": (slack.Config, slack.build),
+    "discord": (discord.Config, discord.build),
 }
 
 if TYPE_CHECKING:
@@ -33,10 +34,14 @@ else:  # a union tagged by `type`, from the registry
     ]
 
 
-def build_channel(config: ChannelConfig, session: aiohttp.ClientSession, clock: Clock) -> Channel:
-    """The channel a config describes."""
+def build_channel(
+    config: ChannelConfig, name: str, session: aiohttp.ClientSession, clock: Clock
+) -> Channel:
+    """The channel a config describes, called ``name`` in logs, metrics and the outbox."""
     _, build = CHANNELS[config.type]  # type: ignore[attr-defined]
-    return build(config, session, clock)
+    channel = build(config, session, clock)
+    channel.name = name
+    return channel
 
 
 def channel_name(config: ChannelConfig, index: int) -> str:

@@ -173,7 +173,7 @@ async def post_json(
     url: str,
     payload: Any,
     *,
-    # aiohttp's own per-request timeout, not asyncio.timeout: it is what aiohttp documents.
+    # Seconds, applied as aiohttp's per-request ClientTimeout: each channel has its own.
     timeout: float,  # noqa: ASYNC109
     headers: Mapping[str, str] | None = None,
     data: bytes | None = None,
