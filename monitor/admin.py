@@ -28,6 +28,7 @@ from monitor.clock import Clock
 from monitor.configtypes import parse_duration
 from monitor.errors import RailguardError
 from monitor.plan import Plan, ServicePlan
+from monitor.tasks import Background
 from monitor.telemetry import Metrics
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ class AdminAPI:
         env = daemon.plan.env
         self.daemon = daemon
         self._token = env.admin_token.get_secret_value().encode() if env.admin_token else None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background("manual rollback")
 
     def mount(self, app: web.Application) -> None:
         """Add ``/api/v1/`` (its own auth middleware) to ``app``."""
@@ -221,9 +222,7 @@ class AdminAPI:
 
     async def _shutdown(self, _app: web.Application) -> None:
         # Unfinished rollbacks are reconciled at the next start, like automatic ones.
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -244,17 +243,6 @@ class AdminAPI:
         if self.daemon.store is None:
             raise Problem(503, "railguard is not started yet")
         return self.daemon.store
-
-    def _spawn(self, work: Awaitable[RollbackRecord]) -> asyncio.Task[RollbackRecord]:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._reap)
-        return task
-
-    def _reap(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("manual rollback ended with an error", error=str(task.exception()))
 
     # -- routes --------------------------------------------------------------------------
 
@@ -309,7 +297,7 @@ class AdminAPI:
         after = newest[0].id if newest else 0
         actor = actor_of(request)
         log.warning("manual rollback requested", service=service.name, actor=actor, to=to)
-        task = self._spawn(executor.rollback(service.name, reason=reason, actor=actor, to=to))
+        task = self._tasks.spawn(executor.rollback(service.name, reason=reason, actor=actor, to=to))
         record = await self._intent(task, service.name, after, actor)
         if record is None:  # the executor is still busy deciding another rollback
             busy = f"queued behind other work on {service.name}: see railguard status"

@@ -29,6 +29,7 @@ from monitor.railway.client import Deployment, RailwayClient
 from monitor.railway.poller import ACTIVE_STATUSES
 from monitor.releases import ReleaseTracker
 from monitor.store import RollbackRecord, RollbackTrigger, Store
+from monitor.tasks import Background
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.rollback")
@@ -84,36 +85,18 @@ class RollbackExecutor:
         self.control = control
         self.check_every = check_every
         self._locks: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Background("rollback task")
 
     # -- entry points ----------------------------------------------------------------------
 
     async def on_verdict(self, service: ServicePlan, verdict: Verdict) -> None:
         """A rule transition; a rule that fired on an auto-rollback tier starts a rollback."""
         if verdict.fired and service.policy.auto_rollback and service.name in self.services:
-            self._spawn(self._auto(service, verdict, self.clock.monotonic()))
-
-    def _spawn(self, work: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._reap)
-        return task
-
-    def _reap(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("rollback task failed", error=repr(task.exception()))
-
-    async def wait_idle(self) -> None:
-        """Wait for every rollback in flight (tests and the demo use this)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            self._tasks.spawn(self._auto(service, verdict, self.clock.monotonic()))
 
     async def aclose(self) -> None:
         """Stop work in flight; unfinished rollbacks are reconciled at the next start."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.cancel()
 
     async def rollback(
         self, name: str, *, reason: str, actor: str, to: str | None = None
@@ -619,7 +602,7 @@ class RollbackExecutor:
                 rollback=record.id,
                 state=record.state,
             )
-            self._spawn(self._resume(service, record))
+            self._tasks.spawn(self._resume(service, record))
             settled.append(record)
         return settled
 

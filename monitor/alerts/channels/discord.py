@@ -27,7 +27,7 @@ import aiohttp
 from pydantic import Field
 
 from monitor.alerts.channels.base import Channel, ChannelConfig
-from monitor.alerts.channels.http import SecretUrl, clip, post_json
+from monitor.alerts.channels.http import JsonWebhook, SecretUrl, clip
 from monitor.alerts.model import Notification, Severity, Status
 from monitor.clock import Clock
 from monitor.configtypes import Text
@@ -113,26 +113,13 @@ def payload(notification: Notification, username: str | None = None) -> dict[str
     return message
 
 
-class DiscordChannel:
-    """Posts each notification to one Discord webhook."""
-
-    def __init__(self, config: Config, session: aiohttp.ClientSession, clock: Clock) -> None:
-        self.name = config.name or config.type
-        self._config = config
-        self._session = session
-        self._clock = clock
-
-    async def send(self, notification: Notification) -> None:
-        """POST ``notification``; raises ChannelError as the Channel protocol says."""
-        await post_json(
-            self._session,
-            self._config.url.get_secret_value(),
-            payload(notification, self._config.username),
-            timeout=self._config.timeout,
-            clock=self._clock,
-        )
-
-
 def build(config: Config, session: aiohttp.ClientSession, clock: Clock) -> Channel:
     """The Discord channel for ``config``."""
-    return DiscordChannel(config, session, clock)
+    return JsonWebhook(
+        config.name or config.type,
+        config.url,
+        lambda n: payload(n, config.username),
+        session=session,
+        clock=clock,
+        timeout=config.timeout,
+    )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any
 
@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from monitor import __version__
+from monitor.alerts.model import Notification
 from monitor.clock import Clock
 from monitor.configtypes import Secret
 from monitor.errors import ChannelError
@@ -212,3 +213,37 @@ async def post_json(
         raise ChannelError(f"POST {where} failed: {type(e).__name__}: {reason}") from None
     classify(status, answer_headers, answer, url, clock)
     return status
+
+
+class JsonWebhook:
+    """A channel that POSTs one JSON document per notification to a secret URL.
+
+    Slack and Discord differ only in the document: each passes its ``render``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: SecretStr,
+        render: Callable[[Notification], Mapping[str, Any]],
+        *,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        timeout: float,
+    ) -> None:
+        self.name = name
+        self._url = url
+        self._render = render
+        self._session = session
+        self._clock = clock
+        self._timeout = timeout
+
+    async def send(self, notification: Notification) -> None:
+        """POST the rendered ``notification``; ChannelError as the Channel protocol says."""
+        await post_json(
+            self._session,
+            self._url.get_secret_value(),
+            self._render(notification),
+            timeout=self._timeout,
+            clock=self._clock,
+        )

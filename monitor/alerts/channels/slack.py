@@ -23,7 +23,7 @@ from typing import Any, Literal
 import aiohttp
 
 from monitor.alerts.channels.base import Channel, ChannelConfig
-from monitor.alerts.channels.http import SecretUrl, clip, post_json
+from monitor.alerts.channels.http import JsonWebhook, SecretUrl, clip
 from monitor.alerts.model import Notification, Severity, Status
 from monitor.clock import Clock
 
@@ -112,26 +112,13 @@ def payload(notification: Notification) -> dict[str, Any]:
     return {"text": mrkdwn(fallback, TEXT_LIMIT), "blocks": blocks}
 
 
-class SlackChannel:
-    """Posts each notification to one Slack incoming webhook."""
-
-    def __init__(self, config: Config, session: aiohttp.ClientSession, clock: Clock) -> None:
-        self.name = config.name or config.type
-        self._config = config
-        self._session = session
-        self._clock = clock
-
-    async def send(self, notification: Notification) -> None:
-        """POST ``notification``; raises ChannelError as the Channel protocol says."""
-        await post_json(
-            self._session,
-            self._config.url.get_secret_value(),
-            payload(notification),
-            timeout=self._config.timeout,
-            clock=self._clock,
-        )
-
-
 def build(config: Config, session: aiohttp.ClientSession, clock: Clock) -> Channel:
     """The Slack channel for ``config``."""
-    return SlackChannel(config, session, clock)
+    return JsonWebhook(
+        config.name or config.type,
+        config.url,
+        payload,
+        session=session,
+        clock=clock,
+        timeout=config.timeout,
+    )
