@@ -175,9 +175,9 @@ class Router:
             return
         key = self._key(service.name, kind, data)
         status = Status.RESOLVED if kind in RESOLVING else Status.FIRING
-        severity = Severity(policy.severity)
-        if kind in ("deployment_verified", "rule_resolved", "sight_restored", "unfrozen"):
-            severity = Severity.INFO if severity is not Severity.CRITICAL else severity
+        # An incident's messages keep its severity, its resolve included (channels match them
+        # by it); a healthy deployment is news, not an incident, and never pages.
+        severity = Severity.INFO if kind == "deployment_verified" else Severity(policy.severity)
         if status is Status.FIRING and key in self._open and kind in SYMPTOMS:
             self.metrics.alerts_suppressed.labels(service.tier, "duplicate").inc()
             return

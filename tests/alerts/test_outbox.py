@@ -26,12 +26,17 @@ class Receiver:
 
     def __init__(self) -> None:
         self.got: list[str] = []
+        self.down = False  # 503 to everything while set
+        self.attempts = 0
         self.answers: list[tuple[int, dict[str, str]]] = []  # scripted, then 200
         self.app = web.Application()
         self.app.router.add_post("/hook", self.hook)
 
     async def hook(self, request: web.Request) -> web.Response:
         body = await request.json()
+        self.attempts += 1
+        if self.down:
+            return web.Response(status=503)
         if self.answers:
             status, headers = self.answers.pop(0)
             return web.Response(status=status, headers=headers)
@@ -88,7 +93,7 @@ async def test_an_outage_and_a_restart_lose_nothing_and_keep_order(
 ) -> None:
     r, url = receiver
     metrics = Metrics(CollectorRegistry())
-    r.answers = [(503, {})] * 3 + [(429, {"Retry-After": "30"})]
+    r.down = True
     async with aiohttp.ClientSession() as session:
         store = await open_store(tmp_path / "state.db")
         outbox = Outbox(
@@ -98,13 +103,17 @@ async def test_an_outage_and_a_restart_lose_nothing_and_keep_order(
         for n in range(3):
             assert await outbox.put("hook", note(n, clock))
         assert not await outbox.put("hook", note(0, clock))  # queued once
-        await until(lambda: not r.answers or len(r.answers) < 4, "the first attempt")
-        await clock.advance(20)  # a few retries: the channel is still down
+        await until(lambda: r.attempts == 1, "the first attempt")
+        for attempt in (2, 3):  # retries back off on the clock; the channel is still down
+            await clock.advance(60)
+            await until(lambda attempt=attempt: r.attempts >= attempt, f"attempt {attempt}")  # type: ignore[misc]
         await outbox.stop()  # the daemon stops with everything still pending
         await store.close()
         assert r.got == []
 
-        store = await open_store(tmp_path / "state.db")  # and starts again
+        r.down = False
+        r.answers = [(429, {"Retry-After": "30"})]  # back, but busy at first
+        store = await open_store(tmp_path / "state.db")  # and railguard starts again
         outbox = Outbox(
             store, {"hook": HookChannel(session, url)}, clock=clock, metrics=metrics, seed=1
         )
@@ -138,6 +147,15 @@ async def test_a_refused_message_is_given_up_and_the_queue_moves_on(
         await outbox.put("hook", note(0, clock))
         await outbox.put("hook", note(1, clock))
         await until(lambda: r.got == ["m1"], "the second message")
+        await until(
+            lambda: (
+                metrics.registry.get_sample_value(
+                    "railguard_alerts_sent_total", {"channel": "hook"}
+                )
+                == 1
+            ),
+            "the second message recorded as sent",
+        )
         (second, first) = await store.outbox("hook")
         assert (first.state, second.state) == ("failed", "sent")
         assert "HTTP 400" in (first.last_error or "")

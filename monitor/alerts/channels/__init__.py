@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 import aiohttp
 from pydantic import Field
 
-from monitor.alerts.channels import console, discord, slack, webhook
+from monitor.alerts.channels import alertmanager, console, discord, email, pagerduty, slack, webhook
 from monitor.alerts.channels.base import Channel, ChannelConfig
 from monitor.clock import Clock
 
@@ -23,6 +23,9 @@ CHANNELS: dict[str, tuple[type[ChannelConfig], Builder]] = {
     "webhook": (webhook.Config, webhook.build),
     "slack": (slack.Config, slack.build),
     "discord": (discord.Config, discord.build),
+    "pagerduty": (pagerduty.Config, pagerduty.build),
+    "email": (email.Config, email.build),
+    "alertmanager": (alertmanager.Config, alertmanager.build),
 }
 
 if TYPE_CHECKING:

@@ -17,10 +17,12 @@ with anything but letters, digits and "_" replaced by "_", as Alertmanager requi
 Firing: Alertmanager resolves an alert by itself once ``endsAt`` passes, and an alert without
 one after its own ``resolve_timeout`` (5 minutes by default), while railguard notifies about an
 incident only when something happens. So a firing alert carries ``endsAt`` = the time of
-sending + this channel's ``resolve_timeout`` (default 1 hour), and every later firing
-notification of the incident (a rollback's progress, a reminder) pushes it out again. Keep
-``resolve_timeout`` longer than the reminder interval, or a long incident shows resolved
-between reminders. If railguard itself stops, its alerts end after ``resolve_timeout``.
+sending + this channel's ``resolve_timeout`` (default 3 hours), and every later firing
+notification of the incident (a rollback's progress, the tier's reminder every
+``remind_every``, 1 hour by default) pushes it out again. Keep ``resolve_timeout`` a few
+reminder intervals long, or a long incident shows resolved between reminders; with reminders
+off (``remind_every = "0s"``) an open incident's alert ends after ``resolve_timeout``. So does
+it when railguard stops (or restarts, which forgets open incidents).
 
 Resolved: ``endsAt`` = the notification's time, and Alertmanager drops the alert from
 ``GET /api/v2/alerts`` (and, with ``send_resolved``, tells its receivers). A resolved notice
@@ -34,6 +36,7 @@ Informational notices (a deployment verified healthy) would show as active alert
 
 from __future__ import annotations
 
+import base64
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -61,7 +64,7 @@ class Config(ChannelConfig):
     basic_auth_password: Secret | None = None
     extra_labels: dict[str, Text] = {}
     """Labels added to every alert (for routing in Alertmanager), e.g. ``team = "payments"``."""
-    resolve_timeout: Duration = Field(3600.0, gt=0)
+    resolve_timeout: Duration = Field(3 * 3600.0, gt=0)
     """How long a firing alert stays active after its last notification (see the module)."""
 
     @field_validator("extra_labels")
@@ -79,7 +82,7 @@ class Config(ChannelConfig):
         if (self.basic_auth_user is None) != (self.basic_auth_password is None):
             raise ValueError("basic_auth_user and basic_auth_password go together")
         if self.basic_auth_user is not None and ":" in self.basic_auth_user:
-            raise ValueError("basic_auth_user cannot contain ':' (HTTP basic auth)")
+            raise ValueError("basic_auth_user cannot contain ':' (basic auth splits there)")
         return self
 
 
@@ -149,12 +152,9 @@ class AlertmanagerChannel:
         config = self._config
         headers = {}
         if config.basic_auth_user is not None and config.basic_auth_password is not None:
-            auth = aiohttp.BasicAuth(
-                config.basic_auth_user,
-                config.basic_auth_password.get_secret_value(),
-                encoding="utf-8",
-            )
-            headers["Authorization"] = auth.encode()
+            # By hand: aiohttp deprecates BasicAuth, and its successor is newer than our floor.
+            pair = f"{config.basic_auth_user}:{config.basic_auth_password.get_secret_value()}"
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         await post_json(
             self._session,
             self._url,

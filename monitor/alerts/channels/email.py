@@ -12,9 +12,11 @@ server or client can drop the duplicate.
 
 Delivery: STARTTLS on port 587 by default (required: a server that does not offer it is an
 error, never a fallback to clear text); ``tls = true`` for implicit TLS (port 465 unless
-``port`` says); ``starttls = false`` for a relay on a trusted network. SMTP 5xx replies (a
+``port`` says); ``starttls = false`` for a relay on a trusted network; ``ca_file`` to trust a
+private server's certificate (verification is never switched off). SMTP 5xx replies (a
 refused recipient, failed authentication) are permanent; 4xx replies, refused connections,
-timeouts and TLS failures are retried. When some recipients are refused and others accept,
+timeouts and TLS failures are retried; a server lacking what the config asks for (STARTTLS,
+AUTH) is permanent. When some recipients are refused and others accept,
 the message counts as delivered (a retry would duplicate it for the others) and the refused
 ones are logged.
 """
@@ -26,7 +28,7 @@ import html
 import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import format_datetime, parseaddr
 from typing import Annotated, Literal
 
 import aiohttp
@@ -42,8 +44,8 @@ from monitor.errors import ChannelError
 
 log = structlog.get_logger("railguard.alerts")
 
-# Loose on purpose: the server is the judge; this catches typos and header injection.
 _COLORS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0", "resolved": "#2e7d32"}
+# Loose on purpose: the server is the judge; this catches typos and header injection.
 _ADDRESS = re.compile(r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+$")
 
 
@@ -159,7 +161,7 @@ def message(config: Config, notification: Notification) -> EmailMessage:
     msg["Subject"] = subject(config, n)
     msg["From"] = config.from_addr
     msg["To"] = ", ".join(config.to)
-    msg["Date"] = formatdate(n.at, usegmt=True)
+    msg["Date"] = format_datetime(datetime.fromtimestamp(n.at, UTC))
     # The time is in it: ids restart with a new database, and a reused id would be dropped.
     msg["Message-ID"] = _message_id(f"{n.id}\0{n.key}\0{n.at!r}", domain)
     msg["In-Reply-To"] = root

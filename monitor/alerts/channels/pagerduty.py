@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import aiohttp
+from pydantic import SecretStr, field_validator
 
 from monitor.alerts.channels.base import Channel, ChannelConfig
 from monitor.alerts.channels.http import MAX_ANSWER, USER_AGENT, classify, clip, redact
@@ -58,6 +59,13 @@ class Config(ChannelConfig):
     """``payload.source`` (default: "railguard")."""
     component: Text | None = None
     """``payload.component`` (default: the notification's service)."""
+
+    @field_validator("routing_key")
+    @classmethod
+    def _not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("empty: the environment variable it references holds nothing")
+        return value
 
 
 def timestamp(at: float) -> str:
@@ -140,9 +148,8 @@ class PagerDutyChannel:
             raise ChannelError(f"POST {where} timed out after {config.timeout:g}s") from None
         except aiohttp.ClientError as e:
             raise ChannelError(f"POST {where} failed: {type(e).__name__}: {e}") from None
-        if secret:
-            # An answer may quote the event back; the key must not reach the error message.
-            answer = answer.replace(secret, b"...")
+        # An answer may quote the event back; the key must not reach the error message.
+        answer = answer.replace(secret, b"...")
         try:
             classify(status, answer_headers, answer, config.url, self._clock)
         except ChannelError as e:
