@@ -261,7 +261,8 @@ class RollbackExecutor:
                         f"the release restored by rollback #{last.id} "
                         f"{format_duration(now - ended)} ago fails too"
                     )
-                    await self._freeze(service, why)
+                    data = {"rollback": last.id, "restored": last.to_deployment}
+                    await self._escalate(service, "loop_breaker", why, data, freeze=True)
                     return "loop_breaker", why
                 return "cooldown", (
                     f"rollback #{last.id} was {format_duration(now - ended)} ago "
