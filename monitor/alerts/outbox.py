@@ -68,6 +68,7 @@ class Outbox:
         self._random = random.Random(seed)
         self._wake = {name: asyncio.Event() for name in self.channels}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     async def put(self, channel: str, notification: Notification) -> bool:
         """Queue ``notification`` for ``channel``; False if it was queued before."""
@@ -83,19 +84,29 @@ class Outbox:
         """Start the workers (messages left pending by a previous run go first)."""
         for name, count in (await self.store.outbox_pending()).items():
             self.metrics.outbox_pending.labels(name).set(count)
+        self._stopping = False
         for name in self.channels:
             self._tasks.append(asyncio.create_task(self._work(name), name=f"outbox:{name}"))
 
-    async def stop(self) -> None:
-        """Stop the workers; what is pending stays in the store for the next run."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop the workers; what is pending stays in the store for the next run.
+
+        A delivery in flight gets up to ``grace`` seconds to finish and be recorded: cut
+        between the receiver's answer and the record, it would be sent again next run.
+        """
+        self._stopping = True
+        for wake in self._wake.values():
+            wake.set()
+        if self._tasks:
+            _, unfinished = await asyncio.wait(self._tasks, timeout=grace)
+            for task in unfinished:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
 
     async def _work(self, name: str) -> None:
         channel, wake = self.channels[name], self._wake[name]
-        while True:
+        while not self._stopping:
             wake.clear()
             message = await self.store.outbox_head(name)
             if message is None:
