@@ -9,13 +9,13 @@ leaves the event for the daily summary; ``off`` only logs and counts. One incide
 (service, rule): a rule firing again while its incident is open is not repeated, and while
 a rollback of the service runs the symptom alerts are held, since the rollback's own
 notifications tell the story. An incident still open after the tier's ``remind_every`` gets
-its last message again, marked as a reminder (incidents are remembered for the life of the
-process: a restart forgets open ones, which page again if their rule fires again).
+its last message again, marked as a reminder; at start the router replays the last week of
+routed events (sending nothing) to remember which incidents are still open.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -43,6 +43,14 @@ SERVICE_WIDE = frozenset(
 
 class EventLog(Protocol):
     """What the router reads from the store."""
+
+    async def events(
+        self,
+        service: str | None = None,
+        since: float | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int = 200,
+    ) -> list[EventRecord]: ...
 
     async def events_after(self, last_id: int, limit: int = 500) -> list[EventRecord]: ...
 
@@ -126,8 +134,18 @@ class Router:
         self._last: dict[str, tuple[Notification, float]] = {}
         self._reminders = 0
 
+    async def restore(self, days: float = 7.0) -> int:
+        """Rebuild the open incidents from recent events already routed (after a restart)."""
+        last = int(await self.store.cursor(CURSOR) or 0)
+        since = self.clock.time() - days * 86400
+        events = [e for e in await self.store.events(since=since, limit=10_000) if e.id <= last]
+        for event in sorted(events, key=lambda e: e.id):
+            await self.route(event, replay=True)
+        return len(events)
+
     async def run(self) -> None:
         """Route new events as they are recorded, until cancelled."""
+        await self.restore()
         while True:
             await self.route_new()
             await self.remind()
@@ -164,8 +182,11 @@ class Router:
             await self.store.set_cursor(CURSOR, str(event.id))
         return len(events)
 
-    async def route(self, event: EventRecord) -> None:
-        """One event: notify, hold for the digest, or only count it."""
+    async def route(self, event: EventRecord, *, replay: bool = False) -> None:
+        """One event: notify, hold for the digest, or only count it.
+
+        ``replay`` only rebuilds what the router remembers (open incidents), sending nothing.
+        """
         service = self.services.get(event.service or "")
         if service is None:
             return
@@ -179,7 +200,8 @@ class Router:
         # by it); a healthy deployment is news, not an incident, and never pages.
         severity = Severity.INFO if kind == "deployment_verified" else Severity(policy.severity)
         if status is Status.FIRING and key in self._open and kind in SYMPTOMS:
-            self.metrics.alerts_suppressed.labels(service.tier, "duplicate").inc()
+            if not replay:
+                self.metrics.alerts_suppressed.labels(service.tier, "duplicate").inc()
             return
         started = self._open.get(key, event.at)
         if status is Status.RESOLVED:
@@ -187,11 +209,12 @@ class Router:
         elif kind not in ("deployment_verified",):
             self._open.setdefault(key, event.at)
         if policy.delivery != "immediate":
-            reason = "digest" if policy.delivery == "digest" else "off"
-            self.metrics.alerts_suppressed.labels(service.tier, reason).inc()
-            log.info("alert not sent now", service=service.name, kind=kind, delivery=reason)
+            if not replay:
+                reason = "digest" if policy.delivery == "digest" else "off"
+                self.metrics.alerts_suppressed.labels(service.tier, reason).inc()
+                log.info("alert not sent now", service=service.name, kind=kind, delivery=reason)
             return
-        if kind in SYMPTOMS and await self._rollback_running(service.name):
+        if not replay and kind in SYMPTOMS and await self._rollback_running(service.name):
             self.metrics.alerts_suppressed.labels(service.tier, "held").inc()
             return
         notification = Notification(
@@ -209,7 +232,8 @@ class Router:
             fields=_fields(data),
             url=self.status_url,
         )
-        await self._send(notification)
+        if not replay:
+            await self._send(notification)
         if status is Status.RESOLVED:
             self._last.pop(key, None)
         elif kind not in ("deployment_verified",):

@@ -235,3 +235,26 @@ async def test_an_open_incident_is_repeated_until_it_resolves(world: World) -> N
     titles = await world.queued()
     assert titles[1] == "still open after 1h: web-production: a person is needed (rollback_failed)"
     assert titles[-1].startswith("still open after 2h: ")
+
+
+async def test_open_incidents_and_their_reminders_survive_a_restart(world: World) -> None:
+    await world.record("web-production", "escalation", kind="rollback_failed", why="it broke")
+    await world.record("web-production", "rule_firing", rule="health-failing")
+    await world.record("web-production", "rule_resolved", rule="health-failing")
+    await world.router.route_new()
+    router = Router(
+        world.store,
+        world.outbox,
+        world.router.channels,
+        world.router.services,
+        clock=world.clock,
+        metrics=world.metrics,
+    )  # a new process
+    assert await router.restore() == 3
+    assert await world.queued() == [
+        "web-production: a person is needed (rollback_failed)",
+        "web-production: health-failing firing",
+        "web-production: health-failing resolved",
+    ]  # nothing sent again
+    await world.clock.advance(3600)
+    assert await router.remind() == 1  # the escalation is still open; the rule is not
