@@ -16,18 +16,13 @@ and asking for ``prometheus``. Without the ``prometheus`` and ``promtool`` binar
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+
+from tests import servers
 
 START = 1_700_000_000
 """The first sample's time (FakeClock's default start). Retention counts back from the newest
@@ -38,7 +33,6 @@ PERIOD = 600
 """Each phase lasts 10 minutes: failing (10% 5xx), then healthy (0%), then idle."""
 MEMORY_BYTES = 256 * 1024 * 1024
 MEMORY_LIMIT_BYTES = 512 * 1024 * 1024
-READY_WITHIN = 15.0
 """Bounds a broken start only; Prometheus is ready in well under a second."""
 
 
@@ -91,69 +85,11 @@ def openmetrics() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _ready(url: str) -> bool:
-    # No proxy: a proxy from the environment must not stand between the test and 127.0.0.1.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url + "/-/ready", timeout=1.0) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _start(binary: str, data: Path, config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start Prometheus and wait until it answers ready; a lost race for the port retries."""
-    for _ in range(3):
-        url = f"http://127.0.0.1:{_free_port()}"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={data}",
-                    f"--web.listen-address={url.removeprefix('http://')}",
-                    "--storage.tsdb.retention.time=100y",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + READY_WITHIN
-        while process.poll() is None and time.monotonic() < deadline:
-            if _ready(url):
-                return process, url
-            time.sleep(0.02)  # polling the readiness endpoint: waiting for I/O, bounded
-        _stop(process)
-        if "address already in use" not in log.read_text(errors="replace"):
-            break
-    tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-    pytest.fail(f"prometheus did not become ready within {READY_WITHIN:g}s:\n{tail}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="session", name="prometheus")
 def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """A Prometheus serving :func:`openmetrics`, started once per test session."""
-    binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    if binary is None or promtool is None:
-        reason = "needs the prometheus and promtool binaries (apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; CI installs them from .ci/apt-packages")
-        pytest.skip(reason)
+    prometheus = servers.binary(["prometheus"], "prometheus")
+    promtool = servers.binary(["promtool"], "prometheus")
     root = tmp_path_factory.mktemp("prometheus")
     source, data, config = root / "backfill.om", root / "data", root / "prometheus.yml"
     source.write_text(openmetrics())
@@ -166,8 +102,18 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
     if backfill.returncode != 0:
         pytest.fail(f"promtool could not backfill {source}: {backfill.stderr.strip()}")
     config.write_text("global:\n  scrape_interval: 1h\nscrape_configs: []\n")
-    process, url = _start(binary, data, config, root / "prometheus.log")
+    process, url = servers.start(
+        "prometheus",
+        lambda listen: [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address={listen}",
+            "--storage.tsdb.retention.time=100y",
+        ],
+        root / "prometheus.log",
+    )
     try:
         yield Prometheus(url)
     finally:
-        _stop(process)
+        servers.stop(process)
