@@ -126,7 +126,10 @@ MIGRATIONS: list[tuple[int, str, str]] = [
 R = TypeVar("R")
 
 _UNFINISHED_SQL = "state IN ('intent', 'sent', 'deploying')"
-_HINT = "set RAILGUARD_STATE to a writable file, or mount a volume at /data"
+_HINT = (
+    "set RAILGUARD_STATE to a writable file, or mount a volume at /data (on Railway, a "
+    "volume is owned by root: set RAILWAY_RUN_UID=0 on the service)"
+)
 
 
 def _json_default(value: object) -> object:
