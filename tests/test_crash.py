@@ -103,6 +103,15 @@ async def test_a_killed_daemon_never_sends_a_rollback_twice(
 ) -> None:
     db = tmp_path / "state.db"
     railguard = Railguard(stage, db)
+    try:
+        await _play(stage, railguard, db, moment)
+    finally:  # a failing test must not leave a daemon running
+        if railguard.proc is not None and railguard.proc.returncode is None:
+            railguard.kill()
+            await railguard.proc.wait()
+
+
+async def _play(stage: Stage, railguard: Railguard, db: Path, moment: str) -> None:
     if moment == "after the intent":
         # Railway answers slowly, so the precondition check after the intent takes a while:
         # the kill lands between the intent and the mutation.
