@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any
 
@@ -153,9 +153,17 @@ def excerpt(body: bytes, url: str) -> str:
 
 
 def classify(
-    status: int, headers: Mapping[str, str], body: bytes, url: str, clock: Clock | None = None
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    url: str,
+    clock: Clock | None = None,
+    rate_limited_wait: float | None = None,
 ) -> None:
-    """Return for a 2xx answer; otherwise raise the :class:`ChannelError` it deserves."""
+    """Return for a 2xx answer; otherwise raise the :class:`ChannelError` it deserves.
+
+    ``rate_limited_wait``: the wait after a 429 that says nothing of when to come back.
+    """
     if 200 <= status < 300:
         return
     where = redact(url)
@@ -165,7 +173,7 @@ def classify(
         after = parse_retry_after(headers.get("Retry-After"), _reference_time(headers, clock))
         if after is None:
             after = _body_retry_after(body)
-        raise ChannelError(message, retry_after=after)
+        raise ChannelError(message, retry_after=after if after is not None else rate_limited_wait)
     raise ChannelError(message, permanent=not (status == 408 or status >= 500))
 
 
@@ -179,13 +187,17 @@ async def post_json(
     headers: Mapping[str, str] | None = None,
     data: bytes | None = None,
     clock: Clock | None = None,
+    secrets: Sequence[str] = (),
+    rate_limited_wait: float | None = None,
 ) -> int:
     """POST ``payload`` as JSON to ``url``; return the 2xx status or raise ChannelError.
 
     ``data``: the exact body bytes to send instead of encoding ``payload`` (for a signature
     over those bytes; pass ``payload=None``). ``headers`` add to (and may override) the
     defaults. ``clock`` dates an HTTP-date ``Retry-After`` when the answer has no ``Date``.
-    ``timeout`` bounds the whole request, answer included.
+    ``timeout`` bounds the whole request, answer included. ``secrets`` sent in the body are
+    cut out of an answer that quotes it back, before it can reach an error message.
+    ``rate_limited_wait`` as in :func:`classify`.
     """
     body = data if data is not None else json.dumps(payload, ensure_ascii=False).encode()
     sent = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **(headers or {})}
@@ -211,7 +223,9 @@ async def post_json(
         # Not chained either: aiohttp's messages may name the full URL.
         reason = _scrub(str(e), url) or type(e).__name__
         raise ChannelError(f"POST {where} failed: {type(e).__name__}: {reason}") from None
-    classify(status, answer_headers, answer, url, clock)
+    for secret in secrets:
+        answer = answer.replace(secret.encode(), b"...")
+    classify(status, answer_headers, answer, url, clock, rate_limited_wait)
     return status
 
 

@@ -24,7 +24,6 @@ the integration is rate limited: retried, after ``Retry-After`` when it says, el
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -32,11 +31,10 @@ import aiohttp
 from pydantic import SecretStr, field_validator
 
 from monitor.alerts.channels.base import Channel, ChannelConfig
-from monitor.alerts.channels.http import MAX_ANSWER, USER_AGENT, classify, clip, redact
+from monitor.alerts.channels.http import clip, post_json
 from monitor.alerts.model import Notification, Status
 from monitor.clock import Clock
 from monitor.configtypes import HttpUrl, Secret, Text
-from monitor.errors import ChannelError
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 RATE_LIMITED_RETRY = 30.0
@@ -131,31 +129,16 @@ class PagerDutyChannel:
     async def send(self, notification: Notification) -> None:
         """Send the event for ``notification``; raises ChannelError as the protocol says."""
         config = self._config
-        secret = config.routing_key.get_secret_value().encode()
-        where = redact(config.url)
-        data = json.dumps(event(config, notification), ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-        try:
-            async with self._session.post(
-                config.url,
-                data=data,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=config.timeout),
-            ) as response:
-                answer = await response.content.read(MAX_ANSWER)
-                status, answer_headers = response.status, response.headers
-        except TimeoutError:
-            raise ChannelError(f"POST {where} timed out after {config.timeout:g}s") from None
-        except aiohttp.ClientError as e:
-            raise ChannelError(f"POST {where} failed: {type(e).__name__}: {e}") from None
-        # An answer may quote the event back; the key must not reach the error message.
-        answer = answer.replace(secret, b"...")
-        try:
-            classify(status, answer_headers, answer, config.url, self._clock)
-        except ChannelError as e:
-            if status == 429 and e.retry_after is None:
-                raise ChannelError(str(e), retry_after=RATE_LIMITED_RETRY) from None
-            raise
+        await post_json(
+            self._session,
+            config.url,
+            event(config, notification),
+            timeout=config.timeout,
+            clock=self._clock,
+            secrets=[config.routing_key.get_secret_value()],
+            # PagerDuty's 429 may carry no Retry-After: wait a sensible while anyway.
+            rate_limited_wait=RATE_LIMITED_RETRY,
+        )
 
 
 def build(config: Config, session: aiohttp.ClientSession, clock: Clock) -> Channel:
