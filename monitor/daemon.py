@@ -35,6 +35,7 @@ from monitor.sources.railway import RailwayErrorRate, RailwayMemory, RailwaySour
 from monitor.telemetry import Metrics
 
 if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core (~5 MB)
+    from monitor.alerts.digest import Digest
     from monitor.alerts.outbox import Outbox
     from monitor.alerts.router import Router
     from monitor.railway.budget import RequestBudget
@@ -158,6 +159,7 @@ class Daemon:
         self.tracker: ReleaseTracker | None = None
         self.outbox: Outbox | None = None
         self.router: Router | None = None
+        self.digest: Digest | None = None
         self._alert_tasks: list[asyncio.Task[None]] = []
         self.executor: RollbackExecutor | None = None
         self.scheduler: Scheduler | None = None
@@ -310,7 +312,7 @@ class Daemon:
             clock=self.clock,
             status_url=status_url,
         )
-        self.router = router
+        self.router, self.digest = router, digest
         await self.outbox.start()
         self._alert_tasks = [
             asyncio.create_task(router.run(), name="alert-router"),
@@ -439,7 +441,17 @@ class Daemon:
             return False, {"reason": "stopping" if self._stop.is_set() else "starting"}
         return True, {}
 
+    @property
+    def workers(self) -> tuple[ServiceWorker, ...]:
+        """The running workers (none before startup)."""
+        return self.scheduler.workers if self.scheduler is not None else ()
+
     def status(self) -> dict[str, object]:
         """Every service's state."""
-        workers = self.scheduler.workers if self.scheduler is not None else ()
-        return {"version": __version__, "services": [w.snapshot() for w in workers]}
+        return {"version": __version__, "services": [w.snapshot() for w in self.workers]}
+
+    async def status_document(self) -> dict[str, Any]:
+        """What /status shows: services, releases, rules with their history, a timeline."""
+        from monitor.status import status_document
+
+        return await status_document(self)

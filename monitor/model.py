@@ -157,3 +157,12 @@ def format_duration(seconds: float) -> str:
     if whole or rest or not parts:
         parts.append(f"{round(whole + rest, 1):g}s")
     return "".join(parts)
+
+
+def release_label(meta: Mapping[str, Any]) -> str | None:
+    """A deployment's short human name from its meta: a release, commit or image, if any."""
+    for key in ("release", "commitHash", "image"):
+        value = meta.get(key)
+        if isinstance(value, str) and value:
+            return value[:7] if key == "commitHash" else value
+    return None

@@ -22,7 +22,7 @@ import structlog
 from monitor.clock import Clock
 from monitor.engine import Verdict
 from monitor.errors import RailguardError, RailwayError, RailwayTransientError
-from monitor.model import Sample, Signal, format_duration
+from monitor.model import Sample, Signal, format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient
@@ -335,7 +335,12 @@ class RollbackExecutor:
         started: float,
     ) -> RollbackRecord:
         name, now = service.name, self.clock.time()
-        evidence = {**evidence, "from_status": active.status, "target_meta": dict(target.meta)}
+        evidence = {
+            **evidence,
+            "from_status": active.status,
+            "from_meta": dict(active.meta),
+            "target_meta": dict(target.meta),
+        }
         record = await self.store.begin_rollback(
             name, active.id, target.id, trigger, actor, rule, reason, evidence, now, dry_run=False
         )
@@ -350,6 +355,8 @@ class RollbackExecutor:
                 "actor": actor,
                 "from": active.id,
                 "to": target.id,
+                "from_release": release_label(active.meta),
+                "to_release": release_label(target.meta),
                 "reason": reason,
             },
         )
@@ -520,6 +527,8 @@ class RollbackExecutor:
             "rule": record.rule,
             "from": record.from_deployment,
             "to": record.to_deployment,
+            "from_release": release_label(record.evidence.get("from_meta") or {}),
+            "to_release": release_label(record.evidence.get("target_meta") or {}),
             "new": record.new_deployment,
             "why": why,
             "took_s": now - record.decided_at,

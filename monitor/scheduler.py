@@ -17,7 +17,8 @@ import structlog
 
 from monitor.clock import Clock
 from monitor.engine import RuleState, Transition, Verdict, evaluate
-from monitor.model import Phase, Sample, Signal
+from monitor.history import SignalHistory, capacity
+from monitor.model import Phase, Rule, Sample, Signal
 from monitor.plan import ServicePlan
 from monitor.sources.base import Source
 from monitor.telemetry import Metrics
@@ -67,6 +68,7 @@ class ServiceWorker:
         }
         signals = {signal for _, source in self.sources for signal in source.signals}
         self._value = {s: metrics.signal_value.labels(*labels, s.value) for s in signals}
+        self.history = {s: SignalHistory(capacity(plan.rules, s, plan.interval)) for s in signals}
         self._state = {r.name: metrics.rule_state.labels(*labels, r.name) for r in plan.rules}
         self._blind = {r.name: metrics.rule_blind.labels(*labels, r.name) for r in plan.rules}
         for rule in plan.rules:
@@ -114,6 +116,7 @@ class ServiceWorker:
 
     def _observe(self, sample: Sample) -> None:
         self.latest[sample.signal] = sample
+        self.history[sample.signal].add(sample)
         self._value[sample.signal].set(math.nan if sample.value is None else sample.value)
         self.metrics.probes.labels(*self._labels, sample.signal.value, _outcome(sample)).inc()
 
@@ -160,15 +163,22 @@ class ServiceWorker:
             "interval": self.plan.interval,
             "ticks": self.ticks,
             "signals": {s.value: sample.to_dict() for s, sample in self.latest.items()},
-            "rules": {
-                rule.name: {
-                    "rule": rule.describe(),
-                    "phase": self.states[rule.name].phase.value,
-                    "since": self.states[rule.name].since,
-                    "blind": self.states[rule.name].blind,
-                }
-                for rule in self.plan.rules
-            },
+            "rules": {rule.name: self._rule_snapshot(rule) for rule in self.plan.rules},
+        }
+
+    def _rule_snapshot(self, rule: Rule) -> dict[str, object]:
+        state = self.states[rule.name]
+        history = self.history.get(rule.signal)
+        return {
+            "rule": rule.describe(),
+            "signal": rule.signal.value,
+            "op": rule.op.value,
+            "threshold": rule.threshold,
+            "for": rule.for_,
+            "phase": state.phase.value,
+            "since": state.since,
+            "blind": state.blind,
+            "history": [] if history is None else [list(p) for p in history.points()],
         }
 
     @property

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+import json
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +28,10 @@ class Watched(Protocol):
 
     def status(self) -> dict[str, object]:
         """Every service's state, JSON-ready."""
+        ...
+
+    async def status_document(self) -> dict[str, Any]:
+        """The /status document (:mod:`monitor.status`)."""
         ...
 
 
@@ -54,8 +59,27 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def wants_html(request: web.Request) -> bool:
+    """``?format=html|json`` decides; else a browser (text/html before JSON) gets the page."""
+    chosen = request.query.get("format")
+    if chosen in ("html", "json"):
+        return chosen == "html"
+    accept = request.headers.get("Accept", "")
+    html, json = accept.find("text/html"), accept.find("application/json")
+    return html != -1 and (json == -1 or html < json)
+
+
 async def _status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[DAEMON_KEY].status())
+    document = await request.app[DAEMON_KEY].status_document()
+    headers = {"Vary": "Accept", "Cache-Control": "no-store"}
+    # The document is a copy: encoding thousands of chart points happens off the loop.
+    if not wants_html(request):
+        body = await asyncio.to_thread(json.dumps, document)
+        return web.Response(text=body, content_type="application/json", headers=headers)
+    from monitor.statuspage import render
+
+    page = await asyncio.to_thread(render, document)
+    return web.Response(text=page, content_type="text/html", headers=headers)
 
 
 def create_app(daemon: Served, metrics: Metrics) -> web.Application:

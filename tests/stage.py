@@ -22,6 +22,7 @@ from monitor.plan import build_plan
 from monitor.railway.client import Deployment
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sandbox.sample_app import STATE_KEY, create_app
+from monitor.sandbox.sandbox import HEALTHY
 from monitor.settings import load_environment
 from monitor.store import Store
 from monitor.telemetry import Metrics
@@ -57,8 +58,6 @@ for = "5s"
 [services.rules.memory-high]
 for = "5s"
 """
-
-HEALTHY: dict[str, Any] = {"mode": "ok", "error_ratio": 0.0, "memory_bytes": 100 * 2**20}
 
 
 class Stage:

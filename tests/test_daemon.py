@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -114,7 +115,12 @@ async def test_daemon_detects_a_failing_service(
             )
             status, body = await get("/status")
             assert status == 200
-            assert '"phase": "firing"' in body
+            document = json.loads(body)
+            (web,) = document["services"]
+            assert web["rules"]["health-failing"]["phase"] == "firing"
+            assert [v for _, v in web["rules"]["health-failing"]["history"]] == [1.0] + [0.0] * 5
+            assert web["railway"] is None  # watched only: no Railway ids
+            assert document["timeline"] == []  # no store: nothing recorded
 
             daemon.request_stop()
             await daemon.main_loop()

@@ -1,17 +1,25 @@
-"""`railguard demo` plays its whole story (on a FakeClock, so it takes a second or two)."""
+"""`railguard demo` plays its whole story (on a FakeClock, so it takes a few seconds)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import pytest
 
 from monitor.clock import FakeClock
-from monitor.sandbox.demo import run_demo
+from monitor.sandbox import demo as demo_module
+from monitor.sandbox.demo import Demo, DemoError, run_demo
+
+T = TypeVar("T")
 
 
-async def drive(clock: FakeClock, task: asyncio.Future[int], step: float = 0.05) -> int:
+async def drive(clock: FakeClock, work: Awaitable[T], step: float = 0.05) -> T:
     """Advance fake time in small steps, letting real I/O (probes, traffic) complete between."""
-    for _ in range(20_000):
+    task = asyncio.ensure_future(work)
+    for _ in range(40_000):
         if task.done():
             break
         await clock.advance(step)
@@ -19,30 +27,67 @@ async def drive(clock: FakeClock, task: asyncio.Future[int], step: float = 0.05)
     return await task
 
 
+STORY = [
+    "all three tiers serve v1",
+    "web-production: v1 known-good",
+    "production: v2 is pushed",
+    "production: v2 is live",
+    "web-production: error-rate pending",
+    "web-production: error-rate firing",
+    "web-production: rollback #1 started: v2 → v1: by rule error-rate",
+    "web-production: rollback #1 succeeded: v2 → v1",
+    "production: serving v1 again, verified",
+    "staging: v3-rc1 is pushed",
+    "web-staging: health-failing firing",
+    "web-staging: rollback #2 started: v3-rc1 → v1",
+    "web-staging: rollback #2 succeeded: v3-rc1 → v1",
+    "nobody was paged",
+    "preview: pr-7 is pushed",
+    "web-preview: health-failing firing",
+    "preview: recorded only: no rollback, no alert",
+    "web-preview: health-failing resolved",
+    "the demo sends it now",
+    "summary:",
+    "the status page shows it all: http://127.0.0.1:",
+]
+
+
 async def test_demo_story_runs_to_the_end(clock: FakeClock) -> None:
     out = io.StringIO()
-    assert await drive(clock, asyncio.ensure_future(run_demo(clock=clock, out=out))) == 0
+    assert await drive(clock, run_demo(clock=clock, out=out)) == 0
     text = out.getvalue()
-    lines = text.splitlines()
-    assert all(line.startswith("[") and "s] " in line for line in lines)
-    story = [
-        "all three tiers are healthy",
-        "production: release v2 goes out and fails half of its requests",
-        "web-production: error-rate pending",
-        "web-production: error-rate firing",
-        "-> production: page now (critical)",
-        "production: healthy again on v1",
-        "staging: its health check starts failing",
-        "-> staging: kept for the daily digest (warning)",
-        "web-preview: health-failing firing",
-        "-> preview: no alert: logs and metrics only",
-        "summary:",
+    positions = [text.find(step) for step in STORY]
+    assert -1 not in positions, [s for s, p in zip(STORY, positions, strict=True) if p == -1]
+    assert positions == sorted(positions), text
+    story = [line for line in text.splitlines() if line.startswith("[ ")]
+    assert all("s] " in line for line in story)
+    # The console channel's alerts (printed as they are delivered, between story lines):
+    # production's right away; staging's incident waited for its digest; preview's, never.
+    production = text[
+        text.find("production: v2 is pushed") : text.find("staging: v3-rc1 is pushed")
     ]
-    positions = [text.find(step) for step in story]
-    assert -1 not in positions, [s for s, p in zip(story, positions, strict=True) if p == -1]
-    assert positions == sorted(positions)
-    assert "web-staging: health-failing firing" in text
-    assert "web-production [production]: " in text
-    assert "fired error-rate" in text
-    # Production was broken only through its error rate: its health rule never fired.
-    assert "web-production: health-failing firing" not in text
+    assert "[CRITICAL] FIRING: web-production: rolling back to v1" in production
+    assert "[CRITICAL] RESOLVED: web-production: rolled back to v1, recovered" in production
+    alerts = text[: text.find("the demo sends it now")]
+    assert "tier staging" not in alerts
+    assert "[WARNING] FIRING: staging daily summary" in text[len(alerts) : text.find("summary:")]
+    assert "tier preview" not in text
+    digest = text[text.find("staging daily summary") :]
+    assert "web-staging: 1 rollbacks" in digest
+    summary = text[text.find("summary:") :]
+    assert "production web-production: fired error-rate; rolled back in" in summary
+    assert "preview    web-preview: fired health-failing; no rollback; now serving pr-8" in summary
+    assert "railway: 2 rollback mutation(s) sent" in summary
+
+
+async def test_demo_step_that_never_happens_fails_with_its_name(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo_module, "STEP_LIMIT", 2.0)  # shorter than the 4s bake
+    demo = Demo(clock=clock, out=io.StringIO())
+    try:
+        await drive(clock, demo.start())
+        with pytest.raises(DemoError, match="waited 2s for v1 to be known-good on production"):
+            await drive(clock, demo.play())
+    finally:
+        await demo.stop()

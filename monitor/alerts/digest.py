@@ -111,16 +111,40 @@ class Digest:
             if since >= due:
                 continue
             notification = await self._summary(tier, services, since, due)
-            for name, config in self.channels.items():
-                if config.wants(notification):
-                    await self.outbox.put(name, notification)
-            await self.store.set_cursor(f"digest/{tier}", str(due))
-            log.info("digest queued", tier=tier, title=notification.title)
+            await self._queue(tier, notification, due)
             sent.append(notification)
         return sent
 
+    async def _queue(self, tier: str, notification: Notification, until: float) -> None:
+        for name, config in self.channels.items():
+            if config.wants(notification):
+                await self.outbox.put(name, notification)
+        await self.store.set_cursor(f"digest/{tier}", str(until))
+        log.info("digest queued", tier=tier, title=notification.title)
+
+    async def send_now(self, tier: str) -> Notification | None:
+        """Send ``tier``'s digest early, covering everything since the last one (the demo
+        does not wait for ``digest_at``); the next scheduled digest starts from here."""
+        services = self.tiers.get(tier)
+        if not services:
+            return None
+        now = self.clock.time()
+        cursor = await self.store.cursor(f"digest/{tier}")
+        since = (
+            last_scheduled(services[0].policy.digest_at, now) if cursor is None else float(cursor)
+        )
+        notification = await self._summary(tier, services, since, now, early=True)
+        await self._queue(tier, notification, now)
+        return notification
+
     async def _summary(
-        self, tier: str, services: Sequence[ServicePlan], since: float, until: float
+        self,
+        tier: str,
+        services: Sequence[ServicePlan],
+        since: float,
+        until: float,
+        *,
+        early: bool = False,
     ) -> Notification:
         day = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d")
         totals: Counter[str] = Counter()
@@ -150,8 +174,9 @@ class Digest:
         incidents = totals["rule_firing"]
         rollbacks = totals["rollback_succeeded"] + totals["rollback_failed"]
         fields = {label: str(totals[kind]) for kind, label in COUNTED.items()}
+        # An early digest must not take the id of the scheduled one that follows it that day.
         return Notification(
-            id=f"digest-{tier}-{day}",
+            id=f"digest-{tier}-{day}" + (f"-early-{until:.0f}" if early else ""),
             key=f"railguard/digest/{tier}",
             kind="digest",
             status=Status.FIRING,

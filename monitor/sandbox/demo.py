@@ -1,43 +1,50 @@
-"""``railguard demo``: the daemon guarding three local sample apps, one per tier.
+"""``railguard demo``: railguard guarding a service's three tiers on the local sandbox.
 
-It starts a sample app for production, staging and preview on 127.0.0.1, runs the daemon
-against them with short windows (monitor/sandbox/demo.toml), sends them traffic, and plays a
-story: all healthy; a bad production release fails half its requests and is detected; then
-staging's and preview's health fail, each handled with its tier's urgency. Every rule
-transition is narrated with a timestamp; a summary ends it.
+The sandbox (monitor/sandbox/sandbox.py) is the Railway emulator plus a sample app per
+environment that serves whichever release is active there. The daemon runs against it with
+the config in monitor/sandbox/demo.toml (seconds instead of minutes) and the story plays:
+every tier healthy on v1; a bad production release (half its requests fail) is detected,
+rolled back to the known-good v1 and verified recovered, with the console channel's alerts;
+a bad staging release is rolled back too, its alerts kept for the daily digest (sent early
+at the end); a broken preview is only recorded. The narration is the store's decision trail,
+timestamped from the start; a summary ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
-from aiohttp import web
 
 from monitor.clock import Clock
 from monitor.daemon import Daemon
 from monitor.engine import Transition, Verdict
 from monitor.errors import RailguardError
-from monitor.model import Phase
+from monitor.model import format_duration
 from monitor.plan import ServicePlan, build_plan
-from monitor.sandbox.sample_app import STATE_KEY, create_app
-from monitor.scheduler import ServiceWorker
+from monitor.sandbox.sandbox import Sandbox
 from monitor.settings import load_environment
+from monitor.status import TIMELINE_KINDS, Labels, describe
+from monitor.store import EventRecord, Store
 from monitor.telemetry import Metrics
 
 DEMO_CONFIG = Path(__file__).with_name("demo.toml")
 TIERS = ("production", "staging", "preview")
+SERVICE = {tier: f"web-{tier}" for tier in TIERS}
 TRAFFIC_EVERY = 0.05  # seconds between requests to each app: 20 requests/s
+STEP_LIMIT = 30.0  # seconds any one step of the story may take
 
-URGENCY = {
-    "immediate": "page now ({severity})",
-    "digest": "kept for the daily digest ({severity})",
-    "off": "no alert: logs and metrics only",
+# What each release does while it serves (sample app fields); unlisted releases are healthy.
+BEHAVIOUR: dict[str, dict[str, Any]] = {
+    "v2": {"error_ratio": 0.5},  # production's bad release: half of its requests fail
+    "v3-rc1": {"mode": "error"},  # staging's: health check and requests answer 500
+    "pr-7": {"mode": "error"},  # a broken preview
 }
 
 
@@ -45,54 +52,72 @@ class DemoError(RailguardError):
     """The story did not unfold as it should (a step timed out)."""
 
 
-@dataclass
 class Narrator:
     """Timestamped lines from the start of the demo."""
 
-    clock: Clock
-    out: TextIO
-    start: float = 0.0
-    lines: list[str] = field(default_factory=list)
+    def __init__(self, clock: Clock, out: TextIO) -> None:
+        self.clock = clock
+        self.out = out
+        self.start = clock.monotonic()
 
     def say(self, text: str) -> None:
         """Print one line of the story."""
-        line = f"[{self.clock.monotonic() - self.start:6.1f}s] {text}"
-        self.lines.append(line)
-        print(line, file=self.out, flush=True)
+        print(f"[{self.clock.monotonic() - self.start:5.1f}s] {text}", file=self.out, flush=True)
+
+
+def free_port() -> int:
+    """A port nobody listens on now (so the status URL is known before the daemon starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Demo:
-    """The sandbox: sample apps, traffic, the daemon, and the story that drives them."""
+    """The sandbox, the daemon, traffic, and the story that drives them."""
 
     def __init__(self, *, clock: Clock, out: TextIO, port: int = 0) -> None:
         self.clock = clock
         self.narrator = Narrator(clock, out)
-        self.port = port
-        self.apps = {tier: create_app(release="v1", clock=clock) for tier in TIERS}
-        self.urls: dict[str, str] = {}
+        self.port = port or free_port()
+        self.sandbox = Sandbox(clock, TIERS, behaviour=BEHAVIOUR)
         self.daemon: Daemon | None = None
-        self.transitions: list[tuple[str, Verdict]] = []
-        self._runners: list[web.AppRunner] = []
-        self._traffic: list[asyncio.Task[None]] = []
-        self._workers: dict[str, ServiceWorker] = {}
+        self.events: list[EventRecord] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
-    async def _sink(self, service: ServicePlan, verdict: Verdict) -> None:
-        self.transitions.append((service.name, verdict))
-        what = ", ".join(t.value for t in verdict.transitions)
-        self.narrator.say(f"  {service.name}: {verdict.rule} {what}: {verdict.reason}")
-        if verdict.fired:
-            policy = service.policy
-            urgency = URGENCY[policy.delivery].format(severity=policy.severity)
-            self.narrator.say(f"  -> {service.tier}: {urgency}")
+    @property
+    def status_url(self) -> str:
+        """Where the status page is."""
+        return f"http://127.0.0.1:{self.port}/status"
 
-    async def _start_apps(self) -> None:
-        for tier, app in self.apps.items():
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            self._runners.append(runner)
-            self.urls[tier] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    @property
+    def store(self) -> Store:
+        """The daemon's store (in memory: the demo keeps nothing)."""
+        assert self.daemon is not None
+        assert self.daemon.store is not None
+        return self.daemon.store
+
+    async def start(self) -> None:
+        """The sandbox with v1 serving everywhere, the daemon, traffic and the narrator."""
+        say = self.narrator.say
+        await self.sandbox.start()
+        for tier in TIERS:
+            self.sandbox.release(tier, "v1", ago=3600)
+        say(f"sandbox: Railway emulator at {self.sandbox.api_url}")
+        for tier in TIERS:
+            say(f"sandbox: {tier:<10} app at {self.sandbox.urls[tier]}, serving v1")
+        environ = {**self.sandbox.environ, "DEMO_STATUS_URL": self.status_url}
+        env = load_environment({**environ, "PORT": str(self.port), "RAILGUARD_HOST": "127.0.0.1"})
+        plan = build_plan(DEMO_CONFIG, env, environ)
+        self.daemon = Daemon(plan, clock=self.clock, metrics=Metrics(), sink=self._pending)
+        await self.daemon.startup()
+        say(f"railguard: watching 3 tiers; status page {self.status_url}")
+        session = self.daemon.session
+        assert session is not None
+        self._tasks = [
+            asyncio.create_task(self._send_traffic(session, self.sandbox.urls[tier]))
+            for tier in ("production", "staging")
+        ]
+        self._tasks.append(asyncio.create_task(self._narrate()))
 
     async def _send_traffic(self, session: aiohttp.ClientSession, url: str) -> None:
         while True:
@@ -101,117 +126,161 @@ class Demo:
                     await response.read()
             await self.clock.sleep(TRAFFIC_EVERY)
 
-    def worker(self, tier: str) -> ServiceWorker:
-        """The daemon's worker for the service of ``tier``."""
-        return self._workers[tier]
+    async def _pending(self, service: ServicePlan, verdict: Verdict) -> None:
+        """Pending is not in the store's trail: the verdict sink tells it."""
+        if Transition.PENDING in verdict.transitions:
+            self.narrator.say(f"  {service.name}: {verdict.rule} pending: {verdict.reason}")
 
-    def set_app(self, tier: str, **changes: Any) -> None:
-        """Change what the tier's sample app does (mode, error_ratio, release...)."""
-        self.apps[tier][STATE_KEY].update(changes)
+    async def _narrate(self) -> None:
+        """Tell the story from the store's decision trail, as it is written."""
+        labels, last = Labels(self.store), 0
+        while True:
+            for event in await self.store.events_after(last):
+                last = event.id
+                self.events.append(event)
+                if event.kind in TIMELINE_KINDS:
+                    said = await describe(event, labels)
+                    detail = f": {said['detail']}" if said["detail"] else ""
+                    self.narrator.say(f"  {event.service}: {said['title']}{detail}")
+            await self.clock.sleep(0.1)
 
-    async def wait_for(self, what: str, condition: Callable[[], bool], limit: float = 30) -> float:
+    def happened(self, tier: str, kind: str, after: int = 0) -> bool:
+        """Whether the trail has a ``kind`` event of the tier's service (after an id)."""
+        name = SERVICE[tier]
+        return any(e.kind == kind and e.service == name and e.id > after for e in self.events)
+
+    async def wait_for(self, what: str, condition: Callable[[], bool | Awaitable[bool]]) -> float:
         """Wait on the clock until ``condition`` holds; returns how long it took."""
         started = self.clock.monotonic()
-        while not condition():
-            if self.clock.monotonic() - started > limit:
-                raise DemoError(f"the demo waited {limit:g}s for {what}")
+        while True:
+            held = condition()
+            if held if isinstance(held, bool) else await held:
+                return self.clock.monotonic() - started
+            if self.clock.monotonic() - started > STEP_LIMIT:
+                raise DemoError(f"the demo waited {STEP_LIMIT:g}s for {what}")
             await self.clock.sleep(0.1)
-        return self.clock.monotonic() - started
 
-    def firing(self, tier: str, rule: str) -> bool:
-        """Whether a rule fires for the tier's service."""
-        return self.worker(tier).states[rule].phase is Phase.FIRING
+    async def alerts_settled(self) -> bool:
+        """Every event routed and every queued alert delivered."""
+        router = await self.store.cursor("alert-router")
+        routed = self.events == [] or (router is not None and int(router) >= self.events[-1].id)
+        return routed and not await self.store.outbox_pending()
 
-    async def start(self) -> None:
-        """Start the apps, the traffic and the daemon."""
-        self.narrator.start = self.clock.monotonic()
-        await self._start_apps()
-        environ = {f"{tier.upper()}_URL": url for tier, url in self.urls.items()}
-        env = load_environment({"PORT": str(self.port), "RAILGUARD_HOST": "127.0.0.1"})
-        plan = build_plan(DEMO_CONFIG, env, environ)
-        self.daemon = Daemon(plan, clock=self.clock, metrics=Metrics(), sink=self._sink)
-        await self.daemon.startup()
-        assert self.daemon.scheduler is not None
-        self._workers = {w.plan.tier: w for w in self.daemon.scheduler.workers}
-        session = self.daemon.session
-        assert session is not None
-        for tier in ("production", "staging"):
-            self._traffic.append(asyncio.create_task(self._send_traffic(session, self.urls[tier])))
-        for tier in TIERS:
-            self.narrator.say(f"{tier}: sample app at {self.urls[tier]} (release v1)")
-        self.narrator.say(f"railguard: /metrics and /status on http://127.0.0.1:{self.daemon.port}")
+    async def push(self, tier: str, release: str) -> None:
+        """Deploy ``release`` to ``tier`` and wait until it serves."""
+        self.narrator.say(f"{tier}: {release} is pushed; Railway builds and deploys it")
+        self.sandbox.deploy(tier, release)
+        await self.wait_for(
+            f"{release} to serve {tier}", lambda: self.sandbox.active_release(tier) == release
+        )
+        self.narrator.say(f"{tier}: {release} is live")
+
+    async def bad_release(self, tier: str, release: str, symptom: str) -> None:
+        """Push a bad release; wait for its rollback to succeed and the alerts to go out."""
+        mark = self.events[-1].id if self.events else 0
+        await self.push(tier, release)
+        self.narrator.say(f"{tier}: {release} {symptom}")
+        await self.wait_for(
+            f"{tier}'s rollback", lambda: self.happened(tier, "rollback_succeeded", mark)
+        )
+        await self.wait_for(f"{tier}'s alerts", self.alerts_settled)
 
     async def play(self) -> None:
         """The story."""
         say = self.narrator.say
-        say("all three tiers are healthy; railguard probes each every second")
-        await self.wait_for("first ticks", lambda: all(self.worker(t).ticks >= 3 for t in TIERS))
+        say("all three tiers serve v1; railguard probes each every second")
+        for tier in TIERS:
+            await self.wait_for(
+                f"v1 to be known-good on {tier}",
+                lambda t=tier: self.happened(t, "deployment_verified"),  # type: ignore[misc]
+            )
+        say("v1 is known-good everywhere: the release to go back to if a new one fails")
+        await self.wait_for("the first alerts", self.alerts_settled)
 
-        say("production: release v2 goes out and fails half of its requests with 500")
-        self.set_app("production", release="v2", error_ratio=0.5)
-        took = await self.wait_for(
-            "production's error-rate rule", lambda: self.firing("production", "error-rate")
-        )
-        say(f"production: detected {took:.1f}s after the fault (rule window 3s + 1s interval)")
-        say("production: v1 is put back by hand (automatic rollback is not in this version yet)")
-        self.set_app("production", release="v1", error_ratio=0.0)
+        await self.bad_release("production", "v2", "fails half of its requests with 500")
+        say(f"production: serving {self.sandbox.active_release('production')} again, verified")
+        await self.bad_release("staging", "v3-rc1", "fails its health check")
+        say("staging: rolled back; nobody was paged: it is kept for staging's daily digest")
+
+        await self.push("preview", "pr-7")
+        say("preview: pr-7 fails its health check")
         await self.wait_for(
-            "production to recover", lambda: not self.firing("production", "error-rate")
+            "preview's rule to fire", lambda: self.happened("preview", "rule_firing")
         )
-        say("production: healthy again on v1")
+        say("preview: recorded only: no rollback, no alert (preview is watch-only)")
+        await self.push("preview", "pr-8")
+        await self.wait_for("preview to recover", lambda: self.happened("preview", "rule_resolved"))
 
-        await self._fail_health("staging")
-        await self._fail_health("preview")
+        say("staging: its daily digest is due at 09:00 UTC; the demo sends it now")
+        assert self.daemon is not None
+        assert self.daemon.digest is not None
+        await self.daemon.digest.send_now("staging")
+        await self.wait_for("staging's digest", self.alerts_settled)
 
-    async def _fail_health(self, tier: str) -> None:
-        """Break a tier's health check until its rule fires, then mend it."""
-        self.narrator.say(f"{tier}: its health check starts failing")
-        self.set_app(tier, mode="error")
-        await self.wait_for(f"{tier}'s health rule", lambda: self.firing(tier, "health-failing"))
-        self.set_app(tier, mode="ok")
-        await self.wait_for(f"{tier} to recover", lambda: not self.firing(tier, "health-failing"))
-
-    def summary(self) -> list[str]:
-        """One line per service: what fired and resolved."""
+    async def summary(self) -> list[str]:
+        """What happened per tier, with the rollback times."""
         lines = []
         for tier in TIERS:
-            worker = self.worker(tier)
-            fired = [v.rule for n, v in self.transitions if n == worker.plan.name and v.fired]
-            resolved = sum(
-                Transition.RESOLVED in v.transitions
-                for n, v in self.transitions
-                if n == worker.plan.name
+            name = SERVICE[tier]
+            fired = sorted(
+                {
+                    e.data["rule"]
+                    for e in self.events
+                    if e.service == name and e.kind == "rule_firing"
+                }
+            )
+            rollbacks = [r for r in await self.store.rollbacks(name) if r.state == "succeeded"]
+            alerts = [
+                m for m in await self.store.outbox(state="sent") if m.payload.get("tier") == tier
+            ]
+            did = ", ".join(
+                f"rolled back in {format_duration(r.finished_at - r.decided_at)}"
+                for r in rollbacks
+                if r.finished_at is not None
             )
             lines.append(
-                f"  {worker.plan.name} [{tier}]: {worker.ticks} ticks, fired "
-                f"{', '.join(fired) or 'nothing'}, resolved {resolved}, "
-                f"alerts {worker.plan.policy.delivery}"
+                f"  {tier:<10} {name}: fired {', '.join(fired) or 'nothing'}; "
+                f"{did or 'no rollback'}; now serving {self.sandbox.active_release(tier)}; "
+                f"{len(alerts)} alert(s) printed"
             )
+        mutations = len(self.sandbox.emulator.mutation_calls("deploymentRollback"))
+        lines.append(f"  railway: {mutations} rollback mutation(s) sent, each exactly once")
         return lines
 
     async def stop(self) -> None:
-        """Stop traffic, the daemon and the apps."""
-        for task in self._traffic:
+        """Stop traffic, the narrator, the daemon and the sandbox."""
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._traffic, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.daemon is not None:
             await self.daemon.shutdown()
-        for runner in self._runners:
-            await runner.cleanup()
+        await self.sandbox.close()
+
+
+@contextlib.contextmanager
+def _alerts_to(out: TextIO) -> Iterator[None]:
+    """The console channel prints to stdout: into the story's stream."""
+    if out is sys.stdout:
+        yield
+        return
+    with contextlib.redirect_stdout(out):
+        yield
 
 
 async def run_demo(*, clock: Clock, out: TextIO, keep: bool = False, port: int = 0) -> int:
     """Play the demo; with ``keep``, leave everything running until cancelled."""
     demo = Demo(clock=clock, out=out, port=port)
-    try:
-        await demo.start()
-        await demo.play()
-        demo.narrator.say("summary:")
-        for line in demo.summary():
-            demo.narrator.say(line)
-        if keep:
-            demo.narrator.say("--keep: still running; press Ctrl-C to stop")
-            await asyncio.Event().wait()
-    finally:
-        await demo.stop()
+    with _alerts_to(out):
+        try:
+            await demo.start()
+            await demo.play()
+            demo.narrator.say("summary:")
+            for line in await demo.summary():
+                demo.narrator.say(line)
+            demo.narrator.say(f"the status page shows it all: {demo.status_url}")
+            if keep:
+                demo.narrator.say("--keep: still running; press Ctrl-C to stop")
+                await asyncio.Event().wait()
+        finally:
+            await demo.stop()
     return 0

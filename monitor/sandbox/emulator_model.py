@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -136,6 +136,8 @@ class EmulatorModel:
         self.http: dict[tuple[str, str], list[HttpCount]] = {}
         self.traffic: dict[tuple[str, str], list[Traffic]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Called with the deployment that starts serving (the sandbox's apps follow it).
+        self.on_activate: list[Callable[[Deployment], None]] = []
         self._statuses = enum_values("DeploymentStatus")
         self._measurements = enum_values("MetricMeasurement")
 
@@ -306,14 +308,32 @@ class EmulatorModel:
     def start_deployment(self, source: Deployment, *, rollback: bool) -> Deployment:
         """A new deployment of ``source``'s release, rolling out on the clock."""
         # A rollback reuses the built image, so it skips the build.
-        phases = [p for p in self.rollout if not (rollback and p[0] == "BUILDING")]
-        new = self.add_deployment(
+        return self.deploy(
             source.service_id,
             source.environment_id,
-            status=phases[0][0] if phases else self.rollout_outcome(),
-            active=False,
             meta=source.meta,
             static_url=source.static_url,
+            build=not rollback,
+        )
+
+    def deploy(
+        self,
+        service_id: str,
+        environment_id: str,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        static_url: str | None = None,
+        build: bool = True,
+    ) -> Deployment:
+        """A new deployment (a push, say) that rolls out through ``rollout`` on the clock."""
+        phases = [p for p in self.rollout if build or p[0] != "BUILDING"]
+        new = self.add_deployment(
+            service_id,
+            environment_id,
+            status=phases[0][0] if phases else self.rollout_outcome(),
+            active=False,
+            meta=meta,
+            static_url=static_url,
         )
         task = asyncio.get_running_loop().create_task(self._roll_out(new, phases))
         self._tasks.add(task)
@@ -361,6 +381,8 @@ class EmulatorModel:
         if previous is not None and previous != deployment.id:
             old = self.deployments[previous]
             self._set_status(old, "REMOVED", at=at)
+        for listener in self.on_activate:
+            listener(deployment)
 
     def _set_status(self, deployment: Deployment, status: str, *, at: float | None = None) -> None:
         when = self.clock.time() if at is None else at

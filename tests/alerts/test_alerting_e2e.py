@@ -60,8 +60,8 @@ async def test_a_production_incident_is_told_once_in_order_through_an_outage(
         assert stage.rollbacks_sent() == [good.id]
         titles = receiver.titles
         started, recovered = (
-            f"web: rolling back to {good.id}",
-            f"web: rolled back to {good.id}, recovered",
+            f"web: rolling back to {good.meta['release']}",  # the release, not the id
+            f"web: rolled back to {good.meta['release']}, recovered",
         )
         # Nothing lost through the outage, nothing twice, the rollback's story in order.
         assert titles[0] == "web: deployment verified healthy"

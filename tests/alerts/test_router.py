@@ -258,3 +258,29 @@ async def test_open_incidents_and_their_reminders_survive_a_restart(world: World
     ]  # nothing sent again
     await world.clock.advance(3600)
     assert await router.remind() == 1  # the escalation is still open; the rule is not
+
+
+async def test_a_digest_sent_early_covers_up_to_now_and_the_scheduled_one_goes_on(
+    world: World,
+) -> None:
+    from monitor.alerts.digest import Digest
+
+    def digest() -> Digest:
+        services = list(world.router.services.values())
+        channels = world.router.channels
+        return Digest(world.store, world.outbox, channels, services, clock=world.clock)
+
+    clock = world.clock  # 2023-11-14 22:13 UTC; staging's digest_at is 09:00
+    assert await digest().send_now("preview") is None  # not a digest tier
+    await world.record("web-staging", "rule_firing", rule="health-failing", reason="status 503")
+    await clock.advance(1)
+    early = await digest().send_now("staging")  # no digest yet: from the last 09:00
+    assert early is not None
+    assert early.title == "staging daily summary 2023-11-14: 1 incidents, 0 rollbacks"
+    assert early.id == "digest-staging-2023-11-14-early-1700000001"
+    await clock.advance(60)
+    await world.record("web-staging", "rollback_succeeded", rule="health-failing", to="d1")
+    await clock.advance(11 * 3600)  # 2023-11-15 09:14: the scheduled digest, from the early one
+    (scheduled,) = await digest().send_due()
+    assert scheduled.title == "staging daily summary 2023-11-15: 0 incidents, 1 rollbacks"
+    assert await world.queued("chat") == [early.title, scheduled.title]
