@@ -342,10 +342,11 @@ def stop(child: Child, timeout: float = 15.0) -> None:
     }
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 5.0, accept: str = "*/*") -> tuple[int, bytes]:
     """GET ``url``; the status and body (an HTTP error status is returned, not raised)."""
+    request = urllib.request.Request(url, headers={"Accept": accept})
     try:
-        with _HTTP.open(url, timeout=timeout) as response:
+        with _HTTP.open(request, timeout=timeout) as response:
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
@@ -562,6 +563,32 @@ def measure_scrape_cost(
         **hwm,
         "note": f"CPU beyond the window's rate over {count} back-to-back scrapes "
         f"({1000 / CLK_TCK:g} ms tick resolution)",
+    }
+
+
+def measure_status_cost(
+    url: str, daemon_pid: int, count: int, busy_rate: float, accept: str
+) -> dict[str, Any]:
+    """Time ``count`` back-to-back GETs of /status (JSON or the HTML page) the same way."""
+    before = read_proc(daemon_pid)
+    walls, size = [], 0
+    for _ in range(count):
+        started = time.monotonic()
+        status, body = http_get(url, timeout=60.0, accept=accept)
+        if status != 200:
+            raise BenchError(f"{url} answered {status}")
+        walls.append(time.monotonic() - started)
+        size = len(body)
+    after = read_proc(daemon_pid)
+    cpu = (after.cpu_ticks - before.cpu_ticks) / CLK_TCK
+    extra = max(cpu - busy_rate * (after.at - before.at), 0.0)
+    return {
+        "requests": count,
+        "accept": accept,
+        "bytes": size,
+        "wall_ms_median": round(statistics.median(walls) * 1000, 1),
+        "daemon_cpu_ms_per_request": round(extra / count * 1000, 1),
+        "rss_mib_after": round(after.rss_kib / 1024, 1),
     }
 
 
@@ -786,6 +813,10 @@ def run(args: argparse.Namespace, workdir: Path, children: list[Child]) -> dict[
         daemon_summary["scrape_cost"] = measure_scrape_cost(
             f"{base}/metrics", daemon.pid, args.scrape_samples, busy_rate, last
         )
+        for kind, accept in (("json", "application/json"), ("html", "text/html")):
+            daemon_summary[f"status_{kind}_cost"] = measure_status_cost(
+                f"{base}/status", daemon.pid, args.scrape_samples, busy_rate, accept
+            )
     if args.profile:
         print(f"profiling the daemon for {args.profile:g}s (after the window)", file=sys.stderr)
         out = args.output.with_suffix(".profile.txt")
@@ -1017,6 +1048,17 @@ def print_table(result: dict[str, Any]) -> None:
                 "",
             )
         )
+    for kind in ("json", "html"):
+        if f"status_{kind}_cost" in d:
+            st = d[f"status_{kind}_cost"]
+            rows.append(
+                (
+                    f"one /status ({kind}): daemon CPU ms, wall ms, bytes",
+                    f"{st['daemon_cpu_ms_per_request']} / {st['wall_ms_median']} / {st['bytes']}",
+                    "",
+                    "",
+                )
+            )
     for i, app in enumerate(apps):
         rows.append(
             (

@@ -7,6 +7,7 @@ import io
 from collections.abc import Awaitable
 from typing import TypeVar
 
+import aiohttp
 import pytest
 
 from monitor.clock import FakeClock
@@ -91,3 +92,24 @@ async def test_demo_step_that_never_happens_fails_with_its_name(
             await drive(clock, demo.play())
     finally:
         await demo.stop()
+
+
+async def test_demo_keep_serves_the_status_page_until_stopped(clock: FakeClock) -> None:
+    out = io.StringIO()
+    task = asyncio.ensure_future(run_demo(clock=clock, out=out, keep=True))
+    for _ in range(40_000):
+        if "--keep: still running" in out.getvalue() or task.done():
+            break
+        await clock.advance(0.05)
+        await asyncio.sleep(0.001)
+    assert not task.done()
+    url = out.getvalue().split("the status page shows it all: ")[1].split()[0]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url) as response:
+            assert response.status == 200
+            assert len((await response.json())["services"]) == 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(aiohttp.ClientConnectionError):  # everything was stopped
+            await session.get(url)
