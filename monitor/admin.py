@@ -122,6 +122,9 @@ def freeze_json(f: FreezeRecord | None) -> dict[str, Any] | None:
     return {"reason": f.reason, "actor": f.actor, "at": f.at, "until": f.until}
 
 
+LATEST = datetime(9999, 1, 1, tzinfo=UTC).timestamp()
+
+
 def parse_until(text: str, now: float) -> float:
     """``"2h"`` (from now) or an ISO time (UTC unless it says otherwise) -> Unix seconds."""
     try:
@@ -140,6 +143,8 @@ def parse_until(text: str, now: float) -> float:
         until = moment.timestamp()
     if until <= now:
         raise Problem(400, f"until: {text!r} is not in the future")
+    if not until < LATEST:
+        raise Problem(400, f"until: {text!r} is too far away (use no until: frozen until unfrozen)")
     return until
 
 

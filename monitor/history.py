@@ -16,6 +16,7 @@ from monitor.model import Rule, Sample, Signal
 
 MIN_SAMPLES = 60
 MAX_SAMPLES = 720
+CHART_POINTS = 120  # what a 220-pixel chart can show; /status sends no more
 
 
 def capacity(rules: Iterable[Rule], signal: Signal, interval: float) -> int:
@@ -60,3 +61,10 @@ class SignalHistory:
             if since is None or at >= since:
                 result.append((at, None if math.isnan(value) else value))
         return result
+
+    def chart(self, points: int = CHART_POINTS) -> list[list[float | None]]:
+        """At most ``points`` samples, evenly picked, the newest always kept (for /status)."""
+        kept = self.points()
+        step = max(1, -(-len(kept) // points))
+        picked = kept[::-1][::step][::-1]
+        return [[at, value] for at, value in picked]

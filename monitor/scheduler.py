@@ -178,7 +178,7 @@ class ServiceWorker:
             "phase": state.phase.value,
             "since": state.since,
             "blind": state.blind,
-            "history": [] if history is None else [list(p) for p in history.points()],
+            "history": [] if history is None else history.chart(),
         }
 
     @property

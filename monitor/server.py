@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -59,6 +60,17 @@ async def _metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (a probe's odd detail) made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def wants_html(request: web.Request) -> bool:
     """``?format=html|json`` decides; else a browser (text/html before JSON) gets the page."""
     chosen = request.query.get("format")
@@ -72,9 +84,9 @@ def wants_html(request: web.Request) -> bool:
 async def _status(request: web.Request) -> web.Response:
     document = await request.app[DAEMON_KEY].status_document()
     headers = {"Vary": "Accept", "Cache-Control": "no-store"}
-    # The document is a copy: encoding thousands of chart points happens off the loop.
+    document = finite(document)  # strict JSON, and no page fails on an infinite time
     if not wants_html(request):
-        body = await asyncio.to_thread(json.dumps, document)
+        body = await asyncio.to_thread(json.dumps, document, allow_nan=False)
         return web.Response(text=body, content_type="application/json", headers=headers)
     from monitor.statuspage import render
 

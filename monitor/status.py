@@ -8,6 +8,7 @@ trail; it never changes anything.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +34,7 @@ TIMELINE_KINDS: dict[str, str] = {
     "rollback_started": "warning",
     "rollback_succeeded": "ok",
     "rollback_failed": "critical",
+    "rollback_abandoned": "warning",
     "rollback_held": "warning",
     "escalation": "critical",
     "deployment_failed": "warning",
@@ -111,8 +113,15 @@ async def _releases(daemon: Observed, labels: Labels, name: str, now: float) -> 
     active = snapshot.active if snapshot is not None else None
     records = await labels.records(name)
     store = daemon.store
+    # Known-good as the executor sees it: what a rollback would restore now.
     good = sorted(
-        (r for r in records.values() if r.verdict == "good"),
+        (
+            r
+            for r in records.values()
+            if r.verdict == "good"
+            and r.can_rollback
+            and (active is None or (r.id != active.id and r.created_at < active.created_at))
+        ),
         key=lambda r: r.created_at,
         reverse=True,
     )
@@ -127,6 +136,7 @@ async def _releases(daemon: Observed, labels: Labels, name: str, now: float) -> 
             "status": active.status,
             "created_at": active.created_at,
             "live_at": None if seen is None else seen.live_at,
+            "verdict": "unverified" if seen is None else seen.verdict,
         }
     return {
         "active": active_json,
@@ -168,10 +178,25 @@ async def _timeline(daemon: Observed, labels: Labels) -> list[dict[str, Any]]:
             "tier": tiers.get(e.service or ""),
             "kind": e.kind,
             "level": TIMELINE_KINDS[e.kind],
-            **await describe(e, labels),
+            **await _described(e, labels),
         }
         for e in events
     ]
+
+
+async def _described(event: EventRecord, labels: Labels) -> dict[str, str]:
+    """:func:`describe`, or the bare kind: one odd event must not take the page down."""
+    try:
+        return await describe(event, labels)
+    except Exception as e:  # data written by older versions, or by hand
+        return {"title": event.kind.replace("_", " "), "detail": f"(unreadable: {e!r})"}
+
+
+def _seconds(value: object) -> str | None:
+    """A duration from event data, in words; None unless a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return format_duration(float(value))
 
 
 async def describe(event: EventRecord, labels: Labels) -> dict[str, str]:
@@ -195,10 +220,11 @@ async def describe(event: EventRecord, labels: Labels) -> dict[str, str]:
         moved = f"{await label('from')} → {await label('to')}"
         title = f"rollback #{data.get('rollback', '?')} {state}: {moved}"
         if kind == "rollback_started":
-            who = data.get("actor") if data.get("trigger") == "manual" else f"rule {rule}"
+            manual = data.get("trigger") == "manual"
+            who = (data.get("actor") or "hand") if manual else f"rule {rule}"
             return {"title": title, "detail": f"by {who}: {data.get('reason', '')}"}
-        took = data.get("took_s")
-        after = f" {format_duration(float(took))} after the decision" if took is not None else ""
+        took = _seconds(data.get("took_s"))
+        after = f" {took} after the decision" if took is not None else ""
         why = str(data.get("why") or "")
         return {"title": title, "detail": f"{why}{';' if why and after else ''}{after}".strip()}
     if kind == "rollback_held":
@@ -212,8 +238,8 @@ async def describe(event: EventRecord, labels: Labels) -> dict[str, str]:
         what = await label("deployment")
         if kind == "deployment_failed":
             return {"title": f"deployment {what} failed", "detail": str(data.get("status", ""))}
-        baked = data.get("baked_s")
-        detail = "inactive rules" + (f" for {format_duration(float(baked))}" if baked else "")
+        baked = _seconds(data.get("baked_s"))
+        detail = "inactive rules" + (f" for {baked}" if baked else "")
         return {"title": f"{what} known-good", "detail": f"served with {detail}"}
     # frozen / unfrozen
     detail = f"{data.get('actor', '')}: {data.get('reason', '')}".strip(": ")

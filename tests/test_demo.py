@@ -113,3 +113,19 @@ async def test_demo_keep_serves_the_status_page_until_stopped(clock: FakeClock) 
             await task
         with pytest.raises(aiohttp.ClientConnectionError):  # everything was stopped
             await session.get(url)
+
+
+async def test_a_narrator_that_fails_stops_the_story_with_its_error(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*_: object) -> dict[str, str]:
+        raise RuntimeError("the trail is unreadable")
+
+    monkeypatch.setattr(demo_module, "describe", broken)
+    demo = Demo(clock=clock, out=io.StringIO())
+    try:
+        await drive(clock, demo.start())
+        with pytest.raises(RuntimeError, match="the trail is unreadable"):
+            await drive(clock, demo.play())
+    finally:
+        await demo.stop()

@@ -42,3 +42,14 @@ def test_a_history_keeps_the_newest_samples_oldest_first_with_unknowns_as_none()
 def test_a_history_needs_room_for_a_sample() -> None:
     with pytest.raises(ValueError, match="at least one sample, not 0"):
         SignalHistory(0)
+
+
+def test_a_chart_sends_at_most_its_points_and_always_the_newest() -> None:
+    history = SignalHistory(MAX_SAMPLES)
+    for i in range(MAX_SAMPLES):
+        history.add(Sample(Signal.MEMORY, float(i), float(i)))
+    chart = history.chart(points=100)
+    assert len(chart) <= 100
+    assert chart[-1] == [MAX_SAMPLES - 1.0, MAX_SAMPLES - 1.0]
+    assert [at for at, _ in chart] == sorted(at for at, _ in chart)
+    assert history.chart(points=1000) == [[float(i), float(i)] for i in range(MAX_SAMPLES)]

@@ -115,6 +115,24 @@ def event(kind: str, data: dict[str, Any]) -> EventRecord:
             "manual:ana: incident 42",
         ),
         ("unfrozen", {}, "automatic rollback unfrozen", ""),
+        (
+            "rollback_started",
+            {"rollback": 6, "to": "dep-1", "trigger": "manual", "reason": "r"},
+            "rollback #6 started: ? → 0123456",
+            "by hand: r",
+        ),
+        (  # odd numbers from an old or hand-made event: left out, not fatal
+            "rollback_succeeded",
+            {"rollback": 7, "to": "dep-1", "why": "ok", "took_s": float("nan")},
+            "rollback #7 succeeded: ? → 0123456",
+            "ok",
+        ),
+        (
+            "deployment_verified",
+            {"deployment": "dep-1", "baked_s": "soon"},
+            "0123456 known-good",
+            "served with inactive rules",
+        ),
     ],
 )
 async def test_each_timeline_event_reads_as_words(
@@ -164,3 +182,30 @@ def test_a_browser_gets_the_page_and_everything_else_json(
     headers = {"Accept": accept} if accept else {}
     request: web.Request = make_mocked_request("GET", "/status" + query, headers=headers)
     assert wants_html(request) is html
+
+
+async def test_an_event_that_cannot_be_described_is_shown_by_its_kind(store: SQLiteStore) -> None:
+    from monitor.status import _described
+
+    class Odd:  # str() of it fails, as a corrupt row's value might
+        def __str__(self) -> str:
+            raise ValueError("corrupt")
+
+    said = await _described(event("rule_firing", {"rule": "x", "reason": Odd()}), Labels(store))
+    assert said["title"] == "rule firing"
+    assert "unreadable" in said["detail"]
+
+
+def test_status_json_is_strict_and_times_stay_finite() -> None:
+    from monitor.server import finite
+
+    doc = {"a": [1.0, float("nan"), (float("inf"), "x")], "b": {"c": -float("inf")}, "d": 2}
+    assert finite(doc) == {"a": [1.0, None, [None, "x"]], "b": {"c": None}, "d": 2}
+
+
+@pytest.mark.parametrize("text", ["1" * 400 + "s", "3000000d", "9999-12-31T00:00:00Z"])
+def test_a_freeze_cannot_last_beyond_the_calendar(text: str) -> None:
+    from monitor.admin import Problem, parse_until
+
+    with pytest.raises(Problem, match="too far away"):
+        parse_until(text, 1_700_000_000.0)

@@ -83,6 +83,7 @@ class Demo:
         self.daemon: Daemon | None = None
         self.events: list[EventRecord] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._narrator: asyncio.Task[None] | None = None
 
     @property
     def status_url(self) -> str:
@@ -117,7 +118,8 @@ class Demo:
             asyncio.create_task(self._send_traffic(session, self.sandbox.urls[tier]))
             for tier in ("production", "staging")
         ]
-        self._tasks.append(asyncio.create_task(self._narrate()))
+        self._narrator = asyncio.create_task(self._narrate())
+        self._tasks.append(self._narrator)
 
     async def _send_traffic(self, session: aiohttp.ClientSession, url: str) -> None:
         while True:
@@ -153,6 +155,10 @@ class Demo:
         """Wait on the clock until ``condition`` holds; returns how long it took."""
         started = self.clock.monotonic()
         while True:
+            if self._narrator is not None and self._narrator.done():
+                # The story is read from the trail: without the narrator nothing can happen.
+                self._narrator.result()
+                raise DemoError("the narrator stopped")
             held = condition()
             if held if isinstance(held, bool) else await held:
                 return self.clock.monotonic() - started
@@ -244,7 +250,7 @@ class Demo:
                 f"{len(alerts)} alert(s) printed"
             )
         mutations = len(self.sandbox.emulator.mutation_calls("deploymentRollback"))
-        lines.append(f"  railway: {mutations} rollback mutation(s) sent, each exactly once")
+        lines.append(f"  railway: {mutations} rollback mutation(s) sent, one per rollback")
         return lines
 
     async def stop(self) -> None:
@@ -252,9 +258,11 @@ class Demo:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.daemon is not None:
-            await self.daemon.shutdown()
-        await self.sandbox.close()
+        try:
+            if self.daemon is not None:
+                await self.daemon.shutdown()
+        finally:
+            await self.sandbox.close()
 
 
 @contextlib.contextmanager

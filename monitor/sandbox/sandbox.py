@@ -11,6 +11,7 @@ Railway's router would.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,8 +65,8 @@ class Sandbox:
     async def _serve(self, app: web.Application) -> str:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
+        self._runners.append(runner)  # cleaned up by close() even if the bind fails
         await web.TCPSite(runner, "127.0.0.1", 0).start()
-        self._runners.append(runner)
         return f"http://127.0.0.1:{runner.addresses[0][1]}"
 
     @property
@@ -109,9 +110,8 @@ class Sandbox:
     async def close(self) -> None:
         """Stop rollouts, the apps and the emulator."""
         await self.emulator.aclose()
-        for runner in reversed(self._runners):
-            await runner.cleanup()
-        self._runners.clear()
+        runners, self._runners = self._runners[::-1], []
+        await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
 
 
 def environment_id(tier: str) -> str:
