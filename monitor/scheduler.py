@@ -157,18 +157,21 @@ class ServiceWorker:
 
     def snapshot(self) -> dict[str, object]:
         """The service's current state, JSON-ready (for /status)."""
+        # Rules on the same signal share its chart: picked once.
+        charts = {signal: history.chart() for signal, history in self.history.items()}
         return {
             "name": self.plan.name,
             "tier": self.plan.tier,
             "interval": self.plan.interval,
             "ticks": self.ticks,
             "signals": {s.value: sample.to_dict() for s, sample in self.latest.items()},
-            "rules": {rule.name: self._rule_snapshot(rule) for rule in self.plan.rules},
+            "rules": {rule.name: self._rule_snapshot(rule, charts) for rule in self.plan.rules},
         }
 
-    def _rule_snapshot(self, rule: Rule) -> dict[str, object]:
+    def _rule_snapshot(
+        self, rule: Rule, charts: dict[Signal, list[list[float | None]]]
+    ) -> dict[str, object]:
         state = self.states[rule.name]
-        history = self.history.get(rule.signal)
         return {
             "rule": rule.describe(),
             "signal": rule.signal.value,
@@ -178,7 +181,7 @@ class ServiceWorker:
             "phase": state.phase.value,
             "since": state.since,
             "blind": state.blind,
-            "history": [] if history is None else history.chart(),
+            "history": charts.get(rule.signal, []),
         }
 
     @property

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from monitor.alerts.router import CURSOR as ROUTER_CURSOR
 from monitor.clock import Clock
 from monitor.daemon import Daemon
 from monitor.engine import Transition, Verdict
@@ -168,7 +169,7 @@ class Demo:
 
     async def alerts_settled(self) -> bool:
         """Every event routed and every queued alert delivered."""
-        router = await self.store.cursor("alert-router")
+        router = await self.store.cursor(ROUTER_CURSOR)
         routed = self.events == [] or (router is not None and int(router) >= self.events[-1].id)
         return routed and not await self.store.outbox_pending()
 
