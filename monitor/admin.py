@@ -32,9 +32,9 @@ from monitor.tasks import Background
 from monitor.telemetry import Metrics
 
 if TYPE_CHECKING:
+    from monitor.executor import RollbackExecutor
     from monitor.railway.client import Deployment
     from monitor.railway.poller import RailwayPoller
-    from monitor.rollback import RollbackExecutor
     from monitor.store import FreezeRecord, RollbackRecord, Store
 
 log = structlog.get_logger("railguard.admin")
@@ -269,7 +269,11 @@ class AdminAPI:
         frozen = await store.frozen(name, now)
         # The gauge follows expiry too, which nothing else would notice.
         self.daemon.metrics.frozen.labels(name, service.tier).set(int(frozen is not None))
-        good = [d.id for d in await store.deployments(name, limit=200) if d.verdict == "good"]
+        from monitor.releases import Verdicts  # loaded already: Railway services exist
+
+        records = await store.deployments(name, limit=200)
+        verdicts = Verdicts.of(records)
+        good = [d.id for d in records if verdicts.known_good(d)]
         return {
             "active": None if active is None else deployment_json(active),
             "known_good": good,
@@ -316,7 +320,7 @@ class AdminAPI:
         self, task: asyncio.Task[RollbackRecord], name: str, after: int, actor: str
     ) -> RollbackRecord | None:
         """The rollback ``task`` recorded, as soon as it exists (None if it takes too long)."""
-        from monitor.rollback import RollbackRefused  # loaded already: an executor exists
+        from monitor.executor import RollbackRefused  # loaded already: an executor exists
 
         store, clock = self._store(), self.daemon.clock
         deadline = clock.monotonic() + INTENT_WAIT

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections import Counter as Tally
-from collections import defaultdict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,100 +20,30 @@ from aiohttp import web
 
 from monitor import __version__
 from monitor.clock import Clock
-from monitor.engine import RuleState, Transition, Verdict
+from monitor.engine import RuleState
 from monitor.errors import RailguardError
-from monitor.model import Phase, Signal
+from monitor.model import Phase, format_duration
 from monitor.plan import Plan, ServicePlan
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
-from monitor.sources.base import Source
-from monitor.sources.exposition import ExpositionSource
-from monitor.sources.health import HealthSource
-from monitor.sources.promql import PromQLSource
-from monitor.sources.railway import RailwayErrorRate, RailwayMemory, RailwaySource
+from monitor.sources.railway import RailwayErrorRate, RailwayMemory
+from monitor.sources.registry import SourceContext, build_sources
+from monitor.switchboard import Switchboard
 from monitor.telemetry import Metrics
 
 if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core (~5 MB)
     from monitor.alerts.digest import Digest
     from monitor.alerts.outbox import Outbox
     from monitor.alerts.router import Router
+    from monitor.controller import RollbackController
+    from monitor.executor import RollbackExecutor
     from monitor.railway.budget import RequestBudget
-    from monitor.railway.client import RailwayClient
+    from monitor.railway.client import Deployment, RailwayClient
     from monitor.railway.poller import RailwayPoller, ServiceSnapshot, Target
     from monitor.releases import ReleaseTracker
-    from monitor.rollback import RollbackExecutor
     from monitor.store import Store
 
 log = structlog.get_logger("railguard.daemon")
-
-_ROUTED_TRANSITIONS = {
-    Transition.FIRING: "rule_firing",
-    Transition.RESOLVED: "rule_resolved",
-    Transition.BLIND: "blind",
-    Transition.SIGHT_RESTORED: "sight_restored",
-}
-
-
-@dataclass(frozen=True, slots=True)
-class SourceContext:
-    """What a source factory may use."""
-
-    service: ServicePlan
-    session: aiohttp.ClientSession
-    clock: Clock
-    poller: RailwayPoller | None
-
-
-def _exposition(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
-    return ExpositionSource(
-        ctx.session,
-        ctx.clock,
-        error_rate=configs.get(Signal.ERROR_RATE),
-        memory=configs.get(Signal.MEMORY),
-    )
-
-
-def _railway(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
-    assert ctx.poller is not None, "the plan guarantees Railway ids, so a poller exists"
-    # Two polls may fail before the numbers count as stale: one slow poll is not blindness.
-    max_age = 2 * ctx.poller.interval + ctx.service.interval
-    return RailwaySource(ctx.poller, ctx.service.name, frozenset(configs), max_age=max_age)
-
-
-def _promql(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
-    return PromQLSource(
-        ctx.session,
-        ctx.clock,
-        error_rate=configs.get(Signal.ERROR_RATE),
-        memory=configs.get(Signal.MEMORY),
-    )
-
-
-SourceFactory = Callable[[Mapping[Signal, Any], SourceContext], Source]
-
-# The `source` key of a service's error_rate / memory table -> what builds it. One source
-# instance serves every signal of its type, so e.g. one scrape feeds error rate and memory.
-SOURCES: dict[str, SourceFactory] = {
-    "exposition": _exposition,
-    "railway": _railway,
-    "promql": _promql,
-}
-
-
-def build_sources(ctx: SourceContext) -> list[tuple[str, Source]]:
-    """The sources that feed the service's signals."""
-    service = ctx.service
-    sources: list[tuple[str, Source]] = []
-    if service.health is not None:
-        sources.append(("health", HealthSource(service.health, ctx.session, ctx.clock)))
-    by_type: dict[str, dict[Signal, Any]] = defaultdict(dict)
-    for signal in (Signal.ERROR_RATE, Signal.MEMORY):
-        config = getattr(service.config, signal.value)
-        if config is not None:
-            by_type[config.source][signal] = config
-    for kind, configs in by_type.items():
-        sources.append((kind, SOURCES[kind](configs, ctx)))
-    return sources
 
 
 def railway_target(service: ServicePlan) -> Target:
@@ -131,6 +60,7 @@ def railway_target(service: ServicePlan) -> Target:
         environment_id=config.environment_id,
         error_rate=error_rate if isinstance(error_rate, RailwayErrorRate) else None,
         memory=memory if isinstance(memory, RailwayMemory) else None,
+        deployment=service.wants_deployment,
     )
 
 
@@ -162,6 +92,8 @@ class Daemon:
         self.digest: Digest | None = None
         self._alert_tasks: list[asyncio.Task[None]] = []
         self.executor: RollbackExecutor | None = None
+        self.controller: RollbackController | None = None
+        self.switchboard = Switchboard(lambda name: self._workers[name].states, sink=sink)
         self.scheduler: Scheduler | None = None
         self.session: aiohttp.ClientSession | None = None
         self.port: int | None = None
@@ -193,7 +125,8 @@ class Daemon:
                 clock=self.clock,
                 metrics=self.metrics,
                 semaphore=semaphore,
-                sink=self._on_verdict,
+                sink=self.switchboard.on_verdict,
+                after_tick=self.switchboard.after_tick,
             )
             for service in self.plan.services
         ]
@@ -202,6 +135,7 @@ class Daemon:
             await self._restore_rule_states()
         if self.poller is not None:
             await self._start_rollbacks()
+        self.switchboard.store = self.store
         if self.plan.config.channels:
             await self._start_alerts()
         for tier, count in Tally(s.tier for s in self.plan.services).items():
@@ -241,9 +175,11 @@ class Daemon:
                     worker.states[rule.name] = state
 
     async def _start_rollbacks(self) -> None:
-        """Release tracking and the executor, then settle what a previous run left open."""
+        """Release tracking, the executor and the controller; then settle what a previous
+        run left open, before the first decision."""
+        from monitor.controller import RollbackController
+        from monitor.executor import RollbackExecutor
         from monitor.releases import ReleaseTracker
-        from monitor.rollback import RollbackExecutor
 
         assert self.poller is not None, "built only with Railway services"
         assert self.railway is not None
@@ -251,17 +187,34 @@ class Daemon:
         self.tracker = ReleaseTracker(
             self.store, clock=self.clock, metrics=self.metrics, troubled=self._troubled
         )
+        services = self.plan.railway_services
         self.executor = RollbackExecutor(
-            services=self.plan.railway_services,
+            services=services,
             store=self.store,
             client=self.railway,
-            tracker=self.tracker,
             clock=self.clock,
             metrics=self.metrics,
             latest=lambda name: self._workers[name].latest,
-            control=self._control,
         )
-        by_name = {s.name: s for s in self.plan.railway_services}
+        poller = self.poller
+
+        def snapshot(name: str) -> tuple[float, Sequence[Deployment]] | None:
+            latest = poller.latest(name)
+            return None if latest is None else (latest.at, latest.deployments)
+
+        self.controller = RollbackController(
+            services=services,
+            store=self.store,
+            executor=self.executor,
+            clock=self.clock,
+            metrics=self.metrics,
+            rule_states=lambda name: self._workers[name].states,
+            snapshot=snapshot,
+            blind=self._control,
+        )
+        self.switchboard.tracker = self.tracker
+        self.switchboard.controller = self.controller
+        by_name = {s.name: s for s in services}
         tracker = self.tracker
 
         async def observe(name: str, snapshot: ServiceSnapshot) -> None:
@@ -269,9 +222,14 @@ class Daemon:
 
         self.poller.listener = observe
         try:
-            await self.executor.reconcile()
+            await self.controller.reconcile()
         except RailguardError as e:  # Railway unreachable: the store keeps them for later
             log.error("could not reconcile unfinished rollbacks", error=str(e))
+            self.controller.open.update(
+                r.service
+                for r in await self.store.rollbacks(unfinished=True)
+                if r.service in by_name
+            )
 
     async def _ensure_store(self) -> Store:
         if self.store is None:
@@ -325,28 +283,16 @@ class Daemon:
         return any(s.phase is not Phase.INACTIVE or s.blind for s in states)
 
     async def _control(self) -> str | None:
-        """Can railguard see? Railway's API answered the last poll."""
-        if self.poller is not None and self.poller.last_error is not None:
-            return f"the last Railway poll failed: {self.poller.last_error}"
+        """Can railguard see? Railway's API answered the last poll, and not long ago."""
+        poller = self.poller
+        if poller is None:
+            return None
+        if poller.last_error is not None:
+            return f"the last Railway poll failed: {poller.last_error}"
+        age = poller.age(self.clock.time())
+        if age is not None and age > 2 * poller.interval + 5.0:
+            return f"the last Railway poll answered {format_duration(age)} ago"
         return None
-
-    async def _on_verdict(self, service: ServicePlan, verdict: Verdict) -> None:
-        """Every rule transition: persist it, tell the release tracker and the executor."""
-        if self.store is not None:
-            state = self._workers[service.name].states[verdict.rule].to_dict()
-            await self.store.save_rule_state(service.name, verdict.rule, state, verdict.at)
-            # The alert router reads these; the rest of a rule's life is in its state.
-            data = {"rule": verdict.rule, "reason": verdict.reason}
-            for transition in verdict.transitions:
-                kind = _ROUTED_TRANSITIONS.get(transition)
-                if kind is not None:
-                    await self.store.record_event(service.name, kind, verdict.at, data)
-        if self.tracker is not None and (verdict.phase is not Phase.INACTIVE or verdict.blind):
-            self.tracker.note_trouble(service.name, verdict.at)
-        if self.executor is not None:
-            await self.executor.on_verdict(service, verdict)
-        if self.sink is not None:
-            await self.sink(service, verdict)
 
     def _railway_poller(self, session: aiohttp.ClientSession) -> RailwayPoller | None:
         services = self.plan.railway_services
@@ -401,8 +347,8 @@ class Daemon:
         await asyncio.gather(*self._alert_tasks, return_exceptions=True)
         if self.outbox is not None:
             await self.outbox.stop()
-        if self.executor is not None:
-            await self.executor.aclose()  # unfinished rollbacks resume at the next start
+        if self.controller is not None:
+            await self.controller.aclose()  # unfinished rollbacks resume at the next start
         if self._poll_task is not None:
             self._poll_task.cancel()  # a routine query: nothing is lost by dropping it
             await asyncio.gather(self._poll_task, return_exceptions=True)

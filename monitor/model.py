@@ -16,6 +16,7 @@ class Signal(enum.StrEnum):
     HEALTH = "health"  # 1.0 healthy, 0.0 failing
     ERROR_RATE = "error_rate"  # 5xx / total over the last step, 0.0 .. 1.0
     MEMORY = "memory"  # usage / limit, 0.0 .. (can exceed 1.0 briefly)
+    DEPLOYMENT = "deployment"  # Railway's view: 1.0 the active deployment runs, 0.0 crashing
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -27,6 +28,7 @@ _BOUNDS: dict[Signal, tuple[float, float]] = {
     Signal.HEALTH: (0.0, 1.0),
     Signal.ERROR_RATE: (0.0, 1.0),
     Signal.MEMORY: (0.0, math.inf),
+    Signal.DEPLOYMENT: (0.0, 1.0),
 }
 
 

@@ -26,12 +26,21 @@ from monitor.sources.health import HealthCheck
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedRule:
+    """A rule of the service's tier that cannot apply to this service, and why."""
+
+    name: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class ServicePlan:
     """One service with its tier policy and its resolved rules."""
 
     config: ServiceConfig
     policy: TierPolicy
     rules: tuple[Rule, ...]
+    skipped: tuple[SkippedRule, ...] = ()
 
     @property
     def name(self) -> str:
@@ -58,6 +67,11 @@ class ServicePlan:
         """The signals its rules need."""
         return frozenset(rule.signal for rule in self.rules)
 
+    @property
+    def wants_deployment(self) -> bool:
+        """Whether a rule watches Railway's deployment status (the poller's Target.deployment)."""
+        return Signal.DEPLOYMENT in self.signals
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -72,7 +86,7 @@ class Plan:
     @property
     def railway_services(self) -> tuple[ServicePlan, ...]:
         """The services railguard asks Railway about (those with both Railway ids)."""
-        return tuple(s for s in self.services if s.config.service_id and s.config.environment_id)
+        return tuple(s for s in self.services if has_railway_ids(s.config))
 
     def railway_requests_per_hour(self) -> float:
         """Routine polling's cost: one batched request per poll for all Railway services."""
@@ -119,6 +133,7 @@ class Plan:
                     f"    {rule.name}: {rule.describe()} (max_gap "
                     f"{format_duration(rule.max_gap)}{extra})"
                 )
+            lines += [f"    {skip.name}: skipped: {skip.why}" for skip in service.skipped]
         channels = self.config.channels
         if not channels:
             lines.append("channels: none configured (alerts go to the log)")
@@ -148,12 +163,24 @@ def _rule_paths(config: Config, config_path: Path) -> list[Path]:
     return [(config_path.parent / p).resolve() for p in config.rule_files]
 
 
+def has_railway_ids(service: ServiceConfig) -> bool:
+    """Whether railguard can ask Railway about the service (both of its ids are set)."""
+    return bool(service.service_id and service.environment_id)
+
+
 def source_type(service: ServiceConfig, signal: Signal) -> str | None:
     """Which source feeds ``signal`` for the service (None: none configured)."""
     if signal is Signal.HEALTH:
         return "health" if service.health_check is not None else None
+    if signal is Signal.DEPLOYMENT:  # automatic: Railway knows every service it runs
+        return "railway" if has_railway_ids(service) else None
     config = getattr(service, signal.value)
     return None if config is None else str(config.source)
+
+
+NO_RAILWAY_IDS = (
+    "the deployment signal comes from Railway and needs the service's service_id and environment_id"
+)
 
 
 def _cadence(service: ServiceConfig, signal: Signal, railway: RailwayConfig) -> float:
@@ -188,8 +215,13 @@ def _plan_service(
             "need the service's service_id and environment_id"
         )
     resolved = []
+    skipped = []
     for name in policy.rules:
         spec = rules[name].spec
+        if spec.signal is Signal.DEPLOYMENT and not has_railway_ids(service):
+            # Not a mistake: without Railway ids there is nothing to watch, nor to roll back.
+            skipped.append(SkippedRule(name, NO_RAILWAY_IDS))
+            continue
         cadence = _cadence(service, spec.signal, config.railway)
         rule = spec.resolve(cadence, service.rules.get(name))
         if source_type(service, rule.signal) is None:
@@ -203,7 +235,7 @@ def _plan_service(
         if problem:
             raise ConfigError(f"{here}.rules.{name} ({service.name}): {problem}")
         resolved.append(rule)
-    return ServicePlan(config=service, policy=policy, rules=tuple(resolved))
+    return ServicePlan(config=service, policy=policy, rules=tuple(resolved), skipped=tuple(skipped))
 
 
 def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None = None) -> Plan:

@@ -13,8 +13,9 @@ executor marks it).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 
@@ -22,13 +23,89 @@ from monitor.clock import Clock
 from monitor.model import format_duration
 from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment
-from monitor.railway.poller import ACTIVE_STATUSES, ServiceSnapshot
-from monitor.store import Store
+from monitor.railway.poller import ServiceSnapshot
+from monitor.store import DeploymentRecord, Store
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.releases")
 
 FAILED_STATUSES = frozenset({"FAILED", "CRASHED"})
+
+
+class HasMeta(Protocol):
+    """A deployment as Railway answers it or as the store keeps it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def meta(self) -> Mapping[str, Any]: ...
+
+
+def release_key(deployment: HasMeta) -> str:
+    """What release a deployment runs: its image digest, else its commit, else itself.
+
+    A restart, a Railway-initiated redeploy or a rollback's replacement of the same image is
+    the same release, so it shares the release's verdict.
+    """
+    meta = deployment.meta
+    digest = meta.get("imageDigest")
+    if isinstance(digest, str) and digest:
+        return f"image:{digest}"
+    image = meta.get("image")
+    if isinstance(image, str) and "@sha256:" in image:
+        return f"image:{image.rpartition('@')[2]}"
+    commit = meta.get("commitHash")
+    if isinstance(commit, str) and commit:
+        return f"commit:{commit}"
+    return f"deployment:{deployment.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """Which releases are known-good and which are BAD (BAD wins, for ever)."""
+
+    good: frozenset[str] = frozenset()
+    bad: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, records: Iterable[DeploymentRecord]) -> Verdicts:
+        """The releases' verdicts from the store's deployment records."""
+        good, bad = set(), set()
+        for record in records:
+            if record.verdict == "good":
+                good.add(release_key(record))
+            elif record.verdict == "bad":
+                bad.add(release_key(record))
+        return cls(frozenset(good), frozenset(bad))
+
+    def known_good(self, deployment: HasMeta) -> bool:
+        """Whether the deployment's release is known-good (and not BAD)."""
+        key = release_key(deployment)
+        return key in self.good and key not in self.bad
+
+    def is_bad(self, deployment: HasMeta) -> bool:
+        """Whether the deployment's release was rolled back from."""
+        return release_key(deployment) in self.bad
+
+    @property
+    def count(self) -> int:
+        """How many releases are known-good."""
+        return len(self.good - self.bad)
+
+
+def went_live(deployment: Deployment, seen_at: float) -> float:
+    """When a live deployment went live, by Railway's clock where it says.
+
+    SUCCESS: when its status last changed (to SUCCESS). Crashed or asleep, Railway's time
+    is of the crash or the sleep, so its creation is the honest lower bound. Never later
+    than ``seen_at``.
+    """
+    if deployment.status == "SUCCESS":
+        when = deployment.status_updated_at or deployment.updated_at or deployment.created_at
+    else:
+        when = deployment.created_at
+    return min(when, seen_at)
 
 
 @dataclass
@@ -95,6 +172,7 @@ class ReleaseTracker:
                 meta=dict(d.meta),
                 seen_at=now,
                 live=live,
+                live_at=went_live(d, now) if live else None,
             )
             self._time_deployment(service, d, now)
             if d.status in FAILED_STATUSES and d.id not in state.failures:
@@ -111,13 +189,18 @@ class ReleaseTracker:
         if state.active is None or state.active.id != active.id:
             record = await self.store.deployment(name, active.id)
             live_at = record.live_at if record and record.live_at is not None else now
-            state.active, state.live_since, state.bake_start = active, live_at, live_at
+            # The bake is railguard's own observation: it starts when railguard sees the
+            # release serve, never earlier (a release live while railguard was down has
+            # not been watched).
+            state.active, state.live_since, state.bake_start = active, live_at, max(live_at, now)
             log.info("deployment live", service=name, deployment=active.id, status=active.status)
+        state.active = active  # the newest facts: it may have crashed since
         await self._bake(service, state, now)
+        await self.verdicts(service)  # keeps railguard_known_good_releases current
 
     def _time_deployment(self, service: ServicePlan, d: Deployment, now: float) -> None:
         state = self._state(service.name)
-        if d.status not in ACTIVE_STATUSES or d.id in state.timed:
+        if d.status not in ("SUCCESS", "SLEEPING") or d.id in state.timed:
             return
         state.timed.add(d.id)
         # Railway's own time of the status change when it gives one; else when we saw it.
@@ -131,14 +214,13 @@ class ReleaseTracker:
         active = state.active
         if active is None or state.bake_start is None or active.id in state.good_marked:
             return
-        if self.troubled(service.name):
-            state.bake_start = now
+        if self.troubled(service.name) or active.status != "SUCCESS" or active.failing_instances:
+            state.bake_start = now  # only a release that serves, quietly, bakes
             return
         baked = now - state.bake_start
         if baked < service.policy.bake:
             return
-        record = await self.store.deployment(service.name, active.id)
-        if record is not None and record.verdict == "bad":
+        if (await self.verdicts(service)).is_bad(active):
             return
         state.good_marked.add(active.id)
         evidence = {
@@ -183,9 +265,8 @@ class ReleaseTracker:
                     "deployment known-good (inferred)", service=service.name, deployment=older.id
                 )
 
-    async def known_good(self, service: ServicePlan) -> list[str]:
-        """Known-good deployment ids, newest first (for /status and the metric)."""
-        records = await self.store.deployments(service.name)
-        good = [r.id for r in records if r.verdict == "good"]
-        self.metrics.known_good.labels(service.name, service.tier).set(len(good))
-        return good
+    async def verdicts(self, service: ServicePlan) -> Verdicts:
+        """The service's release verdicts (and the known-good gauge brought up to date)."""
+        verdicts = Verdicts.of(await self.store.deployments(service.name, limit=200))
+        self.metrics.known_good.labels(service.name, service.tier).set(verdicts.count)
+        return verdicts

@@ -104,14 +104,18 @@ def load_rule_files(paths: Sequence[Path]) -> dict[str, LoadedRule]:
     return loaded
 
 
+# Signals whose samples are only ever 0 or 1.
+_BINARY = frozenset({Signal.HEALTH, Signal.DEPLOYMENT})
+
+
 def _candidates(signal: Signal, threshold: float) -> Iterable[float]:
     lo, hi = signal.bounds
     step = max(abs(threshold) * 1e-6, 1e-9)
     values = [lo, threshold - step, threshold, threshold + step, threshold * 2 + 1]
     if math.isfinite(hi):
         values.append(hi)
-    if signal is Signal.HEALTH:
-        values = [0.0, 1.0]  # health is either healthy or failing
+    if signal in _BINARY:
+        values = [0.0, 1.0]  # healthy or failing, running or crashing: nothing between
     return (v for v in values if lo <= v <= hi)
 
 

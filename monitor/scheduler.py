@@ -26,6 +26,7 @@ from monitor.telemetry import Metrics
 log = structlog.get_logger("railguard.scheduler")
 
 VerdictSink = Callable[[ServicePlan, Verdict], Awaitable[None]]
+TickHook = Callable[[ServicePlan], Awaitable[None]]
 
 _LOUD = {Transition.FIRING, Transition.BLIND}
 
@@ -50,8 +51,10 @@ class ServiceWorker:
         metrics: Metrics,
         semaphore: asyncio.Semaphore,
         sink: VerdictSink | None = None,
+        after_tick: TickHook | None = None,
     ) -> None:
         self.plan = plan
+        self.after_tick = after_tick
         self.sources = tuple(sources)
         self.clock = clock
         self.metrics = metrics
@@ -113,6 +116,12 @@ class ServiceWorker:
             for sample in batch:
                 self._observe(sample)
                 await self._evaluate(sample)
+        if self.after_tick is not None:
+            try:
+                await self.after_tick(self.plan)
+            except Exception as e:  # the decision failing must not stop the ticks
+                self.metrics.tick_errors.labels(*self._labels, type(e).__name__).inc()
+                log.exception("evaluation hook failed", service=self.plan.name)
 
     def _observe(self, sample: Sample) -> None:
         self.latest[sample.signal] = sample

@@ -127,14 +127,14 @@ DEFAULT_TIERS: dict[str, dict[str, Any]] = {
         "auto_rollback": True,
         "severity": "critical",
         "delivery": "immediate",
-        "rules": ["health-failing", "error-rate", "memory-high"],
+        "rules": ["health-failing", "error-rate", "memory-high", "deployment-crashed"],
         "notify_verified": True,
     },
     "staging": {
         "auto_rollback": True,
         "severity": "warning",
         "delivery": "digest",
-        "rules": ["health-failing", "error-rate"],
+        "rules": ["health-failing", "error-rate", "deployment-crashed"],
     },
     "preview": {
         "auto_rollback": False,

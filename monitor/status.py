@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from monitor import __version__
 from monitor.admin import freeze_json
 from monitor.clock import Clock
+from monitor.decision import choose_target
 from monitor.model import format_duration, release_label
 from monitor.plan import Plan
+from monitor.releases import Verdicts, release_key
 from monitor.scheduler import ServiceWorker
 
 if TYPE_CHECKING:
@@ -114,17 +116,21 @@ async def _releases(daemon: Observed, labels: Labels, name: str, now: float) -> 
     records = await labels.records(name)
     store = daemon.store
     # Known-good as the executor sees it: what a rollback would restore now.
-    good = sorted(
-        (
-            r
-            for r in records.values()
-            if r.verdict == "good"
-            and r.can_rollback
-            and (active is None or (r.id != active.id and r.created_at < active.created_at))
-        ),
-        key=lambda r: r.created_at,
-        reverse=True,
-    )
+    verdicts = Verdicts.of(records.values())
+    deployments = snapshot.deployments if snapshot is not None else ()
+    if active is not None:
+        target = choose_target(deployments, active, verdicts)
+    else:
+        good = [d for d in deployments if d.can_rollback and verdicts.known_good(d)]
+        target = max(good, key=lambda d: d.created_at, default=None)
+    proof = None
+    if target is not None:
+        key = release_key(target)
+        proof = max(
+            (r for r in records.values() if r.verdict == "good" and release_key(r) == key),
+            key=lambda r: r.verdict_at or 0.0,
+            default=None,
+        )
     frozen = None if store is None else await store.frozen(name, now)
     unfinished = [] if store is None else await store.rollbacks(name, unfinished=True, limit=1)
     active_json = None
@@ -136,17 +142,21 @@ async def _releases(daemon: Observed, labels: Labels, name: str, now: float) -> 
             "status": active.status,
             "created_at": active.created_at,
             "live_at": None if seen is None else seen.live_at,
-            "verdict": "unverified" if seen is None else seen.verdict,
+            "verdict": "bad"
+            if verdicts.is_bad(active)
+            else "good"
+            if verdicts.known_good(active)
+            else "unverified",
         }
     return {
         "active": active_json,
         "known_good": None
-        if not good
+        if target is None
         else {
-            "id": good[0].id,
-            "release": release_label(good[0].meta),
-            "verified_at": good[0].verdict_at,
-            "reason": good[0].verdict_reason,
+            "id": target.id,
+            "release": release_label(target.meta),
+            "verified_at": None if proof is None else proof.verdict_at,
+            "reason": "" if proof is None else proof.verdict_reason,
         },
         "frozen": freeze_json(frozen),
         "rollback": None if not unfinished else await _rollback(labels, unfinished[0]),

@@ -17,7 +17,9 @@ A rollback moves through these states; each transition stamps one column with it
       └────────────────────────────▶ abandoned
     dry_run (decided, never sent; terminal from the start)
 
-    intent     decided_at     written BEFORE the mutation is sent (begin_rollback)
+    intent     decided_at     written BEFORE the mutation is sent (begin_rollback); each
+                              mutation sent for it is counted first (note_attempt: attempts,
+                              attempted_at), so a restart knows one may be in flight
     sent       sent_at        Railway acknowledged the mutation
     deploying  deploying_at   the replacement deployment is known (new_deployment)
     succeeded  recovered_at   the replacement is SUCCESS and health recovered; live_at is when
@@ -110,6 +112,8 @@ class RollbackRecord:
     recovered_at: float | None
     finished_at: float | None
     error: str | None
+    attempts: int = 0  # mutations sent (or maybe sent) for this intent
+    attempted_at: float | None = None  # when the last one was sent
 
     @property
     def finished(self) -> bool:
@@ -226,8 +230,12 @@ class Store(Protocol):
         meta: Mapping[str, Any],
         seen_at: float,
         live: bool,
+        live_at: float | None = None,
     ) -> DeploymentRecord:
-        """Record a deployment as polled; keeps first_seen, the first live_at and the verdict."""
+        """Record a deployment as polled; keeps first_seen, the first live_at and the verdict.
+
+        ``live_at`` is when it went live by Railway's clock (default ``seen_at``).
+        """
         ...
 
     async def mark_good(
@@ -279,6 +287,10 @@ class Store(Protocol):
         live_at: float | None = None,
     ) -> RollbackRecord:
         """Move a rollback forward; StoreError for an unknown id or a refused transition."""
+        ...
+
+    async def note_attempt(self, id: int, at: float) -> RollbackRecord:
+        """Count one more mutation for an intent, before it is sent (the write-ahead)."""
         ...
 
     async def rollback(self, id: int) -> RollbackRecord | None:

@@ -118,9 +118,15 @@ CREATE INDEX events_by_service ON events (service, at);
 
 # (version, description, sql), in order. A new schema change is one more line here; a
 # released entry is never edited, since databases in the field have already applied it.
+_V3 = """
+ALTER TABLE rollbacks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE rollbacks ADD COLUMN attempted_at DOUBLE PRECISION;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "deployments, rollbacks, rule state, freezes, events", _V1),
     (2, "alert outbox and event cursors", OUTBOX_V2),
+    (3, "rollback attempts (a mutation resent only when Railway provably did not apply it)", _V3),
 ]
 
 R = TypeVar("R")
@@ -320,8 +326,11 @@ class SQLiteStore(OutboxStore):
         meta: Mapping[str, Any],
         seen_at: float,
         live: bool,
+        live_at: float | None = None,
     ) -> DeploymentRecord:
         """Record a deployment as polled; keeps first_seen, the first live_at and the verdict.
+
+        ``live_at`` is when it went live by Railway's clock (default ``seen_at``).
 
         ``ended_at`` is set the first time it is seen not serving after having served, and
         cleared if it serves again.
@@ -334,7 +343,7 @@ class SQLiteStore(OutboxStore):
             "can_rollback": can_rollback,
             "meta": _dumps(meta),
             "seen_at": seen_at,
-            "live_at": seen_at if live else None,
+            "live_at": (seen_at if live_at is None else live_at) if live else None,
         }
         async with self._transaction() as db:
             rows = await db.execute_fetchall(
@@ -529,6 +538,20 @@ class SQLiteStore(OutboxStore):
                 },
             )
         return _rollback(next(iter(rows)))
+
+    async def note_attempt(self, id: int, at: float) -> RollbackRecord:
+        """Count one more mutation for an intent, before it is sent (the write-ahead)."""
+        async with self._transaction() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "UPDATE rollbacks SET attempts = attempts + 1, attempted_at = :at "
+                    "WHERE id = :id AND state = 'intent' RETURNING *",
+                    {"id": id, "at": at},
+                )
+            )
+        if not rows:
+            raise StoreError(f"rollback #{id} is not an intent: no mutation may be sent for it")
+        return _rollback(rows[0])
 
     async def rollback(self, id: int) -> RollbackRecord | None:
         """One rollback, or None."""

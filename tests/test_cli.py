@@ -31,6 +31,8 @@ def test_check_prints_the_plan(write: Write) -> None:
     assert "health-failing: health < 1 for 3m (max_gap 30s)" in text
     assert "production: auto-rollback, severity critical, alerts immediate" in text
     assert "staging: auto-rollback, severity warning, alerts digest at 09:00 UTC" in text
+    assert "rules health-failing, error-rate, memory-high, deployment-crashed" in text
+    assert "skipped" not in text  # preview has no deployment rule to skip
     assert "railway: https://backboard.railway.com/graphql/v2, polling 0 requests/hour" in text
     assert text.rstrip().endswith("config OK")
 
@@ -41,6 +43,17 @@ def test_check_counts_railway_polling(write: Write) -> None:
     out = io.StringIO()
     assert main(["check", "--config", str(write(text))], stdout=out) == 0
     assert "polling 360 requests/hour of 1000 (36%), 200/hour kept for rollbacks" in out.getvalue()
+
+
+def test_check_says_which_rules_a_service_cannot_have(write: Write) -> None:
+    text = GOOD.replace('"preview"', '"staging"')
+    text += 'error_rate = { source = "exposition", url = "http://127.0.0.1:9/metrics" }\n'
+    out = io.StringIO()
+    assert main(["check", "--config", str(write(text))], stdout=out) == 0
+    assert (
+        "    deployment-crashed: skipped: the deployment signal comes from Railway and needs "
+        "the service's service_id and environment_id"
+    ) in out.getvalue()
 
 
 def test_bad_config_exits_2_naming_the_key(

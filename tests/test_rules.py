@@ -30,7 +30,9 @@ def test_builtin_rules_are_the_seed_rules() -> None:
         "health-failing": (Signal.HEALTH, Op.LT, 1.0, 180.0),
         "error-rate": (Signal.ERROR_RATE, Op.GT, 0.05, 120.0),
         "memory-high": (Signal.MEMORY, Op.GT, 0.9, 300.0),
+        "deployment-crashed": (Signal.DEPLOYMENT, Op.LT, 1.0, 60.0),
     }
+    assert rules["deployment-crashed"].spec.tolerance == 0.5
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,16 @@ def test_builtin_rules_are_the_seed_rules() -> None:
             {"signal": '"health"', "op": '">"', "threshold": "1"},
             "can never fire: health values lie in 0..1",
             id="health above one",
+        ),
+        pytest.param(
+            {"signal": '"deployment"', "op": '"<"', "threshold": "0"},
+            "can never fire: deployment values lie in 0..1",
+            id="deployment below zero",
+        ),
+        pytest.param(
+            {"signal": '"deployment"', "op": '"<"', "threshold": "2"},
+            "always fires: every deployment value (0..1) is < 2",
+            id="deployment always below two",
         ),
         pytest.param({"op": '"=>"'}, "rules[0].op: Input should be", id="bad op"),
         pytest.param({"signal": '"latency"'}, "rules[0].signal: Input should be", id="bad signal"),
@@ -109,6 +121,8 @@ def _rule(**kw: object) -> Rule:
         _rule(tolerance=0.5),
         _rule(signal=Signal.HEALTH, op=Op.EQ, threshold=0.0),
         _rule(signal=Signal.HEALTH, op=Op.NE, threshold=1.0),
+        _rule(signal=Signal.DEPLOYMENT, op=Op.LT, threshold=1.0, tolerance=0.5),
+        _rule(signal=Signal.DEPLOYMENT, op=Op.EQ, threshold=0.0),
         _rule(op=Op.LE, threshold=0.1),
     ],
 )

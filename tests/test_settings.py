@@ -41,10 +41,12 @@ def test_minimal_config_gets_tier_defaults(write: Write) -> None:
     assert production.auto_rollback is True
     assert production.severity == "critical"
     assert production.delivery == "immediate"
-    assert production.rules == ("health-failing", "error-rate", "memory-high")
+    assert production.rules == ("health-failing", "error-rate", "memory-high", "deployment-crashed")
     staging = plan.config.tiers["staging"]
     assert (staging.severity, staging.delivery, staging.digest_at) == ("warning", "digest", "09:00")
+    assert staging.rules == ("health-failing", "error-rate", "deployment-crashed")
     assert plan.config.tiers["preview"].auto_rollback is False
+    assert plan.config.tiers["preview"].rules == ("health-failing",)
 
 
 def test_tier_override_merges_onto_defaults(write: Write) -> None:

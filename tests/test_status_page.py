@@ -91,6 +91,7 @@ async def test_status_page_shows_the_demo_rollback_in_its_timeline(
             ["health-failing", "inactive"],
             ["error-rate", "inactive"],
             ["memory-high", "inactive"],
+            ["deployment-crashed", "inactive"],
         ]
         breaches = await page.evaluate(
             "document.querySelectorAll("

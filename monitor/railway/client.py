@@ -18,7 +18,7 @@ import email.utils
 import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -45,9 +45,18 @@ from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.railway")
 
+# What railguard reads of a deployment, wherever it asks (the poll, the executor, a lookup).
 DEPLOYMENT_FIELDS = (
-    "id status createdAt updatedAt canRollback serviceId environmentId meta staticUrl"
+    "id status createdAt updatedAt statusUpdatedAt canRollback serviceId environmentId meta "
+    "staticUrl instances { id status }"
 )
+# A deployment that went live and has not been replaced: serving, asleep, or crashed in place
+# (a crash loop is the clearest bad release there is, and Railway keeps it in its slot).
+LIVE_STATUSES = frozenset({"SUCCESS", "SLEEPING", "CRASHED"})
+# Coming up by itself; WAITING and NEEDS_APPROVAL need a person, so they are not here.
+COMING_UP = frozenset({"QUEUED", "INITIALIZING", "BUILDING", "DEPLOYING"})
+# Instance statuses that mean the process is failing now.
+INSTANCE_FAILING = frozenset({"CRASHED", "RESTARTING", "EXITED"})
 DEPLOYMENT_QUERY = f"""query RailguardDeployment($id: String!) {{
   deployment(id: $id) {{ {DEPLOYMENT_FIELDS} }}
 }}"""
@@ -77,6 +86,23 @@ class Deployment:
     environment_id: str
     meta: Mapping[str, Any] = field(default_factory=dict, hash=False)
     static_url: str | None = None
+    status_updated_at: float | None = None  # Railway's time of the last status change
+    instances: tuple[str, ...] = ()  # the statuses of its instances
+
+    @property
+    def live(self) -> bool:
+        """Went live and not replaced: serving, asleep or crashed in its slot."""
+        return self.status in LIVE_STATUSES
+
+    @property
+    def failing_instances(self) -> int:
+        """How many of its instances are crashed or restarting now."""
+        return sum(1 for status in self.instances if status in INSTANCE_FAILING)
+
+
+def newest_live(deployments: Sequence[Deployment]) -> Deployment | None:
+    """The active deployment: the newest that went live, even if it crashed since."""
+    return max((d for d in deployments if d.live), key=lambda d: d.created_at, default=None)
 
 
 def parse_deployment(node: Any, path: str) -> Deployment:
@@ -95,7 +121,28 @@ def parse_deployment(node: Any, path: str) -> Deployment:
         environment_id=_field(node, path, "environmentId", str),
         meta=dict(meta or {}),
         static_url=_field(node, path, "staticUrl", str, opt=True),
+        status_updated_at=(
+            _timestamp(node, path, "statusUpdatedAt") if node.get("statusUpdatedAt") else None
+        ),
+        instances=_instances(node.get("instances"), path),
     )
+
+
+def _instances(value: Any, path: str) -> tuple[str, ...]:
+    """The statuses of a deployment's instances (absent: none known)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RailwayProtocolError(f"{path}.instances: expected a list, got {value!r:.80}")
+    statuses = []
+    for i, item in enumerate(value):
+        status = item.get("status") if isinstance(item, Mapping) else None
+        if not isinstance(status, str):
+            raise RailwayProtocolError(
+                f"{path}.instances[{i}]: expected a status, got {item!r:.80}"
+            )
+        statuses.append(status)
+    return tuple(statuses)
 
 
 def parse_deployments(connection: Any, path: str) -> list[Deployment]:

@@ -20,15 +20,17 @@ import structlog
 from monitor.clock import Clock
 from monitor.errors import RailwayError, RailwayGraphQLError
 from monitor.model import Sample, Signal
-from monitor.railway.client import Deployment, RailwayClient, parse_deployments
+from monitor.railway.client import (
+    DEPLOYMENT_FIELDS,
+    Deployment,
+    RailwayClient,
+    newest_live,
+    parse_deployments,
+)
+from monitor.railway.deployment_signal import deployment_sample
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
 log = structlog.get_logger("railguard.railway")
-
-ACTIVE_STATUSES = frozenset({"SUCCESS", "SLEEPING"})
-DEPLOYMENT_FIELDS = (
-    "id status createdAt updatedAt canRollback staticUrl meta serviceId environmentId"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +42,7 @@ class Target:
     environment_id: str
     error_rate: RailwayErrorRate | None = None
     memory: RailwayMemory | None = None
+    deployment: bool = False  # a rule watches the active deployment's status (Signal.DEPLOYMENT)
     deployments: int = 10  # how much history each poll fetches
 
 
@@ -53,9 +56,8 @@ class ServiceSnapshot:
 
     @property
     def active(self) -> Deployment | None:
-        """The deployment serving now: the newest that reached SUCCESS (or sleeps)."""
-        serving = [d for d in self.deployments if d.status in ACTIVE_STATUSES]
-        return max(serving, key=lambda d: d.created_at, default=None)
+        """The active deployment: the newest that went live, even if it crashed since."""
+        return newest_live(self.deployments)
 
 
 def build_document(targets: Sequence[Target]) -> str:
@@ -169,6 +171,7 @@ class RailwayPoller:
         self._wake = asyncio.Event()
         self._last_early: float | None = None
         self._latest: dict[str, ServiceSnapshot] = {}
+        self._answered_at: float | None = None
         self._window = 3 * max(
             [t.error_rate.step for t in targets if t.error_rate]
             + [t.memory.sample_rate for t in targets if t.memory]
@@ -178,6 +181,10 @@ class RailwayPoller:
     def latest(self, name: str) -> ServiceSnapshot | None:
         """The newest snapshot of service ``name``."""
         return self._latest.get(name)
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the last poll that answered (None before the first)."""
+        return None if self._answered_at is None else now - self._answered_at
 
     def variables(self, now: float) -> dict[str, Any]:
         """The document's variables for a poll at ``now``."""
@@ -206,7 +213,7 @@ class RailwayPoller:
             return
         else:
             self.last_error = None
-        at = self.clock.time()
+        at = self._answered_at = self.clock.time()
         for i, target in enumerate(self.targets):
             self._latest[target.name] = self._snapshot(i, target, data, at)
         self.polls += 1
@@ -235,6 +242,8 @@ class RailwayPoller:
             )
         if target.memory is not None:
             samples[Signal.MEMORY] = memory_sample(data.get(f"m{i}"), snapshot.active, at, f"m{i}")
+        if target.deployment:
+            samples[Signal.DEPLOYMENT] = deployment_sample(snapshot.active, at, problem)
         if problem is not None:
             samples = {
                 s: Sample(s, at, None, problem) if s is Signal.MEMORY else sample

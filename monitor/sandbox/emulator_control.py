@@ -10,14 +10,19 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
     POST   environments          {projectId, name, id?}
     POST   services              {projectId, name, id?}
     POST   deployments           {serviceId, environmentId, status=SUCCESS, active?,
-                                  canRollback=true, meta={}, createdAt?, staticUrl?, id?}
+                                  canRollback=true, meta={}, createdAt?, staticUrl?,
+                                  replicas=1, id?}
     PATCH  deployments/{id}      {status?, canRollback?}
+    POST   crash-loops           {deploymentId, period=5, maxRestarts=10 (null: for ever)}
+                                 the live deployment's process exits every period seconds
+    DELETE crash-loops/{deploymentId}  ends its crash loop (200 whether or not one ran)
     POST   memory                {deploymentId, usageGb, limitGb, at?}
     POST   metrics               {deploymentId, measurement, value, at?}
     POST   http                  {serviceId, environmentId, statusCode, count, at?}
     POST   traffic               {serviceId, environmentId, rps, errorRatio=0, errorStatus=500, at?}
     GET    faults / POST faults  {latency, errorStatus, errorCount, errorRatio, dropCount,
-                                  rateLimit, rateWindow, deployOutcome} (POST: only keys given)
+                                  dropAfterCount, faultOperations, rateLimit, rateWindow,
+                                  deployOutcome} (POST: only keys given)
     POST   tokens                {token?} an account token, or {token?, projectId, environmentId}
     GET    requests / DELETE     the request and mutation log (DELETE clears it)
 
@@ -54,13 +59,28 @@ class Body(BaseModel):
 
 
 class Faults(Body):
-    """Faults the emulator injects into ``/graphql/v2``; change them at any time."""
+    """Faults the emulator injects into ``/graphql/v2``; change them at any time.
+
+    ``drop_count`` drops a request before anything runs: Railway never saw it.
+    ``drop_after_count`` runs it first (a mutation is applied and logged as such), then drops
+    the answer: the client cannot tell which of the two happened, as with a real timeout.
+    ``fault_operations`` aims the error and drop faults (the counts and ``error_ratio``) at
+    requests whose GraphQL operation name is listed, e.g. ``["DeploymentRollback"]``; other
+    requests pass untouched and use up no count. None aims them at every request. Latency
+    and the rate limit always apply to every request.
+    """
 
     latency: float = Field(0.0, ge=0, description="seconds added before answering (on the clock)")
     error_status: int = Field(503, ge=500, le=599)
     error_count: int = Field(0, ge=0, description="the next N requests get error_status")
     error_ratio: float = Field(0.0, ge=0, le=1, description="then this share of requests does")
-    drop_count: int = Field(0, ge=0, description="the next N connections close unanswered")
+    drop_count: int = Field(0, ge=0, description="the next N requests close unanswered, unrun")
+    drop_after_count: int = Field(
+        0, ge=0, description="the next N requests run, mutations applied, then close unanswered"
+    )
+    fault_operations: list[str] | None = Field(
+        None, min_length=1, description="operation names the error and drop faults hit (None: all)"
+    )
     rate_limit: int = Field(1000, ge=1, description="requests per window per token (Hobby)")
     rate_window: float = Field(3600.0, gt=0, description="seconds")
     deploy_outcome: Literal["SUCCESS", "FAILED", "CRASHED"] = "SUCCESS"
@@ -90,6 +110,7 @@ class DeploymentBody(Body):
     meta: dict[str, Any] = Field(default_factory=dict)
     created_at: Time | None = None
     static_url: str | None = None
+    replicas: int = Field(1, ge=1)
     id: str | None = None
 
 
@@ -98,6 +119,14 @@ class DeploymentPatch(Body):
 
     status: str | None = None
     can_rollback: bool | None = None
+
+
+class CrashLoopBody(Body):
+    """A live deployment's process exiting every ``period`` seconds (see EmulatorModel)."""
+
+    deployment_id: str
+    period: float = Field(5.0, gt=0, allow_inf_nan=False)
+    max_restarts: int | None = Field(10, ge=0, description="None: restarted for ever")
 
 
 class MemoryBody(Body):
@@ -232,6 +261,7 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
             meta=b.meta,
             created_at=unix(b.created_at),
             static_url=b.static_url,
+            replicas=b.replicas,
             id=b.id,
         )
         return camel(d)
@@ -241,6 +271,13 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
         return camel(
             emu.set_deployment(deployment_id, status=b.status, can_rollback=b.can_rollback)
         )
+
+    def start_crash_loop(b: CrashLoopBody, _: web.Request) -> dict[str, Any]:
+        d = emu.crash_loop(b.deployment_id, period=b.period, max_restarts=b.max_restarts)
+        return camel(d)
+
+    def stop_crash_loop(_b: Body, request: web.Request) -> dict[str, Any]:
+        return camel(emu.stop_crash_loop(request.match_info["deploymentId"]))
 
     def set_memory(b: MemoryBody, _: web.Request) -> dict[str, Any]:
         emu.set_memory(b.deployment_id, b.usage_gb, b.limit_gb, at=unix(b.at))
@@ -293,6 +330,8 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
         web.post(f"{root}/services", _endpoint(ChildBody, add_service)),
         web.post(f"{root}/deployments", _endpoint(DeploymentBody, add_deployment)),
         web.patch(f"{root}/deployments/{{id}}", _endpoint(DeploymentPatch, patch_deployment)),
+        web.post(f"{root}/crash-loops", _endpoint(CrashLoopBody, start_crash_loop)),
+        web.delete(f"{root}/crash-loops/{{deploymentId}}", _endpoint(Body, stop_crash_loop)),
         web.post(f"{root}/memory", _endpoint(MemoryBody, set_memory)),
         web.post(f"{root}/metrics", _endpoint(MetricBody, set_metric)),
         web.post(f"{root}/http", _endpoint(HttpBody, record_http)),

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 import random
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from monitor.clock import Clock
 from monitor.railway.schema import load_schema
+from monitor.sandbox.emulator_instances import CrashLoop, CrashLoops, Instance, reset_instances
 
 # A new deployment's statuses before it settles, with how long each lasts (seconds).
 DEFAULT_ROLLOUT: tuple[tuple[str, float], ...] = (
@@ -86,6 +88,11 @@ class Deployment:
     static_url: str | None = None
     removed_at: float | None = None
     restarts: int = 0
+    replicas: int = 1
+    instances: list[Instance] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        reset_instances(self)
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,7 @@ class EmulatorModel:
         self.http: dict[tuple[str, str], list[HttpCount]] = {}
         self.traffic: dict[tuple[str, str], list[Traffic]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._crash_loops = CrashLoops(clock, self._spawn, lambda d: self._set_status(d, "CRASHED"))
         # Called with the deployment that starts serving (the sandbox's apps follow it).
         self.on_activate: list[Callable[[Deployment], None]] = []
         self._statuses = enum_values("DeploymentStatus")
@@ -178,6 +186,7 @@ class EmulatorModel:
         meta: Mapping[str, Any] | None = None,
         created_at: float | None = None,
         static_url: str | None = None,
+        replicas: int = 1,
         id: str | None = None,
     ) -> Deployment:
         """Record a deployment; by default a SUCCESS one becomes the active one."""
@@ -188,6 +197,8 @@ class EmulatorModel:
                 f"environment {env.id} is not in the service's project", "environmentId"
             )
         self._check_status(status)
+        if replicas < 1:
+            raise EmulatorError("replicas must be at least 1", "replicas")
         when = self.clock.time() if created_at is None else created_at
         self._seq += 1
         deployment = Deployment(
@@ -202,6 +213,7 @@ class EmulatorModel:
             can_rollback=can_rollback,
             meta=dict(meta or {}),
             static_url=static_url or f"{service.name}-{env.name}.up.railway.app",
+            replicas=replicas,
         )
         self.deployments[deployment.id] = deployment
         if active if active is not None else status == "SUCCESS":
@@ -211,7 +223,7 @@ class EmulatorModel:
     def set_deployment(
         self, deployment_id: str, *, status: str | None = None, can_rollback: bool | None = None
     ) -> Deployment:
-        """Change a deployment's status (a crash, say) or whether it can be rolled back to."""
+        """Change a deployment's status (made CRASHED it stays active) or can_rollback."""
         deployment = self.deployment(deployment_id)
         if status is not None:
             self._check_status(status)
@@ -313,6 +325,7 @@ class EmulatorModel:
             source.environment_id,
             meta=source.meta,
             static_url=source.static_url,
+            replicas=source.replicas,
             build=not rollback,
         )
 
@@ -323,6 +336,7 @@ class EmulatorModel:
         *,
         meta: Mapping[str, Any] | None = None,
         static_url: str | None = None,
+        replicas: int = 1,
         build: bool = True,
     ) -> Deployment:
         """A new deployment (a push, say) that rolls out through ``rollout`` on the clock."""
@@ -334,10 +348,9 @@ class EmulatorModel:
             active=False,
             meta=meta,
             static_url=static_url,
+            replicas=replicas,
         )
-        task = asyncio.get_running_loop().create_task(self._roll_out(new, phases))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._roll_out(new, phases))
         return new
 
     def restart(self, deployment: Deployment) -> None:
@@ -358,8 +371,38 @@ class EmulatorModel:
         """The status a new deployment settles in (the HTTP emulator makes it a fault)."""
         return "SUCCESS"
 
+    def crash_loop(
+        self, deployment_id: str, *, period: float = 5.0, max_restarts: int | None = 10
+    ) -> Deployment:
+        """From now on the live deployment's process exits every ``period`` seconds.
+
+        It is restarted ``max_restarts`` times (None: for ever), then left CRASHED and active;
+        leaving SUCCESS ends the loop. See emulator_instances.
+        """
+        deployment = self.deployment(deployment_id)
+        if not (period > 0 and math.isfinite(period)):
+            raise EmulatorError("period must be a positive number of seconds", "period")
+        if max_restarts is not None and max_restarts < 0:
+            raise EmulatorError("maxRestarts must not be negative", "maxRestarts")
+        if deployment.status != "SUCCESS":
+            message = f"Deployment is {deployment.status}: only a live one can crash-loop"
+            raise EmulatorError(message, "deploymentId")
+        self._crash_loops.start(deployment, CrashLoop(deployment.id, period, max_restarts))
+        return deployment
+
+    def stop_crash_loop(self, deployment_id: str) -> Deployment:
+        """End the deployment's crash loop, if any: a SUCCESS one's instances run again."""
+        deployment = self.deployment(deployment_id)
+        self._crash_loops.stop(deployment)
+        return deployment
+
+    @property
+    def crash_loops(self) -> list[CrashLoop]:
+        """The crash loops in progress."""
+        return self._crash_loops.running
+
     async def aclose(self) -> None:
-        """Cancel rollouts still in progress."""
+        """Cancel rollouts and crash loops still in progress."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -373,6 +416,13 @@ class EmulatorModel:
         self._set_status(deployment, outcome)
         if outcome == "SUCCESS":
             self._activate(deployment, at=self.clock.time())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` as a task that aclose() cancels."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _activate(self, deployment: Deployment, *, at: float) -> None:
         key = (deployment.service_id, deployment.environment_id)
@@ -390,6 +440,10 @@ class EmulatorModel:
         deployment.updated_at = when
         if status == "REMOVED" and deployment.removed_at is None:
             deployment.removed_at = when
+        if status != "SUCCESS":
+            # Restarts need a live process: a deployment replaced, crashed or asleep has none.
+            self._crash_loops.stop(deployment)
+        reset_instances(deployment)
 
     def _check_status(self, status: str) -> None:
         if status not in self._statuses:

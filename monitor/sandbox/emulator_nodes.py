@@ -6,7 +6,6 @@ Nodes are plain dicts read by graphql-core's default resolver; a field that take
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,12 +83,8 @@ def parse_time(value: Any, name: str) -> float:
 
 
 def deployment_node(ctx: RequestContext, d: Deployment) -> dict[str, Any]:
-    """A Deployment object as the schema shapes it."""
+    """A Deployment object as the schema shapes it (instances as the model keeps them)."""
     model = ctx.model
-    instance_status = {"SUCCESS": "RUNNING", "CRASHED": "CRASHED"}.get(d.status)
-    instances = (
-        [] if instance_status is None else [{"id": _instance_id(d), "status": instance_status}]
-    )
     return {
         "id": d.id,
         "status": d.status,
@@ -106,15 +101,11 @@ def deployment_node(ctx: RequestContext, d: Deployment) -> dict[str, Any]:
         "serviceId": d.service_id,
         "environmentId": d.environment_id,
         "projectId": d.project_id,
-        "instances": instances,
+        "instances": [{"id": i.id, "status": i.status} for i in d.instances],
         "sockets": [],
         "service": lambda *_, **__: service_node(ctx, model.services[d.service_id]),
         "environment": lambda *_, **__: environment_node(ctx, model.environments[d.environment_id]),
     }
-
-
-def _instance_id(d: Deployment) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, d.id))
 
 
 def project_node(ctx: RequestContext, p: Project) -> dict[str, Any]:

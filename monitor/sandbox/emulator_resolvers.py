@@ -183,7 +183,7 @@ def q_service_instance(ctx: RequestContext, args: dict[str, Any]) -> dict[str, A
         "serviceName": service.name,
         "latestDeployment": deployment_node(ctx, mine[0]) if mine else None,
         "activeDeployments": [deployment_node(ctx, d) for d in mine if d.id == active_id],
-        "numReplicas": 1,
+        "numReplicas": next((d.replicas for d in mine if d.id == active_id), 1),
         "service": lambda *_, **__: service_node(ctx, service),
     }
 

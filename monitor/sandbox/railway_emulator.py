@@ -18,7 +18,11 @@ here as it is there. Behaviour chosen to match what Railway's API and its CLI sh
   answer is HTTP 429 with ``Retry-After`` (seconds). The query string (``?source=...``) is
   accepted and ignored.
 - Injected faults (:class:`Faults`) apply in this order: latency, dropped connection, rate
-  limit, 5xx; then the request runs. Latency waits on the injected Clock.
+  limit, 5xx; then the request runs; then a drop after the fact (``drop_after_count``: the
+  request ran, a mutation was applied, but the connection closes unanswered). Latency waits
+  on the injected Clock. ``fault_operations`` limits the error and drop faults to requests
+  with those operation names (a dropped ``DeploymentRollback`` while polls go through, say).
+  A dropped request is logged with status 0 and fault ``drop`` or ``drop-after``.
 
 The control API under ``/_emulator/`` (see emulator_control) and the Python API inherited from
 :class:`EmulatorModel` build the world and set faults; ``requests`` and ``mutations`` record
@@ -154,6 +158,7 @@ class RailwayEmulator(EmulatorModel):
                 {"serviceId": s, "environmentId": e, "deploymentId": d}
                 for (s, e), d in self.active.items()
             ],
+            "crashLoops": [camel(loop) for loop in self.crash_loops],
         }
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -162,13 +167,11 @@ class RailwayEmulator(EmulatorModel):
         if self.faults.latency > 0:
             await self.clock.sleep(self.faults.latency)
         incoming = _read(await request.read(), self.clock.time())
-        if self.faults.drop_count > 0:
+        targeted = self._targeted(incoming.record)
+        if targeted and self.faults.drop_count > 0:
             self.faults.drop_count -= 1
             self._log(incoming.record, 0, (), fault="drop")
-            # aiohttp gives every request in flight a transport; the check is for mypy.
-            if request.transport is not None:  # pragma: no branch
-                request.transport.abort()
-            return web.Response()
+            return _drop(request)
         headers, retry_after = self._rate(self._caller(request))
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
@@ -177,7 +180,9 @@ class RailwayEmulator(EmulatorModel):
             return web.json_response(
                 {"errors": [{"message": message}]}, status=429, headers=headers
             )
-        if self.faults.error_count > 0 or self._chance.random() < self.faults.error_ratio:
+        if targeted and (
+            self.faults.error_count > 0 or self._chance.random() < self.faults.error_ratio
+        ):
             self.faults.error_count = max(0, self.faults.error_count - 1)
             status = self.faults.error_status
             self._log(incoming.record, status, (), fault="error")
@@ -185,8 +190,19 @@ class RailwayEmulator(EmulatorModel):
             text = responses.get(status, "Server Error")
             return web.Response(status=status, text=text, headers=headers)
         status, body = self._run(incoming, self._scope(request))
-        self._log(incoming.record, status, [str(e.get("message")) for e in body.get("errors", [])])
+        messages = [str(e.get("message")) for e in body.get("errors", [])]
+        if targeted and self.faults.drop_after_count > 0:
+            # What ran stays done (the mutation log says so); only the answer is lost.
+            self.faults.drop_after_count -= 1
+            self._log(incoming.record, 0, messages, fault="drop-after")
+            return _drop(request)
+        self._log(incoming.record, status, messages)
         return web.json_response(body, status=status, headers=headers)
+
+    def _targeted(self, record: RequestRecord) -> bool:
+        """Whether the error and drop faults apply to this request (``fault_operations``)."""
+        names = self.faults.fault_operations
+        return names is None or record.operation_name in names
 
     def _log(
         self, record: RequestRecord, status: int, errors: Iterable[str], fault: str | None = None
@@ -254,6 +270,14 @@ class RailwayEmulator(EmulatorModel):
 
     async def _cleanup(self, _app: web.Application) -> None:
         await self.aclose()
+
+
+def _drop(request: web.Request) -> web.StreamResponse:
+    """Close the connection without an answer (the response returned is never sent)."""
+    # aiohttp gives every request in flight a transport; the check is for mypy.
+    if request.transport is not None:  # pragma: no branch
+        request.transport.abort()
+    return web.Response()
 
 
 def _read(raw: bytes, now: float) -> _Incoming:

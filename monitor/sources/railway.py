@@ -1,4 +1,5 @@
-"""The "railway" source: error rate and memory from Railway's own metrics, no instrumentation.
+"""The "railway" source: error rate and memory from Railway's own metrics, no instrumentation,
+and the deployment signal from Railway's deployment and instance statuses.
 
 The numbers come from the batched :class:`~monitor.railway.poller.RailwayPoller`, which asks
 Railway once per poll for every service; this source hands each service the samples of the

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -77,12 +78,14 @@ async def world(clock: FakeClock) -> AsyncIterator[World]:
 
 def test_the_tick_document_validates_against_railways_schema() -> None:
     targets = [
-        Target("a", "s", "e", error_rate=ERROR_RATE, memory=MEMORY),
+        Target("a", "s", "e", error_rate=ERROR_RATE, memory=MEMORY, deployment=True),
         Target("b", "s", "e"),
+        Target("c", "s", "e", deployment=True),
     ]
     document = build_document(targets)
     assert validate_document(document) == []
-    assert document.count("deployments(") == 2
+    assert document.count("deployments(") == 3
+    assert document.count("instances { id status }") == 3  # the deployment signal's facts
     assert document.count("httpMetricsGroupedByStatus(") == 1
     # Deployments only: no time window may be declared, or GraphQL refuses the document.
     bare = build_document([Target("b", "s", "e")])
@@ -228,3 +231,66 @@ async def test_refresh_polls_now_at_most_once_per_half_interval(
     await asyncio.gather(task, return_exceptions=True)
     assert poller.early_polls == 2
     assert [round(r.at - world.emu.requests[0].at) for r in world.emu.requests] == [0, 5, 20, 50]
+
+
+async def test_the_deployment_signal_follows_the_active_deployment(
+    world: World, clock: FakeClock
+) -> None:
+    targets = [replace(t, deployment=t.name != "api") for t in world.targets]
+    poller = RailwayPoller(world.client, targets, clock=clock, interval=30)
+    await poller.poll()
+    assert len(world.emu.requests) == 1  # still one request for every service
+    web = poller.latest("web")
+    assert web is not None
+    running = web.samples[Signal.DEPLOYMENT]
+    assert running.value == 1.0
+    assert running.detail["deployment"] == world.deployments["web"]
+    assert running.detail["status"] == "SUCCESS"
+    assert Signal.DEPLOYMENT not in poller.latest("api").samples  # type: ignore[union-attr]
+
+    world.emu.set_deployment(world.deployments["web"], status="CRASHED")
+    await clock.advance(30)
+    await poller.poll()
+    web = poller.latest("web")
+    assert web is not None
+    assert web.active is not None
+    assert web.active.id == world.deployments["web"]  # crashed, it is still the active one
+    crashed = web.samples[Signal.DEPLOYMENT]
+    assert crashed.value == 0.0
+    assert crashed.detail["status"] == "CRASHED"
+    docs = poller.latest("docs")
+    assert docs is not None
+    assert docs.samples[Signal.DEPLOYMENT].value == 1.0
+
+
+class Answers:
+    """A client that answers every poll with ``data``."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    async def execute(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
+        return self.data
+
+
+async def test_unreadable_deployments_make_the_deployment_signal_unknown(clock: FakeClock) -> None:
+    target = Target("web", "s", "e", memory=MEMORY, deployment=True)
+    client = cast(RailwayClient, Answers({"d0": {"edges": "nope"}, "m0": []}))
+    poller = RailwayPoller(client, [target], clock=clock, interval=30)
+    await poller.poll()
+    web = poller.latest("web")
+    assert web is not None
+    deployment, memory = web.samples[Signal.DEPLOYMENT], web.samples[Signal.MEMORY]
+    assert deployment.value is None
+    assert deployment.reason.startswith("d0")
+    assert memory.reason == deployment.reason  # the same problem, said once per signal
+
+
+async def test_no_active_deployment_is_unknown(clock: FakeClock) -> None:
+    client = cast(RailwayClient, Answers({"d0": {"edges": []}}))
+    poller = RailwayPoller(
+        client, [Target("web", "s", "e", deployment=True)], clock=clock, interval=30
+    )
+    await poller.poll()
+    sample = poller.latest("web").samples[Signal.DEPLOYMENT]  # type: ignore[union-attr]
+    assert (sample.value, sample.reason) == (None, "no active deployment")

@@ -8,7 +8,9 @@ from pathlib import Path
 import graphql
 import pytest
 
+from monitor.railway.poller import Target, build_document
 from monitor.railway.schema import check_document, describe, load_schema, validate_document
+from monitor.sources.railway import RailwayErrorRate
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "railway"
 PACKAGED = Path(__file__).resolve().parents[2] / "monitor" / "railway" / "schema.json"
@@ -41,6 +43,14 @@ def test_packaged_copy_is_identical_to_the_shared_snapshot() -> None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     assert digest(PACKAGED) == digest(SHARED / "schema.json")
+
+
+def test_the_poll_document_with_deployment_targets_validates() -> None:
+    rate = RailwayErrorRate(source="railway")
+    targets = [Target("a", "s", "e", deployment=True), Target("b", "s", "e", rate, deployment=True)]
+    document = build_document(targets)
+    assert validate_document(document) == []
+    assert document.count("instances { id status }") == 2
 
 
 def test_valid_rollback_and_batched_queries_pass() -> None:
@@ -92,6 +102,11 @@ def test_valid_rollback_and_batched_queries_pass() -> None:
             'mutation { deploymentRollback(id: "x") { id } }',
             "must not have a selection since type 'Boolean!' has no subfields",
             id="rollback-returns-boolean",
+        ),
+        pytest.param(
+            '{ deployment(id: "x") { instances } }',
+            "must have a selection of subfields",
+            id="instances-need-a-selection",
         ),
         pytest.param("query {", "Syntax Error", id="syntax"),
     ],

@@ -13,7 +13,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from monitor.clock import FakeClock
-from monitor.sandbox.emulator_model import Deployment, EmulatorError, EmulatorModel
+from monitor.sandbox.emulator_model import (
+    Deployment,
+    EmulatorError,
+    EmulatorModel,
+    EmulatorNotFound,
+)
 from monitor.sandbox.emulator_nodes import iso
 from monitor.sandbox.railway_emulator import Faults, RailwayEmulator
 from tests.helpers import until
@@ -30,6 +35,7 @@ query List($input: DeploymentListInput!, $first: Int, $after: String) {
 }"""
 ROLLBACK = "mutation Roll($id: String!) { deploymentRollback(id: $id) }"
 STATUS = "query S($id: String!) { deployment(id: $id) { id status meta canRollback } }"
+INSTANCES = "query I($id: String!) { deployment(id: $id) { status instances { id status } } }"
 
 
 @dataclass
@@ -636,6 +642,194 @@ async def test_closing_the_app_cancels_rollouts(world: World) -> None:
     assert world.emu.newest_first()[0].status == "INITIALIZING"
 
 
+# -- instances and crash loops -----------------------------------------------------------------
+
+
+async def instances(client: Client, deployment_id: str) -> tuple[str, list[str]]:
+    """The deployment's status and its instances' statuses, read over GraphQL."""
+    reply = await client.gql(INSTANCES, {"id": deployment_id})
+    node = reply.body["data"]["deployment"]
+    return node["status"], [i["status"] for i in node["instances"]]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        pytest.param("SUCCESS", ["RUNNING", "RUNNING"], id="success"),
+        pytest.param("CRASHED", ["CRASHED", "CRASHED"], id="crashed"),
+        pytest.param("SLEEPING", ["STOPPED", "STOPPED"], id="sleeping"),
+        pytest.param("DEPLOYING", ["INITIALIZING", "INITIALIZING"], id="deploying"),
+        pytest.param("BUILDING", [], id="building"),
+        pytest.param("REMOVED", [], id="removed"),
+        pytest.param("FAILED", [], id="failed"),
+    ],
+)
+async def test_instances_follow_the_deployment_status(
+    client: Client, world: World, status: str, expected: list[str]
+) -> None:
+    d = world.emu.add_deployment(world.worker, world.staging, status=status, replicas=2)
+    assert await instances(client, d.id) == (status, expected)
+    reply = await client.gql(INSTANCES, {"id": d.id})
+    assert len({i["id"] for i in reply.body["data"]["deployment"]["instances"]}) == len(expected)
+
+
+async def test_replicas_are_instances_and_a_rollback_keeps_them(
+    client: Client, world: World
+) -> None:
+    emu = world.emu
+    two = emu.add_deployment(world.worker, world.prod, replicas=2)
+    reply = await client.gql(
+        "query($s: String!, $e: String!) { serviceInstance(serviceId: $s, environmentId: $e)"
+        " { numReplicas } }",
+        {"s": world.worker, "e": world.prod},
+    )
+    assert reply.body["data"]["serviceInstance"] == {"numReplicas": 2}
+    await client.gql(ROLLBACK, {"id": two.id})
+    await world.clock.advance(10)
+    new = emu.newest_first()[0]
+    assert await instances(client, new.id) == ("SUCCESS", ["RUNNING", "RUNNING"])
+    with pytest.raises(EmulatorError) as caught:
+        emu.add_deployment(world.worker, world.prod, replicas=0)
+    assert caught.value.field == "replicas"
+
+
+async def test_a_crash_loop_restarts_the_instance_until_the_deployment_crashes(
+    client: Client, world: World
+) -> None:
+    emu, clock, live = world.emu, world.clock, world.v3
+    start = clock.time()
+    before = (await client.gql(INSTANCES, {"id": live.id})).body["data"]["deployment"]
+    emu.crash_loop(live.id, period=10, max_restarts=2)
+    seen = []
+    for step in (0, 10, 5, 5, 5, 5, 60):  # t = 0, 10, 15, 20, 25, 30, 90
+        await clock.advance(step)
+        seen.append((*await instances(client, live.id), live.restarts))
+    assert seen == [
+        ("SUCCESS", ["RUNNING"], 0),
+        ("SUCCESS", ["RESTARTING"], 1),  # the first exit
+        ("SUCCESS", ["RUNNING"], 1),
+        ("SUCCESS", ["RESTARTING"], 2),
+        ("SUCCESS", ["RUNNING"], 2),
+        ("CRASHED", ["CRASHED"], 2),  # the exit after the last retry is final
+        ("CRASHED", ["CRASHED"], 2),
+    ]
+    after = (await client.gql(INSTANCES, {"id": live.id})).body["data"]["deployment"]
+    assert after["instances"][0]["id"] == before["instances"][0]["id"]
+    assert live.updated_at == start + 30
+    # Railway keeps the crashed deployment in its slot: no fallback to the one it replaced.
+    assert emu.active[(world.web, world.prod)] == live.id
+    assert world.v2.status == "REMOVED"
+    active = await client.gql(
+        "query($s: String!, $e: String!) { serviceInstance(serviceId: $s, environmentId: $e)"
+        " { activeDeployments { id status instances { status } } } }",
+        {"s": world.web, "e": world.prod},
+    )
+    assert active.body["data"]["serviceInstance"]["activeDeployments"] == [
+        {"id": live.id, "status": "CRASHED", "instances": [{"status": "CRASHED"}]}
+    ]
+    assert emu.crash_loops == []
+    assert clock.sleepers == 0
+
+
+async def test_a_crash_loop_without_a_limit_runs_until_stopped(
+    client: Client, world: World
+) -> None:
+    emu, clock, live = world.emu, world.clock, world.v3
+    emu.crash_loop(live.id, period=4, max_restarts=None)
+    assert [(c.deployment_id, c.period, c.max_restarts) for c in emu.crash_loops] == [
+        (live.id, 4, None)
+    ]
+    await clock.advance(401)  # the 100th exit was at t = 400: still restarting
+    assert await instances(client, live.id) == ("SUCCESS", ["RESTARTING"])
+    assert live.restarts == 100
+    updated_at = live.updated_at
+    emu.stop_crash_loop(live.id)
+    assert await instances(client, live.id) == ("SUCCESS", ["RUNNING"])
+    await clock.advance(60)
+    assert (live.restarts, live.updated_at) == (100, updated_at)
+    assert emu.crash_loops == []
+    assert clock.sleepers == 0
+    emu.stop_crash_loop(live.id)  # nothing to stop: harmless
+
+
+async def test_a_new_crash_loop_replaces_the_running_one(client: Client, world: World) -> None:
+    emu, clock, live = world.emu, world.clock, world.v3
+    emu.crash_loop(live.id, period=4, max_restarts=None)
+    await clock.advance(4)
+    emu.crash_loop(live.id, period=10, max_restarts=0)
+    assert [(c.period, c.max_restarts) for c in emu.crash_loops] == [(10, 0)]
+    assert await instances(client, live.id) == ("SUCCESS", ["RUNNING"])
+    await clock.advance(9)
+    assert (live.status, live.restarts) == ("SUCCESS", 1)
+    await clock.advance(1)  # no retries: the first exit of the new loop crashes it
+    assert await instances(client, live.id) == ("CRASHED", ["CRASHED"])
+    assert emu.crash_loops == []
+
+
+async def test_a_live_deployment_made_crashed_stays_active(client: Client, world: World) -> None:
+    emu, live = world.emu, world.v3
+    emu.crash_loop(live.id, max_restarts=None)
+    emu.set_deployment(live.id, status="CRASHED")
+    assert await instances(client, live.id) == ("CRASHED", ["CRASHED"])
+    assert emu.active[(world.web, world.prod)] == live.id
+    assert emu.crash_loops == []  # crashed for good: nothing restarts it
+    restart = await client.gql(
+        "mutation($id: String!) { deploymentRestart(id: $id) }", {"id": live.id}
+    )
+    assert restart.body == {"data": {"deploymentRestart": True}}
+    assert await instances(client, live.id) == ("SUCCESS", ["RUNNING"])
+
+
+async def test_a_crash_loop_ends_when_the_deployment_is_replaced(
+    client: Client, world: World
+) -> None:
+    emu, clock, old = world.emu, world.clock, world.v3
+    emu.crash_loop(old.id, period=3, max_restarts=None)
+    await client.gql(ROLLBACK, {"id": world.v2.id})
+    new = emu.newest_first()[0]
+    assert await instances(client, new.id) == ("INITIALIZING", [])
+    await clock.advance(2)
+    assert await instances(client, new.id) == ("DEPLOYING", ["INITIALIZING"])
+    await clock.advance(8)  # the rollback goes live and REMOVEs the crash-looping deployment
+    assert await instances(client, new.id) == ("SUCCESS", ["RUNNING"])
+    assert await instances(client, old.id) == ("REMOVED", [])
+    assert emu.active[(world.web, world.prod)] == new.id
+    restarts = old.restarts
+    assert restarts == 3
+    await clock.advance(60)
+    assert old.restarts == restarts
+    assert emu.crash_loops == []
+    assert clock.sleepers == 0
+
+
+async def test_crash_loop_refusals(world: World) -> None:
+    emu = world.emu
+    for deployment_id, kwargs, field in [
+        (world.v1.id, {}, "deploymentId"),  # REMOVED: nothing runs to crash
+        (world.v3.id, {"period": 0}, "period"),
+        (world.v3.id, {"period": float("inf")}, "period"),
+        (world.v3.id, {"max_restarts": -1}, "maxRestarts"),
+    ]:
+        with pytest.raises(EmulatorError) as caught:
+            emu.crash_loop(deployment_id, **kwargs)
+        assert caught.value.field == field, kwargs
+    with pytest.raises(EmulatorNotFound):
+        emu.crash_loop("nope")
+    with pytest.raises(EmulatorNotFound):
+        emu.stop_crash_loop("nope")
+    assert emu.crash_loops == []
+
+
+async def test_closing_the_model_ends_crash_loops(world: World) -> None:
+    world.emu.crash_loop(world.v3.id, max_restarts=None)
+    world.emu.crash_loop(world.stage.id, max_restarts=None)
+    await world.clock.advance(0)  # let the loops start waiting for their first exit
+    assert world.clock.sleepers == 2
+    await world.emu.aclose()
+    assert world.clock.sleepers == 0
+    assert world.emu.crash_loops == []
+
+
 # -- faults ------------------------------------------------------------------------------------
 
 
@@ -697,6 +891,74 @@ async def test_latency_waits_on_the_clock(client: Client, world: World) -> None:
     assert not pending.done()
     await world.clock.advance(5)
     assert (await pending).status == 200
+
+
+async def test_drop_after_applies_the_mutation_but_loses_the_answer(
+    client: Client, world: World
+) -> None:
+    emu = world.emu
+    emu.set_faults(drop_after_count=1, fault_operations=["Roll"])
+    assert (await client.gql(STATUS, {"id": world.v3.id})).status == 200
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await client.gql(ROLLBACK, {"id": world.v2.id})
+    # Railway applied it: a new deployment of v2's release is rolling out.
+    new = emu.newest_first()[0]
+    assert (new.meta, new.status) == ({"image": "web:v2"}, "INITIALIZING")
+    assert emu.faults.drop_after_count == 0
+    log = (await client.control("GET", "requests")).body
+    assert [(r["operationName"], r["status"], r["fault"]) for r in log["requests"]] == [
+        ("S", 200, None),
+        ("Roll", 0, "drop-after"),
+    ]
+    assert [(m["name"], m["arguments"], m["ok"]) for m in log["mutations"]] == [
+        ("deploymentRollback", {"id": world.v2.id}, True)
+    ]
+    # Once used up, the same mutation is answered (and starts a second deployment).
+    again = await client.gql(ROLLBACK, {"id": world.v2.id})
+    assert again.body == {"data": {"deploymentRollback": True}}
+    assert len(emu.deployments) == 8
+
+
+async def test_drop_after_keeps_the_errors_of_what_ran(client: Client, world: World) -> None:
+    world.emu.set_deployment(world.v1.id, can_rollback=False)
+    world.emu.set_faults(drop_after_count=1)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await client.gql(ROLLBACK, {"id": world.v1.id})
+    last = world.emu.requests[-1]
+    assert (last.status, last.fault, last.errors) == (
+        0,
+        "drop-after",
+        ("Deployment cannot be rolled back",),
+    )
+    assert [(m.ok, m.error) for m in world.emu.mutations] == [
+        (False, "Deployment cannot be rolled back")
+    ]
+
+
+async def test_fault_operations_aim_the_error_and_drop_faults(client: Client, world: World) -> None:
+    emu = world.emu
+    emu.set_faults(drop_count=1, error_count=1, fault_operations=["Roll"])
+    assert (await client.gql(STATUS, {"id": world.v3.id})).status == 200
+    assert (await client.gql(LIST, {"input": {"serviceId": world.web}})).status == 200
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await client.gql(ROLLBACK, {"id": world.v2.id})  # dropped before it ran
+    assert emu.mutations == []
+    assert (await client.gql(ROLLBACK, {"id": world.v2.id})).status == 503
+    assert (await client.gql(ROLLBACK, {"id": world.v2.id})).status == 200
+    assert [(r.operation_name, r.status, r.fault) for r in emu.requests] == [
+        ("S", 200, None),
+        ("List", 200, None),
+        ("Roll", 0, "drop"),
+        ("Roll", 503, "error"),
+        ("Roll", 200, None),
+    ]
+    assert [m.name for m in emu.mutations] == ["deploymentRollback"]
+    # The ratio is aimed too; an anonymous operation is never named in the list.
+    emu.set_faults(error_ratio=1.0)
+    assert (await client.gql("{ __typename }")).status == 200
+    assert (await client.gql(ROLLBACK, {"id": world.v2.id})).status == 503
+    emu.set_faults(fault_operations=None)
+    assert (await client.gql("{ __typename }")).status == 503
 
 
 def test_faults_are_validated(world: World) -> None:
@@ -790,8 +1052,37 @@ async def test_control_api_faults(client: Client, world: World) -> None:
     updated = await client.control("POST", "faults", {"errorCount": 1, "latency": 0})
     assert updated.body["errorCount"] == 1
     assert updated.body["rateLimit"] == 1000
+    assert (updated.body["dropAfterCount"], updated.body["faultOperations"]) == (0, None)
     assert (await client.control("GET", "faults")).body == updated.body
     assert (await client.gql("{ __typename }")).status == 503
+
+
+async def test_control_api_crash_loops(client: Client, world: World) -> None:
+    live = world.v3.id
+    started = await client.control(
+        "POST", "crash-loops", {"deploymentId": live, "period": 2, "maxRestarts": None}
+    )
+    assert started.status == 201
+    assert (started.body["id"], started.body["status"]) == (live, "SUCCESS")
+    state = await client.control("GET", "state")
+    assert state.body["crashLoops"] == [{"deploymentId": live, "period": 2.0, "maxRestarts": None}]
+    await world.clock.advance(2)
+    assert await instances(client, live) == ("SUCCESS", ["RESTARTING"])
+    stopped = await client.control("DELETE", f"crash-loops/{live}")
+    assert stopped.status == 200
+    assert (stopped.body["restarts"], stopped.body["instances"][0]["status"]) == (1, "RUNNING")
+    assert (await client.control("GET", "state")).body["crashLoops"] == []
+    assert (await client.control("DELETE", f"crash-loops/{live}")).status == 200
+    unknown = await client.control("DELETE", "crash-loops/nope")
+    assert (unknown.status, unknown.body["errors"][0]["field"]) == (404, "deploymentId")
+    removed = await client.control("POST", "crash-loops", {"deploymentId": world.v1.id})
+    assert (removed.status, removed.body["errors"][0]["field"]) == (400, "deploymentId")
+    defaults = await client.control("POST", "crash-loops", {"deploymentId": live})
+    assert defaults.status == 201
+    assert [(c.period, c.max_restarts) for c in world.emu.crash_loops] == [(5.0, 10)]
+    await world.clock.advance(55)  # ten restarts, then the eleventh exit is final
+    assert await instances(client, live) == ("CRASHED", ["CRASHED"])
+    assert world.emu.deployments[live].restarts == 11
 
 
 @pytest.mark.parametrize(
@@ -815,6 +1106,23 @@ async def test_control_api_faults(client: Client, world: World) -> None:
         ),
         pytest.param("tokens", {"projectId": "p"}, 400, None, id="token-env"),
         pytest.param("memory", [1, 2], 400, None, id="not-an-object"),
+        pytest.param("faults", {"dropAfterCount": -1}, 400, "dropAfterCount", id="drop-after"),
+        pytest.param("faults", {"faultOperations": []}, 400, "faultOperations", id="no-ops"),
+        pytest.param("crash-loops", {}, 400, "deploymentId", id="crash-no-id"),
+        pytest.param("crash-loops", {"deploymentId": "x"}, 404, "deploymentId", id="crash-404"),
+        pytest.param(
+            "crash-loops", {"deploymentId": "x", "period": 0}, 400, "period", id="crash-period"
+        ),
+        pytest.param(
+            "crash-loops", {"deploymentId": "x", "maxRestarts": -1}, 400, "maxRestarts", id="max"
+        ),
+        pytest.param(
+            "deployments",
+            {"serviceId": "s", "environmentId": "e", "replicas": 0},
+            400,
+            "replicas",
+            id="replicas",
+        ),
     ],
 )
 async def test_control_api_validation_names_the_field(

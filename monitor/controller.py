@@ -1,0 +1,352 @@
+"""The level-triggered rollback controller: at every evaluation of a service, decide afresh.
+
+Like a Kubernetes controller, it compares what is (Railway's deployments, the rules' states,
+the store) with what should be (a healthy release serving) after every tick of a service, not
+on one transition: a rollback a guard held back goes ahead at the first evaluation after the
+guard stops holding; an unfinished rollback (a failed step, a lost answer, a restart) is driven
+on at the next evaluation. Work runs in one task per service, so a tick never waits for
+Railway, and a second evaluation while the task runs does nothing.
+
+A hold or an escalation is recorded once per guard per *episode*: the stretch in which some
+rollback rule keeps firing on the same active deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from monitor.clock import Clock
+from monitor.decision import Decision, Escalate, Facts, Firing, Go, Hold, Idle, decide
+from monitor.engine import RuleState
+from monitor.errors import RailguardError
+from monitor.executor import RollbackExecutor
+from monitor.model import Phase
+from monitor.plan import ServicePlan
+from monitor.railway.client import Deployment, newest_live
+from monitor.reconcile import Follow, Wait, settle_intent
+from monitor.releases import Verdicts, went_live
+from monitor.store import RollbackRecord, Store
+from monitor.tasks import Background
+from monitor.telemetry import Metrics
+
+log = structlog.get_logger("railguard.controller")
+
+RuleStates = Callable[[str], Mapping[str, RuleState]]
+Snapshot = Callable[[str], "tuple[float, Sequence[Deployment]] | None"]
+Blindness = Callable[[], Awaitable[str | None]]
+RETRY_MIN, RETRY_MAX = 5.0, 60.0  # backoff between drives of a rollback whose step failed
+
+
+@dataclass
+class _Episode:
+    """What was already said while rollback rules fire on one active deployment."""
+
+    active: str | None
+    said: set[str] = field(default_factory=set)
+
+
+class RollbackController:
+    """Decides, for every evaluation of every Railway service, whether to roll back."""
+
+    def __init__(
+        self,
+        *,
+        services: Sequence[ServicePlan],
+        store: Store,
+        executor: RollbackExecutor,
+        clock: Clock,
+        metrics: Metrics,
+        rule_states: RuleStates,
+        snapshot: Snapshot,
+        blind: Blindness,
+    ) -> None:
+        self.services = {s.name: s for s in services}
+        self.store = store
+        self.executor = executor
+        self.clock = clock
+        self.metrics = metrics
+        self.rule_states = rule_states
+        self.snapshot = snapshot
+        self.blind = blind
+        self.open: set[str] = set()  # services with an unfinished rollback to drive
+        self._busy: dict[str, asyncio.Task[None]] = {}
+        self._retry_at: dict[str, tuple[float, float]] = {}  # name -> (monotonic, backoff)
+        self._episodes: dict[str, _Episode] = {}
+        self._tasks = Background("rollback controller")
+        executor.still_wanted = self._still_wanted
+
+    # -- the evaluation hook -----------------------------------------------------------------
+
+    def firing(self, service: ServicePlan) -> tuple[Firing, ...]:
+        """The service's rules that are FIRING now, as the decision reads them."""
+        states = self.rule_states(service.name)
+        out = []
+        for rule in service.rules:
+            state = states.get(rule.name)
+            if state is None or state.phase is not Phase.FIRING or state.since is None:
+                continue
+            reason = f"{rule.describe()}: firing since {state.since:.0f}"
+            out.append(
+                Firing(
+                    rule=rule.name,
+                    since=state.since,
+                    for_=rule.for_,
+                    last_known_at=state.last_known_at,
+                    max_gap=rule.max_gap,
+                    reason=reason,
+                    evidence=state.window,
+                )
+            )
+        return tuple(out)
+
+    async def evaluate(self, service: ServicePlan) -> None:
+        """After a tick of ``service``: drive its open rollback, or decide if a rule fires."""
+        name = service.name
+        if name not in self.services or name in self._busy:
+            return
+        if name in self.open:
+            retry = self._retry_at.get(name)
+            if retry is None or self.clock.monotonic() >= retry[0]:
+                self._spawn(name, self._drive_open(service))
+            return
+        if not service.policy.auto_rollback:
+            return
+        firing = self.firing(service)
+        if not firing:
+            self._episodes.pop(name, None)  # the episode is over: the next one speaks again
+            return
+        self._spawn(name, self._act(service, firing, self.clock.monotonic()))
+
+    def _spawn(self, name: str, work: Awaitable[None]) -> None:
+        task = self._tasks.spawn(work)
+        self._busy[name] = task
+        task.add_done_callback(lambda _: self._busy.pop(name, None))
+
+    async def aclose(self) -> None:
+        """Stop work in flight; the store keeps what is unfinished for the next start."""
+        await self._tasks.cancel()
+
+    async def idle(self) -> None:
+        """Wait until no decision or rollback task runs (tests and the bench)."""
+        while self._busy:
+            await asyncio.gather(*self._busy.values(), return_exceptions=True)
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    async def facts(
+        self,
+        service: ServicePlan,
+        firing: tuple[Firing, ...],
+        deployments: Sequence[Deployment] | None = None,
+        *,
+        exclude: RollbackRecord | None = None,
+    ) -> Facts:
+        """Everything the decision looks at, from the poller's last answer unless given.
+
+        ``exclude``: an intent about to be (re)sent, which is not yet a rollback that happened.
+        """
+        name, now = service.name, self.clock.time()
+        blind = await self.blind()
+        if deployments is None:
+            snap = self.snapshot(name)
+            deployments = () if snap is None else snap[1]
+            if snap is None:
+                blind = blind or "Railway has not answered a poll yet"
+        active = newest_live(deployments)
+        live_at = None
+        if active is not None:
+            live_at = went_live(active, now)
+            record = await self.store.deployment(name, active.id)
+            if record is not None and record.live_at is not None:
+                live_at = min(live_at, record.live_at)
+        frozen = await self.store.frozen(name, now)
+        recent = [
+            r
+            for r in await self.store.rollbacks(name, limit=20)
+            if exclude is None or r.id != exclude.id
+        ]
+        real = [
+            r for r in recent if r.trigger == "auto" and r.state not in ("abandoned", "dry_run")
+        ]
+        today = await self.store.rollbacks_since(name, now - 86400.0)
+        if exclude is not None and exclude.decided_at >= now - 86400.0:
+            today -= 1
+        dry = next(
+            (r.id for r in recent if r.dry_run and active and r.from_deployment == active.id), None
+        )
+        return Facts(
+            now=now,
+            firing=firing,
+            deployments=tuple(deployments),
+            active=active,
+            live_at=live_at,
+            verdicts=Verdicts.of(await self.store.deployments(name, limit=200)),
+            frozen=None if frozen is None else f"{frozen.reason} (by {frozen.actor})",
+            blind=blind,
+            last_auto=real[0] if real else None,
+            auto_last_24h=max(0, today),
+            dry_run_of_active=dry,
+        )
+
+    async def _act(self, service: ServicePlan, firing: tuple[Firing, ...], started: float) -> None:
+        try:
+            facts = await self.facts(service, firing)
+            decision = decide(service.policy, facts)
+            if isinstance(decision, Go):
+                # Decided on the last poll: confirm on Railway's deployments as of now.
+                api_started = self.clock.monotonic()
+                fresh = await self.executor.deployments(service)
+                started += self.clock.monotonic() - api_started
+                facts = await self.facts(service, firing, fresh)
+                decision = decide(service.policy, facts)
+            await self._carry_out(service, facts, decision, started)
+        except RailguardError as e:  # Railway or the store failed: decide again next time
+            self._failed(service, "decision", e)
+
+    async def _carry_out(
+        self, service: ServicePlan, facts: Facts, decision: Decision, started: float
+    ) -> None:
+        name = service.name
+        active = facts.active.id if facts.active is not None else None
+        episode = self._episodes.get(name)
+        if episode is None or episode.active != active:
+            episode = self._episodes[name] = _Episode(active)
+        match decision:
+            case Idle():
+                return
+            case Hold(guard=guard, why=why, data=data):
+                self.metrics.rollback_held.labels(name, service.tier, guard).inc()
+                if guard not in episode.said:
+                    await self._said(
+                        service, facts, "rollback_held", {"guard": guard, "why": why, **data}
+                    )
+                    episode.said.add(guard)
+                    log.warning("rollback held back", service=name, guard=guard, why=why)
+            case Escalate(kind=kind, why=why, freeze=freeze, data=data):
+                if kind not in episode.said:
+                    if kind == "loop_breaker":
+                        hold = {"guard": kind, "why": why, **data}
+                        await self._said(service, facts, "rollback_held", hold)
+                    await self.executor.escalate(
+                        service, kind, why, {**self._evidence(facts), **data}, freeze=freeze
+                    )
+                    episode.said.add(kind)
+            case Go(dry_run=True):
+                await self.executor.dry_run(service, decision)
+            case Go():
+                self.open.add(name)
+                record = await self.executor.start(
+                    service, decision, facts.deployments, started=started
+                )
+                self._settled(name, record)
+
+    async def _said(
+        self, service: ServicePlan, facts: Facts, kind: str, data: Mapping[str, Any]
+    ) -> None:
+        await self.store.record_event(
+            service.name, kind, facts.now, {**self._evidence(facts), **data}
+        )
+
+    @staticmethod
+    def _evidence(facts: Facts) -> dict[str, Any]:
+        chosen = min(facts.firing, key=lambda f: (f.since, f.rule), default=None)
+        if chosen is None:
+            return {}
+        return {
+            "rule": chosen.rule,
+            "reason": chosen.reason,
+            "samples": [s.to_dict() for s in chosen.evidence],
+            "active": facts.active.id if facts.active is not None else None,
+        }
+
+    async def _still_wanted(
+        self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
+    ) -> str | None:
+        """Before an automatic intent is (re)sent: does the decision still say so?"""
+        facts = await self.facts(service, self.firing(service), current, exclude=record)
+        decision = decide(service.policy, facts)
+        if isinstance(decision, Go) and decision.target.id == record.to_deployment:
+            return None
+        match decision:
+            case Go(target=target):
+                return f"the decision now names another target ({target.id})"
+            case Hold(guard=guard, why=why):
+                return f"held back now ({guard}): {why}"
+            case Escalate(kind=kind, why=why):
+                return f"{kind}: {why}"
+            case Idle(why=why):
+                return why
+        return "the decision changed"  # pragma: no cover  (the match is exhaustive)
+
+    # -- driving unfinished rollbacks ----------------------------------------------------------
+
+    async def _drive_open(self, service: ServicePlan) -> None:
+        try:
+            for record in await self.store.rollbacks(service.name, unfinished=True, limit=1):
+                self._settled(service.name, await self.executor.drive(service, record))
+            else:
+                self.open.discard(service.name)
+        except RailguardError as e:
+            self._failed(service, "rollback", e)
+
+    def _settled(self, name: str, record: RollbackRecord) -> None:
+        if record.finished:
+            self.open.discard(name)
+            self._retry_at.pop(name, None)
+
+    def _failed(self, service: ServicePlan, step: str, error: RailguardError) -> None:
+        name = service.name
+        _, backoff = self._retry_at.get(name, (0.0, RETRY_MIN / 2))
+        backoff = min(RETRY_MAX, backoff * 2)
+        self._retry_at[name] = (self.clock.monotonic() + backoff, backoff)
+        self.metrics.tick_errors.labels(name, service.tier, type(error).__name__).inc()
+        log.warning(
+            f"{step} step failed; decided again at a later evaluation",
+            service=name,
+            error=str(error),
+            retry_in=backoff,
+        )
+
+    async def reconcile(self) -> list[RollbackRecord]:
+        """Settle what a previous run left unfinished, before the first decision.
+
+        An intent Railway provably never applied is abandoned (a rule that still fires
+        decides afresh, through every guard); anything that reached Railway, or may still
+        be applying, is driven on from the first evaluation, and never sent twice.
+        """
+        settled = []
+        for record in await self.store.rollbacks(unfinished=True):
+            service = self.services.get(record.service)
+            if service is None:
+                gone = "abandoned" if record.state == "intent" else "failed"
+                settled.append(
+                    await self.store.advance_rollback(
+                        record.id,
+                        gone,
+                        at=self.clock.time(),
+                        error="the service is no longer in the config",
+                    )
+                )
+                continue
+            if record.state == "intent":
+                current = await self.executor.deployments(service)
+                now = self.clock.time()
+                state = settle_intent(record, current, now, window=self.executor.reconcile_window)
+                if not isinstance(state, Follow | Wait):
+                    why = f"railguard stopped before the mutation reached Railway ({state.why})"
+                    settled.append(await self.executor.finish(service, record, "abandoned", why))
+                    continue
+            log.warning(
+                "resuming a rollback after a restart",
+                service=service.name,
+                rollback=record.id,
+                state=record.state,
+            )
+            self.open.add(service.name)
+            settled.append(record)
+        return settled

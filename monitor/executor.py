@@ -1,0 +1,513 @@
+"""The rollback executor: write-ahead intent, the mutation (sent at most once unless Railway
+provably did not apply it), the replacement followed to SUCCESS, and verification.
+
+The controller (or a person, through the admin API) decides; the executor carries the decision
+out and records each step in the store before the next one, so a crash, a lost answer or a
+failed step leaves a record the next evaluation can drive on from. :meth:`drive` is that: it
+takes a rollback in whatever state the store has it and moves it to a terminal state.
+Exceptions (Railway unreachable after retries, the store busy) leave the record unfinished and
+propagate: the caller counts them, and the next evaluation drives it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import structlog
+
+from monitor.clock import Clock
+from monitor.decision import Go, choose_target
+from monitor.errors import RailguardError, RailwayError, RailwayTransientError
+from monitor.model import Sample, Signal, format_duration, release_label
+from monitor.plan import ServicePlan
+from monitor.railway.budget import Priority
+from monitor.railway.client import Deployment, RailwayClient, newest_live
+from monitor.reconcile import SKEW, Follow, Send, Wait, find_replacement, settle_intent
+from monitor.releases import Verdicts, went_live
+from monitor.store import RollbackRecord, RollbackTrigger, Store
+from monitor.telemetry import Metrics
+
+log = structlog.get_logger("railguard.rollback")
+
+SERVING = frozenset({"SUCCESS", "SLEEPING"})
+FAILED = frozenset({"FAILED", "CRASHED", "REMOVED", "SKIPPED"})
+LatestSamples = Callable[[str], Mapping[Signal, Sample]]
+# Whether an automatic intent should still be sent, given Railway's deployments now: None if
+# so, else why not (the controller re-runs the decision with the newest facts).
+StillWanted = Callable[[ServicePlan, RollbackRecord, Sequence[Deployment]], Awaitable[str | None]]
+
+
+class RollbackRefused(RailguardError):
+    """A requested rollback cannot be carried out; the message says why."""
+
+
+def _window_start(sample: Sample) -> float:
+    """When the traffic a sample describes began (a rate covers a step, not an instant)."""
+    detail = sample.detail
+    if "step_start" in detail:
+        return float(detail["step_start"])
+    return sample.at - float(detail.get("span_s", 0.0))
+
+
+class RollbackExecutor:
+    """Carries out automatic and manual rollbacks, one at a time per service."""
+
+    def __init__(
+        self,
+        *,
+        services: Sequence[ServicePlan],
+        store: Store,
+        client: RailwayClient,
+        clock: Clock,
+        metrics: Metrics,
+        latest: LatestSamples,
+        still_wanted: StillWanted | None = None,
+        check_every: float = 5.0,
+        reconcile_window: float = 20.0,
+        max_attempts: int = 3,
+    ) -> None:
+        self.services = {s.name: s for s in services}
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.metrics = metrics
+        self.latest = latest
+        self.still_wanted = still_wanted
+        self.check_every = check_every
+        self.reconcile_window = reconcile_window
+        self.max_attempts = max_attempts
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._deadlines: dict[int, float] = {}  # rollback id -> monotonic deadline, this run
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    async def deployments(self, service: ServicePlan) -> list[Deployment]:
+        """Railway's newest deployments of the service, asked now (CRITICAL priority)."""
+        config = service.config
+        assert config.service_id is not None, "executors only get services with Railway ids"
+        assert config.environment_id is not None
+        return await self.client.deployments(
+            config.service_id, config.environment_id, first=20, priority=Priority.CRITICAL
+        )
+
+    # -- beginning ---------------------------------------------------------------------------
+
+    async def start(
+        self,
+        service: ServicePlan,
+        go: Go,
+        deployments: Sequence[Deployment],
+        *,
+        started: float,
+    ) -> RollbackRecord:
+        """An automatic rollback the controller decided: intent, then :meth:`drive`."""
+        evidence = {"rule": go.firing.rule, "samples": [s.to_dict() for s in go.firing.evidence]}
+        record = await self._begin(
+            service,
+            go.active,
+            go.target,
+            "auto",
+            "railguard",
+            go.firing.rule,
+            go.firing.reason,
+            evidence,
+        )
+        return await self.drive(service, record, deployments=deployments, started=started)
+
+    async def dry_run(self, service: ServicePlan, go: Go) -> RollbackRecord:
+        """Record what a live run would do for this incident, and send nothing."""
+        now = self.clock.time()
+        evidence = self._evidence(go.active, go.target, go)
+        record = await self.store.begin_rollback(
+            service.name,
+            go.active.id,
+            go.target.id,
+            "auto",
+            "railguard",
+            go.firing.rule,
+            go.firing.reason,
+            evidence,
+            now,
+            dry_run=True,
+        )
+        self.metrics.rollbacks.labels(service.name, service.tier, "auto", "dry_run").inc()
+        await self.store.record_event(
+            service.name, "rollback_dry_run", now, self._event_data(record, "would roll back")
+        )
+        log.warning(
+            "dry run: would roll back",
+            service=service.name,
+            rollback=record.id,
+            from_deployment=go.active.id,
+            to_deployment=go.target.id,
+        )
+        return record
+
+    async def rollback(
+        self, name: str, *, reason: str, actor: str, to: str | None = None
+    ) -> RollbackRecord:
+        """A manual rollback: the same executor and audit log, none of the automatic guards."""
+        service = self.services.get(name)
+        if service is None:
+            raise RollbackRefused(f"no service named {name!r}")
+        async with self._lock(name):
+            current = await self.deployments(service)
+            active = newest_live(current)
+            if active is None:
+                raise RollbackRefused(f"{name} has no active deployment to roll back from")
+            target = await self._manual_target(service, active, current, to)
+            record = await self._begin(service, active, target, "manual", actor, None, reason)
+        return await self.drive(
+            service, record, deployments=current, started=self.clock.monotonic()
+        )
+
+    async def _manual_target(
+        self,
+        service: ServicePlan,
+        active: Deployment,
+        current: Sequence[Deployment],
+        to: str | None,
+    ) -> Deployment:
+        if to is None:
+            verdicts = Verdicts.of(await self.store.deployments(service.name, limit=200))
+            target = choose_target(current, active, verdicts)
+            if target is None:
+                raise RollbackRefused(
+                    f"no known-good release older than {active.id} that Railway can roll back "
+                    f"to ({len(current)} deployments looked at)"
+                )
+            return target
+        chosen = next((d for d in current if d.id == to), None)
+        if chosen is None:
+            raise RollbackRefused(f"{to} is not one of {service.name}'s recent deployments")
+        if chosen.id == active.id:
+            raise RollbackRefused(f"{to} is the active deployment already")
+        if not chosen.can_rollback:
+            raise RollbackRefused(f"Railway cannot roll back to {to} (canRollback is false)")
+        return chosen
+
+    async def _begin(
+        self,
+        service: ServicePlan,
+        active: Deployment,
+        target: Deployment,
+        trigger: RollbackTrigger,
+        actor: str,
+        rule: str | None,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> RollbackRecord:
+        now = self.clock.time()
+        record = await self.store.begin_rollback(
+            service.name,
+            active.id,
+            target.id,
+            trigger,
+            actor,
+            rule,
+            reason,
+            {**(evidence or {}), **self._evidence(active, target)},
+            now,
+            dry_run=False,
+        )
+        data = self._event_data(record, reason) | {"trigger": trigger, "actor": actor}
+        await self.store.record_event(service.name, "rollback_started", now, data)
+        log.warning(
+            "rolling back",
+            service=service.name,
+            rollback=record.id,
+            trigger=trigger,
+            from_deployment=active.id,
+            to_deployment=target.id,
+            reason=reason,
+        )
+        return record
+
+    @staticmethod
+    def _evidence(active: Deployment, target: Deployment, go: Go | None = None) -> dict[str, Any]:
+        evidence: dict[str, Any] = {
+            "from_status": active.status,
+            "from_instances": list(active.instances),
+            "from_meta": dict(active.meta),
+            "target_meta": dict(target.meta),
+        }
+        if go is not None:
+            evidence["samples"] = [s.to_dict() for s in go.firing.evidence]
+        return evidence
+
+    # -- driving a rollback to its end -------------------------------------------------------
+
+    async def drive(
+        self,
+        service: ServicePlan,
+        record: RollbackRecord,
+        *,
+        deployments: Sequence[Deployment] | None = None,
+        started: float | None = None,
+    ) -> RollbackRecord:
+        """Move an unfinished rollback to a terminal state, from whatever state it is in."""
+        async with self._lock(service.name):
+            fresh = await self.store.rollback(record.id)
+            record = fresh if fresh is not None else record
+            if record.finished:
+                return record
+            deadline = self._deadlines.setdefault(
+                record.id, self.clock.monotonic() + service.policy.rollback_timeout
+            )
+            if record.state == "intent":
+                outcome = await self._send(service, record, deployments, started, deadline)
+                if isinstance(outcome, RollbackRecord):
+                    return outcome
+                record, replacement = outcome
+            else:
+                replacement = None
+            result = await self._follow(service, record, replacement, deadline)
+            self._deadlines.pop(record.id, None)
+            return result
+
+    async def _send(
+        self,
+        service: ServicePlan,
+        record: RollbackRecord,
+        deployments: Sequence[Deployment] | None,
+        started: float | None,
+        deadline: float,
+    ) -> RollbackRecord | tuple[RollbackRecord, Deployment | None]:
+        """From an intent to a mutation Railway accepted (or a terminal state)."""
+        in_flight = True  # unknown after a restart: assume the worst, wait the window
+        while True:
+            current = list(deployments) if deployments is not None else None
+            deployments = None
+            if current is None:
+                current = await self.deployments(service)
+            now = self.clock.time()
+            settled = settle_intent(
+                record, current, now, window=self.reconcile_window, in_flight=in_flight
+            )
+            if isinstance(settled, Follow):
+                log.info("the rollback reached Railway", service=service.name, rollback=record.id)
+                record = await self.store.advance_rollback(record.id, "sent", at=now)
+                return record, settled.replacement
+            if isinstance(settled, Wait) or self.clock.monotonic() > deadline:
+                if self.clock.monotonic() > deadline:
+                    return await self.finish(
+                        service,
+                        record,
+                        "failed",
+                        f"Railway never confirmed it: {settled.why}",
+                        escalate=True,
+                    )
+                await self.clock.sleep(self.check_every)
+                continue
+            assert isinstance(settled, Send)
+            refused = await self._precondition(service, record, current)
+            if refused is not None:
+                return await self.finish(service, record, "abandoned", refused)
+            if record.attempts >= self.max_attempts:
+                why = f"{record.attempts} attempts and Railway applied none: {settled.why}"
+                return await self.finish(service, record, "failed", why, escalate=True)
+            record = await self.store.note_attempt(record.id, self.clock.time())
+            if started is not None and record.attempts == 1:
+                # Our own time from the decision to the mutation, Railway's latency left out.
+                self.metrics.rollback_decision.observe(max(0.0, self.clock.monotonic() - started))
+            try:
+                accepted = await self.client.rollback(record.to_deployment)
+            except RailwayTransientError as e:
+                in_flight = e.maybe_applied
+                log.warning(
+                    "rollback mutation unanswered; reconciling against Railway",
+                    service=service.name,
+                    rollback=record.id,
+                    attempt=record.attempts,
+                    maybe_applied=e.maybe_applied,
+                    error=str(e),
+                )
+                await self.clock.sleep(self.check_every)
+                continue
+            except RailwayError as e:
+                why = f"Railway refused: {e}"
+                return await self.finish(service, record, "failed", why, escalate=True)
+            if not accepted:
+                why = "Railway answered false"
+                return await self.finish(service, record, "failed", why, escalate=True)
+            record = await self.store.advance_rollback(record.id, "sent", at=self.clock.time())
+            return record, None
+
+    async def _precondition(
+        self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
+    ) -> str | None:
+        """Why the intent must not be sent now, or None: checked right before each send."""
+        active = newest_live(current)
+        if active is None or active.id != record.from_deployment:
+            now = active.id if active is not None else "none"
+            return f"the active deployment changed to {now} meanwhile"
+        if record.trigger == "auto" and self.still_wanted is not None:
+            return await self.still_wanted(service, record, current)
+        return None
+
+    async def _follow(
+        self,
+        service: ServicePlan,
+        record: RollbackRecord,
+        replacement: Deployment | None,
+        deadline: float,
+    ) -> RollbackRecord:
+        """From a mutation Railway accepted to a verified (or failed) recovery."""
+        current: Sequence[Deployment] = ()
+        while replacement is None:
+            current = await self.deployments(service)
+            replacement = find_replacement(record, current)
+            if replacement is not None:
+                break
+            if self.clock.monotonic() > deadline:
+                why = "no replacement deployment appeared on Railway"
+                return await self.finish(service, record, "failed", why, escalate=True)
+            await self.clock.sleep(self.check_every)
+        await self._mark_bad(service, record, current)
+        if record.state == "sent":
+            record = await self.store.advance_rollback(
+                record.id, "deploying", at=self.clock.time(), new_deployment=replacement.id
+            )
+        status = replacement.status
+        while status not in SERVING:
+            if status in FAILED:
+                why = f"the replacement {replacement.id} is {status}"
+                return await self.finish(service, record, "failed", why, escalate=True)
+            if self.clock.monotonic() > deadline:
+                why = (
+                    f"the replacement is still {status} after "
+                    f"{format_duration(service.policy.rollback_timeout)}"
+                )
+                return await self.finish(service, record, "failed", why, escalate=True)
+            await self.clock.sleep(self.check_every)
+            replacement = await self.client.deployment(replacement.id, priority=Priority.CRITICAL)
+            status = replacement.status
+        live_at = went_live(replacement, self.clock.time())
+        while not self._recovered(service, record, live_at):
+            if self.clock.monotonic() > deadline:
+                why = (
+                    "signals did not recover within "
+                    f"{format_duration(service.policy.rollback_timeout)}"
+                )
+                return await self.finish(service, record, "failed", why, escalate=True)
+            await self.clock.sleep(min(self.check_every, service.interval))
+        why = "the replacement serves healthily"
+        return await self.finish(service, record, "succeeded", why, live_at=live_at)
+
+    async def _mark_bad(
+        self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
+    ) -> None:
+        """The release rolled back from is BAD for ever (recorded first if polling had not)."""
+        name, now = service.name, self.clock.time()
+        if await self.store.deployment(name, record.from_deployment) is None:
+            if not current:
+                current = await self.deployments(service)
+            left = next((d for d in current if d.id == record.from_deployment), None)
+            await self.store.upsert_deployment(
+                name,
+                id=record.from_deployment,
+                status=left.status if left is not None else "REMOVED",
+                created_at=left.created_at if left is not None else record.decided_at,
+                can_rollback=left.can_rollback if left is not None else False,
+                meta=dict(left.meta)
+                if left is not None
+                else dict(record.evidence.get("from_meta") or {}),
+                seen_at=now,
+                live=False,
+            )
+        await self.store.mark_bad(
+            name,
+            record.from_deployment,
+            now,
+            f"rolled back from (#{record.id})",
+            {"rollback": record.id},
+        )
+
+    def _recovered(self, service: ServicePlan, record: RollbackRecord, live_at: float) -> bool:
+        """Whether every signal that matters has a healthy sample taken after ``live_at``.
+
+        The rule that fired must be quiet (all rules, for a manual rollback), and so must the
+        health check when the service has one.
+        """
+        checks: list[tuple[Signal, Callable[[float], bool]]] = [
+            (rule.signal, rule.breaches)
+            for rule in service.rules
+            if record.rule is None or rule.name == record.rule
+        ]
+        if service.health is not None and all(s is not Signal.HEALTH for s, _ in checks):
+            checks.append((Signal.HEALTH, lambda value: value < 1))
+        latest = self.latest(service.name)
+        for signal, breaches in checks:
+            sample = latest.get(signal)
+            if sample is None or sample.value is None:
+                return False
+            if _window_start(sample) < live_at - SKEW or breaches(sample.value):
+                return False
+        return True
+
+    # -- ending ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event_data(record: RollbackRecord, why: str) -> dict[str, Any]:
+        return {
+            "rollback": record.id,
+            "rule": record.rule,
+            "from": record.from_deployment,
+            "to": record.to_deployment,
+            "from_release": release_label(record.evidence.get("from_meta") or {}),
+            "to_release": release_label(record.evidence.get("target_meta") or {}),
+            "new": record.new_deployment,
+            "why": why,
+            "reason": record.reason,
+        }
+
+    async def finish(
+        self,
+        service: ServicePlan,
+        record: RollbackRecord,
+        state: str,
+        why: str,
+        *,
+        escalate: bool = False,
+        live_at: float | None = None,
+    ) -> RollbackRecord:
+        """End a rollback in ``state`` and say so (audit event, metrics, log; maybe escalate)."""
+        now = self.clock.time()
+        record = await self.store.advance_rollback(
+            record.id, state, at=now, error=None if state == "succeeded" else why, live_at=live_at
+        )
+        self._deadlines.pop(record.id, None)
+        self.metrics.rollbacks.labels(service.name, service.tier, record.trigger, state).inc()
+        if state == "succeeded":
+            self.metrics.rollback_duration.labels(service.name, service.tier).observe(
+                now - record.decided_at
+            )
+        event = self._event_data(record, why) | {"took_s": now - record.decided_at}
+        await self.store.record_event(service.name, f"rollback_{state}", now, event)
+        (log.info if state == "succeeded" else log.warning)(
+            f"rollback {state}",
+            service=service.name,
+            rollback=record.id,
+            why=why,
+            took=format_duration(now - record.decided_at),
+        )
+        if escalate:
+            await self.escalate(service, "rollback_failed", why, event, freeze=True)
+        return record
+
+    async def escalate(
+        self, service: ServicePlan, kind: str, why: str, data: Mapping[str, Any], *, freeze: bool
+    ) -> None:
+        """A person is needed: an escalation event (it pages), and maybe a freeze."""
+        now = self.clock.time()
+        await self.store.record_event(
+            service.name, "escalation", now, {"kind": kind, "why": why, **data}
+        )
+        log.error("escalation: a person is needed", service=service.name, kind=kind, why=why)
+        if freeze:
+            await self.store.freeze(service.name, why, "railguard", now)
+            self.metrics.frozen.labels(service.name, service.tier).set(1)
+            log.error("automatic rollback frozen", service=service.name, why=why)

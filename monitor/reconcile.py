@@ -1,0 +1,106 @@
+"""Reconciliation: what Railway's deployments say about a rollback railguard is not sure of.
+
+``deploymentRollback`` answers a bare Boolean, and an answer can be lost (a dropped
+connection, a timeout, railguard killed with the mutation in flight). The truth is then in
+Railway's deployment list: a rollback creates a new deployment of the target's release. These
+pure functions read that list; the executor acts on what they say:
+
+- a replacement appeared -> follow it, never send again;
+- none appeared, no attempt may be in flight (none was made, or the last one provably never
+  reached Railway) -> send (the next attempt of the same intent, bounded);
+- none appeared and an attempt may be in flight -> wait up to the reconcile window, since
+  Railway may still be creating it; after the window it provably did not apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from monitor.railway.client import Deployment
+from monitor.releases import release_key
+from monitor.store import RollbackRecord
+
+SKEW = 5.0  # seconds of clock difference tolerated between railguard and Railway
+
+
+def find_replacement(
+    record: RollbackRecord, deployments: Sequence[Deployment], before: frozenset[str] = frozenset()
+) -> Deployment | None:
+    """The deployment rollback ``record`` created, if Railway shows one.
+
+    A replacement is newer than the decision, is neither the deployment left nor the target,
+    was not there before the mutation (``before``, when known), and runs the target's
+    release when the target's release is known (so someone else's deploy meanwhile is not
+    taken for ours).
+    """
+    if record.new_deployment is not None:
+        known = next((d for d in deployments if d.id == record.new_deployment), None)
+        if known is not None:
+            return known
+    target = next((d for d in deployments if d.id == record.to_deployment), None)
+    wanted = None if target is None else release_key(target)
+    if wanted is not None and wanted.startswith("deployment:"):
+        wanted = None  # the release is only known as the target itself: any new one will do
+    fresh = [
+        d
+        for d in deployments
+        if d.id not in before
+        and d.id not in (record.from_deployment, record.to_deployment)
+        and d.created_at >= record.decided_at - SKEW
+        and (wanted is None or release_key(d) == wanted)
+    ]
+    return min(fresh, key=lambda d: d.created_at, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """The mutation applied: follow this replacement."""
+
+    replacement: Deployment
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """An attempt may still be applying: look again later."""
+
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Nothing applied and nothing can be in flight: the mutation may be sent."""
+
+    why: str
+
+
+Settlement = Follow | Wait | Send
+
+
+def settle_intent(
+    record: RollbackRecord,
+    deployments: Sequence[Deployment],
+    now: float,
+    *,
+    window: float,
+    in_flight: bool = True,
+) -> Settlement:
+    """What an intent's state on Railway is, at ``now``.
+
+    ``in_flight`` False says the last attempt provably never reached Railway (it was refused
+    before it was sent, or answered 429/5xx), so no window need pass.
+    """
+    replacement = find_replacement(record, deployments)
+    if replacement is not None:
+        return Follow(replacement)
+    if record.attempts == 0:
+        return Send("no mutation was sent for this intent yet")
+    if not in_flight:
+        return Send(f"attempt {record.attempts} never reached Railway")
+    since = now - (record.attempted_at if record.attempted_at is not None else record.decided_at)
+    if since < window:
+        return Wait(f"attempt {record.attempts} was {since:.1f}s ago: Railway may still apply it")
+    return Send(
+        f"no replacement appeared {since:.0f}s after attempt {record.attempts}: "
+        "Railway did not apply it"
+    )

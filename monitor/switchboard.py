@@ -1,0 +1,66 @@
+"""The switchboard: what turns the engine's verdicts and ticks into records and decisions.
+
+Every rule transition is persisted (its state survives a restart) and the ones people hear
+about become events for the alert router; trouble restarts a release's bake. After every
+tick of a service, the rollback controller decides afresh from the rules' states as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from monitor.engine import RuleState, Transition, Verdict
+from monitor.model import Phase
+from monitor.plan import ServicePlan
+from monitor.scheduler import VerdictSink
+
+if TYPE_CHECKING:
+    from monitor.controller import RollbackController
+    from monitor.releases import ReleaseTracker
+    from monitor.store import Store
+
+# Transitions that become events (the alert router reads these); the rest of a rule's life is
+# in its persisted state and the metrics.
+ROUTED_TRANSITIONS = {
+    Transition.FIRING: "rule_firing",
+    Transition.RESOLVED: "rule_resolved",
+    Transition.BLIND: "blind",
+    Transition.SIGHT_RESTORED: "sight_restored",
+}
+
+
+class Switchboard:
+    """Connects the scheduler's workers to the store, the release tracker and the controller."""
+
+    def __init__(
+        self,
+        states: Callable[[str], Mapping[str, RuleState]],
+        *,
+        sink: VerdictSink | None = None,
+    ) -> None:
+        self.states = states
+        self.sink = sink
+        self.store: Store | None = None
+        self.tracker: ReleaseTracker | None = None
+        self.controller: RollbackController | None = None
+
+    async def on_verdict(self, service: ServicePlan, verdict: Verdict) -> None:
+        """Every rule transition: persist it, record what people hear of, note trouble."""
+        if self.store is not None:
+            state = self.states(service.name)[verdict.rule].to_dict()
+            await self.store.save_rule_state(service.name, verdict.rule, state, verdict.at)
+            data = {"rule": verdict.rule, "reason": verdict.reason}
+            for transition in verdict.transitions:
+                kind = ROUTED_TRANSITIONS.get(transition)
+                if kind is not None:
+                    await self.store.record_event(service.name, kind, verdict.at, data)
+        if self.tracker is not None and (verdict.phase is not Phase.INACTIVE or verdict.blind):
+            self.tracker.note_trouble(service.name, verdict.at)
+        if self.sink is not None:
+            await self.sink(service, verdict)
+
+    async def after_tick(self, service: ServicePlan) -> None:
+        """Every evaluation of a service: the controller decides from what is."""
+        if self.controller is not None:
+            await self.controller.evaluate(service)
