@@ -262,6 +262,8 @@ class RollbackExecutor:
                 if isinstance(outcome, RollbackRecord):
                     return outcome
                 record, replacement = outcome
+                # Railway has it now: rollback_timeout is the replacement's time to recover.
+                deadline = self.clock.monotonic() + service.policy.rollback_timeout
             else:
                 replacement = None
             result = await self._follow(service, record, replacement, deadline)

@@ -402,6 +402,8 @@ def _value(signal: str, value: float) -> str:
     """A value as a person reads it: health in words, fractions as percentages."""
     if signal == "health":
         return {1.0: "healthy", 0.0: "failing"}.get(value, f"{value:g}")
+    if signal == "deployment":
+        return {1.0: "running", 0.0: "crashing"}.get(value, f"{value:g}")
     if signal in ("error_rate", "memory"):
         return f"{round(value * 100, 1):g}%"
     return f"{value:g}"

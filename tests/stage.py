@@ -8,6 +8,7 @@ release to what the app does while it serves (sample app control fields).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ for = "5s"
 for = "5s"
 [services.rules.memory-high]
 for = "5s"
+[services.rules.deployment-crashed]
+for = "4s"
 """
 
 
@@ -101,9 +104,17 @@ class Stage:
             self.service,
             self.env,
             status=status,
-            meta={"release": release},
+            meta=release_meta(release),
             created_at=self.clock.time() - ago,
         )
+
+    def push(self, release: str) -> Any:
+        """A deploy of ``release`` that builds and rolls out on the clock, as a push does."""
+        return self.emu.deploy(self.service, self.env, meta=release_meta(release))
+
+    def applied_rollbacks(self) -> list[str]:
+        """The ids of deploymentRollback mutations Railway applied (dropped answers included)."""
+        return [m.arguments["id"] for m in self.emu.mutation_calls("deploymentRollback") if m.ok]
 
     def write_config(self) -> Path:
         """The stage's config file (plus ``extra_config``)."""
@@ -192,6 +203,11 @@ class Stage:
         await self.emu.aclose()
         for runner in self._runners:
             await runner.cleanup()
+
+
+def release_meta(release: str) -> dict[str, str]:
+    """A deployment's meta as Railway gives it for a GitHub deploy: the commit is the release."""
+    return {"release": release, "commitHash": hashlib.sha1(release.encode()).hexdigest()}
 
 
 def newest(deployments: list[Deployment]) -> Deployment:

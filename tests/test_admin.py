@@ -164,7 +164,7 @@ async def test_status_shows_releases_freezes_rollbacks_and_events(
     assert web["rules"]["error-rate"]["phase"] == "inactive"
     railway = web["railway"]
     assert railway["active"]["id"] == bad
-    assert railway["active"]["meta"] == {"release": "v2"}
+    assert railway["active"]["meta"]["release"] == "v2"
     assert railway["known_good"][0] == good  # newest first; v1 is inferred good as well
     assert len(railway["known_good"]) == 2
     assert railway["frozen"] is None

@@ -598,6 +598,8 @@ def test_render_does_not_change_its_input(doc: dict[str, Any]) -> None:
         ("health", 1.0, "healthy"),
         ("health", 0.0, "failing"),
         ("health", 0.5, "0.5"),
+        ("deployment", 1.0, "running"),
+        ("deployment", 0.0, "crashing"),
         ("error_rate", 0.05, "5%"),
         ("error_rate", 0.482, "48.2%"),
         ("error_rate", 0.4823, "48.2%"),

@@ -71,7 +71,7 @@ class Faults(Body):
     """
 
     latency: float = Field(0.0, ge=0, description="seconds added before answering (on the clock)")
-    error_status: int = Field(503, ge=500, le=599)
+    error_status: int = Field(503, ge=429, le=599, description="429 or a 5xx")
     error_count: int = Field(0, ge=0, description="the next N requests get error_status")
     error_ratio: float = Field(0.0, ge=0, le=1, description="then this share of requests does")
     drop_count: int = Field(0, ge=0, description="the next N requests close unanswered, unrun")
