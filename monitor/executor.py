@@ -20,20 +20,18 @@ import structlog
 from monitor.clock import Clock
 from monitor.decision import Go, choose_target
 from monitor.errors import RailguardError, RailwayError, RailwayTransientError
-from monitor.model import Sample, Signal, format_duration, release_label
+from monitor.model import format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient, newest_live
-from monitor.reconcile import SKEW, Follow, Send, Wait, find_replacement, settle_intent
-from monitor.releases import Verdicts, went_live
+from monitor.reconcile import Follow, Send, Wait, settle_intent
+from monitor.releases import Verdicts
 from monitor.store import RollbackRecord, RollbackTrigger, Store
 from monitor.telemetry import Metrics
+from monitor.verification import LatestSamples, Verification
 
 log = structlog.get_logger("railguard.rollback")
 
-SERVING = frozenset({"SUCCESS", "SLEEPING"})
-FAILED = frozenset({"FAILED", "CRASHED", "REMOVED", "SKIPPED"})
-LatestSamples = Callable[[str], Mapping[Signal, Sample]]
 # Whether an automatic intent should still be sent, given Railway's deployments now: None if
 # so, else why not (the controller re-runs the decision with the newest facts).
 StillWanted = Callable[[ServicePlan, RollbackRecord, Sequence[Deployment]], Awaitable[str | None]]
@@ -43,15 +41,7 @@ class RollbackRefused(RailguardError):
     """A requested rollback cannot be carried out; the message says why."""
 
 
-def _window_start(sample: Sample) -> float:
-    """When the traffic a sample describes began (a rate covers a step, not an instant)."""
-    detail = sample.detail
-    if "step_start" in detail:
-        return float(detail["step_start"])
-    return sample.at - float(detail.get("span_s", 0.0))
-
-
-class RollbackExecutor:
+class RollbackExecutor(Verification):
     """Carries out automatic and manual rollbacks, one at a time per service."""
 
     def __init__(
@@ -349,106 +339,6 @@ class RollbackExecutor:
         if record.trigger == "auto" and self.still_wanted is not None:
             return await self.still_wanted(service, record, current)
         return None
-
-    async def _follow(
-        self,
-        service: ServicePlan,
-        record: RollbackRecord,
-        replacement: Deployment | None,
-        deadline: float,
-    ) -> RollbackRecord:
-        """From a mutation Railway accepted to a verified (or failed) recovery."""
-        current: Sequence[Deployment] = ()
-        while replacement is None:
-            current = await self.deployments(service)
-            replacement = find_replacement(record, current)
-            if replacement is not None:
-                break
-            if self.clock.monotonic() > deadline:
-                why = "no replacement deployment appeared on Railway"
-                return await self.finish(service, record, "failed", why, escalate=True)
-            await self.clock.sleep(self.check_every)
-        await self._mark_bad(service, record, current)
-        if record.state == "sent":
-            record = await self.store.advance_rollback(
-                record.id, "deploying", at=self.clock.time(), new_deployment=replacement.id
-            )
-        status = replacement.status
-        while status not in SERVING:
-            if status in FAILED:
-                why = f"the replacement {replacement.id} is {status}"
-                return await self.finish(service, record, "failed", why, escalate=True)
-            if self.clock.monotonic() > deadline:
-                why = (
-                    f"the replacement is still {status} after "
-                    f"{format_duration(service.policy.rollback_timeout)}"
-                )
-                return await self.finish(service, record, "failed", why, escalate=True)
-            await self.clock.sleep(self.check_every)
-            replacement = await self.client.deployment(replacement.id, priority=Priority.CRITICAL)
-            status = replacement.status
-        live_at = went_live(replacement, self.clock.time())
-        while not self._recovered(service, record, live_at):
-            if self.clock.monotonic() > deadline:
-                why = (
-                    "signals did not recover within "
-                    f"{format_duration(service.policy.rollback_timeout)}"
-                )
-                return await self.finish(service, record, "failed", why, escalate=True)
-            await self.clock.sleep(min(self.check_every, service.interval))
-        why = "the replacement serves healthily"
-        return await self.finish(service, record, "succeeded", why, live_at=live_at)
-
-    async def _mark_bad(
-        self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
-    ) -> None:
-        """The release rolled back from is BAD for ever (recorded first if polling had not)."""
-        name, now = service.name, self.clock.time()
-        if await self.store.deployment(name, record.from_deployment) is None:
-            if not current:
-                current = await self.deployments(service)
-            left = next((d for d in current if d.id == record.from_deployment), None)
-            await self.store.upsert_deployment(
-                name,
-                id=record.from_deployment,
-                status=left.status if left is not None else "REMOVED",
-                created_at=left.created_at if left is not None else record.decided_at,
-                can_rollback=left.can_rollback if left is not None else False,
-                meta=dict(left.meta)
-                if left is not None
-                else dict(record.evidence.get("from_meta") or {}),
-                seen_at=now,
-                live=False,
-            )
-        await self.store.mark_bad(
-            name,
-            record.from_deployment,
-            now,
-            f"rolled back from (#{record.id})",
-            {"rollback": record.id},
-        )
-
-    def _recovered(self, service: ServicePlan, record: RollbackRecord, live_at: float) -> bool:
-        """Whether every signal that matters has a healthy sample taken after ``live_at``.
-
-        The rule that fired must be quiet (all rules, for a manual rollback), and so must the
-        health check when the service has one.
-        """
-        checks: list[tuple[Signal, Callable[[float], bool]]] = [
-            (rule.signal, rule.breaches)
-            for rule in service.rules
-            if record.rule is None or rule.name == record.rule
-        ]
-        if service.health is not None and all(s is not Signal.HEALTH for s, _ in checks):
-            checks.append((Signal.HEALTH, lambda value: value < 1))
-        latest = self.latest(service.name)
-        for signal, breaches in checks:
-            sample = latest.get(signal)
-            if sample is None or sample.value is None:
-                return False
-            if _window_start(sample) < live_at - SKEW or breaches(sample.value):
-                return False
-        return True
 
     # -- ending ------------------------------------------------------------------------------
 

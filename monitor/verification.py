@@ -1,0 +1,158 @@
+"""Following a rollback Railway accepted: the replacement found, rolled out, and verified.
+
+A mixin of :class:`~monitor.executor.RollbackExecutor`: the replacement must reach SUCCESS and
+the signals that matter must be healthy on samples taken after it went live, within
+``rollback_timeout``; the release rolled back from is marked BAD on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from monitor.clock import Clock
+from monitor.model import Sample, Signal, format_duration
+from monitor.plan import ServicePlan
+from monitor.railway.budget import Priority
+from monitor.railway.client import Deployment, RailwayClient
+from monitor.reconcile import SKEW, find_replacement
+from monitor.releases import went_live
+from monitor.store import RollbackRecord, Store
+
+SERVING = frozenset({"SUCCESS", "SLEEPING"})
+FAILED = frozenset({"FAILED", "CRASHED", "REMOVED", "SKIPPED"})
+LatestSamples = Callable[[str], Mapping[Signal, Sample]]
+
+
+def _window_start(sample: Sample) -> float:
+    """When the traffic a sample describes began (a rate covers a step, not an instant)."""
+    detail = sample.detail
+    if "step_start" in detail:
+        return float(detail["step_start"])
+    return sample.at - float(detail.get("span_s", 0.0))
+
+
+class Verification:
+    """The follow-and-verify half of the executor (see the module docstring)."""
+
+    store: Store
+    client: RailwayClient
+    clock: Clock
+    latest: LatestSamples
+    check_every: float
+
+    async def deployments(self, service: ServicePlan) -> list[Deployment]:
+        """Railway's newest deployments of the service (the executor asks them)."""
+        raise NotImplementedError
+
+    async def finish(
+        self,
+        service: ServicePlan,
+        record: RollbackRecord,
+        state: str,
+        why: str,
+        *,
+        escalate: bool = False,
+        live_at: float | None = None,
+    ) -> RollbackRecord:
+        """End a rollback (the executor records and says it)."""
+        raise NotImplementedError
+
+    async def _follow(
+        self,
+        service: ServicePlan,
+        record: RollbackRecord,
+        replacement: Deployment | None,
+        deadline: float,
+    ) -> RollbackRecord:
+        """From a mutation Railway accepted to a verified (or failed) recovery."""
+        current: Sequence[Deployment] = ()
+        while replacement is None:
+            current = await self.deployments(service)
+            replacement = find_replacement(record, current)
+            if replacement is not None:
+                break
+            if self.clock.monotonic() > deadline:
+                why = "no replacement deployment appeared on Railway"
+                return await self.finish(service, record, "failed", why, escalate=True)
+            await self.clock.sleep(self.check_every)
+        await self._mark_bad(service, record, current)
+        if record.state == "sent":
+            record = await self.store.advance_rollback(
+                record.id, "deploying", at=self.clock.time(), new_deployment=replacement.id
+            )
+        status = replacement.status
+        while status not in SERVING:
+            if status in FAILED:
+                why = f"the replacement {replacement.id} is {status}"
+                return await self.finish(service, record, "failed", why, escalate=True)
+            if self.clock.monotonic() > deadline:
+                why = (
+                    f"the replacement is still {status} after "
+                    f"{format_duration(service.policy.rollback_timeout)}"
+                )
+                return await self.finish(service, record, "failed", why, escalate=True)
+            await self.clock.sleep(self.check_every)
+            replacement = await self.client.deployment(replacement.id, priority=Priority.CRITICAL)
+            status = replacement.status
+        live_at = went_live(replacement, self.clock.time())
+        while not self._recovered(service, record, live_at):
+            if self.clock.monotonic() > deadline:
+                why = (
+                    "signals did not recover within "
+                    f"{format_duration(service.policy.rollback_timeout)}"
+                )
+                return await self.finish(service, record, "failed", why, escalate=True)
+            await self.clock.sleep(min(self.check_every, service.interval))
+        why = "the replacement serves healthily"
+        return await self.finish(service, record, "succeeded", why, live_at=live_at)
+
+    async def _mark_bad(
+        self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
+    ) -> None:
+        """The release rolled back from is BAD for ever (recorded first if polling had not)."""
+        name, now = service.name, self.clock.time()
+        if await self.store.deployment(name, record.from_deployment) is None:
+            if not current:
+                current = await self.deployments(service)
+            left = next((d for d in current if d.id == record.from_deployment), None)
+            await self.store.upsert_deployment(
+                name,
+                id=record.from_deployment,
+                status=left.status if left is not None else "REMOVED",
+                created_at=left.created_at if left is not None else record.decided_at,
+                can_rollback=left.can_rollback if left is not None else False,
+                meta=dict(left.meta)
+                if left is not None
+                else dict(record.evidence.get("from_meta") or {}),
+                seen_at=now,
+                live=False,
+            )
+        await self.store.mark_bad(
+            name,
+            record.from_deployment,
+            now,
+            f"rolled back from (#{record.id})",
+            {"rollback": record.id},
+        )
+
+    def _recovered(self, service: ServicePlan, record: RollbackRecord, live_at: float) -> bool:
+        """Whether every signal that matters has a healthy sample taken after ``live_at``.
+
+        The rule that fired must be quiet (all rules, for a manual rollback), and so must the
+        health check when the service has one.
+        """
+        checks: list[tuple[Signal, Callable[[float], bool]]] = [
+            (rule.signal, rule.breaches)
+            for rule in service.rules
+            if record.rule is None or rule.name == record.rule
+        ]
+        if service.health is not None and all(s is not Signal.HEALTH for s, _ in checks):
+            checks.append((Signal.HEALTH, lambda value: value < 1))
+        latest = self.latest(service.name)
+        for signal, breaches in checks:
+            sample = latest.get(signal)
+            if sample is None or sample.value is None:
+                return False
+            if _window_start(sample) < live_at - SKEW or breaches(sample.value):
+                return False
+        return True
