@@ -25,7 +25,7 @@ from monitor.decision import Decision, Escalate, Facts, Firing, Go, Hold, Idle, 
 from monitor.engine import RuleState
 from monitor.errors import RailguardError
 from monitor.executor import RollbackExecutor
-from monitor.model import Phase
+from monitor.model import Phase, Rule, format_duration
 from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment, newest_live
 from monitor.reconcile import Follow, Wait, settle_intent
@@ -48,6 +48,20 @@ class _Episode:
 
     active: str | None
     said: set[str] = field(default_factory=set)
+
+
+def _reason(rule: Rule, state: RuleState, now: float) -> str:
+    """Why a firing rule fires, in the engine's words: value, duration, samples breaching."""
+    window = state.window
+    last = window[-1] if window else None
+    since = state.since if state.since is not None else now
+    if last is None or last.value is None:
+        compared = rule.describe()
+    else:
+        compared = f"{rule.signal.value} {last.value:g} {rule.op.value} {rule.threshold:g}"
+    hits = sum(1 for s in window if s.value is not None and rule.breaches(s.value))
+    lasted = format_duration(max(0.0, now - since))
+    return f"{compared} for {lasted} ({hits}/{len(window)} samples breaching)"
 
 
 class RollbackController:
@@ -90,7 +104,7 @@ class RollbackController:
             state = states.get(rule.name)
             if state is None or state.phase is not Phase.FIRING or state.since is None:
                 continue
-            reason = f"{rule.describe()}: firing since {state.since:.0f}"
+            reason = _reason(rule, state, self.clock.time())
             out.append(
                 Firing(
                     rule=rule.name,
@@ -220,8 +234,8 @@ class RollbackController:
             case Idle():
                 return
             case Hold(guard=guard, why=why, data=data):
-                self.metrics.rollback_held.labels(name, service.tier, guard).inc()
                 if guard not in episode.said:
+                    self.metrics.rollback_held.labels(name, service.tier, guard).inc()
                     await self._said(
                         service, facts, "rollback_held", {"guard": guard, "why": why, **data}
                     )

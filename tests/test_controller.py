@@ -78,6 +78,12 @@ async def test_a_release_that_goes_bad_inside_grace_is_rolled_back_when_grace_en
     await stage.run_for(25)
     assert stage.applied_rollbacks() == [good]
     assert await guards_held(stage) == ["grace"]  # once, not once per evaluation
+    assert stage.daemon is not None
+    held = stage.daemon.metrics.registry.get_sample_value(
+        "railguard_rollback_held_total",
+        {"service": "web", "tier": "production", "guard": "grace"},
+    )
+    assert held == 1
     record = await the_rollback(stage)
     live = stage.emu.deployments[bad].created_at
     assert record.decided_at - live >= 9
