@@ -38,15 +38,20 @@ log = structlog.get_logger("railguard.controller")
 
 RuleStates = Callable[[str], Mapping[str, RuleState]]
 Snapshot = Callable[[str], "tuple[float, Sequence[Deployment]] | None"]
-Blindness = Callable[[], Awaitable[str | None]]
+Blindness = Callable[[str], Awaitable[str | None]]
 RETRY_MIN, RETRY_MAX = 5.0, 60.0  # backoff between drives of a rollback whose step failed
 
 
 @dataclass
 class _Episode:
-    """What was already said while rollback rules fire on one active deployment."""
+    """What was already said while rollback rules fire on one active deployment.
+
+    It ends when the active deployment changes, or when no rule has fired for a cooldown: a
+    rule that flaps (fires, resolves, fires) is one incident, not one page per flap.
+    """
 
     active: str | None
+    last_firing: float
     said: set[str] = field(default_factory=set)
 
 
@@ -123,16 +128,21 @@ class RollbackController:
         name = service.name
         if name not in self.services or name in self._busy:
             return
+        retry = self._retry_at.get(name)
+        if retry is not None and self.clock.monotonic() < retry[0]:
+            return  # the last step failed: back off before asking Railway again
         if name in self.open:
-            retry = self._retry_at.get(name)
-            if retry is None or self.clock.monotonic() >= retry[0]:
-                self._spawn(name, self._drive_open(service))
+            self._spawn(name, self._drive_open(service))
             return
         if not service.policy.auto_rollback:
             return
         firing = self.firing(service)
         if not firing:
-            self._episodes.pop(name, None)  # the episode is over: the next one speaks again
+            episode = self._episodes.get(name)
+            if episode is not None and self.clock.time() - episode.last_firing > max(
+                service.policy.cooldown, max((r.for_ for r in service.rules), default=0.0)
+            ):
+                del self._episodes[name]  # over: the next incident speaks again
             return
         self._spawn(name, self._act(service, firing, self.clock.monotonic()))
 
@@ -165,7 +175,7 @@ class RollbackController:
         ``exclude``: an intent about to be (re)sent, which is not yet a rollback that happened.
         """
         name, now = service.name, self.clock.time()
-        blind = await self.blind()
+        blind = await self.blind(name)
         if deployments is None:
             snap = self.snapshot(name)
             deployments = () if snap is None else snap[1]
@@ -190,9 +200,12 @@ class RollbackController:
         today = await self.store.rollbacks_since(name, now - 86400.0)
         if exclude is not None and exclude.decided_at >= now - 86400.0:
             today -= 1
-        dry = next(
-            (r.id for r in recent if r.dry_run and active and r.from_deployment == active.id), None
-        )
+        dry = None
+        if service.policy.dry_run:  # a dry run's records never stop a live run
+            dry = next(
+                (r.id for r in recent if r.dry_run and active and r.from_deployment == active.id),
+                None,
+            )
         return Facts(
             now=now,
             firing=firing,
@@ -221,6 +234,8 @@ class RollbackController:
             await self._carry_out(service, facts, decision, started)
         except RailguardError as e:  # Railway or the store failed: decide again next time
             self._failed(service, "decision", e)
+        else:
+            self._retry_at.pop(service.name, None)
 
     async def _carry_out(
         self, service: ServicePlan, facts: Facts, decision: Decision, started: float
@@ -229,7 +244,8 @@ class RollbackController:
         active = facts.active.id if facts.active is not None else None
         episode = self._episodes.get(name)
         if episode is None or episode.active != active:
-            episode = self._episodes[name] = _Episode(active)
+            episode = self._episodes[name] = _Episode(active, facts.now)
+        episode.last_firing = facts.now
         match decision:
             case Idle():
                 return

@@ -282,15 +282,27 @@ class Daemon:
         states = self._workers[name].states.values()
         return any(s.phase is not Phase.INACTIVE or s.blind for s in states)
 
-    async def _control(self) -> str | None:
-        """Can railguard see? Railway's API answered the last poll, and not long ago."""
+    async def _control(self, name: str) -> str | None:
+        """Can railguard see service ``name`` on Railway? Its last poll answered, recently,
+        and Railway answered for this service."""
         poller = self.poller
         if poller is None:
             return None
+        if poller.last_failure is not None:
+            return f"the last Railway poll failed: {poller.last_failure}"
+        age = poller.age(self.clock.time())
+        # Stale past a few intervals: the poller is stuck, not merely slowed by the budget.
+        if age is not None and age > 5 * poller.interval + 30.0:
+            return f"the last Railway poll answered {format_duration(age)} ago"
+        latest = poller.latest(name)
+        if latest is not None and latest.problem is not None:
+            return f"Railway's answer about this service: {latest.problem}"
+        return None
         if poller.last_error is not None:
             return f"the last Railway poll failed: {poller.last_error}"
         age = poller.age(self.clock.time())
-        if age is not None and age > 2 * poller.interval + 5.0:
+        # Stale past a few intervals: the poller is stuck, not merely slowed by the budget.
+        if age is not None and age > 5 * poller.interval + 30.0:
             return f"the last Railway poll answered {format_duration(age)} ago"
         return None
 

@@ -57,13 +57,18 @@ class Firing:
         """Whether it fires on fresh evidence about the release that went live at ``live_at``.
 
         Fresh: its newest sample is no older than ``max_gap``. About this release: it has
-        breached for a whole ``for`` on samples taken after the release went live, so a
-        rule still firing on the release a rollback replaced says nothing of the new one.
+        breached for a whole ``for`` on samples whose windows began after the release went
+        live, so a rule still firing on the release a rollback replaced (or on a rate that
+        still counts its requests) says nothing of the new one.
         """
         if self.last_known_at is None or now - self.last_known_at > self.max_gap:
             return False
-        start = self.since if live_at is None else max(self.since, live_at)
-        return now - start >= self.for_
+        if live_at is None:
+            return now - self.since >= self.for_
+        # A rate describes a window before its sample (a Railway step, the span between two
+        # scrapes): only samples whose window began after the release went live are about it.
+        lag = max((s.at - s.window_start for s in self.evidence), default=0.0)
+        return now - max(self.since, live_at + lag) >= self.for_
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +138,7 @@ def decide(policy: TierPolicy, facts: Facts) -> Decision:
     firing = [f for f in facts.firing if f.judges(facts.live_at, now)]
     if not firing:
         return Idle("no rollback rule fires on fresh evidence about the active release")
-    if facts.dry_run_of_active is not None:
+    if policy.dry_run and facts.dry_run_of_active is not None:
         return Idle(f"dry run #{facts.dry_run_of_active} already recorded for {active.id}")
     chosen = min(firing, key=lambda f: (f.since, f.rule))
     held = _guards(policy, facts, active)

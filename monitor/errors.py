@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -50,16 +50,23 @@ class RailwayTransientError(RailwayError):
 class RailwayGraphQLError(RailwayError):
     """Railway refused the request (invalid document, not found ...); never retried.
 
-    ``messages`` are Railway's error messages; ``data`` is the partial answer, if any.
+    ``messages`` are Railway's error messages; ``data`` is the partial answer, if any;
+    ``paths`` names the root fields (aliases) the errors are about, where Railway said.
     """
 
     def __init__(
-        self, operation: str, messages: Sequence[str], data: dict[str, Any] | None = None
+        self,
+        operation: str,
+        messages: Sequence[str],
+        data: dict[str, Any] | None = None,
+        paths: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(f"{operation}: {'; '.join(messages)}")
         self.operation = operation
         self.messages = list(messages)
         self.data = data
+        # The first element of each error's path (a root field's alias) -> its message.
+        self.paths = dict(paths or {})
 
 
 class RailwayAuthError(RailwayGraphQLError):

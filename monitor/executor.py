@@ -19,12 +19,17 @@ import structlog
 
 from monitor.clock import Clock
 from monitor.decision import Go, choose_target
-from monitor.errors import RailguardError, RailwayError, RailwayTransientError
+from monitor.errors import (
+    RailguardError,
+    RailwayError,
+    RailwayProtocolError,
+    RailwayTransientError,
+)
 from monitor.model import format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient, newest_live
-from monitor.reconcile import Follow, Send, Wait, settle_intent
+from monitor.reconcile import KNOWN, Follow, Send, Wait, settle_intent
 from monitor.releases import Verdicts
 from monitor.store import RollbackRecord, RollbackTrigger, Store
 from monitor.telemetry import Metrics
@@ -56,7 +61,7 @@ class RollbackExecutor(Verification):
         still_wanted: StillWanted | None = None,
         check_every: float = 5.0,
         reconcile_window: float = 20.0,
-        max_attempts: int = 3,
+        max_attempts: int = 5,
     ) -> None:
         self.services = {s.name: s for s in services}
         self.store = store
@@ -104,6 +109,7 @@ class RollbackExecutor(Verification):
             go.firing.rule,
             go.firing.reason,
             evidence,
+            [d.id for d in deployments],
         )
         return await self.drive(service, record, deployments=deployments, started=started)
 
@@ -149,7 +155,17 @@ class RollbackExecutor(Verification):
             if active is None:
                 raise RollbackRefused(f"{name} has no active deployment to roll back from")
             target = await self._manual_target(service, active, current, to)
-            record = await self._begin(service, active, target, "manual", actor, None, reason)
+            record = await self._begin(
+                service,
+                active,
+                target,
+                "manual",
+                actor,
+                None,
+                reason,
+                None,
+                [d.id for d in current],
+            )
         return await self.drive(
             service, record, deployments=current, started=self.clock.monotonic()
         )
@@ -189,6 +205,7 @@ class RollbackExecutor(Verification):
         rule: str | None,
         reason: str,
         evidence: Mapping[str, Any] | None = None,
+        known: Sequence[str] = (),
     ) -> RollbackRecord:
         now = self.clock.time()
         record = await self.store.begin_rollback(
@@ -199,7 +216,7 @@ class RollbackExecutor(Verification):
             actor,
             rule,
             reason,
-            {**(evidence or {}), **self._evidence(active, target)},
+            {**(evidence or {}), **self._evidence(active, target), KNOWN: list(known)},
             now,
             dry_run=False,
         )
@@ -244,18 +261,17 @@ class RollbackExecutor(Verification):
             record = fresh if fresh is not None else record
             if record.finished:
                 return record
-            deadline = self._deadlines.setdefault(
-                record.id, self.clock.monotonic() + service.policy.rollback_timeout
-            )
+            replacement = None
             if record.state == "intent":
-                outcome = await self._send(service, record, deployments, started, deadline)
+                outcome = await self._send(service, record, deployments, started)
                 if isinstance(outcome, RollbackRecord):
                     return outcome
                 record, replacement = outcome
-                # Railway has it now: rollback_timeout is the replacement's time to recover.
-                deadline = self.clock.monotonic() + service.policy.rollback_timeout
-            else:
-                replacement = None
+            # From when Railway has the mutation (or, after a restart or a failed step, from
+            # when this run first followed it): the replacement's time to recover.
+            deadline = self._deadlines.setdefault(
+                record.id, self.clock.monotonic() + service.policy.rollback_timeout
+            )
             result = await self._follow(service, record, replacement, deadline)
             self._deadlines.pop(record.id, None)
             return result
@@ -266,7 +282,6 @@ class RollbackExecutor(Verification):
         record: RollbackRecord,
         deployments: Sequence[Deployment] | None,
         started: float | None,
-        deadline: float,
     ) -> RollbackRecord | tuple[RollbackRecord, Deployment | None]:
         """From an intent to a mutation Railway accepted (or a terminal state)."""
         in_flight = True  # unknown after a restart: assume the worst, wait the window
@@ -283,15 +298,7 @@ class RollbackExecutor(Verification):
                 log.info("the rollback reached Railway", service=service.name, rollback=record.id)
                 record = await self.store.advance_rollback(record.id, "sent", at=now)
                 return record, settled.replacement
-            if isinstance(settled, Wait) or self.clock.monotonic() > deadline:
-                if self.clock.monotonic() > deadline:
-                    return await self.finish(
-                        service,
-                        record,
-                        "failed",
-                        f"Railway never confirmed it: {settled.why}",
-                        escalate=True,
-                    )
+            if isinstance(settled, Wait):  # bounded by the reconcile window
                 await self.clock.sleep(self.check_every)
                 continue
             assert isinstance(settled, Send)
@@ -307,19 +314,20 @@ class RollbackExecutor(Verification):
                 self.metrics.rollback_decision.observe(max(0.0, self.clock.monotonic() - started))
             try:
                 accepted = await self.client.rollback(record.to_deployment)
-            except RailwayTransientError as e:
-                in_flight = e.maybe_applied
+            except (RailwayTransientError, RailwayProtocolError) as e:
+                # Lost, or garbled (which proves Railway got it): Railway's deployments say.
+                in_flight = not isinstance(e, RailwayTransientError) or e.maybe_applied
                 log.warning(
                     "rollback mutation unanswered; reconciling against Railway",
                     service=service.name,
                     rollback=record.id,
                     attempt=record.attempts,
-                    maybe_applied=e.maybe_applied,
+                    maybe_applied=in_flight,
                     error=str(e),
                 )
                 await self.clock.sleep(self.check_every)
                 continue
-            except RailwayError as e:
+            except RailwayError as e:  # a GraphQL error: Railway refused it
                 why = f"Railway refused: {e}"
                 return await self.finish(service, record, "failed", why, escalate=True)
             if not accepted:

@@ -77,6 +77,17 @@ class Sample:
         """False for an UNKNOWN sample."""
         return self.value is not None
 
+    @property
+    def window_start(self) -> float:
+        """When what the sample describes began: a rate covers a step or a span, not an instant."""
+        detail = self.detail
+        try:
+            if "step_start" in detail:
+                return min(self.at, float(detail["step_start"]))
+            return self.at - max(0.0, float(detail.get("span_s", 0.0)))
+        except (TypeError, ValueError):
+            return self.at
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, kept as evidence."""
         return {

@@ -24,32 +24,36 @@ from monitor.store import RollbackRecord
 SKEW = 5.0  # seconds of clock difference tolerated between railguard and Railway
 
 
+KNOWN = "known_deployments"  # the intent's evidence key: Railway's deployment ids at the time
+
+
 def find_replacement(
-    record: RollbackRecord, deployments: Sequence[Deployment], before: frozenset[str] = frozenset()
+    record: RollbackRecord, deployments: Sequence[Deployment]
 ) -> Deployment | None:
     """The deployment rollback ``record`` created, if Railway shows one.
 
-    A replacement is newer than the decision, is neither the deployment left nor the target,
-    was not there before the mutation (``before``, when known), and runs the target's
-    release when the target's release is known (so someone else's deploy meanwhile is not
-    taken for ours).
+    A replacement is a deployment that was not on Railway's list when the intent was written
+    (the ids it keeps; an intent without them falls back to "created after the decision",
+    which trusts the two clocks to within ``SKEW``), and is neither the deployment left nor
+    the target. One running the target's release is preferred; the release is not required,
+    since Railway may describe a rebuilt image differently from the commit it came from.
     """
     if record.new_deployment is not None:
         known = next((d for d in deployments if d.id == record.new_deployment), None)
         if known is not None:
             return known
+    before = record.evidence.get(KNOWN)
+    if isinstance(before, list) and before:
+        seen = frozenset(str(i) for i in before)
+        fresh = [d for d in deployments if d.id not in seen]
+    else:
+        fresh = [d for d in deployments if d.created_at >= record.decided_at - SKEW]
+    fresh = [d for d in fresh if d.id not in (record.from_deployment, record.to_deployment)]
     target = next((d for d in deployments if d.id == record.to_deployment), None)
-    wanted = None if target is None else release_key(target)
-    if wanted is not None and wanted.startswith("deployment:"):
-        wanted = None  # the release is only known as the target itself: any new one will do
-    fresh = [
-        d
-        for d in deployments
-        if d.id not in before
-        and d.id not in (record.from_deployment, record.to_deployment)
-        and d.created_at >= record.decided_at - SKEW
-        and (wanted is None or release_key(d) == wanted)
-    ]
+    if target is not None:
+        wanted = release_key(target)
+        same = [d for d in fresh if release_key(d) == wanted]
+        fresh = same or fresh
     return min(fresh, key=lambda d: d.created_at, default=None)
 
 

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -136,6 +136,17 @@ _HINT = (
     "set RAILGUARD_STATE to a writable file, or mount a volume at /data (on Railway, a "
     "volume is owned by root: set RAILWAY_RUN_UID=0 on the service)"
 )
+
+
+async def _finished(statement: Awaitable[R]) -> R:
+    """Await a statement that runs on aiosqlite's thread; if the awaiting task is cancelled,
+    let the statement finish first, so the connection's transaction state is known."""
+    task = asyncio.ensure_future(statement)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 def _json_default(value: object) -> object:
@@ -292,13 +303,19 @@ class SQLiteStore(OutboxStore):
             db = self._connection()
             try:
                 # IMMEDIATE takes the write lock up front (PG: plain BEGIN).
-                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    await _finished(db.execute("BEGIN IMMEDIATE"))
+                except asyncio.CancelledError:
+                    # Cancelled while the BEGIN ran in aiosqlite's thread: it began anyway.
+                    with contextlib.suppress(sqlite3.Error):
+                        await _finished(db.execute("ROLLBACK"))
+                    raise
                 try:
                     yield db
-                    await db.execute("COMMIT")
+                    await _finished(db.execute("COMMIT"))
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
-                        await db.execute("ROLLBACK")
+                        await _finished(db.execute("ROLLBACK"))
                     raise
             except sqlite3.Error as e:
                 raise StoreError(f"{self.path}: {e}") from e

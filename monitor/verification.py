@@ -23,14 +23,6 @@ FAILED = frozenset({"FAILED", "CRASHED", "REMOVED", "SKIPPED"})
 LatestSamples = Callable[[str], Mapping[Signal, Sample]]
 
 
-def _window_start(sample: Sample) -> float:
-    """When the traffic a sample describes began (a rate covers a step, not an instant)."""
-    detail = sample.detail
-    if "step_start" in detail:
-        return float(detail["step_start"])
-    return sample.at - float(detail.get("span_s", 0.0))
-
-
 class Verification:
     """The follow-and-verify half of the executor (see the module docstring)."""
 
@@ -153,6 +145,6 @@ class Verification:
             sample = latest.get(signal)
             if sample is None or sample.value is None:
                 return False
-            if _window_start(sample) < live_at - SKEW or breaches(sample.value):
+            if sample.window_start < live_at - SKEW or breaches(sample.value):
                 return False
         return True

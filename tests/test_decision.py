@@ -174,7 +174,18 @@ GUARD_FACTS: dict[str, dict[str, Any]] = {
             {"live_at": NOW - 120},
             "go:good",
         ),
-        ("a dry run already recorded for this release", POLICY, {"dry_run_of_active": 4}, "idle"),
+        (
+            "a dry run already recorded for this release",
+            POLICY.model_copy(update={"dry_run": True}),
+            {"dry_run_of_active": 4},
+            "idle",
+        ),
+        (
+            "a live run is not stopped by an earlier dry run",
+            POLICY,
+            {"dry_run_of_active": 4},
+            "go:good",
+        ),
         ("no known-good release", POLICY, {"verdicts": Verdicts()}, "escalate:no_known_good"),
         (
             "the known-good release was rolled back from since",

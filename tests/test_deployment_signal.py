@@ -95,6 +95,7 @@ def test_the_evidence_explains_itself() -> None:
         "status": "SUCCESS",
         "instances": ["RUNNING", "RESTARTING"],
         "failing_instances": 1,
+        "failing_sightings": 0,
         "status_updated_at": 1010.0,
     }
     assert Sample.from_dict(sample.to_dict()) == sample  # JSON-ready, kept as evidence

@@ -68,12 +68,36 @@ def intent(**kw: Any) -> RollbackRecord:
         ("the window has passed", intent(), (BAD, GOOD), T0 + 20, True, "send"),
         ("refused before it left", intent(), (BAD, GOOD), T0 + 1, False, "send"),
         (
-            "someone else's deploy is no replacement",
+            "the target's release is preferred",
+            intent(),
+            (SOMEONE_ELSE, REPLACEMENT, BAD, GOOD),
+            T0 + 5,
+            True,
+            "follow:new",
+        ),
+        (
+            "any new deployment when none runs the target's release",
             intent(),
             (SOMEONE_ELSE, BAD, GOOD),
             T0 + 5,
             True,
+            "follow:other",
+        ),
+        (
+            "deployments Railway listed at the intent are not new",
+            intent(evidence={"known_deployments": ["other", "bad", "good"]}),
+            (SOMEONE_ELSE, BAD, GOOD),
+            T0 + 5,
+            True,
             "wait",
+        ),
+        (
+            "with the list, Railway's clock does not matter",
+            intent(evidence={"known_deployments": ["bad", "good"]}),
+            (replace(REPLACEMENT, created_at=T0 - 30), BAD, GOOD),
+            T0 + 5,
+            True,
+            "follow:new",
         ),
         (
             "an old deployment is no replacement",
@@ -118,7 +142,8 @@ def test_a_target_known_only_by_its_id_takes_any_new_deployment() -> None:
     found = find_replacement(record, bare)
     assert found is not None
     assert found.id == "x"
-    assert find_replacement(record, bare, before=frozenset({"x"})) is None
+    listed = replace(record, evidence={"known_deployments": ["bad", "good", "x"]})
+    assert find_replacement(listed, bare) is None
 
 
 def test_the_target_missing_from_the_list_takes_any_new_deployment() -> None:

@@ -8,8 +8,9 @@ backoff on the injected Clock, never sooner than a ``Retry-After``. An answer wi
 
 A mutation whose answer was lost may have been applied. :meth:`RailwayClient.execute` with
 ``retry_unsafe=False`` does not guess: it raises at once with ``maybe_applied=True`` and the
-caller re-checks Railway's state. 429 and 5xx are still retried, because Railway answered
-them without running anything.
+caller re-checks Railway's state. That covers a 5xx too (a gateway may answer 502/504 after
+the backend applied it); only a 429, or a connection that never opened, is retried, because
+nothing ran.
 """
 
 from __future__ import annotations
@@ -233,6 +234,16 @@ def _outcome(error: RailwayError, status: int) -> str:
     return "server_error"  # a protocol error: Railway, or a proxy before it, answered nonsense
 
 
+def _error_paths(errors: Any) -> dict[str, str]:
+    """The root field (alias) each GraphQL error is about, with its message."""
+    paths: dict[str, str] = {}
+    for error in errors if isinstance(errors, list) else [errors]:
+        path = error.get("path") if isinstance(error, dict) else None
+        if isinstance(path, list) and path and isinstance(path[0], str):
+            paths.setdefault(path[0], str(error.get("message")))
+    return paths
+
+
 def _secret(value: SecretStr | None) -> str | None:
     """A token's value; an empty one (``RAILWAY_API_TOKEN=``) counts as unset."""
     text = value.get_secret_value().strip() if value is not None else ""
@@ -428,6 +439,9 @@ class RailwayClient:
                 f"{operation}: Railway answered HTTP {status}{later}",
                 operation=operation,
                 retry_after=retry_after,
+                # A 429 is the edge refusing before anything ran. A 5xx may be a gateway
+                # answering after the backend applied the request (a 502/504 on a slow one).
+                maybe_applied=status >= 500,
             )
         try:
             body = json.loads(raw)
@@ -451,7 +465,8 @@ class RailwayClient:
             auth = status in (401, 403) or any(
                 marker in m.lower() for m in messages for marker in AUTH_MARKERS
             )
-            raise (RailwayAuthError if auth else RailwayGraphQLError)(operation, messages, data)
+            kind = RailwayAuthError if auth else RailwayGraphQLError
+            raise kind(operation, messages, data, _error_paths(errors))
         if data is None:
             raise RailwayProtocolError(
                 f"{operation}: Railway's answer has neither data nor errors (HTTP {status}): "

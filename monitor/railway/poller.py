@@ -27,7 +27,7 @@ from monitor.railway.client import (
     newest_live,
     parse_deployments,
 )
-from monitor.railway.deployment_signal import deployment_sample
+from monitor.railway.deployment_signal import CrashWatch, deployment_sample
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
 log = structlog.get_logger("railguard.railway")
@@ -53,6 +53,7 @@ class ServiceSnapshot:
     at: float
     deployments: tuple[Deployment, ...] = ()
     samples: Mapping[Signal, Sample] = field(default_factory=dict)
+    problem: str | None = None  # why this service's deployments could not be read
 
     @property
     def active(self) -> Deployment | None:
@@ -87,6 +88,16 @@ def build_document(targets: Sequence[Target]) -> str:
             )
     body = "\n  ".join(fields)
     return f"query RailguardTick({', '.join(params)}) {{\n  {body}\n}}\n"
+
+
+def _blamed(targets: Sequence[Target], error: RailwayGraphQLError) -> dict[str, str]:
+    """The targets whose aliases an error names (``d3``, ``h3``, ``m3`` are target 3)."""
+    blamed: dict[str, str] = {}
+    for alias, message in error.paths.items():
+        index = alias[1:]
+        if alias[:1] in ("d", "h", "m") and index.isdigit() and int(index) < len(targets):
+            blamed.setdefault(targets[int(index)].name, message)
+    return blamed
 
 
 def _iso(t: float) -> str:
@@ -167,11 +178,15 @@ class RailwayPoller:
         self.listener: Callable[[str, ServiceSnapshot], Awaitable[None]] | None = None
         self.polls = 0
         self.early_polls = 0
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # what went wrong in the last poll, if anything
+        self.last_failure: str | None = None  # set when the whole last poll failed
         self._wake = asyncio.Event()
         self._last_early: float | None = None
         self._latest: dict[str, ServiceSnapshot] = {}
         self._answered_at: float | None = None
+        # A crash loop is seen across polls: sightings of failing instances over 4 polls.
+        window = max(120.0, 4 * interval)
+        self._crashes = {t.name: CrashWatch(window) for t in self.targets}
         self._window = 3 * max(
             [t.error_rate.step for t in targets if t.error_rate]
             + [t.memory.sample_rate for t in targets if t.memory]
@@ -186,55 +201,75 @@ class RailwayPoller:
         """Seconds since the last poll that answered (None before the first)."""
         return None if self._answered_at is None else now - self._answered_at
 
-    def variables(self, now: float) -> dict[str, Any]:
-        """The document's variables for a poll at ``now``."""
+    def variables(self, now: float, targets: Sequence[Target] | None = None) -> dict[str, Any]:
+        """The variables of the document for ``targets`` (default all) at ``now``."""
+        targets = self.targets if targets is None else targets
         values: dict[str, Any] = {}
-        if "$start" in self.document:
+        if any(t.error_rate is not None or t.memory is not None for t in targets):
             values |= {"start": _iso(now - self._window), "end": _iso(now)}
-        for i, t in enumerate(self.targets):
+        for i, t in enumerate(targets):
             values[f"s{i}"] = t.service_id
             values[f"e{i}"] = t.environment_id
         return values
 
     async def poll(self) -> None:
-        """One batched request; a failure leaves the previous snapshots to age."""
+        """One batched request; a failure leaves the previous snapshots to age.
+
+        Railway's root fields are non-null, so one alias that errors (a deleted environment,
+        a token that cannot see one service) nulls the whole answer: the services it names
+        are asked about no more this poll, and the rest again, once, without them.
+        """
         now = self.clock.time()
-        try:
-            data = await self.client.execute(self.document, self.variables(now))
-        except RailwayGraphQLError as e:
-            if e.data is None:
+        failed: dict[str, str] = {}  # target name -> why Railway would not answer for it
+        asked = self.targets
+        document = self.document
+        while True:
+            try:
+                data = await self.client.execute(document, self.variables(now, asked))
+            except RailwayGraphQLError as e:
+                blamed = _blamed(asked, e)
+                if e.data is None and blamed and len(blamed) < len(asked) and not failed:
+                    failed = blamed
+                    asked = tuple(t for t in asked if t.name not in blamed)
+                    document = build_document(asked)
+                    continue
+                if e.data is None:
+                    self._failed(e)
+                    return
+                data = e.data  # partial data: the services that answered are still news
+                failed |= blamed
+            except RailwayError as e:
                 self._failed(e)
                 return
-            # Partial data: the services that answered are still news.
-            data = e.data
-            self.last_error = "; ".join(e.messages)
-        except RailwayError as e:
-            self._failed(e)
-            return
-        else:
-            self.last_error = None
+            break
+        self.last_error = "; ".join(sorted(set(failed.values()))) if failed else None
+        self.last_failure = None
         at = self._answered_at = self.clock.time()
-        for i, target in enumerate(self.targets):
-            self._latest[target.name] = self._snapshot(i, target, data, at)
+        for i, target in enumerate(asked):
+            self._latest[target.name] = self._snapshot(i, target, data, at, failed.get(target.name))
+        for target in self.targets:
+            if target.name in failed and target not in asked:
+                self._latest[target.name] = self._snapshot(0, target, {}, at, failed[target.name])
         self.polls += 1
         if self.listener is not None:
             for target in self.targets:
                 await self.listener(target.name, self._latest[target.name])
 
     def _failed(self, error: RailwayError) -> None:
-        self.last_error = str(error)
+        self.last_error = self.last_failure = str(error)
         log.warning("railway poll failed", error=str(error))
 
     def _snapshot(
-        self, i: int, target: Target, data: Mapping[str, Any], at: float
+        self, i: int, target: Target, data: Mapping[str, Any], at: float, refused: str | None
     ) -> ServiceSnapshot:
         samples: dict[Signal, Sample] = {}
         deployments: list[Deployment] = []
-        problem = None
-        try:
-            deployments = parse_deployments(data.get(f"d{i}"), f"d{i}")
-        except RailwayError as e:
-            problem = str(e)
+        problem = None if refused is None else f"Railway refused: {refused}"
+        if problem is None:
+            try:
+                deployments = parse_deployments(data.get(f"d{i}"), f"d{i}")
+            except RailwayError as e:
+                problem = str(e)
         snapshot = ServiceSnapshot(at=at, deployments=tuple(deployments))
         if target.error_rate is not None:
             samples[Signal.ERROR_RATE] = error_rate_sample(
@@ -243,13 +278,18 @@ class RailwayPoller:
         if target.memory is not None:
             samples[Signal.MEMORY] = memory_sample(data.get(f"m{i}"), snapshot.active, at, f"m{i}")
         if target.deployment:
-            samples[Signal.DEPLOYMENT] = deployment_sample(snapshot.active, at, problem)
+            sightings = self._crashes[target.name].observe(snapshot.active, at)
+            samples[Signal.DEPLOYMENT] = deployment_sample(snapshot.active, at, problem, sightings)
         if problem is not None:
             samples = {
-                s: Sample(s, at, None, problem) if s is Signal.MEMORY else sample
+                s: Sample(s, at, None, problem)
+                if s is not Signal.ERROR_RATE or refused is not None
+                else sample
                 for s, sample in samples.items()
             }
-        return ServiceSnapshot(at=at, deployments=snapshot.deployments, samples=samples)
+        return ServiceSnapshot(
+            at=at, deployments=snapshot.deployments, samples=samples, problem=problem
+        )
 
     def refresh(self) -> bool:
         """Ask :meth:`run` to poll now instead of at its next slot (a deploy webhook's hint).
