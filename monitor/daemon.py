@@ -28,6 +28,7 @@ from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 from monitor.sources.registry import SourceContext, build_sources
+from monitor.supervisor import Supervisor
 from monitor.switchboard import Switchboard
 from monitor.telemetry import Metrics
 
@@ -90,7 +91,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.router: Router | None = None
         self.digest: Digest | None = None
-        self._alert_tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor(clock, self.metrics)
         self.executor: RollbackExecutor | None = None
         self.controller: RollbackController | None = None
         self.switchboard = Switchboard(lambda name: self._workers[name].states, sink=sink)
@@ -101,7 +102,6 @@ class Daemon:
         self.poller: RailwayPoller | None = None
         self.railway: RailwayClient | None = None
         self.budget: RequestBudget | None = None
-        self._poll_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -146,7 +146,14 @@ class Daemon:
         if self.serve_http:
             await self._start_server()
         if self.poller is not None:
-            self._poll_task = asyncio.create_task(self.poller.run(), name="railway-poller")
+            poller = self.poller
+            # A poll may spend minutes in retries (5 attempts, 15s timeouts, backoff).
+            self.supervisor.start(
+                "railway-poller",
+                poller.run,
+                alive=lambda: poller.last_beat,
+                stall_after=3 * poller.interval + 150.0,
+            )
         self.scheduler.start()
         self.metrics.up.set(1)
         if self.freeze_gc:
@@ -271,11 +278,16 @@ class Daemon:
             status_url=status_url,
         )
         self.router, self.digest = router, digest
-        await self.outbox.start()
-        self._alert_tasks = [
-            asyncio.create_task(router.run(), name="alert-router"),
-            asyncio.create_task(digest.run(), name="alert-digest"),
-        ]
+        await self.outbox.start(self.supervisor)
+        self.supervisor.start(
+            "alert-router",
+            router.run,
+            alive=lambda: router.last_beat,
+            stall_after=3 * router.poll_every + 120.0,
+        )
+        self.supervisor.start(
+            "alert-digest", digest.run, alive=lambda: digest.last_beat, stall_after=240.0
+        )
 
     def _troubled(self, name: str) -> bool:
         """Any rule of the service pending, firing or blind now."""
@@ -354,16 +366,13 @@ class Daemon:
         timeout = self.plan.config.daemon.shutdown_timeout
         log.info("railguard stopping", timeout=timeout)
         cancelled = 0
-        for task in self._alert_tasks:
-            task.cancel()  # the outbox keeps what is pending for the next run
-        await asyncio.gather(*self._alert_tasks, return_exceptions=True)
+        # The router, the digest and the poller: routine work, nothing is lost by dropping
+        # it (the outbox keeps what is pending for the next run).
+        await self.supervisor.stop()
         if self.outbox is not None:
             await self.outbox.stop()
         if self.controller is not None:
             await self.controller.aclose()  # unfinished rollbacks resume at the next start
-        if self._poll_task is not None:
-            self._poll_task.cancel()  # a routine query: nothing is lost by dropping it
-            await asyncio.gather(self._poll_task, return_exceptions=True)
         if self.scheduler is not None:
             cancelled = await self.scheduler.stop(grace=timeout)
         if self._runner is not None:
@@ -391,6 +400,9 @@ class Daemon:
         stalled = self.scheduler.stalled(self.clock.monotonic())
         if stalled:
             return False, {"reason": "ticks stalled", "stalled": stalled[:20]}
+        loops = self.supervisor.problems()
+        if loops:
+            return False, {"reason": "a loop is down or stalled", "loops": loops}
         return True, {"services": len(self.scheduler.workers)}
 
     def readiness(self) -> tuple[bool, dict[str, object]]:

@@ -53,6 +53,10 @@ class Switchboard:
             data = {"rule": verdict.rule, "reason": verdict.reason}
             for transition in verdict.transitions:
                 kind = ROUTED_TRANSITIONS.get(transition)
+                if transition is Transition.RESET and verdict.previous is Phase.FIRING:
+                    # A firing rule that ends through a gap or blindness ends its incident
+                    # too, or the incident stays open and its reminders repeat for ever.
+                    kind = "rule_resolved"
                 if kind is not None:
                     await self.store.record_event(service.name, kind, verdict.at, data)
         if self.tracker is not None and (verdict.phase is not Phase.INACTIVE or verdict.blind):

@@ -221,6 +221,12 @@ class Metrics:
         self.up = Gauge(
             "railguard_up", "1 while the scheduler runs, 0 while shutting down.", registry=r
         )
+        self.task_restarts = Counter(
+            "railguard_task_restarts_total",
+            "Long-running loops restarted by the supervisor after an error or an exit.",
+            ["task"],
+            registry=r,
+        )
 
 
 LogFormat = Literal["auto", "json", "console"]

@@ -391,3 +391,25 @@ def test_restart_after_a_long_time_resets_through_the_gap() -> None:
     _, (verdict,) = run(rule, [(3600, UNK)], restored)
     assert verdict.transitions == (Transition.BLIND, Transition.RESET)
     assert verdict.evidence == ()
+
+
+@pytest.mark.parametrize(
+    ("late_by", "fires_at"),
+    [(0.0, 20.0), (-0.001, 19.999), (-0.05, 19.95), (0.001, 20.001)],
+)
+def test_millisecond_jitter_never_makes_a_rule_fire_an_interval_late(
+    late_by: float, fires_at: float
+) -> None:
+    # for = 20s at a 2s interval: the sample in the slot at since + 20s is stamped a few
+    # milliseconds off; it must fire there, not at the next slot (22s).
+    rule = make_rule(for_=20.0, max_gap=4.0)
+    points = [(float(t), BAD) for t in range(0, 20, 2)] + [(20.0 + late_by, BAD), (22.0, BAD)]
+    _, verdicts = run(rule, points)
+    assert events(verdicts) == ["0:pending", f"{fires_at:g}:firing"]
+
+
+def test_the_slack_is_small_next_to_the_interval() -> None:
+    rule = make_rule(for_=20.0, max_gap=4.0)  # a 2s interval: 0.2s of slack
+    points = [(float(t), BAD) for t in range(0, 20, 2)] + [(19.7, BAD)]
+    _, verdicts = run(rule, points)
+    assert events(verdicts) == ["0:pending"]  # 0.3s short of for: not yet

@@ -85,6 +85,7 @@ class Digest:
         self.channels = dict(channels)
         self.clock = clock
         self.status_url = status_url
+        self.last_beat: float | None = None  # when run() last looked (monotonic)
         self.tiers: dict[str, list[ServicePlan]] = {}
         for service in services:
             if service.policy.delivery == "digest":
@@ -93,6 +94,7 @@ class Digest:
     async def run(self) -> None:
         """Send digests as they fall due, until cancelled."""
         while True:
+            self.last_beat = self.clock.monotonic()
             await self.send_due()
             await self.clock.sleep(60.0)  # digest_at has minute resolution
 

@@ -11,9 +11,10 @@ Messages still pending at a restart are sent by the next run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
@@ -23,6 +24,9 @@ from monitor.clock import Clock
 from monitor.errors import ChannelError
 from monitor.store_outbox import OutboxRecord, OutboxState
 from monitor.telemetry import Metrics
+
+if TYPE_CHECKING:
+    from monitor.supervisor import Supervisor
 
 log = structlog.get_logger("railguard.alerts")
 
@@ -69,6 +73,7 @@ class Outbox:
         self._wake = {name: asyncio.Event() for name in self.channels}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._supervisor: Supervisor | None = None
 
     async def put(self, channel: str, notification: Notification) -> bool:
         """Queue ``notification`` for ``channel``; False if it was queued before."""
@@ -80,13 +85,23 @@ class Outbox:
             self._wake[channel].set()
         return queued
 
-    async def start(self) -> None:
-        """Start the workers (messages left pending by a previous run go first)."""
+    async def start(self, supervisor: Supervisor | None = None) -> None:
+        """Start the workers (messages left pending by a previous run go first), each under
+        the ``supervisor`` when given: a worker that fails is restarted, not lost."""
         for name, count in (await self.store.outbox_pending()).items():
             self.metrics.outbox_pending.labels(name).set(count)
         self._stopping = False
+        self._supervisor = supervisor
         for name in self.channels:
-            self._tasks.append(asyncio.create_task(self._work(name), name=f"outbox:{name}"))
+            task = f"outbox:{name}"
+            work: Coroutine[Any, Any, None] = (
+                self._work(name)
+                if supervisor is None
+                else supervisor.supervised(
+                    task, functools.partial(self._work, name), finished=lambda: self._stopping
+                )
+            )
+            self._tasks.append(asyncio.create_task(work, name=task))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the workers; what is pending stays in the store for the next run.
@@ -103,6 +118,9 @@ class Outbox:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self._supervisor is not None:
+            for name in self.channels:
+                self._supervisor.forget(f"outbox:{name}")
 
     async def _work(self, name: str) -> None:
         channel, wake = self.channels[name], self._wake[name]

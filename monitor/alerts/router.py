@@ -133,6 +133,7 @@ class Router:
         self.metrics = metrics
         self.status_url = status_url
         self.poll_every = poll_every
+        self.last_beat: float | None = None  # when run() last started a round (monotonic)
         self._open: dict[str, float] = {}  # incident key -> when it began
         # Immediate incidents still open: key -> (the last message, when it was sent).
         self._last: dict[str, tuple[Notification, float]] = {}
@@ -151,6 +152,7 @@ class Router:
         """Route new events as they are recorded, until cancelled."""
         await self.restore()
         while True:
+            self.last_beat = self.clock.monotonic()
             await self.route_new()
             await self.remind()
             await self.clock.sleep(self.poll_every)

@@ -180,6 +180,7 @@ class RailwayPoller:
         self.early_polls = 0
         self.last_error: str | None = None  # what went wrong in the last poll, if anything
         self.last_failure: str | None = None  # set when the whole last poll failed
+        self.last_beat: float | None = None  # when run() last started a poll (monotonic)
         self._wake = asyncio.Event()
         self._last_early: float | None = None
         self._latest: dict[str, ServiceSnapshot] = {}
@@ -311,6 +312,7 @@ class RailwayPoller:
             # A refresh asked for during this poll is answered by the next one: the poll in
             # flight may have been sent before the deploy the webhook announced.
             self._wake.clear()
+            self.last_beat = self.clock.monotonic()
             await self.poll()
             next_at += self.interval
             behind = self.clock.monotonic() - next_at
