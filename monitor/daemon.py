@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -349,7 +349,10 @@ class Daemon:
         return RailwayPoller(client, targets, clock=self.clock, interval=railway.poll_interval)
 
     async def _start_server(self) -> None:
-        self._runner = web.AppRunner(create_app(self, self.metrics), access_log=None)
+        # Requests in flight at shutdown get a second; the rest of the budget is the ticks'.
+        self._runner = web.AppRunner(
+            create_app(self, self.metrics), access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.plan.env.host, self.plan.env.port)
         await site.start()
@@ -361,20 +364,35 @@ class Daemon:
         await self._stop.wait()
 
     async def shutdown(self) -> None:
-        """Stop ticking (bounded), stop serving, close the HTTP session."""
+        """One bounded step: stop accepting requests, drain everything within
+        ``daemon.shutdown_timeout``, cancel the rest and say how many."""
         self.metrics.up.set(0)
         timeout = self.plan.config.daemon.shutdown_timeout
         log.info("railguard stopping", timeout=timeout)
-        cancelled = 0
+        started = self.clock.monotonic()
+
+        def left() -> float:
+            return max(0.0, timeout - (self.clock.monotonic() - started))
+
+        if self._runner is not None:
+            # No new requests first: the admin API must not start a rollback while the
+            # executor is going away.
+            for site in list(self._runner.sites):
+                await site.stop()
         # The router, the digest and the poller: routine work, nothing is lost by dropping
         # it (the outbox keeps what is pending for the next run).
         await self.supervisor.stop()
-        if self.outbox is not None:
-            await self.outbox.stop()
         if self.controller is not None:
             await self.controller.aclose()  # unfinished rollbacks resume at the next start
+        cancelled = 0
+        drains: list[Awaitable[Any]] = []
         if self.scheduler is not None:
-            cancelled = await self.scheduler.stop(grace=timeout)
+            drains.append(self.scheduler.stop(grace=left()))
+        if self.outbox is not None:
+            drains.append(self.outbox.stop(grace=left()))  # a delivery in flight may finish
+        results = await asyncio.gather(*drains)
+        if self.scheduler is not None:
+            cancelled = int(results[0])
         if self._runner is not None:
             await self._runner.cleanup()
         if self.session is not None:

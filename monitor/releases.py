@@ -223,6 +223,9 @@ class ReleaseTracker:
         if (await self.verdicts(service)).is_bad(active):
             return
         state.good_marked.add(active.id)
+        record = await self.store.deployment(service.name, active.id)
+        if record is not None and record.verdict == "good":
+            return  # verified by an earlier run: announced once, not once per restart
         evidence = {
             "live_since": state.live_since,
             "quiet_since": state.bake_start,

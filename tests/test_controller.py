@@ -239,3 +239,19 @@ async def test_a_dry_run_records_one_rollback_per_incident(stage: Stage) -> None
     ]
     assert stage.applied_rollbacks() == []
     assert len(await events(stage, "rollback_dry_run")) == 1
+
+
+async def test_a_deployment_is_announced_verified_once_across_restarts(
+    stage: Stage, tmp_path: Path
+) -> None:
+    from monitor.store import open_store
+
+    stage.behaviour = {}
+    stage.deploy("v1", ago=3600)
+    async with await open_store(tmp_path / "state.db") as store:
+        for _ in range(2):  # railguard restarts on the same state
+            await stage.start_daemon(store=store)
+            await stage.run_for(12)  # longer than the 10s bake
+            await stage.stop_daemon()
+        verified = await store.events("web", kinds=["deployment_verified"])
+        assert len(verified) == 1
