@@ -438,6 +438,19 @@ class Daemon:
         """Every service's state."""
         return {"version": __version__, "services": [w.snapshot() for w in self.workers]}
 
+    async def refresh_gauges(self) -> None:
+        """``railguard_frozen`` from the store's freezes in force now (one query): right after
+        a restart, after a freeze expired, or one set by another railguard."""
+        if self.store is None or not self.plan.railway_services:
+            return
+        try:
+            frozen = {f.service for f in await self.store.freezes(self.clock.time())}
+        except RailguardError as e:  # a busy store: the scrape goes on with the last values
+            log.warning("could not read freezes for the metrics", error=str(e))
+            return
+        for service in self.plan.railway_services:
+            self.metrics.frozen.labels(service.name, service.tier).set(service.name in frozen)
+
     async def status_document(self) -> dict[str, Any]:
         """What /status shows: services, releases, rules with their history, a timeline."""
         from monitor.status import status_document

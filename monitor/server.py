@@ -35,6 +35,10 @@ class Watched(Protocol):
         """The /status document (:mod:`monitor.status`)."""
         ...
 
+    async def refresh_gauges(self) -> None:
+        """Bring the gauges that describe stored state up to date (before a scrape)."""
+        ...
+
 
 class Served(Watched, Administered, Protocol):
     """Everything the server asks of the daemon, the admin API included."""
@@ -55,6 +59,8 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    # Stored state (a freeze that expired, one set by a previous run) as it is now.
+    await request.app[DAEMON_KEY].refresh_gauges()
     # Rendering thousands of series takes milliseconds: off the loop, so ticks stay on time.
     body = await asyncio.to_thread(generate_latest, request.app[METRICS_KEY].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -255,3 +255,27 @@ async def test_a_deployment_is_announced_verified_once_across_restarts(
             await stage.stop_daemon()
         verified = await store.events("web", kinds=["deployment_verified"])
         assert len(verified) == 1
+
+
+async def test_the_frozen_gauge_follows_the_store_at_scrape_time(
+    stage: Stage, tmp_path: Path
+) -> None:
+    from monitor.store import open_store
+
+    stage.behaviour = {}
+    stage.deploy("v1", ago=3600)
+    async with await open_store(tmp_path / "state.db") as store:
+        now = stage.clock.time()
+        await store.freeze("web", "migration", "manual:ops", now, until=now + 30)  # a past run's
+        daemon = await stage.start_daemon(store=store)
+        labels = {"service": "web", "tier": "production"}
+
+        def frozen() -> float | None:
+            return daemon.metrics.registry.get_sample_value("railguard_frozen", labels)
+
+        await daemon.refresh_gauges()  # what /metrics does before it renders
+        assert frozen() == 1
+        await stage.run_for(31)  # the freeze expires; nothing else notices
+        await daemon.refresh_gauges()
+        assert frozen() == 0
+        await stage.stop_daemon()
