@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from monitor.clock import Clock
-from monitor.configtypes import parse_duration
+from monitor.configtypes import DurationTooLong, parse_duration, shown
 from monitor.errors import RailguardError
 from monitor.plan import Plan, ServicePlan
 from monitor.tasks import Background
@@ -41,6 +41,9 @@ log = structlog.get_logger("railguard.admin")
 
 CONFIRM = "CONFIRM"
 MAX_TEXT = 1000
+MAX_BODY_BYTES = 64 * 1024
+"""An admin request's body is a few short fields: anything larger is refused (413)."""
+MAX_ROLLBACK_ID = 2**63 - 1  # SQLite's largest integer: no rollback has a larger id
 INTENT_WAIT = 15.0  # seconds a rollback request waits for the executor to write its intent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -129,38 +132,87 @@ def parse_until(text: str, now: float) -> float:
     """``"2h"`` (from now) or an ISO time (UTC unless it says otherwise) -> Unix seconds."""
     try:
         until = now + parse_duration(text)
+    except DurationTooLong:
+        raise Problem(
+            400, f"until: {shown(text)} is too far away (use no until: frozen until unfrozen)"
+        ) from None
     except ValueError:
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
             raise Problem(
                 400,
-                f"until: not a time or a duration: {text!r} (an ISO time such as "
+                f"until: not a time or a duration: {shown(text)} (an ISO time such as "
                 '"2030-01-01T12:00:00Z", or a duration such as "2h")',
             ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         until = moment.timestamp()
     if until <= now:
-        raise Problem(400, f"until: {text!r} is not in the future")
+        raise Problem(400, f"until: {shown(text)} is not in the future")
     if not until < LATEST:
-        raise Problem(400, f"until: {text!r} is too far away (use no until: frozen until unfrozen)")
+        raise Problem(
+            400, f"until: {shown(text)} is too far away (use no until: frozen until unfrozen)"
+        )
     return until
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes:
+    """The request's body, refused with a 413 as soon as it is known to exceed ``limit``."""
+    if (request.content_length or 0) > limit:
+        raise Problem(413, f"body: larger than {limit} bytes")
+    raw = bytearray()
+    while chunk := await request.content.readany():
+        raw += chunk
+        if len(raw) > limit:  # no Content-Length, or a false one: counted as it comes
+            raise Problem(413, f"body: larger than {limit} bytes")
+    return bytes(raw)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(request: web.Request, raw: bytes) -> Any:
+    """Strict JSON from a request body: UTF-8, no NaN or Infinity, not absurdly nested.
+
+    Raises :class:`Problem` (400, or 415 for a charset other than UTF-8) naming what is wrong.
+    """
+    charset = (request.charset or "utf-8").lower().replace("_", "-")
+    if charset not in ("utf-8", "utf8"):
+        raise Problem(415, f"Content-Type: charset {shown(charset)} is not supported: send UTF-8")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Problem(400, f"body: not valid UTF-8 (byte {e.start})") from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise Problem(400, "body: JSON nested too deeply") from None
+    except ValueError as e:
+        raise Problem(400, f"body: not valid JSON ({shown(str(e))})") from None
 
 
 async def read_body(request: web.Request, allowed: frozenset[str]) -> dict[str, Any]:
     """The request's JSON object; unknown fields and non-objects are 400s."""
-    raw = await request.text()
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except ValueError as e:
-        raise Problem(400, f"body: not valid JSON ({e})") from None
+    raw = await read_limited(request, MAX_BODY_BYTES)
+    body = parse_json(request, raw) if raw.strip() else {}
     if not isinstance(body, dict):
-        raise Problem(400, f"body: expected a JSON object (got {raw[:80]!r})")
+        raise Problem(400, f"body: expected a JSON object (got a JSON {type(body).__name__})")
     unknown = sorted(set(body) - allowed)
     if unknown:
-        raise Problem(400, f"{unknown[0]}: unknown field (known: {', '.join(sorted(allowed))})")
+        known = ", ".join(sorted(allowed))
+        raise Problem(400, f"{shown(unknown[0])[1:-1]}: unknown field (known: {known})")
     return body
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` can be stored and logged (JSON's ``\\ud800`` escapes cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def text_field(body: Mapping[str, Any], key: str) -> str | None:
@@ -169,9 +221,11 @@ def text_field(body: Mapping[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise Problem(400, f"{key}: expected a non-empty string (got {value!r:.80})")
+        raise Problem(400, f"{key}: expected a non-empty string (got {shown(value)})")
     if len(value) > MAX_TEXT:
         raise Problem(400, f"{key}: longer than {MAX_TEXT} characters")
+    if not _utf8(value):
+        raise Problem(400, f"{key}: not valid Unicode (a lone surrogate such as \\ud800)")
     return value.strip()
 
 
@@ -224,6 +278,11 @@ class AdminAPI:
             return await handler(request)
         except Problem as e:
             return error(e.status, e.message)
+        except web.HTTPException as e:  # no such route, or not this method: JSON like the rest
+            if e.status < 400:
+                raise
+            allow = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+            return error(e.status, f"{shown(request.path)}: {e.reason.lower()}", allow)
 
     async def _shutdown(self, _app: web.Application) -> None:
         # Unfinished rollbacks are reconciled at the next start, like automatic ones.
@@ -235,7 +294,7 @@ class AdminAPI:
         plan = self.daemon.plan
         service = next((s for s in plan.services if s.name == name), None)
         if service is None:
-            raise Problem(404, f"no service named {name!r}")
+            raise Problem(404, f"no service named {shown(name)}")
         if service not in plan.railway_services:
             raise Problem(
                 409,
@@ -290,7 +349,8 @@ class AdminAPI:
         service = self._service(request.match_info["name"])
         body = await read_body(request, frozenset({"reason", "to", "confirm"}))
         if body.get("confirm") != CONFIRM:
-            raise Problem(400, f'confirm: must be exactly "CONFIRM" (got {body.get("confirm")!r})')
+            got = shown(body.get("confirm"))
+            raise Problem(400, f'confirm: must be exactly "CONFIRM" (got {got})')
         reason, to = required_text(body, "reason"), text_field(body, "to")
         store, executor = self._store(), self.daemon.executor
         if executor is None:
@@ -342,11 +402,14 @@ class AdminAPI:
     async def rollback_progress(self, request: web.Request) -> web.Response:
         """One rollback, every column."""
         text = request.match_info["id"]
-        if not text.isdigit():
-            raise Problem(400, f"id: not a rollback number: {text!r}")
-        record = await self._store().rollback(int(text))
+        if not (text.isascii() and text.isdigit()):  # "١٢٣" is digits to isdigit() alone
+            raise Problem(400, f"id: not a rollback number: {shown(text)}")
+        number = int(text[:30])  # longer is too large anyway, and int() of a huge text is slow
+        if len(text) > 30 or number > MAX_ROLLBACK_ID:
+            raise Problem(404, f"no rollback #{shown(text)[1:-1]}: too large to be a rollback id")
+        record = await self._store().rollback(number)
         if record is None:
-            raise Problem(404, f"no rollback #{text}")
+            raise Problem(404, f"no rollback #{number}")
         return web.json_response(rollback_json(record, full=True))
 
     async def freeze(self, request: web.Request) -> web.Response:

@@ -9,7 +9,9 @@ key path like any other validation error. Secrets use :data:`Secret`: they must 
 
 from __future__ import annotations
 
+import math
 import re
+import reprlib
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -26,14 +28,36 @@ from yarl import URL
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _WHOLE_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)", re.ASCII)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+MAX_DURATION = 366 * DAY
+"""No duration in railguard's config means more than a year: a longer one is a typo."""
+MAX_TIMEOUT = 10 * MINUTE
+"""No request railguard makes is worth waiting longer for."""
+MAX_NUMBER = 1e15
+"""Thresholds and other numbers: anything larger cannot be meant (and loses precision)."""
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxtuple = 2, 6, 6, 6
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` cut short: messages quote what they were given, never all of it."""
+    try:
+        return _SHOWN.repr(value)
+    except Exception:  # an odd object's own __repr__: say what it is instead
+        return f"<{type(value).__name__}>"
 
 
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 def _environ(info: ValidationInfo) -> Mapping[str, str]:
@@ -78,11 +102,18 @@ def _expand_secret(value: Any, info: ValidationInfo) -> Any:
     return expand(value, _environ(info))
 
 
+class DurationTooLong(ValueError):
+    """A well-formed duration longer than :data:`MAX_DURATION`."""
+
+
 def parse_duration(value: Any) -> float:
-    """``"90s"``, ``"3m"``, ``"1h30m"``, ``"250ms"`` -> seconds. Bare numbers are refused."""
+    """``"90s"``, ``"3m"``, ``"1h30m"``, ``"250ms"`` -> seconds. Bare numbers are refused.
+
+    The result is finite and at most :data:`MAX_DURATION` (else :class:`DurationTooLong`).
+    """
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(
-            f'durations are strings with a unit, such as "90s" or "3m" (got {value!r})'
+            f'durations are strings with a unit, such as "90s" or "3m" (got {shown(value)})'
         )
     text = value.strip()
     pos, total = 0, 0.0
@@ -93,17 +124,34 @@ def parse_duration(value: Any) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(
-            f'not a duration: {value!r} (use a number and a unit: ms, s, m, h, d, as in "90s")'
+            f'not a duration: {shown(value)} (use a number and a unit: ms, s, m, h, d, as in "90s")'
+        )
+    if not math.isfinite(total) or total > MAX_DURATION:
+        raise DurationTooLong(
+            f"duration too long: {shown(value)} (at most {MAX_DURATION / DAY:g}d)"
         )
     return total
 
 
 def _duration(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, str):
-        return parse_duration(expand(value, _environ(info)))
+        expanded = expand(value, _environ(info))
+        try:
+            return parse_duration(expanded)
+        except ValueError as e:
+            if expanded == value:
+                raise
+            # Never echo what a ${VAR} held: it may be a secret put in the wrong place.
+            raise ValueError(
+                f"not a duration: {shown(value)} (its value from the environment is not a "
+                'duration such as "90s")'
+            ) from e
     if info.context is None and isinstance(value, int | float) and not isinstance(value, bool):
         # Built in code, not read from a file: plain seconds are fine.
-        return float(value)
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError("durations must be finite")
+        return seconds
     return parse_duration(value)
 
 
@@ -114,8 +162,14 @@ def _percent(value: Any, info: ValidationInfo) -> Any:
             try:
                 return float(text[:-1]) / 100.0
             except ValueError:
-                raise ValueError(f"not a percentage: {value!r}") from None
+                raise ValueError(f"not a percentage: {shown(value)}") from None
         return text
+    return value
+
+
+def _finite_number(value: float) -> float:
+    if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+        raise ValueError(f"must be a finite number between -{MAX_NUMBER:g} and {MAX_NUMBER:g}")
     return value
 
 
@@ -129,10 +183,38 @@ def _http_url(value: str) -> str:
     return value
 
 
-def _positive(value: float) -> float:
+def _timeout(value: float) -> float:
     if value <= 0:
         raise ValueError("timeout must be more than 0s")
+    if value > MAX_TIMEOUT:
+        raise ValueError(f"timeout must be at most {MAX_TIMEOUT / MINUTE:g}m")
     return value
+
+
+def format_seconds(seconds: float) -> str:
+    """``86400`` -> ``24h``, ``0.5`` -> ``500ms``: a limit as a config file writes it."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", 1.0)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds * 1000:g}ms" if seconds < 1 else f"{seconds:g}s"
+
+
+def within(
+    lo: float, hi: float, *, above: bool = False, why_lo: str = "", why_hi: str = ""
+) -> AfterValidator:
+    """A duration's bounds (``above``: more than ``lo``, not equal), said as durations."""
+
+    def check(seconds: float) -> float:
+        if seconds < lo or (above and seconds == lo):
+            least = "more than" if above else "at least"
+            raise ValueError(f"must be {least} {format_seconds(lo)}{why_lo and ': ' + why_lo}")
+        if seconds > hi:
+            raise ValueError(f"must be at most {format_seconds(hi)}{why_hi and ': ' + why_hi}")
+        return seconds
+
+    return AfterValidator(check)
 
 
 Text = Annotated[str, BeforeValidator(_expand_text)]
@@ -144,11 +226,11 @@ Secret = Annotated[SecretStr, BeforeValidator(_expand_secret)]
 Duration = Annotated[float, BeforeValidator(_duration)]
 """A duration string in the file (``"3m"``), seconds once validated."""
 
-Number = Annotated[float, BeforeValidator(_percent)]
-"""A number; ``"5%"`` is accepted and means 0.05."""
+Number = Annotated[float, BeforeValidator(_percent), AfterValidator(_finite_number)]
+"""A finite number; ``"5%"`` is accepted and means 0.05."""
 
 HttpUrl = Annotated[str, BeforeValidator(_expand_text), AfterValidator(_http_url)]
 """An http:// or https:// URL with a host; may reference the environment."""
 
-Timeout = Annotated[float, BeforeValidator(_duration), AfterValidator(_positive)]
-"""A duration that must be more than zero."""
+Timeout = Annotated[float, BeforeValidator(_duration), AfterValidator(_timeout)]
+"""A duration more than zero and at most :data:`MAX_TIMEOUT`."""

@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, ValidationError
 
-from monitor.configtypes import Duration, Number, Strict
+from monitor.configtypes import DAY, Duration, Number, Strict, within
 from monitor.engine import RuleState, evaluate
 from monitor.errors import ConfigError
 from monitor.model import Op, Phase, Rule, Sample, Signal, format_duration
-from monitor.settings import RuleOverride, format_validation_error, read_toml
+from monitor.settings import WINDOW_WHY, RuleOverride, format_validation_error, read_toml
 
 RULE_NAME = r"^[a-z0-9][a-z0-9-]*$"
+DRY_RUN_SAMPLES = 100
+"""The most samples the dry run feeds a rule per phase, however long its window."""
 
 
 class RuleSpec(Strict):
@@ -39,8 +42,8 @@ class RuleSpec(Strict):
     signal: Signal
     op: Op
     threshold: Number
-    for_: Duration = Field(alias="for", ge=0)
-    max_gap: Duration | None = Field(None, gt=0)
+    for_: Annotated[Duration, within(0.0, DAY, why_hi=WINDOW_WHY)] = Field(alias="for")
+    max_gap: Annotated[Duration, within(0.0, DAY, above=True)] | None = None
     tolerance: float = Field(1.0, gt=0, le=1)
 
     def resolve(self, interval: float, override: RuleOverride | None = None) -> Rule:
@@ -90,7 +93,7 @@ def load_rule_files(paths: Sequence[Path]) -> dict[str, LoadedRule]:
         try:
             rule_file = RuleFile.model_validate(raw, context={"environ": {}})
         except ValidationError as e:
-            raise ConfigError(format_validation_error(str(path), e)) from e
+            raise ConfigError(format_validation_error(str(path), e, raw)) from e
         for index, spec in enumerate(rule_file.rules):
             if spec.name in loaded:
                 first = loaded[spec.name].path
@@ -152,35 +155,52 @@ def dry_run(rule: Rule, interval: float) -> str | None:
 
     It must fire within ``for`` + one interval (DESIGN's detection goal) and one healthy
     sample afterwards must clear it. Returns what is wrong, or None.
+
+    The cost does not grow with ``for`` / ``interval``: a window longer than
+    :data:`DRY_RUN_SAMPLES` intervals is sampled at a coarser step, with ``max_gap`` scaled
+    alike. The outcome depends on how the window is covered (gaps, the breaching fraction),
+    not on how many samples cover it.
     """
     problem = check_domain(rule)
     if problem:
         return problem
+    if not (math.isfinite(interval) and interval > 0):
+        return f"dry run: the interval must be a positive duration (got {interval!r})"
     if rule.max_gap < interval:
         return (
             f"can never fire: max_gap {format_duration(rule.max_gap)} is shorter than the "
             f"interval {format_duration(interval)}, so every sample breaks the window"
         )
     bad, good = _breaching_and_healthy(rule)
-    state = RuleState()
     deadline = rule.for_ + interval
-    t = 0.0
-    while True:
-        state, verdict = evaluate(rule, state, Sample(rule.signal, t, bad))
-        if verdict.fired:
-            break
-        t += interval
+    step, tested = interval, rule
+    if deadline > DRY_RUN_SAMPLES * interval:
+        step = deadline / DRY_RUN_SAMPLES
+        tested = replace(rule, max_gap=rule.max_gap * step / interval)
+    state = RuleState()
+    fired_at: float | None = None
+    for k in range(DRY_RUN_SAMPLES + 2):  # bounded by a count, never by adding up floats
+        t = k * step
         if t > deadline:
-            return (
-                f"dry run: a fault sampled every {format_duration(interval)} did not fire "
-                f"within for + one interval ({format_duration(deadline)})"
-            )
+            break
+        state, verdict = evaluate(tested, state, Sample(rule.signal, t, bad))
+        if verdict.fired:
+            fired_at = t
+            break
+    if fired_at is None:
+        return (
+            f"dry run: a fault sampled every {format_duration(interval)} did not fire "
+            f"within for + one interval ({format_duration(deadline)})"
+        )
     # Strict rules clear on one healthy sample; tolerant ones once the breaching fraction
     # of the window drops below the tolerance, which takes at most one window.
-    clear_by = t + rule.for_ + interval
-    while state.phase is not Phase.INACTIVE:
-        t += interval
-        if t > clear_by:
-            return f"dry run: healthy {rule.signal.value} values ({good:g}) did not clear the rule"
-        state, _ = evaluate(rule, state, Sample(rule.signal, t, good))
-    return None
+    for k in range(1, DRY_RUN_SAMPLES + 3):
+        if state.phase is Phase.INACTIVE:
+            return None
+        t = fired_at + k * step
+        if t > fired_at + rule.for_ + step:
+            break
+        state, _ = evaluate(tested, state, Sample(rule.signal, t, good))
+    if state.phase is Phase.INACTIVE:
+        return None
+    return f"dry run: healthy {rule.signal.value} values ({good:g}) did not clear the rule"

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.admin import AdminAPI, Administered
 from monitor.telemetry import Metrics
-from monitor.webhook import WebhookReceiver
+from monitor.webhook import WEBHOOK_MAX_BYTES, WebhookReceiver
 
 
 class Watched(Protocol):
@@ -102,7 +102,8 @@ async def _status(request: web.Request) -> web.Response:
 
 def create_app(daemon: Served, metrics: Metrics) -> web.Application:
     """The aiohttp application serving railguard's endpoints."""
-    app = web.Application()
+    # Bodies are read with their own limits (admin, webhook); this caps any other reader.
+    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES)
     app[DAEMON_KEY] = daemon
     app[METRICS_KEY] = metrics
     app.router.add_get("/healthz", _healthz)

@@ -9,16 +9,35 @@ names the file, the key path and the offending value.
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from monitor.alerts.channels import CHANNELS, ChannelSettings
-from monitor.configtypes import Duration, Number, Strict, Text
+from monitor.configtypes import (
+    DAY,
+    HOUR,
+    MINUTE,
+    Duration,
+    HttpUrl,
+    Number,
+    Strict,
+    Text,
+    shown,
+    within,
+)
 from monitor.errors import ConfigError
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionMemory
 from monitor.sources.health import HealthCheck
@@ -26,6 +45,12 @@ from monitor.sources.promql import PromQLErrorRate, PromQLMemory
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
 DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+"""A config or rule file larger than this is not one a person wrote."""
+MAX_BODY_BYTES = 256 * 1024 * 1024
+"""The most a source may read of one response (``max_body_bytes``)."""
+MAX_ERRORS_SHOWN = 20
+WINDOW_WHY = "a longer window keeps a broken release serving for more than a day before acting"
 
 
 class Environment(BaseSettings):
@@ -62,15 +87,16 @@ def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
     known = _aliases()
     unknown = sorted(k for k in environ if k.startswith("RAILGUARD_") and k not in known)
     if unknown:
+        # Only the name: the value may well be a secret set under a mistyped name.
         raise ConfigError(
-            f"environment: unknown variable {unknown[0]}={environ[unknown[0]]!r} "
+            f"environment: unknown variable {unknown[0][:100]} "
             f"(known: {', '.join(sorted(k for k in known if k.startswith('RAILGUARD_')))})"
         )
     values = {k: v for k, v in environ.items() if k in known}
     try:
         return Environment.model_validate(values)
     except ValidationError as e:
-        raise ConfigError(format_validation_error("environment", e)) from e
+        raise ConfigError(format_validation_error("environment", e, values)) from e
 
 
 # -- the config file ------------------------------------------------------------------------
@@ -78,10 +104,11 @@ def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
 
 def _clock_time(value: str) -> str:
     hours, sep, minutes = value.partition(":")
-    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
-        raise ValueError(f'not a time of day: {value!r} (write "HH:MM", UTC)')
+    digits = (hours + minutes).isascii() and hours.isdigit() and minutes.isdigit()
+    if not (sep and digits and len(hours) <= 2 and len(minutes) == 2):
+        raise ValueError(f'not a time of day: {shown(value)} (write "HH:MM", UTC)')
     if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
-        raise ValueError(f"not a time of day: {value!r}")
+        raise ValueError(f"not a time of day: {shown(value)}")
     return f"{int(hours):02d}:{minutes}"
 
 
@@ -92,9 +119,14 @@ class RailwayConfig(Strict):
     """How railguard talks to Railway's API."""
 
     project_id: Text | None = None
-    requests_per_hour: int = Field(1000, gt=0)
-    requests_per_second: float = Field(10.0, gt=0)
-    poll_interval: Duration = Field(30.0, gt=0)
+    requests_per_hour: int = Field(1000, gt=0, le=1_000_000)
+    requests_per_second: float = Field(10.0, gt=0, le=1000)
+    poll_interval: Annotated[
+        Duration,
+        within(
+            1.0, HOUR, why_lo="Railway's numbers do not change faster, and each poll is a request"
+        ),
+    ] = 30.0
     reserve: float = Field(0.2, ge=0, lt=1)
     """The fraction of the hourly budget routine polling never spends (kept for rollbacks)."""
 
@@ -107,18 +139,20 @@ class TierPolicy(Strict):
     delivery: Literal["immediate", "digest", "off"] = "off"
     digest_at: ClockTime = "09:00"
     rules: tuple[str, ...] = ("health-failing",)
-    bake: Duration = Field(600.0, ge=0)
-    rollback_timeout: Duration = Field(120.0, gt=0)
-    grace: Duration = Field(60.0, ge=0)
+    bake: Annotated[Duration, within(0.0, 7 * DAY)] = 600.0
+    rollback_timeout: Annotated[
+        Duration, within(1.0, HOUR, why_lo="no deployment is up and verified sooner")
+    ] = 120.0
+    grace: Annotated[Duration, within(0.0, DAY)] = 60.0
     """No automatic rollback this soon after the current deployment went live."""
-    cooldown: Duration = Field(900.0, ge=0)
+    cooldown: Annotated[Duration, within(0.0, 7 * DAY)] = 900.0
     """No second automatic rollback this soon after the last one (the loop breaker's window)."""
-    max_rollbacks_per_day: int = Field(3, ge=0)
+    max_rollbacks_per_day: int = Field(3, ge=0, le=100)
     dry_run: bool = False
     """Decide and record rollbacks, but never send one."""
     notify_verified: bool = False
     """Tell the channels when a deployment is verified healthy (bake passed)."""
-    remind_every: Duration = Field(3600.0, ge=0)
+    remind_every: Annotated[Duration, within(0.0, 7 * DAY)] = 3600.0
     """Repeat an open incident's last message this often ("0s": never)."""
 
 
@@ -148,9 +182,9 @@ DEFAULT_TIERS: dict[str, dict[str, Any]] = {
 class RuleOverride(Strict):
     """A service's changes to one of its tier's rules."""
 
-    for_: Duration | None = Field(None, alias="for", ge=0)
+    for_: Annotated[Duration, within(0.0, DAY, why_hi=WINDOW_WHY)] | None = Field(None, alias="for")
     threshold: Number | None = None
-    max_gap: Duration | None = Field(None, gt=0)
+    max_gap: Annotated[Duration, within(0.0, DAY, above=True)] | None = None
     tolerance: float | None = Field(None, gt=0, le=1)
 
 
@@ -171,12 +205,30 @@ class ServiceConfig(Strict):
     tier: str
     service_id: Text | None = None
     environment_id: Text | None = None
-    health_url: Text | None = None
+    health_url: HttpUrl | None = None
     health: HealthCheck | None = None
-    interval: Duration = Field(15.0, gt=0)
+    interval: Annotated[
+        Duration,
+        within(
+            1.0,
+            HOUR,
+            why_lo="probing a service more often than once a second is load, not monitoring",
+            why_hi="a service looked at less than hourly is not watched",
+        ),
+    ] = 15.0
     error_rate: ErrorRateSource | None = None
     memory: MemorySource | None = None
     rules: dict[str, RuleOverride] = {}
+
+    @field_validator("health", "error_rate", "memory")
+    @classmethod
+    def _body_limit(cls, value: Any) -> Any:
+        limit = getattr(value, "max_body_bytes", None)
+        if isinstance(limit, int) and not 1 <= limit <= MAX_BODY_BYTES:
+            raise ValueError(
+                f"max_body_bytes: must be between 1 and {MAX_BODY_BYTES} (got {shown(limit)})"
+            )
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ServiceConfig:
@@ -200,15 +252,21 @@ class ServiceConfig(Strict):
 class DaemonConfig(Strict):
     """How the daemon schedules its work."""
 
-    max_concurrent_probes: int = Field(100, gt=0)
-    shutdown_timeout: Duration = Field(5.0, ge=0)
+    max_concurrent_probes: int = Field(100, gt=0, le=10_000)
+    shutdown_timeout: Annotated[Duration, within(0.0, 10 * MINUTE)] = 5.0
     stagger: bool = True
+
+
+def _file_name(value: str) -> str:
+    if not value or "\x00" in value or len(value) > 4096:
+        raise ValueError("not a file name")
+    return value
 
 
 class Config(Strict):
     """The whole config file."""
 
-    rule_files: tuple[Text, ...] | None = None
+    rule_files: tuple[Annotated[Text, AfterValidator(_file_name)], ...] | None = None
     railway: RailwayConfig = RailwayConfig()
     daemon: DaemonConfig = DaemonConfig()
     tiers: dict[str, TierPolicy] = {}
@@ -217,19 +275,25 @@ class Config(Strict):
     status_url: Text | None = None
     """railguard's public /status URL, linked from notifications."""
 
-    @model_validator(mode="after")
-    def _services(self) -> Config:
-        if not self.services:
+    @field_validator("services")
+    @classmethod
+    def _services(cls, services: tuple[ServiceConfig, ...]) -> tuple[ServiceConfig, ...]:
+        if not services:
             raise ValueError("no services: add at least one [[services]] table")
-        names = [c.name for c in self.channels if c.name is not None]
-        if len(names) != len(set(names)):
-            raise ValueError("two channels have the same name")
         seen: set[str] = set()
-        for service in self.services:
+        for service in services:
             if service.name in seen:
                 raise ValueError(f"two services are named {service.name!r}")
             seen.add(service.name)
-        return self
+        return services
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, channels: tuple[ChannelSettings, ...]) -> tuple[ChannelSettings, ...]:
+        names = [c.name for c in channels if c.name is not None]
+        if len(names) != len(set(names)):
+            raise ValueError("two channels have the same name")
+        return channels
 
 
 def _with_default_tiers(raw: dict[str, Any]) -> dict[str, Any]:
@@ -246,26 +310,44 @@ def _with_default_tiers(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse one TOML file; a missing file or a syntax error is a ConfigError naming it."""
+    """Parse one TOML file; a missing file or a syntax error is a ConfigError naming it.
+
+    Only a regular file of at most :data:`MAX_CONFIG_BYTES` of UTF-8 is read.
+    """
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{path}: cannot read: not a regular file")
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: no such file") from e
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    except ValueError as e:  # a NUL in the path
+        raise ConfigError(f"{path}: cannot read: not a file name") from e
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}: not valid UTF-8 (line {line}, byte {e.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def load_config(path: Path, env: Environment, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the config file at ``path``."""
-    raw = read_toml(path)
+    raw = _with_default_tiers(read_toml(path))
     environ = os.environ if environ is None else environ
     try:
-        return Config.model_validate(_with_default_tiers(raw), context={"environ": environ})
+        return Config.model_validate(raw, context={"environ": environ})
     except ValidationError as e:
-        raise ConfigError(format_validation_error(str(path), e)) from e
+        raise ConfigError(format_validation_error(str(path), e, raw)) from e
 
 
 def format_location(loc: Sequence[int | str]) -> str:
@@ -293,10 +375,43 @@ def _user_location(loc: Sequence[int | str]) -> list[int | str]:
     return out
 
 
-def format_validation_error(source: str, error: ValidationError) -> str:
-    """One line per mistake: ``FILE: key.path: what is wrong (got VALUE)``."""
+_MISSING = object()
+
+
+def _raw_at(raw: Any, loc: Sequence[int | str]) -> Any:
+    """The value at ``loc`` as written in the file (``_MISSING`` if the path is not there)."""
+    for part in loc:
+        in_table = isinstance(raw, Mapping) and isinstance(part, str) and part in raw
+        in_array = isinstance(raw, list | tuple) and isinstance(part, int) and 0 <= part < len(raw)
+        if not (in_table or in_array):
+            return _MISSING
+        raw = raw[part]
+    return raw
+
+
+def _quotable(value: Any) -> bool:
+    """Whether a value from the file may be quoted: a scalar, or an array of scalars.
+
+    Tables are not: they may hold a secret written literally (refused, and never echoed).
+    """
+    if isinstance(value, Mapping):
+        return False
+    if isinstance(value, list | tuple):
+        return not any(isinstance(v, Mapping | list | tuple) for v in value)
+    return True
+
+
+def format_validation_error(
+    source: str, error: ValidationError, raw: Mapping[str, Any] | None = None
+) -> str:
+    """One line per mistake: ``FILE: key.path: what is wrong (got VALUE)``.
+
+    With ``raw`` (what was read, before ``${VAR}`` expansion) the value quoted is the one
+    written there, never what the environment filled in: that may be a secret.
+    """
     lines = []
-    for item in error.errors(include_url=False):
+    items = error.errors(include_url=False)
+    for item in items[:MAX_ERRORS_SHOWN]:
         loc = _user_location(item["loc"])
         key = format_location(loc)
         if item["type"] == "extra_forbidden":
@@ -314,8 +429,12 @@ def format_validation_error(source: str, error: ValidationError) -> str:
             message += f" (one of: {', '.join(known)})"
         else:
             message = item["msg"].removeprefix("Value error, ")
-        got = item.get("input")
-        hidden = item["type"] in ("missing", "secret_literal") or isinstance(got, dict)
-        shown = "" if hidden else f" (got {got!r})"
-        lines.append(f"{source}: {key}: {message}{shown}")
+        got = item.get("input") if raw is None else _raw_at(raw, loc)
+        hidden = (
+            item["type"] in ("missing", "secret_literal") or got is _MISSING or not _quotable(got)
+        )
+        quoted = "" if hidden else f" (got {shown(got)})"
+        lines.append(f"{source}: {key}: {message}{quoted}")
+    if len(items) > MAX_ERRORS_SHOWN:
+        lines.append(f"{source}: ... and {len(items) - MAX_ERRORS_SHOWN} more mistakes")
     return "\n".join(lines)

@@ -402,6 +402,9 @@ async def test_a_webhook_makes_the_poller_look_now_but_not_more_than_that(
     assert ticks(stage) == before + 1
     await clock.advance(1)  # half the poll interval later: one more is allowed
     status, answer = await admin.call("POST", f"/webhooks/railway/{HOOK_SECRET}", "not json")
+    assert status == 400  # not the JSON object Railway sends: refused, and polls nothing
+    assert "body: expected a JSON object" in answer["error"]
+    status, answer = await admin.call("POST", f"/webhooks/railway/{HOOK_SECRET}", {})
     assert (status, answer["refresh"]) == (202, "polling Railway now")
     await until(lambda: ticks(stage) == before + 2, "the second early poll")
     assert daemon_of(stage).poller.early_polls == 2  # type: ignore[union-attr]
@@ -425,5 +428,8 @@ async def test_webhooks_with_a_bad_secret_or_a_huge_body(stage: Stage, admin: Ad
     async with admin.session.post(url, data=chunks()) as response:
         assert response.status == 413
     async with admin.session.post(url, data=b"[1, 2]") as response:
+        assert response.status == 400  # not an object: not what Railway sends
+        assert "body: expected a JSON object" in (await response.json())["error"]
+    async with admin.session.post(url, data=b'{"type": "DEPLOY"}') as response:
         assert response.status == 202
     assert ticks(stage) <= before + 1
