@@ -134,13 +134,13 @@ def _instances(value: Any, path: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise RailwayProtocolError(f"{path}.instances: expected a list, got {value!r:.80}")
+        raise RailwayProtocolError(f"{path}.instances: expected a list, got {shown(value)}")
     statuses = []
     for i, item in enumerate(value):
         status = item.get("status") if isinstance(item, Mapping) else None
         if not isinstance(status, str):
             raise RailwayProtocolError(
-                f"{path}.instances[{i}]: expected a status, got {item!r:.80}"
+                f"{path}.instances[{i}]: expected a status, got {shown(item)}"
             )
         statuses.append(status)
     return tuple(statuses)
@@ -155,14 +155,23 @@ def parse_deployments(connection: Any, path: str) -> list[Deployment]:
     ]
 
 
+def shown(value: Any) -> str:
+    """A value from an answer for a message: its repr clipped to 80 characters, whatever
+    its depth (a repr of deeply nested JSON would raise RecursionError)."""
+    try:
+        return f"{value!r:.80}"
+    except RecursionError:
+        return f"a deeply nested {type(value).__name__}"
+
+
 def _object(value: Any, path: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise RailwayProtocolError(f"{path}: expected an object, got {value!r:.80}")
+        raise RailwayProtocolError(f"{path}: expected an object, got {shown(value)}")
     return value
 
 
 def _shape(path: str, key: str, node: Mapping[str, Any], what: str) -> RailwayProtocolError:
-    got = f"{node[key]!r:.80}" if key in node else "nothing"
+    got = shown(node[key]) if key in node else "nothing"
     return RailwayProtocolError(f"{path}.{key}: expected {what}, got {got}")
 
 
@@ -240,7 +249,7 @@ def _error_paths(errors: Any) -> dict[str, str]:
     for error in errors if isinstance(errors, list) else [errors]:
         path = error.get("path") if isinstance(error, dict) else None
         if isinstance(path, list) and path and isinstance(path[0], str):
-            paths.setdefault(path[0], str(error.get("message")))
+            paths.setdefault(path[0], _clip(error.get("message")))
     return paths
 
 
@@ -253,6 +262,54 @@ def _secret(value: SecretStr | None) -> str | None:
 def _excerpt(raw: bytes, limit: int = 120) -> str:
     text = " ".join(raw.decode("utf-8", errors="replace").split())
     return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _refuse_constant(name: str) -> Any:
+    """``parse_constant`` for json: NaN, Infinity and -Infinity are not JSON."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _answer(operation: str, status: int, raw: bytes) -> dict[str, Any]:
+    """The ``data`` of a non-transient answer, or the error it stands for."""
+    try:
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError as e:  # UnicodeDecodeError too
+        body, problem = None, str(e)
+    else:
+        problem = ""
+    if not isinstance(body, dict):
+        if status in (401, 403):
+            raise RailwayAuthError(operation, [f"HTTP {status}"])
+        why = f" ({problem.partition(':')[0]})" if "JSON value" in problem else ""
+        raise RailwayProtocolError(
+            f"{operation}: Railway's answer is not a JSON object{why} (HTTP {status}): "
+            f"{_excerpt(raw)}"
+        )
+    data = body.get("data")
+    data = data if isinstance(data, dict) else None
+    errors = body.get("errors")
+    if errors:
+        messages = [
+            _clip(e.get("message")) if isinstance(e, dict) else _clip(e)
+            for e in (errors if isinstance(errors, list) else [errors])
+        ]
+        auth = status in (401, 403) or any(
+            marker in m.lower() for m in messages for marker in AUTH_MARKERS
+        )
+        kind = RailwayAuthError if auth else RailwayGraphQLError
+        raise kind(operation, messages, data, _error_paths(errors))
+    if data is None:
+        raise RailwayProtocolError(
+            f"{operation}: Railway's answer has neither data nor errors (HTTP {status}): "
+            f"{_excerpt(raw)}"
+        )
+    return data
+
+
+def _clip(value: Any, limit: int = 500) -> str:
+    """An error message from an answer, as text of bounded length."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 @dataclass
@@ -444,35 +501,13 @@ class RailwayClient:
                 maybe_applied=status >= 500,
             )
         try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            if status in (401, 403):
-                raise RailwayAuthError(operation, [f"HTTP {status}"])
+            return _answer(operation, status, raw)
+        except RecursionError:
+            # Nested deeper than the parser (or a repr of it) can follow: not GraphQL.
             raise RailwayProtocolError(
-                f"{operation}: Railway's answer is not a JSON object (HTTP {status}): "
+                f"{operation}: Railway's answer is nested too deeply (HTTP {status}): "
                 f"{_excerpt(raw)}"
-            )
-        data = body.get("data")
-        data = data if isinstance(data, dict) else None
-        errors = body.get("errors")
-        if errors:
-            messages = [
-                str(e.get("message")) if isinstance(e, dict) else str(e)
-                for e in (errors if isinstance(errors, list) else [errors])
-            ]
-            auth = status in (401, 403) or any(
-                marker in m.lower() for m in messages for marker in AUTH_MARKERS
-            )
-            kind = RailwayAuthError if auth else RailwayGraphQLError
-            raise kind(operation, messages, data, _error_paths(errors))
-        if data is None:
-            raise RailwayProtocolError(
-                f"{operation}: Railway's answer has neither data nor errors (HTTP {status}): "
-                f"{_excerpt(raw)}"
-            )
-        return data
+            ) from None
 
     def _observe(self, headers: CIMultiDictProxy[str]) -> None:
         remaining = _number(headers.get("X-RateLimit-Remaining"))

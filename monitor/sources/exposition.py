@@ -9,7 +9,6 @@ little traffic) makes the sample UNKNOWN with a reason, never a breach.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
@@ -30,6 +29,15 @@ from monitor.clock import Clock
 from monitor.configtypes import HttpUrl, Strict, Timeout, expand
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
+from monitor.sources.exposition_checks import (
+    MAX_SERIES,
+    Key,
+    counters,
+    gauge_sum,
+    name_problem,
+    series_text,
+    value_problem,
+)
 from monitor.sources.health import describe_error
 
 MIB = 1024 * 1024
@@ -138,11 +146,6 @@ def _selector(metric: str, labels: Mapping[str, str]) -> str:
     return metric + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
 
-def _matches(sample: PromSample, wanted: Sequence[tuple[str, str]]) -> bool:
-    labels = sample.labels
-    return all(labels.get(name) == value for name, value in wanted)
-
-
 class _Reader:
     """Turns what a scrape found into one signal's sample."""
 
@@ -190,50 +193,60 @@ class _ErrorRateReader(_Reader):
         self._names = (base, base + "_total")
         super().__init__(config, config.metric, frozenset(self._names))
         self._config = config
-        self._baseline: dict[tuple[str, frozenset[tuple[str, str]]], float] | None = None
+        self._baseline: dict[Key, float] | None = None
         self._since = 0.0
 
     def read(self, at: float, url: str, found: Found | str, now: float) -> Sample:
+        # Whatever makes a scrape unusable (a failure, garbage in a series, a series missing
+        # beside present ones) keeps the baseline: the next good scrape then measures the
+        # delta over the longer span, which is still a true rate, and garbage never becomes
+        # part of what later steps are measured from.
         if isinstance(found, str):
-            # The baseline is kept: the next good scrape then measures the delta over the
-            # longer span, which is still a true rate, instead of wasting a step on a new
-            # "first scrape".
             return self._unknown(at, found, {"url": url})
-        status_label = self._config.status_label
-        current: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-        for name in self._names:
-            for sample in found.get(name, ()):
-                if self._filter and not _matches(sample, self._filter):
-                    continue
-                labels = sample.labels
-                current[(labels.get(status_label, ""), frozenset(labels.items()))] = sample.value
+        samples = [s for name in self._names for s in found.get(name, ())]
+        current = counters(samples, self._filter, self._config.status_label)
+        if isinstance(current, str):
+            return self._unknown(at, current, {"url": url})
         if not current:
             return self._unknown(at, f"no {self._selector} series in the exposition", {"url": url})
         previous, since = self._baseline, self._since
-        self._baseline, self._since = current, now
         if previous is None:
+            self._baseline, self._since = current, now
             return self._unknown(at, "first scrape: no rate yet", {"url": url})
         span = round(now - since, 3)
+        down = next((k for k, v in current.items() if v < previous.get(k, 0.0)), None)
+        if down is not None:
+            # A restart: the counters start again from what exists now.
+            self._baseline, self._since = current, now
+            reason = f"counter reset: {self._show(down)} went down"
+            return self._unknown(at, reason, {"url": url, "span_s": span})
+        lost = next((k for k in previous if k not in current), None)
+        if lost is not None:
+            # Without it the rate is computed from what remains: 5xx / 5xx when the one that
+            # went missing is the 2xx series. It stays UNKNOWN until the series is back or
+            # the counters reset.
+            reason = f"a missing series beside a present one: {self._show(lost)} is gone"
+            return self._unknown(at, reason, {"url": url, "span_s": span})
+        self._baseline, self._since = current, now
         total = errors = 0.0
-        # A series that went away means a restart as surely as one that went down.
-        reset = not previous.keys() <= current.keys()
         for key, value in current.items():
             delta = value - previous.get(key, 0.0)  # a new series: all of its count is new
-            if delta < 0:
-                reset = True
-                break
             total += delta
             if key[0].startswith("5"):
                 errors += delta
-        if reset:
-            reason = f"counter reset: {self._selector} went down or lost a series"
-            return self._unknown(at, reason, {"url": url, "span_s": span})
         detail = {"url": url, "requests": total, "errors": errors, "span_s": span}
         least = self._config.min_requests
         if total < least:
             reason = f"too little traffic: {total:g} requests < min_requests {least}"
             return self._unknown(at, reason, detail)
-        return Sample(self.signal, at, errors / total, detail=detail)
+        rate = errors / total
+        problem = value_problem(self.signal, rate)
+        if problem:
+            return self._unknown(at, problem, detail)
+        return Sample(self.signal, at, rate, detail=detail)
+
+    def _show(self, key: Key) -> str:
+        return series_text(self._names[-1], dict(sorted(key[1])))
 
 
 class _MemoryReader(_Reader):
@@ -251,38 +264,49 @@ class _MemoryReader(_Reader):
         if isinstance(found, str):
             return self._unknown(at, found, {"url": url})
         config = self._config
-        usage = _sum(found.get(config.metric), self._filter)
+        usage = gauge_sum(found.get(config.metric, ()), self._filter, config.metric)
+        if isinstance(usage, str):
+            return self._unknown(at, usage, {"url": url})
         if usage is None:
             return self._unknown(at, f"no {self._selector} series in the exposition", {"url": url})
-        limit: float | None = config.limit
+        limit: float | str | None = config.limit
         if config.limit_metric is not None:
-            limit = _sum(found.get(config.limit_metric), ())
+            limit = gauge_sum(found.get(config.limit_metric, ()), (), config.limit_metric)
+        if isinstance(limit, str):
+            return self._unknown(at, limit, {"url": url, "usage_bytes": usage})
         detail = {"url": url, "usage_bytes": usage, "limit_bytes": limit}
         if limit is None:
             reason = f"no {config.limit_metric} series in the exposition (limit_metric)"
         elif limit <= 0:
             reason = f"memory limit {config.limit_metric} is {limit:g}"
         else:
-            return Sample(self.signal, at, usage / limit, detail=detail)
+            ratio = usage / limit
+            reason = value_problem(self.signal, ratio)
+            if not reason:
+                return Sample(self.signal, at, ratio, detail=detail)
         return self._unknown(at, reason, detail)
 
 
-def _sum(samples: list[PromSample] | None, wanted: Sequence[tuple[str, str]]) -> float | None:
-    """The sum of the matching series' values; None when no series matches."""
-    if not samples:
-        return None
-    values = [s.value for s in samples if not wanted or _matches(s, wanted)]
-    return math.fsum(values) if values else None
-
-
-def _parse(text: str, names: frozenset[str]) -> Found:
-    """The samples named in ``names``, from the whole exposition (so any syntax error shows)."""
+def _parse(text: str, names: frozenset[str]) -> Found | str:
+    """The samples named in ``names``, from the whole exposition (so any syntax error shows);
+    or why the exposition cannot be read."""
     found: Found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            # NaN and Inf measure nothing; such a series counts as absent.
-            if sample.name in names and math.isfinite(sample.value):
-                found.setdefault(sample.name, []).append(sample)
+    count = 0
+    try:
+        for family in text_string_to_metric_families(text):
+            count += len(family.samples)
+            if count > MAX_SERIES:
+                return f"exposition has more than {MAX_SERIES} series"
+            for sample in family.samples:
+                problem = name_problem(sample.name)
+                if problem:
+                    return f"cannot parse the exposition: {problem}"
+                if sample.name in names:
+                    found.setdefault(sample.name, []).append(sample)
+    # The parser is third-party code reading hostile text: whatever it raises (ValueError
+    # mostly) is a fact about the exposition, never a reason to stop the loop.
+    except Exception as exc:
+        return f"cannot parse the exposition: {_first_line(exc) or type(exc).__name__}"
     return found
 
 
@@ -352,11 +376,11 @@ class ExpositionSource:
             return target.too_large
         try:
             text = body.decode()
-            if len(body) > THREAD_PARSE_BYTES:
-                return await asyncio.to_thread(_parse, text, target.names)
-            return _parse(text, target.names)
-        except (ValueError, IndexError) as exc:  # the parser's errors; UnicodeDecodeError too
+        except UnicodeDecodeError as exc:
             return f"cannot parse the exposition: {_first_line(exc)}"
+        if len(body) > THREAD_PARSE_BYTES:
+            return await asyncio.to_thread(_parse, text, target.names)
+        return _parse(text, target.names)
 
 
 async def _read_at_most(content: aiohttp.StreamReader, size: int) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from typing import Any, Literal, NamedTuple
 
 import aiohttp
@@ -22,8 +23,14 @@ from monitor.clock import Clock
 from monitor.configtypes import HttpUrl, Secret, Strict, Timeout
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
+from monitor.sources.exposition_checks import MAX_MEMORY_RATIO
 from monitor.sources.health import describe_error
 
+# How Prometheus (Go's strconv) writes a sample value: decimal or exponent, NaN, +Inf, -Inf.
+_FLOAT = re.compile(
+    r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:inf|infinity)|nan",
+    re.IGNORECASE | re.ASCII,
+)
 MAX_BODY_BYTES = 1024 * 1024
 """A one-number answer is tiny; a body past this is a query returning far too many series."""
 _EXCERPT = 80
@@ -152,6 +159,8 @@ class _Reader:
         volume = traffic.outcome
         if isinstance(volume, str):
             return f"traffic_query: {volume}"
+        if math.isinf(volume) or volume < 0:
+            return f"traffic_query returned {_show(volume)}: not a count of requests"
         if not volume >= self.min_traffic:  # written so that NaN is too little too
             return f"too little traffic: {_show(volume)} < min_traffic {self.min_traffic:g}"
         return ""
@@ -161,6 +170,8 @@ class _Reader:
             # 0/0 is what a ratio of rates gives when nothing happened in the window.
             return f"no traffic (the query is {_show(value)})"
         low, high = self.signal.bounds
+        if self.signal is Signal.MEMORY:  # usage may pass the limit briefly, not a thousandfold
+            high = min(high, MAX_MEMORY_RATIO)
         if low <= value <= high:
             return ""
         reason = f"the query returned {value:g}, outside the {self.signal} range {low:g}..{high:g}"
@@ -232,7 +243,15 @@ class PromQLSource:
 def _interpret(status: int, body: bytes, excerpt: str) -> _Result:
     """The number in a ``/api/v1/query`` answer, or the reason there is none."""
     try:
-        document = json.loads(body)
+        return _read_answer(status, body, excerpt)
+    except RecursionError:  # JSON nested past what the parser (or a repr of it) can follow
+        return _Result("response is nested too deeply to be an answer")
+
+
+def _read_answer(status: int, body: bytes, excerpt: str) -> _Result:
+    try:
+        # NaN and Infinity are not JSON: Prometheus writes such values as strings.
+        document = json.loads(body, parse_constant=_refuse_constant)
     except ValueError as exc:  # UnicodeDecodeError too
         if not 200 <= status < 300:
             return _Result(f"status {status} (expected 2xx)")
@@ -241,24 +260,58 @@ def _interpret(status: int, body: bytes, excerpt: str) -> _Result:
         return _Result(f"unexpected response: {_clip(body)}")
     if document.get("status") != "success" or not 200 <= status < 300:
         if "error" in document:
-            return _Result(f"{document.get('errorType', 'error')}: {document['error']}")
+            error_type = _text(document.get("errorType", "error"))
+            return _Result(f"{error_type}: {_text(document['error'])}")
         return _Result(f"status {status} (expected 2xx)")
-    try:
-        kind = document["data"]["resultType"]
-        result = document["data"]["result"]
-        if kind == "scalar":
-            return _Result(float(result[1]))
-        if kind != "vector":
-            reason = f"query returned a {kind}; it must return an instant vector or a scalar"
-            return _Result(reason)
-        if len(result) == 1:
-            return _Result(float(result[0]["value"][1]), series=1)
-    except (KeyError, TypeError, IndexError, ValueError):
+    data = document.get("data")
+    kind = data.get("resultType") if isinstance(data, dict) else None
+    result = data.get("result") if isinstance(data, dict) else None
+    if kind == "scalar":
+        return _Result(_point(result, body))
+    if kind in ("matrix", "string"):
+        return _Result(f"query returned a {kind}; it must return an instant vector or a scalar")
+    if kind != "vector" or not isinstance(result, list):
         return _Result(f"unexpected response: {_clip(body)}")
     if not result:
         return _Result(f"query returned no series: {excerpt}", series=0)
-    reason = f"query returned {len(result)} series; it must return one: wrap it in sum() or max()"
-    return _Result(reason, series=len(result))
+    if len(result) > 1:
+        reason = (
+            f"query returned {len(result)} series; it must return one: wrap it in sum() or max()"
+        )
+        return _Result(reason, series=len(result))
+    entry = result[0]
+    point = entry.get("value") if isinstance(entry, dict) else None
+    return _Result(_point(point, body), series=1)
+
+
+def _point(point: Any, body: bytes) -> float | str:
+    """The value of a ``[<time>, "<value>"]`` pair (NaN and infinities included), or why not."""
+    if not (isinstance(point, list) and len(point) == 2 and _is_real(point[0])):
+        return f"unexpected response: {_clip(body)}"
+    raw = point[1]
+    if isinstance(raw, str) and _FLOAT.fullmatch(raw):
+        return float(raw)
+    return f"the query's value {_text(repr(raw), 40)} is not a number"
+
+
+def _is_real(value: Any) -> bool:
+    """A JSON number that is a finite real (a bool is not one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float's range
+        return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _text(value: Any, limit: int = 200) -> str:
+    """A value from the answer, clipped, for a reason."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 async def _read_at_most(content: aiohttp.StreamReader, size: int) -> bytes:

@@ -164,33 +164,47 @@ async def test_below_min_requests_is_unknown(
     assert (await step(source, clock)).value == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize(
-    ("before", "after"),
-    [
-        ({"200": 500, "500": 20}, {"200": 30, "500": 20}),  # a series went down
-        ({"200": 500, "500": 20}, {"200": 600}),  # a series disappeared
-    ],
-)
 async def test_counter_reset_is_unknown_then_ok(
-    exposer: Exposer,
-    rate_source: Callable[..., ExpositionSource],
-    clock: FakeClock,
-    before: dict[str, float],
-    after: dict[str, float],
+    exposer: Exposer, rate_source: Callable[..., ExpositionSource], clock: FakeClock
 ) -> None:
     source = rate_source()
-    exposer.body = counter(before)
+    exposer.body = counter({"200": 500, "500": 20})
     await step(source, clock)
-    exposer.body = counter(after)
+    exposer.body = counter({"200": 30, "500": 20})  # a series went down: a restart
     reset = await step(source, clock)
     assert reset.value is None
-    assert reset.reason.startswith("counter reset")
-    assert "http_requests_total" in reset.reason
+    assert reset.reason == 'counter reset: http_requests_total{code="200"} went down'
 
     # The values after the reset are the new baseline.
-    exposer.body = counter({code: value + 50 for code, value in after.items()})
+    exposer.body = counter({"200": 80, "500": 70})
+    assert (await step(source, clock)).value == pytest.approx(0.5)
+
+
+async def test_a_missing_series_beside_a_present_one_is_unknown_until_it_returns(
+    exposer: Exposer, rate_source: Callable[..., ExpositionSource], clock: FakeClock
+) -> None:
+    source = rate_source()
+    exposer.body = counter({"200": 500, "500": 20})
+    await step(source, clock)
+    # Computed from what remains, this would be 5xx / 5xx = 100%: it must be UNKNOWN, and
+    # stay so while the series is missing (a garbled name stays garbled).
+    exposer.body = counter({"500": 30})
+    for _ in range(3):
+        missing = await step(source, clock)
+        assert missing.value is None
+        assert missing.reason == (
+            'a missing series beside a present one: http_requests_total{code="200"} is gone'
+        )
+    # Back: measured from the last scrape that had it, over the whole span.
+    exposer.body = counter({"200": 590, "500": 30})
     sample = await step(source, clock)
-    assert sample.value == pytest.approx(0.5 if len(after) == 2 else 0.0)
+    assert sample.value == pytest.approx(0.1)
+    assert sample.detail["span_s"] == 60.0
+    # A restart (a counter went down) drops the series it no longer has.
+    exposer.body = counter({"500": 1})
+    assert (await step(source, clock)).reason.startswith("counter reset")
+    exposer.body = counter({"200": 90, "500": 11})
+    assert (await step(source, clock)).value == pytest.approx(0.1)
 
 
 async def test_new_series_counts_from_zero(
@@ -300,13 +314,14 @@ async def test_missing_counter_keeps_the_baseline(
     assert sample.detail["span_s"] == 30.0
 
 
-async def test_non_finite_series_count_as_absent(
+async def test_a_non_finite_series_is_unknown_not_absent(
     exposer: Exposer, rate_source: Callable[..., ExpositionSource], clock: FakeClock
 ) -> None:
+    # Dropping it would leave 5xx / 5xx: the garbage names the series instead.
     source = rate_source()
     exposer.body = 'http_requests_total{code="200"} NaN\n'
     sample = await step(source, clock)
-    assert sample.reason == "no http_requests_total series in the exposition"
+    assert sample.reason == 'http_requests_total{code="200"} is NaN'
 
 
 # -- memory -------------------------------------------------------------------------------

@@ -204,7 +204,7 @@ async def test_scalar_results(
     [
         ("memory", "1/0", "no traffic (the query is +Inf)"),
         ("memory", "-1/0", "no traffic (the query is -Inf)"),
-        ("memory", "-0.5", "the query returned -0.5, outside the memory range 0..inf"),
+        ("memory", "-0.5", "the query returned -0.5, outside the memory range 0..1000"),
         ("memory", 'app_memory_bytes{job="web"}[1m]', "query returned a matrix; "),
         ("error_rate", '"text"', "query returned a string; "),
     ],
@@ -333,7 +333,11 @@ async def test_refused_connection(session: aiohttp.ClientSession) -> None:
         (404, b'{"message": "not here"}', "status 404 (expected 2xx)"),
         (200, b'{"status": "success"}', 'unexpected response: {"status": "success"}'),
         (200, b'{"status":"success","data":{"resultType":"vector","result":[{}]}}', "unexpected"),
-        (200, b'{"status":"success","data":{"resultType":"scalar","result":[0,"x"]}}', "unexp"),
+        (
+            200,
+            b'{"status":"success","data":{"resultType":"scalar","result":[0,"x"]}}',
+            "the query's value 'x' is not a number",
+        ),
         (503, b'{"status":"error","errorType":"timeout","error":"query timed out"}', "timeout: "),
         (422, b'{"status":"error","error":"many-to-many matching"}', "error: many-to-many"),
         (200, b"{" + b" " * MAX_BODY_BYTES + b"}", f"response larger than {MAX_BODY_BYTES} bytes"),
