@@ -40,7 +40,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import gc
+import inspect
 import json
 import math
 import multiprocessing
@@ -84,8 +86,8 @@ CONFIG = """
 [railway]
 poll_interval = "{poll}"
 # Far above any plan: the bench measures railguard, not the API budget.
-requests_per_hour = 10000000
-requests_per_second = 10000
+requests_per_hour = 1000000
+requests_per_second = 1000
 
 [daemon]
 shutdown_timeout = "2s"
@@ -342,6 +344,10 @@ class Probe:
     bad_at: float | None = None  # its traffic turned bad
     fired_at: float | None = None  # the engine moved the rule to FIRING (before persisting it)
     firing_evaluations: int = 0  # evaluate() calls that saw the rule firing on fresh evidence
+    # evaluate() calls after the FIRING transition in which the decision would not yet judge
+    # the rule firing, and by how much its breach fell short of `for` at the first of them
+    unjudged: int = 0
+    shortfall_s: float | None = None
     unfrozen_at: float | None = None  # store.unfreeze() returned
     start: float | None = None  # the evaluate() where the measurement starts
     busy_at_start: bool = False  # a decision task of the service was running then
@@ -349,6 +355,12 @@ class Probe:
     sent_at: float | None = None  # client.rollback() called
     resolved_at: float | None = None  # the emulator's resolver started
     mutations: int = 0
+    store_s: float = 0.0  # awaiting the store (its lock included) from start to sent_at
+    store_calls: int = 0
+
+
+# The probe whose decision is running: set around evaluate(), inherited by the task it spawns.
+DECIDING: contextvars.ContextVar[Probe | None] = contextvars.ContextVar("deciding", default=None)
 
 
 class Watch:
@@ -372,13 +384,23 @@ class Watch:
             probe = self.probes.get(service.name)
             if probe is not None and probe.bad_at is not None and probe.start is None:
                 now = time.perf_counter()
-                fresh = any(f.judges(None, clock.time()) for f in controller.firing(service))
+                firing = controller.firing(service)
+                fresh = any(f.judges(None, clock.time()) for f in firing)
                 probe.firing_evaluations += fresh
+                if firing and not fresh and probe.fired_at is not None:
+                    probe.unjudged += 1
+                    if probe.shortfall_s is None:
+                        probe.shortfall_s = min(f.for_ - (clock.time() - f.since) for f in firing)
                 starts = probe.unfrozen_at is not None if probe.kind == "hold" else fresh
                 if starts:
                     probe.start = now
                     probe.busy_at_start = service.name in controller._busy
-            await evaluate(service)
+            measuring = probe is not None and probe.start is not None and probe.sent_at is None
+            token = DECIDING.set(probe if measuring else None)
+            try:
+                await evaluate(service)
+            finally:
+                DECIDING.reset(token)
 
         async def timed_deployments(service: ServicePlan) -> Any:
             started = time.perf_counter()
@@ -400,6 +422,34 @@ class Watch:
         client.rollback = timed_rollback  # type: ignore[method-assign]
         for worker in daemon.workers:
             worker.sink = self._timed_sink(worker.sink)
+        self.store_calls = 0
+        self.store_s = 0.0
+        self.store_by_method: dict[str, list[float]] = {}  # name -> [calls, seconds]
+        store = daemon.store
+        for name in dir(store):
+            method = getattr(store, name)
+            if not name.startswith("_") and inspect.iscoroutinefunction(method):
+                setattr(store, name, self._timed_store(name, method))
+
+    def _timed_store(self, name: str, method: Any) -> Any:
+        tally = self.store_by_method.setdefault(name, [0, 0.0])
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                spent = time.perf_counter() - started
+                self.store_calls += 1
+                self.store_s += spent
+                tally[0] += 1
+                tally[1] += spent
+                probe = DECIDING.get()
+                if probe is not None and probe.sent_at is None:
+                    probe.store_s += spent
+                    probe.store_calls += 1
+
+        return timed
 
     def _timed_sink(self, sink: Any) -> Any:
         async def timed(service: ServicePlan, verdict: Any) -> None:
@@ -443,9 +493,14 @@ def measure(probe: Probe) -> dict[str, Any] | None:
         "busy_at_start": probe.busy_at_start,
         "from_unfreeze": raced,
         "mutations": probe.mutations,
+        "store_ms": 1000 * probe.store_s,
+        "store_calls": probe.store_calls,
+        "unjudged": probe.unjudged,
+        "shortfall_s": probe.shortfall_s,
     }
     if probe.kind == "firing" and probe.fired_at is not None and probe.start is not None:
         out["persist_ms"] = 1000 * (probe.start - probe.fired_at)
+        out["from_fired_ms"] = 1000 * (probe.resolved_at - probe.fired_at)
     if probe.kind == "hold" and probe.unfrozen_at is not None:
         out["since_unfreeze_ms"] = 1000 * (probe.resolved_at - probe.unfrozen_at)
     return out
@@ -470,33 +525,45 @@ def summary(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """The sum of a metric's samples matching ``labels`` (one pass over the registry)."""
+def metric(family: Any, name: str, **labels: str) -> float:
+    """The sum of one metric's samples named ``name`` matching ``labels``."""
     total = 0.0
-    for family in registry.collect():
-        for sample in family.samples:
+    for collected in family.collect():
+        for sample in collected.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
 
 
 def loop_figures(daemon: Daemon) -> dict[str, float]:
-    """Counters read before and after the rounds (a collect pass: never inside a round)."""
-    registry = daemon.metrics.registry
+    """Counters read before and after the rounds (each metric's own collect: cheap)."""
+    m = daemon.metrics
     figures: dict[str, float] = {
-        "ticks_skipped": metric(registry, "railguard_ticks_skipped_total"),
-        "tick_errors": metric(registry, "railguard_tick_errors_total"),
-        "lag_count": metric(registry, "railguard_scheduler_lag_seconds_count"),
-        "lag_le_100ms": metric(registry, "railguard_scheduler_lag_seconds_bucket", le="0.1"),
-        "decision_sum": metric(registry, "railguard_rollback_decision_seconds_sum"),
-        "decision_count": metric(registry, "railguard_rollback_decision_seconds_count"),
+        "ticks_skipped": metric(m.ticks_skipped, "railguard_ticks_skipped_total"),
+        "tick_errors": metric(m.tick_errors, "railguard_tick_errors_total"),
+        "lag_count": metric(m.scheduler_lag, "railguard_scheduler_lag_seconds_count"),
+        "lag_le_100ms": metric(m.scheduler_lag, "railguard_scheduler_lag_seconds_bucket", le="0.1"),
+        "decision_sum": metric(m.rollback_decision, "railguard_rollback_decision_seconds_sum"),
+        "decision_count": metric(m.rollback_decision, "railguard_rollback_decision_seconds_count"),
         "poll_sum": metric(
-            registry, "railguard_railway_request_duration_seconds_sum", operation="RailguardTick"
+            m.railway_request_duration,
+            "railguard_railway_request_duration_seconds_sum",
+            operation="RailguardTick",
         ),
         "poll_count": metric(
-            registry, "railguard_railway_request_duration_seconds_count", operation="RailguardTick"
+            m.railway_request_duration,
+            "railguard_railway_request_duration_seconds_count",
+            operation="RailguardTick",
         ),
-        "held_frozen": metric(registry, "railguard_rollback_held_total", guard="frozen"),
+        "held_frozen": metric(m.rollback_held, "railguard_rollback_held_total", guard="frozen"),
+        "unknown_samples": metric(m.source_unknown, "railguard_source_unknown_total"),
+        "budget_waits": metric(m.railway_budget_waits, "railguard_railway_budget_waits_total"),
+        **{
+            f"transitions_{t}": metric(
+                m.rule_transitions, "railguard_rule_transitions_total", transition=t
+            )
+            for t in ("pending", "firing", "resolved", "reset", "blind", "sight_restored")
+        },
         "polls": float(daemon.poller.polls if daemon.poller is not None else 0),
         "cpu_s": time.process_time(),
         "wall_s": time.perf_counter(),
@@ -504,19 +571,28 @@ def loop_figures(daemon: Daemon) -> dict[str, float]:
     return figures
 
 
+async def beat(stalls: list[float], every: float = 0.01) -> None:
+    """How late the event loop wakes a 10 ms sleep (a stall holds every decision up)."""
+    while True:
+        due = time.perf_counter() + every
+        await asyncio.sleep(every)
+        stalls.append(max(0.0, time.perf_counter() - due))
+
+
 def write_config(path: Path, env: str, world: Sequence[Any], args: argparse.Namespace) -> None:
     """The daemon's config: the production tier's error-rate rule on every service."""
-    parts = [CONFIG.format(poll=args.poll_interval)]
+    parts = [CONFIG.format(poll=f"{args.poll_interval:g}s")]
+    max_gap = args.max_gap or 5 * args.poll_interval
     for i, (service_id, _good) in enumerate(world):
         parts.append(
             SERVICE.format(
                 name=service_name(i),
                 service=service_id,
                 env=env,
-                interval=args.interval,
-                step=args.step,
-                for_=args.rule_for,
-                max_gap=args.max_gap,
+                interval=f"{args.interval:g}s",
+                step=f"{args.step:g}s",
+                for_=f"{args.rule_for:g}s",
+                max_gap=f"{max_gap:g}s",
             )
         )
     path.write_text("".join(parts))
@@ -579,11 +655,10 @@ async def one_fleet(services: int, args: argparse.Namespace, tmp: Path) -> dict[
         )
         await daemon.startup()
         watch = Watch(daemon)
-        registry = daemon.metrics.registry
         # Warm up: every service's v1 known-good (inferred from Railway's history), then a
         # steady stretch.
         deadline = time.monotonic() + 120
-        while metric(registry, "railguard_known_good_releases") < services:
+        while metric(daemon.metrics.known_good, "railguard_known_good_releases") < services:
             if time.monotonic() > deadline:
                 raise RuntimeError("the fleet's v1 releases did not become known-good in 120 s")
             await asyncio.sleep(1.0)
@@ -592,12 +667,18 @@ async def one_fleet(services: int, args: argparse.Namespace, tmp: Path) -> dict[
         await asyncio.sleep(args.warmup)
         before = loop_figures(daemon)
         cpu_emulator = (await host.ask("stats", reply="stats"))[1]["cpu_s"]
+        store_before = (watch.store_calls, watch.store_s)
+        methods_before = {k: list(v) for k, v in watch.store_by_method.items()}
+        stalls: list[float] = []
+        heartbeat = asyncio.create_task(beat(stalls))
         probes: list[Probe] = []
         plan_of = choose(services, bad, rounds)
         for r in range(rounds):
-            fire = [Probe(service_name(i), i, k, r, world[i][1]) for i, k, rr in plan_of if rr == r]
-            hold = [p for p in fire if p.kind == "hold"]
-            fire = [p for p in fire if p.kind == "firing"]
+            batch = [
+                Probe(service_name(i), i, k, r, world[i][1]) for i, k, rr in plan_of if rr == r
+            ]
+            fire = [p for p in batch if p.kind == "firing"]
+            hold = [p for p in batch if p.kind == "hold"]
             for probe in fire + hold:
                 watch.add(probe)
             assert daemon.store is not None
@@ -638,8 +719,20 @@ async def one_fleet(services: int, args: argparse.Namespace, tmp: Path) -> dict[
                 f"  round {r + 1}/{rounds}: {done}/{len(fire) + len(hold)} rollbacks sent",
                 flush=True,
             )
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
         after = loop_figures(daemon)
         stats = (await host.ask("stats", reply="stats"))[1]
+        store_calls = watch.store_calls - store_before[0]
+        store_busy = watch.store_s - store_before[1]
+        by_method = {
+            name: {
+                "calls": calls - methods_before[name][0],
+                "seconds": seconds - methods_before[name][1],
+            }
+            for name, (calls, seconds) in watch.store_by_method.items()
+            if calls > methods_before[name][0]
+        }
         cpu_emulator = stats["cpu_s"] - cpu_emulator
         measured = {p.name + f"#{p.round}": (p, measure(p)) for p in probes}
         ours = {p.good for p in probes}
@@ -673,6 +766,19 @@ async def one_fleet(services: int, args: argparse.Namespace, tmp: Path) -> dict[
                 "decision_metric_count": after["decision_count"] - before["decision_count"],
                 "held_frozen": after["held_frozen"] - before["held_frozen"],
                 "unexpected_mutations": unexpected,
+                "store_calls_per_s": store_calls / wall,
+                "store_call_mean_ms": 1000 * store_busy / max(1, store_calls),
+                "loop_stall_ms": summary([1000 * x for x in stalls]),
+                "store_by_method": dict(
+                    sorted(by_method.items(), key=lambda kv: -kv[1]["seconds"])
+                ),
+                "unknown_samples": after["unknown_samples"] - before["unknown_samples"],
+                "budget_waits": after["budget_waits"] - before["budget_waits"],
+                "transitions": {
+                    key.removeprefix("transitions_"): after[key] - before[key]
+                    for key in after
+                    if key.startswith("transitions_")
+                },
                 "emulator_requests": stats["requests"],
             },
         }
@@ -692,8 +798,21 @@ async def one_fleet(services: int, args: argparse.Namespace, tmp: Path) -> dict[
                 ),
                 "busy_at_start": sum(1 for r in rows if r["busy_at_start"]),
                 "from_unfreeze": sum(1 for r in rows if r["from_unfreeze"]),
+                "fired_but_not_judged": sum(1 for r in rows if r["unjudged"]),
+                "shortfall_max_s": max(
+                    (r["shortfall_s"] for r in rows if r["shortfall_s"] is not None), default=None
+                ),
             }
-            for key in ("total_ms", "own_ms", "recheck_ms", "transit_ms", "persist_ms"):
+            for key in (
+                "total_ms",
+                "own_ms",
+                "recheck_ms",
+                "transit_ms",
+                "store_ms",
+                "store_calls",
+                "persist_ms",
+                "from_fired_ms",
+            ):
                 values = [r[key] for r in rows if key in r]
                 if values:
                     case[key] = summary(values)
@@ -720,8 +839,14 @@ def machine() -> dict[str, Any]:
             text=True,
             check=False,
         ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "monitor"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split("\n")
     except OSError:
-        commit = ""
+        commit, changed = "", []
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -735,6 +860,7 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "python": platform.python_version(),
         "commit": commit,
+        "monitor_changed": [line[3:] for line in changed if line.strip()],
         "loadavg_start": list(_loadavg()),
     }
 
@@ -753,68 +879,100 @@ def fmt(s: dict[str, float] | None) -> str:
     return " / ".join(f"{s[k]:.1f}" for k in ("median", "p90", "p99", "max"))
 
 
+COLUMNS = (
+    ("total_ms", "to resolver (end-to-end)"),
+    ("own_ms", "railguard's own"),
+    ("recheck_ms", "re-check round trip"),
+    ("transit_ms", "mutation transit"),
+    ("store_ms", "awaiting the store"),
+)
+
+
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    """The table."""
+    """The table, the context of each fleet, and the ratios."""
     print()
     print(
         f"decision latency, ms: median / p90 / p99 / max   (emulator: {args.emulator}, "
-        f"store: {args.store}, interval {args.interval}, poll {args.poll_interval})"
+        f"store: {args.store}, interval {args.interval:g}s, poll {args.poll_interval:g}s)"
     )
-    header = (
-        f"{'services':>8}  {'case':<12} {'n':>4}  {'to resolver (end-to-end)':<28}"
-        f"{'railguard own':<28}{'re-check RTT':<24}{'mutation transit':<24}"
+    names = {"firing": "firing", "hold": "hold ending"}
+    header = f"{'services':>8}  {'case':<12} {'n':>4}  " + "".join(
+        f"{title:<30}" for _, title in COLUMNS
     )
     print(header)
     print("-" * len(header))
-    names = {"firing": "firing", "hold": "hold ending"}
     for result in results:
         for kind, case in result["cases"].items():
             count = case.get("total_ms", {}).get("count", 0)
             print(
                 f"{result['services']:>8}  {names[kind]:<12} {count:>4}  "
-                f"{fmt(case.get('total_ms')):<28}{fmt(case.get('own_ms')):<28}"
-                f"{fmt(case.get('recheck_ms')):<24}{fmt(case.get('transit_ms')):<24}"
+                + "".join(f"{fmt(case.get(key)):<30}" for key, _ in COLUMNS)
             )
+    print()
     for result in results:
         c = result["context"]
-        extra = []
-        for kind, case in result["cases"].items():
-            extra.append(
-                f"{kind}: missing {case['missing']}, duplicates {case['duplicates']}, "
-                f"busy at start {case['busy_at_start']}"
-                + (
-                    f", sent while frozen {case['sent_while_frozen']}, "
-                    f"from the unfreeze {case['from_unfreeze']}, "
-                    f"unfreeze->resolver {fmt(case.get('since_unfreeze_ms'))}"
-                    if kind == "hold"
-                    else f", FIRING persisted->evaluate {fmt(case.get('persist_ms'))}"
-                )
-            )
         print(
-            f"{result['services']} services: daemon CPU {c['daemon_cpu_pct']:.0f}% of a core, "
-            f"emulator {c['emulator_cpu_pct']:.0f}%, {c['polls']:.0f} polls "
-            f"(request mean {c['poll_request_mean_ms']:.0f} ms), ticks {c['ticks']:.0f}, "
-            f"late >100 ms {c['ticks_late_over_100ms']:.0f}, skipped {c['ticks_skipped']:.0f}, "
-            f"metric railguard_rollback_decision_seconds mean "
-            f"{c['decision_metric_mean_ms']:.1f} ms (n={c['decision_metric_count']:.0f}), "
-            f"unexpected mutations {c['unexpected_mutations']}"
+            f"{result['services']} services, {result['rounds']} round(s) of "
+            f"{result['bad_per_round']} + {result['bad_per_round']}, {c['window_s']:.0f} s: "
+            f"daemon CPU {c['daemon_cpu_pct']:.0f}% of a core, "
+            f"emulator {c['emulator_cpu_pct']:.0f}%; "
+            f"{c['polls']:.0f} polls (request mean {c['poll_request_mean_ms']:.0f} ms); "
+            f"{c['ticks']:.0f} ticks, {c['ticks_late_over_100ms']:.0f} late by >100 ms, "
+            f"{c['ticks_skipped']:.0f} skipped; store {c['store_calls_per_s']:.0f} calls/s, "
+            f"mean {c['store_call_mean_ms']:.2f} ms; loop stalls {fmt(c['loop_stall_ms'])} ms; "
+            f"railguard_rollback_decision_seconds mean {c['decision_metric_mean_ms']:.1f} ms "
+            f"(n={c['decision_metric_count']:.0f}); unexpected mutations "
+            f"{c['unexpected_mutations']}"
         )
-        for line in extra:
-            print(f"    {line}")
+        top = list(c["store_by_method"].items())[:5]
+        print(
+            "    store time by call: "
+            + ", ".join(
+                f"{name} {v['calls']} x {1000 * v['seconds'] / max(1, v['calls']):.1f} ms"
+                for name, v in top
+            )
+        )
+        moves = ", ".join(f"{k} {v:.0f}" for k, v in c["transitions"].items())
+        print(
+            f"    rule transitions: {moves}; UNKNOWN samples {c['unknown_samples']:.0f}; "
+            f"Railway budget waits {c['budget_waits']:.0f}"
+        )
+        for kind, case in result["cases"].items():
+            line = (
+                f"    {names[kind]}: missing {case['missing']}, duplicates {case['duplicates']}, "
+                f"busy at start {case['busy_at_start']}, store calls per decision "
+                f"{fmt(case.get('store_calls'))}"
+            )
+            if kind == "hold":
+                line += (
+                    f", sent while frozen {case['sent_while_frozen']}, timed from the unfreeze "
+                    f"{case['from_unfreeze']}, unfreeze -> resolver "
+                    f"{fmt(case.get('since_unfreeze_ms'))}"
+                )
+            else:
+                line += (
+                    f", FIRING -> its evaluate() {fmt(case.get('persist_ms'))}, "
+                    f"FIRING -> resolver {fmt(case.get('from_fired_ms'))}, FIRING but not yet "
+                    f"judged firing by the next evaluate() {case['fired_but_not_judged']} "
+                    f"(short of `for` by up to {case['shortfall_max_s'] or 0:.3f} s)"
+                )
+            print(line)
     if len(results) >= 2:
         small, large = results[0], results[-1]
         for kind in ("firing", "hold"):
-            a = small["cases"][kind].get("own_ms", {})
-            b = large["cases"][kind].get("own_ms", {})
-            ta = small["cases"][kind].get("total_ms", {})
-            tb = large["cases"][kind].get("total_ms", {})
-            if a.get("count") and b.get("count"):
-                print(
-                    f"ratio {large['services']}/{small['services']} services, {kind}: "
-                    f"own median {b['median'] / a['median']:.2f}x, p99 {b['p99'] / a['p99']:.2f}x; "
-                    f"end-to-end median {tb['median'] / ta['median']:.2f}x, "
-                    f"p99 {tb['p99'] / ta['p99']:.2f}x"
-                )
+            parts = []
+            for key, title in COLUMNS[:2]:
+                a = small["cases"][kind].get(key, {})
+                b = large["cases"][kind].get(key, {})
+                if a.get("count") and b.get("count"):
+                    parts.append(
+                        f"{title} median {b['median'] / a['median']:.2f}x, "
+                        f"p99 {b['p99'] / a['p99']:.2f}x"
+                    )
+            print(
+                f"ratio {large['services']}/{small['services']} services, {names[kind]}: "
+                + "; ".join(parts)
+            )
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -849,11 +1007,11 @@ if __name__ == "__main__":
     )
     parser.add_argument("--emulator", choices=("process", "thread"), default="process")
     parser.add_argument("--store", choices=("file", "memory"), default="file")
-    parser.add_argument("--interval", default="1s", help="every service's tick interval")
-    parser.add_argument("--poll-interval", default="2s", help="the Railway poll's interval")
-    parser.add_argument("--step", default="10s", help="httpMetrics step of the error rate")
-    parser.add_argument("--rule-for", default="4s", help="the error-rate rule's `for`")
-    parser.add_argument("--max-gap", default="10s", help="the error-rate rule's max_gap")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between ticks")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="Railway poll, seconds")
+    parser.add_argument("--step", type=float, default=10.0, help="error rate's step, seconds")
+    parser.add_argument("--rule-for", type=float, default=4.0, help="the rule's for, seconds")
+    parser.add_argument("--max-gap", type=float, default=0.0, help="seconds (0: 5 x poll)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds of steady state first")
     parser.add_argument("--phase-timeout", type=float, default=90.0, help="seconds per wait")
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds for everything")

@@ -27,6 +27,7 @@ from aiohttp import web
 from monitor.clock import Clock
 from monitor.configtypes import DurationTooLong, parse_duration, shown
 from monitor.errors import RailguardError
+from monitor.events import EventKind, FreezeEvent, write_event
 from monitor.plan import Plan, ServicePlan
 from monitor.tasks import Background
 from monitor.telemetry import Metrics
@@ -420,10 +421,10 @@ class AdminAPI:
         store, now, actor = self._store(), self.daemon.clock.time(), actor_of(request)
         until = None if until_text is None else parse_until(until_text, now)
         record = await store.freeze(service.name, reason, actor, now, until)
-        data = {"reason": reason, "actor": actor, "until": until}
-        await store.record_event(service.name, "frozen", now, data)
+        event = FreezeEvent(kind=EventKind.FROZEN, reason=reason, actor=actor, until=until)
+        await write_event(store, service.name, event, now)
         self.daemon.metrics.frozen.labels(service.name, service.tier).set(1)
-        log.warning("automatic rollback frozen", service=service.name, **data)
+        log.warning("automatic rollback frozen", service=service.name, **event.to_dict())
         return web.json_response({"service": service.name, "frozen": freeze_json(record)})
 
     async def unfreeze(self, request: web.Request) -> web.Response:
@@ -435,8 +436,9 @@ class AdminAPI:
         removed = await store.unfreeze(service.name)
         self.daemon.metrics.frozen.labels(service.name, service.tier).set(0)
         if removed is not None:
-            data = {"reason": reason, "actor": actor, "was": freeze_json(removed)}
-            await store.record_event(service.name, "unfrozen", now, data)
+            was = freeze_json(removed)
+            event = FreezeEvent(kind=EventKind.UNFROZEN, reason=reason, actor=actor, was=was)
+            await write_event(store, service.name, event, now)
             log.warning("automatic rollback unfrozen", service=service.name, actor=actor)
         answer = {"service": service.name, "unfrozen": removed is not None}
         return web.json_response(answer | {"was": freeze_json(removed)})

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -24,6 +23,7 @@ from monitor.clock import Clock
 from monitor.decision import Decision, Escalate, Facts, Firing, Go, Hold, Idle, decide
 from monitor.engine import RuleState
 from monitor.errors import RailguardError
+from monitor.events import EscalationEvent, Evidence, HoldEvent, write_event
 from monitor.executor import RollbackExecutor
 from monitor.model import Phase, Rule, format_duration
 from monitor.plan import ServicePlan
@@ -249,22 +249,39 @@ class RollbackController:
         match decision:
             case Idle():
                 return
-            case Hold(guard=guard, why=why, data=data):
+            case Hold(guard=guard, why=why):
                 if guard not in episode.said:
                     self.metrics.rollback_held.labels(name, service.tier, guard).inc()
-                    await self._said(
-                        service, facts, "rollback_held", {"guard": guard, "why": why, **data}
+                    held = HoldEvent(
+                        guard=guard,
+                        why=why,
+                        evidence=self._evidence(facts),
+                        deployment=decision.deployment,
+                        rollback=decision.rollback,
                     )
+                    await write_event(self.store, name, held, facts.now)
                     episode.said.add(guard)
                     log.warning("rollback held back", service=name, guard=guard, why=why)
-            case Escalate(kind=kind, why=why, freeze=freeze, data=data):
+            case Escalate(kind=kind, why=why, freeze=freeze):
                 if kind not in episode.said:
+                    evidence = self._evidence(facts)
                     if kind == "loop_breaker":
-                        hold = {"guard": kind, "why": why, **data}
-                        await self._said(service, facts, "rollback_held", hold)
-                    await self.executor.escalate(
-                        service, kind, why, {**self._evidence(facts), **data}, freeze=freeze
+                        hold = HoldEvent(
+                            guard=kind,
+                            why=why,
+                            evidence=evidence,
+                            rollback=decision.rollback,
+                            restored=decision.restored,
+                        )
+                        await write_event(self.store, name, hold, facts.now)
+                    escalation = EscalationEvent(
+                        escalation=kind,
+                        why=why,
+                        evidence=evidence,
+                        rollback=decision.rollback,
+                        restored=decision.restored,
                     )
+                    await self.executor.escalate(service, escalation, freeze=freeze)
                     episode.said.add(kind)
             case Go(dry_run=True):
                 await self.executor.dry_run(service, decision)
@@ -275,24 +292,17 @@ class RollbackController:
                 )
                 self._settled(name, record)
 
-    async def _said(
-        self, service: ServicePlan, facts: Facts, kind: str, data: Mapping[str, Any]
-    ) -> None:
-        await self.store.record_event(
-            service.name, kind, facts.now, {**self._evidence(facts), **data}
-        )
-
     @staticmethod
-    def _evidence(facts: Facts) -> dict[str, Any]:
+    def _evidence(facts: Facts) -> Evidence:
         chosen = min(facts.firing, key=lambda f: (f.since, f.rule), default=None)
         if chosen is None:
-            return {}
-        return {
-            "rule": chosen.rule,
-            "reason": chosen.reason,
-            "samples": [s.to_dict() for s in chosen.evidence],
-            "active": facts.active.id if facts.active is not None else None,
-        }
+            return Evidence()
+        return Evidence(
+            rule=chosen.rule,
+            reason=chosen.reason,
+            samples=tuple(s.to_dict() for s in chosen.evidence),
+            active=facts.active.id if facts.active is not None else None,
+        )
 
     async def _still_wanted(
         self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]

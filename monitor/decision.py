@@ -20,10 +20,10 @@ still roll back to; none escalates) and, last, the dry run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+from monitor.events import EscalationKind
 from monitor.model import Sample, format_duration, release_label
 from monitor.railway.client import COMING_UP, Deployment
 from monitor.releases import Verdicts, release_key
@@ -112,17 +112,19 @@ class Hold:
 
     guard: str
     why: str
-    data: Mapping[str, Any] = field(default_factory=dict)
+    deployment: str | None = None  # deployment_in_progress: the newer deployment
+    rollback: int | None = None  # cooldown: the last rollback
 
 
 @dataclass(frozen=True, slots=True)
 class Escalate:
     """A person is needed; ``freeze`` also stops automatic rollback until they unfreeze."""
 
-    kind: str
+    kind: EscalationKind
     why: str
     freeze: bool
-    data: Mapping[str, Any] = field(default_factory=dict)
+    rollback: int | None = None  # loop_breaker: the rollback whose restored release fails too
+    restored: str | None = None
 
 
 Decision = Idle | Go | Hold | Escalate
@@ -165,7 +167,7 @@ def _guards(policy: TierPolicy, facts: Facts, active: Deployment) -> Hold | Esca
     coming = coming_up(facts.deployments, active)
     if coming is not None:
         why = f"a newer deployment {coming.id} is {coming.status}: it may fix this"
-        return Hold("deployment_in_progress", why, {"deployment": coming.id})
+        return Hold("deployment_in_progress", why, deployment=coming.id)
     if facts.live_at is not None and now - facts.live_at < policy.grace:
         why = (
             f"{active.id} went live {format_duration(max(0.0, now - facts.live_at))} ago "
@@ -181,13 +183,15 @@ def _guards(policy: TierPolicy, facts: Facts, active: Deployment) -> Hold | Esca
                     f"the release restored by rollback #{last.id} "
                     f"{format_duration(max(0.0, now - ended))} ago fails too"
                 )
-                data = {"rollback": last.id, "restored": last.to_deployment}
-                return Escalate("loop_breaker", why, freeze=True, data=data)
+                restored = last.to_deployment
+                return Escalate(
+                    "loop_breaker", why, freeze=True, rollback=last.id, restored=restored
+                )
             why = (
                 f"rollback #{last.id} was {format_duration(max(0.0, now - ended))} ago "
                 f"(cooldown {format_duration(policy.cooldown)})"
             )
-            return Hold("cooldown", why, {"rollback": last.id})
+            return Hold("cooldown", why, rollback=last.id)
     if facts.auto_last_24h >= policy.max_rollbacks_per_day:
         why = (
             f"{facts.auto_last_24h} automatic rollbacks in the last 24h "

@@ -25,6 +25,15 @@ from monitor.errors import (
     RailwayProtocolError,
     RailwayTransientError,
 )
+from monitor.events import (
+    ROLLBACK_ENDED,
+    EscalationEvent,
+    EventKind,
+    RollbackEnd,
+    RollbackEvent,
+    RollbackKind,
+    write_event,
+)
 from monitor.model import format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
@@ -130,9 +139,8 @@ class RollbackExecutor(Verification):
             dry_run=True,
         )
         self.metrics.rollbacks.labels(service.name, service.tier, "auto", "dry_run").inc()
-        await self.store.record_event(
-            service.name, "rollback_dry_run", now, self._event_data(record, "would roll back")
-        )
+        event = self._event(record, EventKind.ROLLBACK_DRY_RUN, "would roll back")
+        await write_event(self.store, service.name, event, now)
         log.warning(
             "dry run: would roll back",
             service=service.name,
@@ -220,8 +228,10 @@ class RollbackExecutor(Verification):
             now,
             dry_run=False,
         )
-        data = self._event_data(record, reason) | {"trigger": trigger, "actor": actor}
-        await self.store.record_event(service.name, "rollback_started", now, data)
+        event = self._event(
+            record, EventKind.ROLLBACK_STARTED, reason, trigger=trigger, actor=actor
+        )
+        await write_event(self.store, service.name, event, now)
         log.warning(
             "rolling back",
             service=service.name,
@@ -351,24 +361,36 @@ class RollbackExecutor(Verification):
     # -- ending ------------------------------------------------------------------------------
 
     @staticmethod
-    def _event_data(record: RollbackRecord, why: str) -> dict[str, Any]:
-        return {
-            "rollback": record.id,
-            "rule": record.rule,
-            "from": record.from_deployment,
-            "to": record.to_deployment,
-            "from_release": release_label(record.evidence.get("from_meta") or {}),
-            "to_release": release_label(record.evidence.get("target_meta") or {}),
-            "new": record.new_deployment,
-            "why": why,
-            "reason": record.reason,
-        }
+    def _event(
+        record: RollbackRecord,
+        kind: RollbackKind,
+        why: str,
+        *,
+        took_s: float | None = None,
+        trigger: RollbackTrigger | None = None,
+        actor: str | None = None,
+    ) -> RollbackEvent:
+        return RollbackEvent(
+            kind=kind,
+            rollback=record.id,
+            rule=record.rule,
+            from_=record.from_deployment,
+            to=record.to_deployment,
+            from_release=release_label(record.evidence.get("from_meta") or {}),
+            to_release=release_label(record.evidence.get("target_meta") or {}),
+            new=record.new_deployment,
+            why=why,
+            reason=record.reason,
+            took_s=took_s,
+            trigger=trigger,
+            actor=actor,
+        )
 
     async def finish(
         self,
         service: ServicePlan,
         record: RollbackRecord,
-        state: str,
+        state: RollbackEnd,
         why: str,
         *,
         escalate: bool = False,
@@ -385,8 +407,8 @@ class RollbackExecutor(Verification):
             self.metrics.rollback_duration.labels(service.name, service.tier).observe(
                 now - record.decided_at
             )
-        event = self._event_data(record, why) | {"took_s": now - record.decided_at}
-        await self.store.record_event(service.name, f"rollback_{state}", now, event)
+        event = self._event(record, ROLLBACK_ENDED[state], why, took_s=now - record.decided_at)
+        await write_event(self.store, service.name, event, now)
         (log.info if state == "succeeded" else log.warning)(
             f"rollback {state}",
             service=service.name,
@@ -395,18 +417,17 @@ class RollbackExecutor(Verification):
             took=format_duration(now - record.decided_at),
         )
         if escalate:
-            await self.escalate(service, "rollback_failed", why, event, freeze=True)
+            failed = EscalationEvent(escalation="rollback_failed", why=why, failed=event)
+            await self.escalate(service, failed, freeze=True)
         return record
 
-    async def escalate(
-        self, service: ServicePlan, kind: str, why: str, data: Mapping[str, Any], *, freeze: bool
-    ) -> None:
+    async def escalate(self, service: ServicePlan, event: EscalationEvent, *, freeze: bool) -> None:
         """A person is needed: an escalation event (it pages), and maybe a freeze."""
-        now = self.clock.time()
-        await self.store.record_event(
-            service.name, "escalation", now, {"kind": kind, "why": why, **data}
+        now, why = self.clock.time(), event.why
+        await write_event(self.store, service.name, event, now)
+        log.error(
+            "escalation: a person is needed", service=service.name, kind=event.escalation, why=why
         )
-        log.error("escalation: a person is needed", service=service.name, kind=kind, why=why)
         if freeze:
             await self.store.freeze(service.name, why, "railguard", now)
             self.metrics.frozen.labels(service.name, service.tier).set(1)

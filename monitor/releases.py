@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import structlog
 
 from monitor.clock import Clock
-from monitor.model import format_duration
+from monitor.events import DeploymentEvent, EventKind, write_event
+from monitor.model import format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment
 from monitor.railway.poller import ServiceSnapshot
@@ -177,9 +178,13 @@ class ReleaseTracker:
             self._time_deployment(service, d, now)
             if d.status in FAILED_STATUSES and d.id not in state.failures:
                 state.failures.add(d.id)
-                await self.store.record_event(
-                    name, "deployment_failed", now, {"deployment": d.id, "status": d.status}
+                failed = DeploymentEvent(
+                    kind=EventKind.DEPLOYMENT_FAILED,
+                    deployment=d.id,
+                    release=release_label(d.meta),
+                    status=d.status,
                 )
+                await write_event(self.store, name, failed, now)
         if not state.inferred:
             state.inferred = True
             await self._infer(service, snapshot.deployments, now)
@@ -238,9 +243,17 @@ class ReleaseTracker:
             f"(bake {format_duration(service.policy.bake)})"
         )
         await self.store.mark_good(service.name, active.id, now, reason, evidence)
-        await self.store.record_event(
-            service.name, "deployment_verified", now, {"deployment": active.id, **evidence}
+        verified = DeploymentEvent(
+            kind=EventKind.DEPLOYMENT_VERIFIED,
+            deployment=active.id,
+            release=release_label(active.meta),
+            live_since=state.live_since,
+            quiet_since=state.bake_start,
+            baked_s=baked,
+            bake_s=service.policy.bake,
+            rules=tuple(rule.describe() for rule in service.rules),
         )
+        await write_event(self.store, service.name, verified, now)
         log.info("deployment known-good", service=service.name, deployment=active.id, reason=reason)
 
     async def _infer(self, service: ServicePlan, history: Sequence[Deployment], now: float) -> None:

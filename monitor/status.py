@@ -8,7 +8,6 @@ trail; it never changes anything.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,9 +15,11 @@ from monitor import __version__
 from monitor.admin import freeze_json
 from monitor.clock import Clock
 from monitor.decision import choose_target
-from monitor.model import format_duration, release_label
+from monitor.events import EventKind, from_record
+from monitor.model import release_label
 from monitor.plan import Plan
 from monitor.releases import Verdicts, release_key
+from monitor.render import Words, deployments_of, describe
 from monitor.scheduler import ServiceWorker
 
 if TYPE_CHECKING:
@@ -29,20 +30,20 @@ TIMELINE_LIMIT = 50
 
 # What the timeline shows, and how loudly; the rest of the trail (guards passed, sight
 # restored...) is in the store and the logs.
-TIMELINE_KINDS: dict[str, str] = {
-    "rule_firing": "critical",
-    "rule_resolved": "ok",
-    "blind": "warning",
-    "rollback_started": "warning",
-    "rollback_succeeded": "ok",
-    "rollback_failed": "critical",
-    "rollback_abandoned": "warning",
-    "rollback_held": "warning",
-    "escalation": "critical",
-    "deployment_failed": "warning",
-    "deployment_verified": "info",
-    "frozen": "warning",
-    "unfrozen": "info",
+TIMELINE_KINDS: dict[EventKind, str] = {
+    EventKind.RULE_FIRING: "critical",
+    EventKind.RULE_RESOLVED: "ok",
+    EventKind.BLIND: "warning",
+    EventKind.ROLLBACK_STARTED: "warning",
+    EventKind.ROLLBACK_SUCCEEDED: "ok",
+    EventKind.ROLLBACK_FAILED: "critical",
+    EventKind.ROLLBACK_ABANDONED: "warning",
+    EventKind.ROLLBACK_HELD: "warning",
+    EventKind.ESCALATION: "critical",
+    EventKind.DEPLOYMENT_FAILED: "warning",
+    EventKind.DEPLOYMENT_VERIFIED: "info",
+    EventKind.FROZEN: "warning",
+    EventKind.UNFROZEN: "info",
 }
 
 
@@ -180,77 +181,31 @@ async def _timeline(daemon: Observed, labels: Labels) -> list[dict[str, Any]]:
     if daemon.store is None:
         return []
     tiers = {s.name: s.tier for s in daemon.plan.services}
-    events = await daemon.store.events(kinds=list(TIMELINE_KINDS), limit=TIMELINE_LIMIT)
-    return [
-        {
-            "at": e.at,
-            "service": e.service,
-            "tier": tiers.get(e.service or ""),
-            "kind": e.kind,
-            "level": TIMELINE_KINDS[e.kind],
-            **await _described(e, labels),
-        }
-        for e in events
-    ]
+    kinds = [kind.value for kind in TIMELINE_KINDS]
+    rows = []
+    for e in await daemon.store.events(kinds=kinds, limit=TIMELINE_LIMIT):
+        said = await words(e, labels)
+        rows.append(
+            {
+                "at": e.at,
+                "service": e.service,
+                "tier": tiers.get(e.service or ""),
+                "kind": e.kind,
+                "level": TIMELINE_KINDS[EventKind(e.kind)],
+                "title": said.title,
+                "detail": said.summary,
+            }
+        )
+    return rows
 
 
-async def _described(event: EventRecord, labels: Labels) -> dict[str, str]:
-    """:func:`describe`, or the bare kind: one odd event must not take the page down."""
+async def words(event: EventRecord, labels: Labels) -> Words:
+    """An event in words (:func:`monitor.render.describe`), with the release labels of the
+    deployments it names when it does not carry them (events older versions wrote)."""
+    typed = from_record(event)
+    service = event.service or ""
     try:
-        return await describe(event, labels)
-    except Exception as e:  # data written by older versions, or by hand
-        return {"title": event.kind.replace("_", " "), "detail": f"(unreadable: {e!r})"}
-
-
-def _seconds(value: object) -> str | None:
-    """A duration from event data, in words; None unless a finite number."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return format_duration(float(value))
-
-
-async def describe(event: EventRecord, labels: Labels) -> dict[str, str]:
-    """An event's title and detail, in words."""
-    data, service = event.data, event.service or ""
-
-    async def label(key: str) -> str:
-        known = data.get(f"{key}_release")  # rollback events carry their labels
-        return str(known) if known else await labels.label(service, data.get(key))
-
-    kind = event.kind
-    rule = str(data.get("rule") or "")
-    if kind == "rule_firing":
-        return {"title": f"{rule} firing", "detail": str(data.get("reason", ""))}
-    if kind == "rule_resolved":
-        return {"title": f"{rule} resolved", "detail": str(data.get("reason", ""))}
-    if kind == "blind":
-        return {"title": f"{rule} blind", "detail": str(data.get("reason", ""))}
-    if kind.startswith("rollback_") and kind != "rollback_held":
-        state = kind.removeprefix("rollback_")
-        moved = f"{await label('from')} → {await label('to')}"
-        title = f"rollback #{data.get('rollback', '?')} {state}: {moved}"
-        if kind == "rollback_started":
-            manual = data.get("trigger") == "manual"
-            who = (data.get("actor") or "hand") if manual else f"rule {rule}"
-            return {"title": title, "detail": f"by {who}: {data.get('reason', '')}"}
-        took = _seconds(data.get("took_s"))
-        after = f" {took} after the decision" if took is not None else ""
-        why = str(data.get("why") or "")
-        return {"title": title, "detail": f"{why}{';' if why and after else ''}{after}".strip()}
-    if kind == "rollback_held":
-        return {
-            "title": f"rollback held back ({data.get('guard', '?')})",
-            "detail": str(data.get("why", "")),
-        }
-    if kind == "escalation":
-        return {"title": f"escalation: {data.get('kind', '?')}", "detail": str(data.get("why", ""))}
-    if kind in ("deployment_failed", "deployment_verified"):
-        what = await label("deployment")
-        if kind == "deployment_failed":
-            return {"title": f"deployment {what} failed", "detail": str(data.get("status", ""))}
-        baked = _seconds(data.get("baked_s"))
-        detail = "inactive rules" + (f" for {baked}" if baked else "")
-        return {"title": f"{what} known-good", "detail": f"served with {detail}"}
-    # frozen / unfrozen
-    detail = f"{data.get('actor', '')}: {data.get('reason', '')}".strip(": ")
-    return {"title": f"automatic rollback {kind}", "detail": detail}
+        releases = {d: await labels.label(service, d) for d in deployments_of(typed)}
+    except Exception:  # a store that cannot say: the ids will do
+        releases = {}
+    return describe(typed, releases)

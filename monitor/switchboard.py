@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from monitor.engine import RuleState, Transition, Verdict
+from monitor.events import EventKind, RuleEvent, RuleKind, write_event
 from monitor.model import Phase
 from monitor.plan import ServicePlan
 from monitor.scheduler import VerdictSink
@@ -22,11 +23,11 @@ if TYPE_CHECKING:
 
 # Transitions that become events (the alert router reads these); the rest of a rule's life is
 # in its persisted state and the metrics.
-ROUTED_TRANSITIONS = {
-    Transition.FIRING: "rule_firing",
-    Transition.RESOLVED: "rule_resolved",
-    Transition.BLIND: "blind",
-    Transition.SIGHT_RESTORED: "sight_restored",
+ROUTED_TRANSITIONS: dict[Transition, RuleKind] = {
+    Transition.FIRING: EventKind.RULE_FIRING,
+    Transition.RESOLVED: EventKind.RULE_RESOLVED,
+    Transition.BLIND: EventKind.BLIND,
+    Transition.SIGHT_RESTORED: EventKind.SIGHT_RESTORED,
 }
 
 
@@ -50,15 +51,15 @@ class Switchboard:
         if self.store is not None:
             state = self.states(service.name)[verdict.rule].to_dict()
             await self.store.save_rule_state(service.name, verdict.rule, state, verdict.at)
-            data = {"rule": verdict.rule, "reason": verdict.reason}
             for transition in verdict.transitions:
                 kind = ROUTED_TRANSITIONS.get(transition)
                 if transition is Transition.RESET and verdict.previous is Phase.FIRING:
                     # A firing rule that ends through a gap or blindness ends its incident
                     # too, or the incident stays open and its reminders repeat for ever.
-                    kind = "rule_resolved"
+                    kind = EventKind.RULE_RESOLVED
                 if kind is not None:
-                    await self.store.record_event(service.name, kind, verdict.at, data)
+                    event = RuleEvent(kind=kind, rule=verdict.rule, reason=verdict.reason)
+                    await write_event(self.store, service.name, event, verdict.at)
         if self.tracker is not None and (verdict.phase is not Phase.INACTIVE or verdict.blind):
             self.tracker.note_trouble(service.name, verdict.at)
         if self.sink is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from monitor.clock import Clock
+from monitor.events import RollbackEnd
 from monitor.model import Sample, Signal, format_duration
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
@@ -40,7 +41,7 @@ class Verification:
         self,
         service: ServicePlan,
         record: RollbackRecord,
-        state: str,
+        state: RollbackEnd,
         why: str,
         *,
         escalate: bool = False,

@@ -312,7 +312,7 @@ def test_the_hold_says_why_with_railways_times() -> None:
     assert decision.why == "bad went live 2m10s ago (grace 5m)"
     coming = decide(POLICY, facts(**GUARD_FACTS["deployment_in_progress"]))
     assert isinstance(coming, Hold)
-    assert coming.data == {"deployment": "fix"}
+    assert coming.deployment == "fix"
     assert "fix is BUILDING" in coming.why
 
 

@@ -30,7 +30,7 @@ async def drive(clock: FakeClock, work: Awaitable[T], step: float = 0.05) -> T:
 
 STORY = [
     "all three tiers serve v1",
-    "web-production: v1 known-good",
+    "web-production: deployment v1 verified healthy",
     "production: v2 is pushed",
     "production: v2 is live",
     "web-production: error-rate pending",
@@ -67,8 +67,8 @@ async def test_demo_story_runs_to_the_end(clock: FakeClock) -> None:
     production = text[
         text.find("production: v2 is pushed") : text.find("staging: v3-rc1 is pushed")
     ]
-    assert "[CRITICAL] FIRING: web-production: rolling back to v1" in production
-    assert "[CRITICAL] RESOLVED: web-production: rolled back to v1, recovered" in production
+    assert "[CRITICAL] FIRING: web-production: rollback #1 started: v2 → v1" in production
+    assert "[CRITICAL] RESOLVED: web-production: rollback #1 succeeded: v2 → v1" in production
     alerts = text[: text.find("the demo sends it now")]
     assert "tier staging" not in alerts
     assert "[WARNING] FIRING: staging daily summary" in text[len(alerts) : text.find("summary:")]
@@ -121,7 +121,7 @@ async def test_a_narrator_that_fails_stops_the_story_with_its_error(
     async def broken(*_: object) -> dict[str, str]:
         raise RuntimeError("the trail is unreadable")
 
-    monkeypatch.setattr(demo_module, "describe", broken)
+    monkeypatch.setattr(demo_module, "words", broken)
     demo = Demo(clock=clock, out=io.StringIO())
     try:
         await drive(clock, demo.start())

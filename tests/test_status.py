@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from monitor.server import wants_html
-from monitor.status import TIMELINE_KINDS, Labels, describe
+from monitor.status import TIMELINE_KINDS, Labels, words
 from monitor.store import EventRecord, open_store
 from monitor.store_sqlite import SQLiteStore
 
@@ -44,7 +44,7 @@ def event(kind: str, data: dict[str, Any]) -> EventRecord:
         (
             "blind",
             {"rule": "memory-high", "reason": "no samples"},
-            "memory-high blind",
+            "railguard is blind to memory-high",
             "no samples",
         ),
         (
@@ -87,7 +87,7 @@ def event(kind: str, data: dict[str, Any]) -> EventRecord:
         (
             "escalation",
             {"kind": "loop_breaker", "why": "twice in 15m"},
-            "escalation: loop_breaker",
+            "a person is needed (loop_breaker)",
             "twice in 15m",
         ),
         (
@@ -99,14 +99,14 @@ def event(kind: str, data: dict[str, Any]) -> EventRecord:
         (
             "deployment_verified",
             {"deployment": "dep-1", "baked_s": 600.0},
-            "0123456 known-good",
-            "served with inactive rules for 10m",
+            "deployment 0123456 verified healthy",
+            "served 10m with every rule inactive",
         ),
         (
             "deployment_verified",
             {"deployment": "dep-1", "inferred": True},
-            "0123456 known-good",
-            "served with inactive rules",
+            "deployment 0123456 verified healthy",
+            "served with every rule inactive (inferred from Railway's history)",
         ),
         (
             "frozen",
@@ -130,16 +130,16 @@ def event(kind: str, data: dict[str, Any]) -> EventRecord:
         (
             "deployment_verified",
             {"deployment": "dep-1", "baked_s": "soon"},
-            "0123456 known-good",
-            "served with inactive rules",
+            "deployment 0123456 verified healthy",
+            "served with every rule inactive",
         ),
     ],
 )
 async def test_each_timeline_event_reads_as_words(
     store: SQLiteStore, kind: str, data: dict[str, Any], title: str, detail: str
 ) -> None:
-    said = await describe(event(kind, data), Labels(store))
-    assert said == {"title": title, "detail": detail}
+    said = await words(event(kind, data), Labels(store))
+    assert (said.title, said.summary) == (title, detail)
 
 
 def test_the_timeline_levels_are_the_page_levels() -> None:
@@ -185,15 +185,13 @@ def test_a_browser_gets_the_page_and_everything_else_json(
 
 
 async def test_an_event_that_cannot_be_described_is_shown_by_its_kind(store: SQLiteStore) -> None:
-    from monitor.status import _described
-
     class Odd:  # str() of it fails, as a corrupt row's value might
         def __str__(self) -> str:
             raise ValueError("corrupt")
 
-    said = await _described(event("rule_firing", {"rule": "x", "reason": Odd()}), Labels(store))
-    assert said["title"] == "rule firing"
-    assert "unreadable" in said["detail"]
+    said = await words(event("rule_firing", {"rule": "x", "reason": Odd()}), Labels(store))
+    assert said.title == "rule firing"
+    assert "unreadable" in said.summary
 
 
 def test_status_json_is_strict_and_times_stay_finite() -> None:

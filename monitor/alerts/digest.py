@@ -20,21 +20,22 @@ from monitor.alerts.channels.base import ChannelConfig
 from monitor.alerts.model import Notification, Severity, Status
 from monitor.alerts.outbox import Outbox
 from monitor.clock import Clock
+from monitor.events import EventKind, from_record
 from monitor.plan import ServicePlan
+from monitor.render import COUNTED, describe
 from monitor.store import EventRecord, FreezeRecord
 
 log = structlog.get_logger("railguard.alerts")
 
-COUNTED = {
-    "rule_firing": "rule firings",
-    "rollback_succeeded": "rollbacks",
-    "rollback_failed": "failed rollbacks",
-    "rollback_held": "rollbacks held back",
-    "escalation": "escalations",
-    "blind": "blind spells",
-    "deployment_failed": "failed deployments",
-}
-LISTED = ("rule_firing", "rollback_succeeded", "rollback_failed", "escalation")
+# Listed one per line, in words (monitor/render.py; COUNTED names what is counted).
+LISTED = frozenset(
+    {
+        EventKind.RULE_FIRING,
+        EventKind.ROLLBACK_SUCCEEDED,
+        EventKind.ROLLBACK_FAILED,
+        EventKind.ESCALATION,
+    }
+)
 MAX_LINES = 20
 
 
@@ -149,7 +150,7 @@ class Digest:
         early: bool = False,
     ) -> Notification:
         day = datetime.fromtimestamp(until, UTC).strftime("%Y-%m-%d")
-        totals: Counter[str] = Counter()
+        totals: Counter[EventKind] = Counter()
         lines: list[str] = []
         frozen = []
         for service in services:
@@ -158,23 +159,21 @@ class Digest:
                 for e in await self.store.events(service.name, since=since, limit=1000)
                 if e.at < until
             ]
-            counts = Counter(e.kind for e in events if e.kind in COUNTED)
+            counts = Counter(EventKind(e.kind) for e in events if e.kind in COUNTED)
             totals.update(counts)
             summary = ", ".join(f"{n} {COUNTED[k]}" for k, n in sorted(counts.items()))
             lines.append(f"{service.name}: {summary or 'quiet'}")
             for event in sorted(events, key=lambda e: e.at):
                 if event.kind in LISTED and len(lines) < MAX_LINES:
                     when = datetime.fromtimestamp(event.at, UTC).strftime("%m-%d %H:%M")
-                    what = event.data.get("rule") or event.data.get("kind") or ""
-                    why = event.data.get("reason") or event.data.get("why") or ""
-                    lines.append(f"  {when} {event.kind} {what} {why}".rstrip())
+                    lines.append(f"  {when} {describe(from_record(event)).line}")
             freeze = await self.store.frozen(service.name, until)
             if freeze is not None:
                 frozen.append(f"{service.name} ({freeze.reason})")
         if frozen:
             lines.append("frozen now: " + "; ".join(frozen))
-        incidents = totals["rule_firing"]
-        rollbacks = totals["rollback_succeeded"] + totals["rollback_failed"]
+        incidents = totals[EventKind.RULE_FIRING]
+        rollbacks = totals[EventKind.ROLLBACK_SUCCEEDED] + totals[EventKind.ROLLBACK_FAILED]
         fields = {label: str(totals[kind]) for kind, label in COUNTED.items()}
         # An early digest must not take the id of the scheduled one that follows it that day.
         return Notification(

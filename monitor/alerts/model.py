@@ -39,9 +39,8 @@ class Notification:
 
     id: str
     key: str
-    kind: str  # rule_firing, rollback_started, rollback_succeeded, rollback_failed,
-    # rollback_held, no_known_good, blind, deployment_verified, deployment_failed, reminder,
-    # resolved, digest
+    kind: str  # the event's kind (monitor.events.EventKind: rule_firing, rollback_started,
+    # ...; an older version's unknown kind as it is), reminder, or digest
     status: Status
     severity: Severity
     title: str  # one line

@@ -6,6 +6,16 @@ tries the same message again, so a channel's messages keep their order (a PagerD
 never overtakes its trigger); a permanent failure gives the message up and says so. Nothing
 here is awaited by the code that decides rollbacks: :meth:`Outbox.put` only writes a row.
 Messages still pending at a restart are sent by the next run.
+
+Delivery is at least once, and as close to exactly once as the receiver allows. A message is
+recorded as sent in the step right after the receiver's 2xx (the HTTP channels return on the
+status line, without waiting for the answer's body), and that record, once begun, is finished
+even when the worker is cancelled meanwhile (:meth:`Outbox.stop` past its grace). What is
+left is a kill (SIGKILL, a crash, a lost machine) between the receiver taking the message
+and the record's commit: the next run sends the message again. It is the same stored
+message, so it carries the same idempotency key
+(:func:`~monitor.alerts.channels.base.idempotency_key`), and a receiver that honours the key
+shows it once (see each channel for which do).
 """
 
 from __future__ import annotations
@@ -107,7 +117,8 @@ class Outbox:
         """Stop the workers; what is pending stays in the store for the next run.
 
         A delivery in flight gets up to ``grace`` seconds to finish and be recorded: cut
-        between the receiver's answer and the record, it would be sent again next run.
+        before the receiver's answer, it is sent again next run (with the same idempotency
+        key). A record of a delivery already begun is finished, grace or not.
         """
         self._stopping = True
         for wake in self._wake.values():
@@ -180,6 +191,34 @@ class Outbox:
                 error=str(e),
             )
             return
-        await self.store.outbox_done(message.id, "sent", self.clock.time())
+        # At once, nothing awaited in between: the receiver has the message, and until this
+        # commits a kill means sending it again.
+        cancelled = await _finish(self.store.outbox_done(message.id, "sent", self.clock.time()))
         self.metrics.alerts_sent.labels(name).inc()
         log.info("alert sent", channel=name, message=message.message_id, title=notification.title)
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+async def _finish(write: Coroutine[Any, Any, None]) -> bool:
+    """Run ``write`` to its end even if the caller is cancelled meanwhile; True if it was.
+
+    For the record of a delivered message: cancelled half way, the message would stay
+    pending and go out again next run. The write's own error propagates (a store that fails
+    leaves the message pending, to be sent again: at least once).
+    """
+    task = asyncio.ensure_future(write)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            cancelled = True
+    if cancelled and task.exception() is not None:
+        # The record failed (the message stays pending) and the worker is stopping: the
+        # cancel wins, the error is retrieved here so it is not reported as lost.
+        raise asyncio.CancelledError
+    task.result()
+    return cancelled

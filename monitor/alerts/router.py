@@ -10,14 +10,15 @@ leaves the event for the daily summary; ``off`` only logs and counts. One incide
 a rollback of the service runs the symptom alerts are held, since the rollback's own
 notifications tell the story. An incident still open after the tier's ``remind_every`` gets
 its last message again, marked as a reminder; at start the router replays the last week of
-routed events (sending nothing) to remember which incidents are still open.
+routed events (sending nothing) to remember which incidents are still open. The words
+(title, text, fields) are :func:`monitor.render.describe`'s, as in the digest and on /status.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -25,19 +26,34 @@ from monitor.alerts.channels.base import ChannelConfig
 from monitor.alerts.model import Notification, Severity, Status
 from monitor.alerts.outbox import Outbox
 from monitor.clock import Clock
+from monitor.events import EventKind, from_record, rule_of
 from monitor.model import format_duration
 from monitor.plan import ServicePlan
+from monitor.render import describe
 from monitor.store import EventRecord, RollbackRecord
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.alerts")
 
 CURSOR = "alert-router"
-SYMPTOMS = frozenset({"rule_firing", "blind"})
-RESOLVING = frozenset({"rule_resolved", "rollback_succeeded", "sight_restored", "unfrozen"})
+SYMPTOMS = frozenset({EventKind.RULE_FIRING, EventKind.BLIND})
+RESOLVING = frozenset(
+    {
+        EventKind.RULE_RESOLVED,
+        EventKind.ROLLBACK_SUCCEEDED,
+        EventKind.SIGHT_RESTORED,
+        EventKind.UNFROZEN,
+    }
+)
 # Events about the health of the whole service rather than one rule.
 SERVICE_WIDE = frozenset(
-    {"escalation", "frozen", "unfrozen", "deployment_failed", "deployment_verified"}
+    {
+        EventKind.ESCALATION,
+        EventKind.FROZEN,
+        EventKind.UNFROZEN,
+        EventKind.DEPLOYMENT_FAILED,
+        EventKind.DEPLOYMENT_VERIFIED,
+    }
 )
 
 
@@ -66,48 +82,6 @@ class EventLog(Protocol):
         since: float | None = None,
         limit: int = 100,
     ) -> list[RollbackRecord]: ...
-
-
-def _title(service: str, kind: str, data: Mapping[str, Any]) -> str:
-    rule = data.get("rule") or "?"
-    to = data.get("to_release") or data.get("to")  # a release label reads better at 3 a.m.
-    titles = {
-        "rule_firing": f"{service}: {rule} firing",
-        "rule_resolved": f"{service}: {rule} resolved",
-        "blind": f"{service}: railguard is blind to {rule}",
-        "sight_restored": f"{service}: railguard sees {rule} again",
-        "rollback_started": f"{service}: rolling back to {to}",
-        "rollback_succeeded": f"{service}: rolled back to {to}, recovered",
-        "rollback_failed": f"{service}: ROLLBACK FAILED",
-        "rollback_abandoned": f"{service}: rollback abandoned",
-        "rollback_held": f"{service}: rollback held back ({data.get('guard')})",
-        "escalation": f"{service}: a person is needed ({data.get('kind')})",
-        "frozen": f"{service}: automatic rollback frozen",
-        "unfrozen": f"{service}: automatic rollback unfrozen",
-        "deployment_failed": f"{service}: deployment {data.get('status', 'failed')}",
-        "deployment_verified": f"{service}: deployment verified healthy",
-    }
-    return titles.get(kind, f"{service}: {kind}")
-
-
-def _text(kind: str, data: Mapping[str, Any]) -> str:
-    for key in ("why", "reason"):
-        if data.get(key):
-            return str(data[key])
-    if kind == "deployment_verified" and "baked_s" in data:
-        return f"served {format_duration(float(data['baked_s']))} with every rule quiet"
-    return ""
-
-
-def _fields(data: Mapping[str, Any]) -> dict[str, str]:
-    keep = (
-        *("rule", "guard", "kind", "from", "from_release", "to", "to_release", "new"),
-        *("deployment", "actor", "trigger"),
-    )
-    fields = {k: str(data[k]) for k in keep if data.get(k) not in (None, "")}
-    if "took_s" in data:
-        fields["took"] = format_duration(float(data["took_s"]))
-    return fields
 
 
 class Router:
@@ -196,15 +170,16 @@ class Router:
         service = self.services.get(event.service or "")
         if service is None:
             return
-        policy, data = service.policy, event.data
-        kind = event.kind
-        if kind == "deployment_verified" and not policy.notify_verified:
+        policy, kind = service.policy, event.kind
+        if kind == EventKind.DEPLOYMENT_VERIFIED and not policy.notify_verified:
             return
-        key = self._key(service.name, kind, data)
+        typed = from_record(event)
+        key = self._key(service.name, kind, rule_of(typed))
         status = Status.RESOLVED if kind in RESOLVING else Status.FIRING
         # An incident's messages keep its severity, its resolve included (channels match them
         # by it); a healthy deployment is news, not an incident, and never pages.
-        severity = Severity.INFO if kind == "deployment_verified" else Severity(policy.severity)
+        verified = kind == EventKind.DEPLOYMENT_VERIFIED
+        severity = Severity.INFO if verified else Severity(policy.severity)
         if status is Status.FIRING and key in self._open and kind in SYMPTOMS:
             if not replay:
                 self.metrics.alerts_suppressed.labels(service.tier, "duplicate").inc()
@@ -212,7 +187,7 @@ class Router:
         started = self._open.get(key, event.at)
         if status is Status.RESOLVED:
             self._open.pop(key, None)
-        elif kind not in ("deployment_verified",):
+        elif not verified:
             self._open.setdefault(key, event.at)
         if policy.delivery != "immediate":
             if not replay:
@@ -223,26 +198,27 @@ class Router:
         if not replay and kind in SYMPTOMS and await self._rollback_running(service.name):
             self.metrics.alerts_suppressed.labels(service.tier, "held").inc()
             return
+        words = describe(typed)
         notification = Notification(
             id=f"event-{event.id}",
             key=key,
             kind=kind,
             status=status,
             severity=severity,
-            title=_title(service.name, kind, data),
-            text=_text(kind, data),
+            title=f"{service.name}: {words.title}",
+            text=words.summary,
             at=event.at,
             started_at=started,
             service=service.name,
             tier=service.tier,
-            fields=_fields(data),
+            fields=dict(words.facts),
             url=self.status_url,
         )
         if not replay:
             await self._send(notification)
         if status is Status.RESOLVED:
             self._last.pop(key, None)
-        elif kind not in ("deployment_verified",):
+        elif not verified:
             self._last[key] = (notification, event.at)
 
     async def _send(self, notification: Notification) -> None:
@@ -250,10 +226,10 @@ class Router:
             if config.wants(notification):
                 await self.outbox.put(name, notification)
 
-    def _key(self, service: str, kind: str, data: Mapping[str, Any]) -> str:
-        if kind in SERVICE_WIDE or not data.get("rule"):
+    def _key(self, service: str, kind: str, rule: str | None) -> str:
+        if kind in SERVICE_WIDE or not rule:
             return f"railguard/{service}/{kind.removeprefix('un')}"
-        return f"railguard/{service}/{data['rule']}"
+        return f"railguard/{service}/{rule}"
 
     async def _rollback_running(self, service: str) -> bool:
         return bool(await self.store.rollbacks(service, unfinished=True, limit=1))

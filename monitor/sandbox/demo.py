@@ -27,11 +27,12 @@ from monitor.clock import Clock
 from monitor.daemon import Daemon
 from monitor.engine import Transition, Verdict
 from monitor.errors import RailguardError
+from monitor.events import EventKind
 from monitor.model import format_duration
 from monitor.plan import ServicePlan, build_plan
 from monitor.sandbox.sandbox import Sandbox
 from monitor.settings import load_environment
-from monitor.status import TIMELINE_KINDS, Labels, describe
+from monitor.status import TIMELINE_KINDS, Labels, words
 from monitor.store import EventRecord, Store
 from monitor.telemetry import Metrics
 
@@ -142,12 +143,11 @@ class Demo:
                 last = event.id
                 self.events.append(event)
                 if event.kind in TIMELINE_KINDS:
-                    said = await describe(event, labels)
-                    detail = f": {said['detail']}" if said["detail"] else ""
-                    self.narrator.say(f"  {event.service}: {said['title']}{detail}")
+                    said = await words(event, labels)
+                    self.narrator.say(f"  {event.service}: {said.line}")
             await self.clock.sleep(0.1)
 
-    def happened(self, tier: str, kind: str, after: int = 0) -> bool:
+    def happened(self, tier: str, kind: EventKind, after: int = 0) -> bool:
         """Whether the trail has a ``kind`` event of the tier's service (after an id)."""
         name = SERVICE[tier]
         return any(e.kind == kind and e.service == name and e.id > after for e in self.events)
@@ -188,7 +188,7 @@ class Demo:
         await self.push(tier, release)
         self.narrator.say(f"{tier}: {release} {symptom}")
         await self.wait_for(
-            f"{tier}'s rollback", lambda: self.happened(tier, "rollback_succeeded", mark)
+            f"{tier}'s rollback", lambda: self.happened(tier, EventKind.ROLLBACK_SUCCEEDED, mark)
         )
         await self.wait_for(f"{tier}'s alerts", self.alerts_settled)
 
@@ -199,7 +199,7 @@ class Demo:
         for tier in TIERS:
             await self.wait_for(
                 f"v1 to be known-good on {tier}",
-                lambda t=tier: self.happened(t, "deployment_verified"),  # type: ignore[misc]
+                lambda t=tier: self.happened(t, EventKind.DEPLOYMENT_VERIFIED),  # type: ignore[misc]
             )
         say("v1 is known-good everywhere: the release to go back to if a new one fails")
         await self.wait_for("the first alerts", self.alerts_settled)
@@ -212,11 +212,13 @@ class Demo:
         await self.push("preview", "pr-7")
         say("preview: pr-7 fails its health check")
         await self.wait_for(
-            "preview's rule to fire", lambda: self.happened("preview", "rule_firing")
+            "preview's rule to fire", lambda: self.happened("preview", EventKind.RULE_FIRING)
         )
         say("preview: recorded only: no rollback, no alert (preview is watch-only)")
         await self.push("preview", "pr-8")
-        await self.wait_for("preview to recover", lambda: self.happened("preview", "rule_resolved"))
+        await self.wait_for(
+            "preview to recover", lambda: self.happened("preview", EventKind.RULE_RESOLVED)
+        )
 
         say("staging: its daily digest is due at 09:00 UTC; the demo sends it now")
         assert self.daemon is not None
@@ -233,7 +235,7 @@ class Demo:
                 {
                     e.data["rule"]
                     for e in self.events
-                    if e.service == name and e.kind == "rule_firing"
+                    if e.service == name and e.kind == EventKind.RULE_FIRING
                 }
             )
             rollbacks = [r for r in await self.store.rollbacks(name) if r.state == "succeeded"]

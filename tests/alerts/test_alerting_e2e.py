@@ -54,23 +54,22 @@ async def test_a_production_incident_is_told_once_in_order_through_an_outage(
         receiver.down = True  # the channel is down when the incident starts
         stage.deploy("v2")
         await stage.run_for(10)
-        assert receiver.titles == ["web: deployment verified healthy"]
+        verified = f"web: deployment {good.meta['release']} verified healthy"
+        assert receiver.titles == [verified]
         receiver.down = False
         await stage.run_for(60)
         assert stage.rollbacks_sent() == [good.id]
         titles = receiver.titles
-        started, recovered = (
-            f"web: rolling back to {good.meta['release']}",  # the release, not the id
-            f"web: rolled back to {good.meta['release']}, recovered",
+        started, recovered = (  # the releases, not the ids
+            f"web: rollback #1 started: v2 → {good.meta['release']}",
+            f"web: rollback #1 succeeded: v2 → {good.meta['release']}",
         )
         # Nothing lost through the outage, nothing twice, the rollback's story in order.
-        assert titles[0] == "web: deployment verified healthy"
+        assert titles[0] == verified
         assert titles.index(started) < titles.index(recovered)
         assert "web: error-rate resolved" in titles
         assert titles.count("web: error-rate firing") <= 1  # or held: its rollback said why
-        assert len(titles) - titles.count("web: deployment verified healthy") == len(
-            set(titles) - {"web: deployment verified healthy"}
-        )
+        assert len(titles) - titles.count(verified) == len(set(titles) - {verified})
         assert stage.daemon is not None
         assert stage.daemon.store is not None
         outbox = await stage.daemon.store.outbox()

@@ -128,6 +128,27 @@ async def test_firing_is_listed_active_and_resolved_is_gone(
     assert await listed(session, alertmanager, key, active=False) == []
 
 
+async def test_the_same_alert_posted_twice_is_one_alert(
+    alertmanager: str, session: aiohttp.ClientSession
+) -> None:
+    # What a kill between Alertmanager's answer and the outbox's record leads to: the next run
+    # posts the message again. Alertmanager keys alerts by their labels: still one alert.
+    clock = FakeClock(start=time.time())
+    key = f"railguard/checkout/{uuid4().hex[:8]}"
+    channel = am.build(config(alertmanager), session, clock)
+    firing = notification(clock.time(), key=key)
+    await channel.send(firing)
+    (before,) = await listed(session, alertmanager, key, active=True)
+    await clock.advance(5)
+    await channel.send(firing)
+    (after,) = await listed(session, alertmanager, key, active=True)
+    assert after["fingerprint"] == before["fingerprint"]
+    assert after["labels"] == before["labels"]
+    assert after["startsAt"] == before["startsAt"]
+    await channel.send(resolved(firing, at=time.time()))
+    assert await listed(session, alertmanager, key, active=True) == []
+
+
 async def test_a_wrong_base_url_is_permanent(
     alertmanager: str, session: aiohttp.ClientSession, clock: FakeClock
 ) -> None:

@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from pydantic import ValidationError
 
 from monitor.alerts.channels import email
+from monitor.alerts.channels.base import idempotency_key
 from monitor.alerts.model import Notification, Severity, Status
 from monitor.clock import FakeClock
 from monitor.errors import ChannelError
@@ -235,6 +236,12 @@ async def test_resolved_subject_and_threading(smtp: Server, clock: FakeClock) ->
     assert first["References"].endswith("@alerts.example>")
     # A retry of one notification keeps its Message-ID, so duplicates can be dropped.
     assert email.message(cfg, notification())["Message-ID"] == first["Message-ID"]
+    # It is the message's idempotency key, as the outbox stores the message.
+    stored = Notification.from_dict(notification().to_dict())
+    assert first["Message-ID"] == f"<{idempotency_key(stored)}@alerts.example>"
+    # A new database's event-7 is another message: the time keeps the ids apart.
+    later = email.message(cfg, notification(at=1_800_000_000.0))
+    assert later["Message-ID"] != first["Message-ID"]
 
 
 async def test_html_is_escaped(smtp: Server, clock: FakeClock) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,6 +18,8 @@ from monitor.alerts.outbox import Outbox
 from monitor.clock import FakeClock
 from monitor.errors import ChannelError
 from monitor.store import open_store
+from monitor.store_outbox import OutboxRecord, OutboxState
+from monitor.store_sqlite import SQLiteStore
 from monitor.telemetry import Metrics
 from tests.helpers import until
 
@@ -177,3 +180,57 @@ async def test_a_refused_message_is_given_up_and_the_queue_moves_on(
         await store.close()
     failed = metrics.registry.get_sample_value("railguard_alerts_failed_total", {"channel": "hook"})
     assert failed == 1
+
+
+class SlowRecord:
+    """The store, with the record of a delivery held until ``go`` is set."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.recording = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def enqueue(
+        self, channel: str, message_id: str, payload: Mapping[str, Any], at: float
+    ) -> bool:
+        return await self.store.enqueue(channel, message_id, payload, at)
+
+    async def outbox_head(self, channel: str) -> OutboxRecord | None:
+        return await self.store.outbox_head(channel)
+
+    async def outbox_done(
+        self, id: int, state: OutboxState, at: float, error: str | None = None
+    ) -> None:
+        self.recording.set()
+        await self.go.wait()
+        await self.store.outbox_done(id, state, at, error)
+
+    async def outbox_retry(self, id: int, next_at: float, error: str) -> None:
+        await self.store.outbox_retry(id, next_at, error)
+
+    async def outbox_pending(self) -> dict[str, int]:
+        return await self.store.outbox_pending()
+
+
+async def test_a_stop_past_its_grace_still_records_a_delivered_message(
+    receiver: tuple[Receiver, str], clock: FakeClock, tmp_path: Path
+) -> None:
+    # Cut between the receiver's 2xx and the record, the message would go out again next run.
+    r, url = receiver
+    metrics = Metrics(CollectorRegistry())
+    async with aiohttp.ClientSession() as session:
+        store = await open_store(tmp_path / "state.db")
+        slow = SlowRecord(store)
+        outbox = Outbox(slow, {"hook": HookChannel(session, url)}, clock=clock, metrics=metrics)
+        await outbox.start()
+        await outbox.put("hook", note(0, clock))
+        await until(slow.recording.is_set, "the delivery and the start of its record")
+        assert r.got == ["m0"]
+        (worker,) = outbox._tasks
+        stopping = asyncio.create_task(outbox.stop(grace=0))  # cancels the worker
+        await until(lambda: worker.cancelling() > 0 or worker.done(), "the cancel")
+        slow.go.set()
+        await stopping
+        (row,) = await store.outbox("hook")
+        assert row.state == "sent"
+        await store.close()

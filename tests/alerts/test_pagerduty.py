@@ -14,7 +14,7 @@ from monitor.alerts.channels import pagerduty
 from monitor.alerts.model import Notification, Severity, Status
 from monitor.clock import FakeClock
 from monitor.errors import ChannelError
-from tests.alerts.receivers import NOWHERE, Receiver
+from tests.alerts.receivers import NOWHERE, PagerDuty, Receiver
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef012345"
 ENVIRON = {"PD_KEY": ROUTING_KEY}
@@ -94,6 +94,32 @@ async def test_trigger_then_resolve_share_the_dedup_key(
         "event_action": "resolve",
         "dedup_key": "railguard/checkout/5xx",
     }
+
+
+async def test_an_event_sent_again_is_folded_into_the_incident(
+    rx: Receiver, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    # A kill between PagerDuty's 202 and the outbox's record sends the same event again (the
+    # outbox keeps order, so it is always the oldest unrecorded one): the incident's
+    # dedup_key makes the repeated trigger a log entry of the open alert, not a second page,
+    # and the repeated resolve a no-op.
+    channel = pagerduty.build(config(rx.url("/v2/enqueue")), session, clock)
+    trigger = notification()
+    resolve = notification(id="event-9", status=Status.RESOLVED, kind="rule_resolved")
+    for n in (trigger, trigger, resolve, resolve):
+        await channel.send(n)
+
+    first, again, _, _ = rx.requests
+    assert first.body == again.body  # the same event, byte for byte
+    pd = PagerDuty().apply(rx.requests)
+    assert pd.pages == ["railguard/checkout/5xx"]
+    assert pd.deduplicated == ["railguard/checkout/5xx"]
+    assert pd.resolved == ["railguard/checkout/5xx"]
+    assert pd.open == set()
+    # Another message of the incident keeps the incident's dedup_key: the key is the
+    # incident's, not the message's, or the resolve would close nothing.
+    await channel.send(notification(id="event-8", title="checkout: rolling back"))
+    assert rx.requests[-1].json()["dedup_key"] == "railguard/checkout/5xx"
 
 
 @pytest.mark.parametrize("severity", list(Severity))

@@ -214,3 +214,16 @@ async def test_timeout_and_refusal_are_transient(
         await channel.send(notification())
     assert not caught.value.permanent
     assert TOKEN not in str(caught.value)
+
+
+async def test_no_idempotency_key_so_a_resend_posts_again(
+    rx: Receiver, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    # Slack's webhook takes no key: a message sent again after a kill (taken by
+    # Slack, not yet recorded as sent) is the same request and shows twice.
+    channel = build(config(rx.url("/hook")), session, clock)
+    await channel.send(notification())
+    await channel.send(notification())
+    first, again = rx.requests
+    assert first.body == again.body
+    assert "Idempotency-Key" not in first.headers

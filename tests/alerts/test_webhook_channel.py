@@ -12,7 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from monitor.alerts.channels import http
+from monitor.alerts.channels.base import idempotency_key
 from monitor.alerts.channels.webhook import Config, build
+from monitor.alerts.model import Notification
 from monitor.clock import FakeClock
 from monitor.errors import ChannelError
 from tests.alerts.receivers import NOWHERE, Receiver, notification
@@ -57,7 +59,10 @@ async def test_posts_the_notification_as_json(
 
     (request,) = rx.requests
     assert (request.method, request.path, request.query) == ("POST", "/in", {"team": "ops"})
-    assert request.json() == {**notification().to_dict(), "source": "railguard"}
+    key = idempotency_key(notification())
+    expected = {**notification().to_dict(), "idempotency_key": key, "source": "railguard"}
+    assert request.json() == expected
+    assert request.headers["Idempotency-Key"] == key
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["Authorization"] == "Bearer abc"
     assert request.headers["User-Agent"].startswith("railguard/")
@@ -76,6 +81,49 @@ async def test_signature_verifies_over_the_raw_body(
     assert request.headers["X-Railguard-Timestamp"] == str(int(clock.time()))
     forged = "sha256=" + hmac.new(KEY.encode(), request.body + b" ", hashlib.sha256).hexdigest()
     assert not hmac.compare_digest(forged, request.headers["X-Railguard-Signature"])
+
+
+async def test_every_attempt_of_a_message_carries_its_key(
+    rx: Receiver, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    # Configured headers cannot replace the key: it is railguard's, one per message.
+    channel = build(
+        config(rx.url(), secret="${KEY}", headers={"Idempotency-Key": "mine"}), session, clock
+    )
+    stored = notification().to_dict()  # what the outbox keeps, as a later run reads it back
+    await channel.send(notification())
+    await clock.advance(90)  # a retry, later: the timestamp moves, the key and body do not
+    await channel.send(Notification.from_dict(stored))
+    await channel.send(notification(id="n-2"))
+
+    first, retry, other = rx.requests
+    assert first.headers["Idempotency-Key"] == retry.headers["Idempotency-Key"]
+    assert first.headers["Idempotency-Key"] == idempotency_key(notification())
+    assert first.body == retry.body
+    assert first.headers["X-Railguard-Signature"] == retry.headers["X-Railguard-Signature"]
+    assert first.headers["X-Railguard-Timestamp"] != retry.headers["X-Railguard-Timestamp"]
+    assert other.headers["Idempotency-Key"] != first.headers["Idempotency-Key"]
+    assert other.json()["idempotency_key"] == other.headers["Idempotency-Key"]
+
+
+def test_the_key_tells_a_new_database_s_reused_id_apart() -> None:
+    # Ids such as event-7 start over with a new database; the time keeps the keys apart.
+    again = notification(at=notification().at + 86_400)
+    assert idempotency_key(again) != idempotency_key(notification())
+    assert idempotency_key(notification(key="other/rule")) != idempotency_key(notification())
+    assert len(idempotency_key(notification())) == 32
+
+
+async def test_a_2xx_is_delivered_without_waiting_for_its_body(
+    rx: Receiver, session: aiohttp.ClientSession, clock: FakeClock
+) -> None:
+    # The receiver has taken the message once its status is out: the outbox records it now,
+    # and a body that never comes must not turn the delivery into a retry (a duplicate).
+    rx.reply(200, body="ok")
+    rx.stall_body()
+    await build(config(rx.url()), session, clock).send(notification())
+    assert len(rx.events) == 1
+    rx.release()
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,11 @@ can be less severe than the alert it closes (severity is a label, so part of the
 identity): the resolved alert is posted once per severity, and the ones that never fired are
 dropped silently. Alertmanager only notifies about a resolved alert it saw firing.
 
+Idempotent by labels: posting an alert again replaces the one with the same label set, so a
+message sent again after a kill (Alertmanager took it, railguard died before recording it as
+sent) leaves one alert, as the first post did (its ``endsAt`` pushed out a little). No key is
+needed or sent.
+
 Informational notices (a deployment verified healthy) would show as active alerts until
 ``resolve_timeout``: ``min_severity = "warning"`` keeps them out.
 """

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Protocol
 
 from pydantic import Field
 
 from monitor.alerts.model import Notification, Severity
 from monitor.configtypes import Strict, Timeout
+
+
+def idempotency_key(notification: Notification) -> str:
+    """The message's idempotency key: 32 hex digits, the same on every retry and restart.
+
+    Derived from the outbox's message id (``notification.id``, unique per channel in the
+    outbox), with the incident key and the message's time: ids such as ``event-7`` start over
+    with a new database, and a receiver must not drop a new message as a duplicate of an old
+    one. Everything it is made of is stored in the outbox row, so a message re-sent after a
+    kill (delivered, but not yet recorded as sent) carries the same key, and a receiver that
+    honours it sees one message. The same notification has the same key in every channel.
+    """
+    n = notification
+    return hashlib.sha256(f"{n.id}\0{n.key}\0{n.at!r}".encode()).hexdigest()[:32]
 
 
 class ChannelConfig(Strict):
@@ -35,6 +50,12 @@ class Channel(Protocol):
     :class:`~monitor.errors.ChannelError`: with ``permanent=True`` when retrying cannot help
     (a 4xx other than 408/429, a bad address), otherwise the outbox retries later, no sooner
     than ``retry_after`` seconds when the receiver said so (429 ``Retry-After``).
+
+    A message is delivered at least once: killed between the receiver's answer and the
+    outbox's record, the next run sends it again. Where the receiver allows it, the message
+    carries :func:`idempotency_key` so the receiver drops the repeat (webhook header and body,
+    email ``Message-ID``); PagerDuty and Alertmanager fold a repeat into the incident's alert
+    by its ``dedup_key`` or labels; Slack and Discord have nothing of the kind.
     """
 
     name: str

@@ -1,7 +1,8 @@
 """The console channel: one readable block per notification on stdout or stderr.
 
 What the demo shows, and a channel that cannot fail: a closed or broken stream loses the
-message rather than making the outbox retry it forever.
+message rather than making the outbox retry it forever. No idempotency key: a block printed
+again after a kill (before the outbox recorded it) is printed twice, which harms no one.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ Colours: red critical, amber warning, blue info, green once resolved. Every text
 limit with "…", and the embed as a whole to Discord's 6000 characters (fields share what the
 title, footer and the start of the description leave). Discord answers 204 (200 with
 ``?wait=true``); a 429 carries ``Retry-After`` and a JSON ``retry_after``.
+
+No idempotency: a webhook execution takes no key (a message's ``nonce`` and
+``enforce_nonce`` belong to the bot API, not to webhooks), so a message sent again after a
+kill (Discord took it, railguard died before recording it as sent) is posted twice.
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ The subject shows how urgent it is, or that it is over::
 
 Every message about one incident carries ``In-Reply-To`` and ``References`` naming the same
 thread root, derived from the incident key, so mail clients show an incident as one thread.
-``Message-ID`` is derived from the notification, so a retried message keeps its id and a
-server or client can drop the duplicate.
+``Message-ID`` is ``<idempotency key@sender's domain>`` (see
+:func:`~monitor.alerts.channels.base.idempotency_key`): the same on every retry and after a
+restart, so a message sent again (railguard killed after the server took it, before recording
+it as sent) is recognisably the same message: a mailbox that drops a ``Message-ID`` it
+already holds (Gmail does; so does a Sieve ``duplicate`` test, RFC 7352, whose default is the
+``Message-ID``) shows it once.
 
 Delivery: STARTTLS on port 587 by default (required: a server that does not offer it is an
 error, never a fallback to clear text); ``tls = true`` for implicit TLS (port 465 unless
@@ -36,7 +40,7 @@ import aiosmtplib
 import structlog
 from pydantic import AfterValidator, Field, model_validator
 
-from monitor.alerts.channels.base import Channel, ChannelConfig
+from monitor.alerts.channels.base import Channel, ChannelConfig, idempotency_key
 from monitor.alerts.model import Notification, Status
 from monitor.clock import Clock
 from monitor.configtypes import Secret, Text
@@ -162,8 +166,8 @@ def message(config: Config, notification: Notification) -> EmailMessage:
     msg["From"] = config.from_addr
     msg["To"] = ", ".join(config.to)
     msg["Date"] = format_datetime(datetime.fromtimestamp(n.at, UTC))
-    # The time is in it: ids restart with a new database, and a reused id would be dropped.
-    msg["Message-ID"] = _message_id(f"{n.id}\0{n.key}\0{n.at!r}", domain)
+    # The message's idempotency key: the same for a re-send; never reused by a new database.
+    msg["Message-ID"] = f"<{idempotency_key(n)}@{domain}>"
     msg["In-Reply-To"] = root
     msg["References"] = root
     msg.set_content(plain(n))

@@ -1,6 +1,7 @@
 """What the HTTP channels share: one POST, the answer classified, secrets kept out of errors.
 
-A channel calls :func:`post_json` and either returns (2xx: delivered) or lets its
+A channel calls :func:`post_json` and either returns (2xx: delivered, as soon as the status
+line and headers arrive; a 2xx answer's body is not awaited) or lets its
 :class:`~monitor.errors.ChannelError` go to the outbox:
 
 - 429: transient, ``retry_after`` from ``Retry-After`` (seconds or an HTTP-date), else from a
@@ -212,8 +213,13 @@ async def post_json(
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as response:
-            answer = await _read_bounded(response)
             status, answer_headers = response.status, response.headers
+            if 200 <= status < 300:
+                # Delivered: the receiver said so, and the outbox records it now. Reading
+                # the body first would only widen the window in which a kill re-sends the
+                # message, and a body that stalls would turn a delivery into a retry.
+                return status
+            answer = await _read_bounded(response)
     except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError):
         # The cause's text is the URL itself: not chained, so no traceback shows the token.
         raise ChannelError(f"POST {where}: not a valid URL", permanent=True) from None
@@ -232,7 +238,9 @@ async def post_json(
 class JsonWebhook:
     """A channel that POSTs one JSON document per notification to a secret URL.
 
-    Slack and Discord differ only in the document: each passes its ``render``.
+    Slack and Discord differ only in the document: each passes its ``render``. Neither
+    incoming webhook takes an idempotency key, so a message sent again after a kill (the
+    receiver took it, railguard died before recording it as sent) shows twice there.
     """
 
     def __init__(

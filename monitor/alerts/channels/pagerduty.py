@@ -16,6 +16,15 @@ same ``dedup_key`` (the notification's ``key``), which closes the PagerDuty aler
 Later firing notifications of the same incident (a rollback starting, failing) are triggers
 with the same ``dedup_key``: PagerDuty adds them to the open alert instead of paging again.
 
+The same rule makes a re-sent event harmless. railguard delivers at least once (killed after
+PagerDuty took an event but before recording it as sent, the next run sends it again), and
+the outbox keeps a channel's order, so the event sent again is always the channel's oldest
+unrecorded one: a trigger again while its alert is open is folded into that alert (no second
+page), a resolve again finds the alert resolved and changes nothing. The per-message
+idempotency key (:func:`~monitor.alerts.channels.base.idempotency_key`) is not the
+``dedup_key``: that would make each message an alert of its own, and a resolve would close
+nothing. Events API v2 has no other place for an idempotency key.
+
 PagerDuty answers 202 when it took the event, 400 for an invalid one (permanent), 429 when
 the integration is rate limited: retried, after ``Retry-After`` when it says, else after
 :data:`RATE_LIMITED_RETRY` seconds, since PagerDuty does not promise the header.

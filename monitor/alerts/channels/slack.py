@@ -13,6 +13,10 @@ The fields section is left out when there are no fields. Text is escaped (``&``,
 as Slack asks and cut to each limit with "…" rather than refused. Slack answers 200 ``ok``;
 its errors (400 ``invalid_payload``, 403 ``action_prohibited``, 404 ``no_service``, 410
 ``channel_is_archived``) are permanent.
+
+No idempotency: an incoming webhook takes no key and Slack does not drop a repeated message.
+railguard delivers at least once, so a message sent again after a kill (Slack took it,
+railguard died before recording it as sent) is posted twice.
 """
 
 from __future__ import annotations
