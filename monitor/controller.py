@@ -30,7 +30,7 @@ from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment, newest_live
 from monitor.reconcile import Follow, Wait, settle_intent
 from monitor.releases import Verdicts, went_live
-from monitor.store import RollbackRecord, Store
+from monitor.store import DeploymentRecord, FreezeRecord, RollbackRecord, Store
 from monitor.tasks import Background
 from monitor.telemetry import Metrics
 
@@ -69,6 +69,15 @@ def _reason(rule: Rule, state: RuleState, now: float) -> str:
     return f"{compared} for {lasted} ({hits}/{len(window)} samples breaching)"
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the store says about one service, as one decision reads it."""
+
+    records: tuple[DeploymentRecord, ...]
+    frozen: FreezeRecord | None
+    rollbacks: tuple[RollbackRecord, ...]
+
+
 class RollbackController:
     """Decides, for every evaluation of every Railway service, whether to roll back."""
 
@@ -97,6 +106,7 @@ class RollbackController:
         self._retry_at: dict[str, tuple[float, float]] = {}  # name -> (monotonic, backoff)
         self._episodes: dict[str, _Episode] = {}
         self._tasks = Background("rollback controller")
+        self._closed = False
         executor.still_wanted = self._still_wanted
 
     # -- the evaluation hook -----------------------------------------------------------------
@@ -126,7 +136,7 @@ class RollbackController:
     async def evaluate(self, service: ServicePlan) -> None:
         """After a tick of ``service``: drive its open rollback, or decide if a rule fires."""
         name = service.name
-        if name not in self.services or name in self._busy:
+        if self._closed or name not in self.services or name in self._busy:
             return
         retry = self._retry_at.get(name)
         if retry is not None and self.clock.monotonic() < retry[0]:
@@ -152,7 +162,11 @@ class RollbackController:
         task.add_done_callback(lambda _: self._busy.pop(name, None))
 
     async def aclose(self) -> None:
-        """Stop work in flight; the store keeps what is unfinished for the next start."""
+        """Stop work in flight; the store keeps what is unfinished for the next start.
+
+        From here on an evaluation does nothing: ticks still in flight during a shutdown
+        must not start a decision the closing session can no longer carry out."""
+        self._closed = True
         await self._tasks.cancel()
 
     async def idle(self) -> None:
@@ -162,6 +176,16 @@ class RollbackController:
 
     # -- deciding ----------------------------------------------------------------------------
 
+    async def stored(self, service: ServicePlan) -> Stored:
+        """The store's part of the facts: three reads."""
+        name, now = service.name, self.clock.time()
+        limit = max(20, service.policy.max_rollbacks_per_day + 5)
+        return Stored(
+            records=tuple(await self.store.deployments(name, limit=200)),
+            frozen=await self.store.frozen(name, now),
+            rollbacks=tuple(await self.store.rollbacks(name, limit=limit)),
+        )
+
     async def facts(
         self,
         service: ServicePlan,
@@ -169,12 +193,16 @@ class RollbackController:
         deployments: Sequence[Deployment] | None = None,
         *,
         exclude: RollbackRecord | None = None,
+        stored: Stored | None = None,
     ) -> Facts:
         """Everything the decision looks at, from the poller's last answer unless given.
 
         ``exclude``: an intent about to be (re)sent, which is not yet a rollback that happened.
+        ``stored``: the store's part, when it was just read (one decision reads it once).
         """
         name, now = service.name, self.clock.time()
+        if stored is None:
+            stored = await self.stored(service)
         blind = await self.blind(name)
         if deployments is None:
             snap = self.snapshot(name)
@@ -185,51 +213,49 @@ class RollbackController:
         live_at = None
         if active is not None:
             live_at = went_live(active, now)
-            record = await self.store.deployment(name, active.id)
+            record = next((r for r in stored.records if r.id == active.id), None)
             if record is not None and record.live_at is not None:
                 live_at = min(live_at, record.live_at)
-        frozen = await self.store.frozen(name, now)
-        recent = [
-            r
-            for r in await self.store.rollbacks(name, limit=20)
-            if exclude is None or r.id != exclude.id
-        ]
+        recent = [r for r in stored.rollbacks if exclude is None or r.id != exclude.id]
         real = [
             r for r in recent if r.trigger == "auto" and r.state not in ("abandoned", "dry_run")
         ]
-        today = await self.store.rollbacks_since(name, now - 86400.0)
-        if exclude is not None and exclude.decided_at >= now - 86400.0:
-            today -= 1
+        # The rollbacks read are more than the budget allows a day: enough to count.
+        today = sum(1 for r in real if r.decided_at >= now - 86400.0)
         dry = None
         if service.policy.dry_run:  # a dry run's records never stop a live run
             dry = next(
                 (r.id for r in recent if r.dry_run and active and r.from_deployment == active.id),
                 None,
             )
+        frozen = stored.frozen
+        if frozen is not None and frozen.until is not None and frozen.until <= now:
+            frozen = None
         return Facts(
             now=now,
             firing=firing,
             deployments=tuple(deployments),
             active=active,
             live_at=live_at,
-            verdicts=Verdicts.of(await self.store.deployments(name, limit=200)),
+            verdicts=Verdicts.of(stored.records),
             frozen=None if frozen is None else f"{frozen.reason} (by {frozen.actor})",
             blind=blind,
             last_auto=real[0] if real else None,
-            auto_last_24h=max(0, today),
+            auto_last_24h=today,
             dry_run_of_active=dry,
         )
 
     async def _act(self, service: ServicePlan, firing: tuple[Firing, ...], started: float) -> None:
         try:
-            facts = await self.facts(service, firing)
+            stored = await self.stored(service)
+            facts = await self.facts(service, firing, stored=stored)
             decision = decide(service.policy, facts)
             if isinstance(decision, Go):
                 # Decided on the last poll: confirm on Railway's deployments as of now.
                 api_started = self.clock.monotonic()
                 fresh = await self.executor.deployments(service)
                 started += self.clock.monotonic() - api_started
-                facts = await self.facts(service, firing, fresh)
+                facts = await self.facts(service, firing, fresh, stored=stored)
                 decision = decide(service.policy, facts)
             await self._carry_out(service, facts, decision, started)
         except RailguardError as e:  # Railway or the store failed: decide again next time

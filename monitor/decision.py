@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from monitor.events import EscalationKind
-from monitor.model import Sample, format_duration, release_label
+from monitor.model import Sample, for_slack, format_duration, release_label
 from monitor.railway.client import COMING_UP, Deployment
 from monitor.releases import Verdicts, release_key
 from monitor.settings import TierPolicy
@@ -63,12 +63,13 @@ class Firing:
         """
         if self.last_known_at is None or now - self.last_known_at > self.max_gap:
             return False
+        needed = self.for_ - for_slack(self.max_gap)  # the engine's own measure of `for`
         if live_at is None:
-            return now - self.since >= self.for_
+            return now - self.since >= needed
         # A rate describes a window before its sample (a Railway step, the span between two
         # scrapes): only samples whose window began after the release went live are about it.
         lag = max((s.at - s.window_start for s in self.evidence), default=0.0)
-        return now - max(self.since, live_at + lag) >= self.for_
+        return now - max(self.since, live_at + lag) >= needed
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from monitor.model import Phase, Rule, Sample, format_duration
+from monitor.model import Phase, Rule, Sample, for_slack, format_duration
 
 
 class Transition(enum.StrEnum):
@@ -146,7 +146,7 @@ def _evaluate_known(
 
     if phase is not Phase.INACTIVE:
         lasted = now - _or(since, now)
-        if phase is Phase.PENDING and lasted >= rule.for_ - _slack(rule):
+        if phase is Phase.PENDING and lasted >= rule.for_ - for_slack(rule.max_gap):
             phase = Phase.FIRING
             transitions.append(Transition.FIRING)
         of = "" if phase is Phase.FIRING else f" of {_dur(rule.for_)}"
@@ -206,17 +206,6 @@ def _verdict(
         reason=reason,
         evidence=after.window,
     )
-
-
-def _slack(rule: Rule) -> float:
-    """How much sooner than ``for_`` a breach may count as lasting ``for_``.
-
-    Samples are stamped when they are taken, a few milliseconds off their slot: the sample at
-    since + for_ may measure for_ - 1ms, and a strict comparison would fire a whole interval
-    late. Prometheus evaluates on its schedule's timestamps; this allows a twentieth of the
-    gap a window tolerates (about a tenth of the interval), never more than half a second.
-    """
-    return min(0.05 * rule.max_gap, 0.5)
 
 
 def _hits(rule: Rule, window: tuple[Sample, ...]) -> int:

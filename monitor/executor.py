@@ -295,6 +295,9 @@ class RollbackExecutor(Verification):
     ) -> RollbackRecord | tuple[RollbackRecord, Deployment | None]:
         """From an intent to a mutation Railway accepted (or a terminal state)."""
         in_flight = True  # unknown after a restart: assume the worst, wait the window
+        # Deployments handed in are the ones the decision was just made on, with every guard:
+        # the first send needs no second decision (only the precondition).
+        decided = deployments is not None
         while True:
             current = list(deployments) if deployments is not None else None
             deployments = None
@@ -312,7 +315,8 @@ class RollbackExecutor(Verification):
                 await self.clock.sleep(self.check_every)
                 continue
             assert isinstance(settled, Send)
-            refused = await self._precondition(service, record, current)
+            refused = await self._precondition(service, record, current, redecide=not decided)
+            decided = False
             if refused is not None:
                 return await self.finish(service, record, "abandoned", refused)
             if record.attempts >= self.max_attempts:
@@ -347,14 +351,19 @@ class RollbackExecutor(Verification):
             return record, None
 
     async def _precondition(
-        self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
+        self,
+        service: ServicePlan,
+        record: RollbackRecord,
+        current: Sequence[Deployment],
+        *,
+        redecide: bool = True,
     ) -> str | None:
         """Why the intent must not be sent now, or None: checked right before each send."""
         active = newest_live(current)
         if active is None or active.id != record.from_deployment:
             now = active.id if active is not None else "none"
             return f"the active deployment changed to {now} meanwhile"
-        if record.trigger == "auto" and self.still_wanted is not None:
+        if redecide and record.trigger == "auto" and self.still_wanted is not None:
             return await self.still_wanted(service, record, current)
         return None
 

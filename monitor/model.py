@@ -155,6 +155,18 @@ class Phase(enum.StrEnum):
 _LEVELS = {Phase.INACTIVE: 0, Phase.PENDING: 1, Phase.FIRING: 2}
 
 
+def for_slack(max_gap: float) -> float:
+    """How much sooner than its ``for`` a breach may count as having lasted ``for``.
+
+    Samples are stamped when they are taken, a few milliseconds off their slot: the sample at
+    since + for may measure for - 1ms, and a strict comparison would fire a whole interval
+    late. Prometheus evaluates on its schedule's timestamps; this allows a twentieth of the
+    gap a window tolerates (about a tenth of the interval), never more than half a second.
+    The engine and the rollback decision use the same slack, so a rule that fires is judged.
+    """
+    return min(0.05 * max_gap, 0.5)
+
+
 def format_duration(seconds: float) -> str:
     """``90`` -> ``1m30s``; the inverse of the config's duration strings."""
     if seconds < 1:

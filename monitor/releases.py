@@ -118,8 +118,11 @@ class _Service:
     bake_start: float | None = None  # restarts whenever a rule leaves INACTIVE or goes blind
     good_marked: set[str] = field(default_factory=set)
     timed: set[str] = field(default_factory=set)  # deployments whose duration was exported
-    failures: set[str] = field(default_factory=set)  # failed deployments already reported
     inferred: bool = False
+    # What the store holds of each deployment (status, canRollback, live): a poll writes only
+    # what changed, so 1,000 services polled every few seconds are not 3,000 writes a poll.
+    seen: dict[str, tuple[str, bool, bool]] | None = None
+    gauged: bool = False
 
 
 class ReleaseTracker:
@@ -162,8 +165,20 @@ class ReleaseTracker:
         """Take one poll's deployments for ``service``."""
         name, state, now = service.name, self._state(service.name), snapshot.at
         active = snapshot.active
+        if state.seen is None:  # first poll of this run: what earlier runs recorded
+            state.seen = {
+                r.id: (r.status, r.can_rollback, r.live_at is not None and r.ended_at is None)
+                for r in await self.store.deployments(name, limit=200)
+            }
+        changed = False
         for d in snapshot.deployments:
             live = active is not None and d.id == active.id
+            before = state.seen.get(d.id)
+            self._time_deployment(service, d, now)
+            if before == (d.status, d.can_rollback, live):
+                continue
+            changed = True
+            state.seen[d.id] = (d.status, d.can_rollback, live)
             await self.store.upsert_deployment(
                 name,
                 id=d.id,
@@ -175,9 +190,8 @@ class ReleaseTracker:
                 live=live,
                 live_at=went_live(d, now) if live else None,
             )
-            self._time_deployment(service, d, now)
-            if d.status in FAILED_STATUSES and d.id not in state.failures:
-                state.failures.add(d.id)
+            if d.status in FAILED_STATUSES and (before is None or before[0] not in FAILED_STATUSES):
+                # Once per deployment: a restart knows what the store already said.
                 failed = DeploymentEvent(
                     kind=EventKind.DEPLOYMENT_FAILED,
                     deployment=d.id,
@@ -200,8 +214,10 @@ class ReleaseTracker:
             state.active, state.live_since, state.bake_start = active, live_at, max(live_at, now)
             log.info("deployment live", service=name, deployment=active.id, status=active.status)
         state.active = active  # the newest facts: it may have crashed since
-        await self._bake(service, state, now)
-        await self.verdicts(service)  # keeps railguard_known_good_releases current
+        marked = await self._bake(service, state, now)
+        if changed or marked or not state.gauged:
+            state.gauged = True
+            await self.verdicts(service)  # keeps railguard_known_good_releases current
 
     def _time_deployment(self, service: ServicePlan, d: Deployment, now: float) -> None:
         state = self._state(service.name)
@@ -215,22 +231,23 @@ class ReleaseTracker:
                 max(0.0, finished - d.created_at)
             )
 
-    async def _bake(self, service: ServicePlan, state: _Service, now: float) -> None:
+    async def _bake(self, service: ServicePlan, state: _Service, now: float) -> bool:
+        """Mark the active release known-good once it has baked; True when it was marked."""
         active = state.active
         if active is None or state.bake_start is None or active.id in state.good_marked:
-            return
+            return False
         if self.troubled(service.name) or active.status != "SUCCESS" or active.failing_instances:
             state.bake_start = now  # only a release that serves, quietly, bakes
-            return
+            return False
         baked = now - state.bake_start
         if baked < service.policy.bake:
-            return
+            return False
         if (await self.verdicts(service)).is_bad(active):
-            return
+            return False
         state.good_marked.add(active.id)
         record = await self.store.deployment(service.name, active.id)
         if record is not None and record.verdict == "good":
-            return  # verified by an earlier run: announced once, not once per restart
+            return False  # verified by an earlier run: announced once, not once per restart
         evidence = {
             "live_since": state.live_since,
             "quiet_since": state.bake_start,
@@ -255,6 +272,7 @@ class ReleaseTracker:
         )
         await write_event(self.store, service.name, verified, now)
         log.info("deployment known-good", service=service.name, deployment=active.id, reason=reason)
+        return True
 
     async def _infer(self, service: ServicePlan, history: Sequence[Deployment], now: float) -> None:
         """On first start with nothing known-good, learn from Railway's history."""

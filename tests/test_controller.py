@@ -279,3 +279,14 @@ async def test_the_frozen_gauge_follows_the_store_at_scrape_time(
         await daemon.refresh_gauges()
         assert frozen() == 0
         await stage.stop_daemon()
+
+
+async def test_a_closed_controller_decides_nothing(stage: Stage) -> None:
+    await released(stage)
+    assert stage.daemon is not None
+    controller = stage.daemon.controller
+    assert controller is not None
+    await controller.aclose()  # as the shutdown does, before the ticks in flight end
+    await stage.run_for(20)
+    assert stage.applied_rollbacks() == []
+    assert await store_of(stage).rollbacks("web") == []

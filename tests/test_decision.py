@@ -346,3 +346,13 @@ def test_describe_says_each_outcome_in_one_line() -> None:
         "escalate (no_known_good)"
     )
     assert describe(decide(POLICY, facts(firing=()))).startswith("idle: ")
+
+
+def test_a_rule_the_engine_fired_within_its_slack_is_judged() -> None:
+    # The engine fires a rule a few milliseconds short of `for` (samples are stamped off their
+    # slot); the decision must count it too, or the rollback waits an interval more.
+    policy = POLICY.model_copy(update={"grace": 0.0})
+    just_short = replace(FIRING, since=NOW - 119.95)
+    assert outcome(decide(policy, facts(firing=(just_short,)))) == "go:good"
+    too_short = replace(FIRING, since=NOW - 118.0)
+    assert outcome(decide(policy, facts(firing=(too_short,)))) == "idle"
