@@ -120,11 +120,11 @@ async def _play(stage: Stage, railguard: Railguard, db: Path, moment: str) -> No
     if moment == "mutation in flight":
         # Railway answers slowly, so the kill lands after the attempt was counted, while
         # the mutation is still on its way: Railway applies it, railguard never hears so.
-        stage.emu.set_faults(latency=1.5)
+        stage.emu.set_faults(latency=0.8)
         await railguard.start()
         await drive(stage, lambda: any(row[3] == 1 for row in rollback_rows(db)))
         railguard.kill()
-        assert stage.rollbacks_sent() == []  # not applied yet: the answer is 1.5 s away
+        assert stage.rollbacks_sent() == []  # not applied yet: the answer is 0.8 s away
         stage.emu.set_faults(latency=0.0)
     else:
         await railguard.start()
