@@ -35,7 +35,7 @@ name = "web"
 tier = "production"
 service_id = "{web}"
 environment_id = "{env}"
-interval = "10s"
+interval = "5s"  # ticks twice a poll: a poll answered after a tick is taken at the next
 error_rate = {{ source = "railway", step = "10s", min_requests = 5 }}
 memory = {{ source = "railway", sample_rate = "10s" }}
 
