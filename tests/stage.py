@@ -213,3 +213,25 @@ def release_meta(release: str) -> dict[str, str]:
 def newest(deployments: list[Deployment]) -> Deployment:
     """The newest of some deployments."""
     return max(deployments, key=lambda d: d.created_at)
+
+
+def store_of(stage: Stage) -> Store:
+    """The running daemon's store."""
+    assert stage.daemon is not None
+    assert stage.daemon.store is not None
+    return stage.daemon.store
+
+
+async def released(stage: Stage, bad: str = "v2") -> tuple[str, str]:
+    """v1.1 serves and bakes to known-good; then ``bad`` goes live. Returns their ids."""
+    stage.deploy("v1", ago=7200)
+    good = stage.deploy("v1.1", ago=3600)
+    await stage.start_daemon()
+    await stage.run_for(12)
+    return good.id, stage.deploy(bad).id
+
+
+async def trail(stage: Stage, kind: str) -> list[dict[str, Any]]:
+    """The data of one kind of event of service ``web``, oldest first."""
+    found = await store_of(stage).events("web", kinds=[kind])
+    return [dict(e.data) for e in reversed(found)]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from monitor.clock import FakeClock
-from monitor.store import Store
-from tests.stage import Stage
+from tests.stage import Stage, released, store_of
+from tests.stage import trail as events
 
 BAD = {"v2": {"error_ratio": 0.5}, "v3": {"error_ratio": 0.5}, "v4": {"error_ratio": 0.5}}
 
@@ -24,25 +24,6 @@ async def stage(clock: FakeClock, tmp_path: Path) -> AsyncIterator[Stage]:
     await stage.start_servers()
     yield stage
     await stage.close()
-
-
-def store_of(stage: Stage) -> Store:
-    assert stage.daemon is not None
-    assert stage.daemon.store is not None
-    return stage.daemon.store
-
-
-async def released(stage: Stage, bad: str = "v2") -> tuple[str, str]:
-    stage.deploy("v1", ago=7200)
-    good = stage.deploy("v1.1", ago=3600)
-    await stage.start_daemon()
-    await stage.run_for(12)
-    return good.id, stage.deploy(bad).id
-
-
-async def events(stage: Stage, kind: str) -> list[dict[str, Any]]:
-    found = await store_of(stage).events("web", kinds=[kind])
-    return [dict(e.data) for e in reversed(found)]
 
 
 def answer_rollback_with(stage: Stage, status: int, body: dict[str, Any], times: int = 1) -> None:
