@@ -8,16 +8,15 @@ the event log.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import aiosqlite
+from typing import Any, Literal, TypeVar
 
 from monitor.store import EventRecord
+
+R = TypeVar("R")
 
 OutboxState = Literal["pending", "sent", "failed"]
 
@@ -69,7 +68,7 @@ def _outbox(row: sqlite3.Row) -> OutboxRecord:
 class OutboxStore:
     """Outbox and cursor methods of the SQLite store (mixed into SQLiteStore)."""
 
-    def _transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+    async def _write(self, job: Callable[[sqlite3.Connection], R]) -> R:
         raise NotImplementedError
 
     async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
@@ -79,19 +78,18 @@ class OutboxStore:
         self, channel: str, message_id: str, payload: Mapping[str, Any], at: float
     ) -> bool:
         """Queue a message for a channel; False if that message was queued before."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                "INSERT INTO outbox (channel, message_id, payload, state, attempts, created_at, "
-                "next_at) VALUES (:channel, :message_id, :payload, 'pending', 0, :at, :at) "
-                "ON CONFLICT (channel, message_id) DO NOTHING",
-                {
-                    "channel": channel,
-                    "message_id": message_id,
-                    "payload": json.dumps(payload, sort_keys=True),
-                    "at": at,
-                },
-            )
-            return cursor.rowcount == 1
+        params = {
+            "channel": channel,
+            "message_id": message_id,
+            "payload": json.dumps(payload, sort_keys=True),
+            "at": at,
+        }
+        sql = (
+            "INSERT INTO outbox (channel, message_id, payload, state, attempts, created_at, "
+            "next_at) VALUES (:channel, :message_id, :payload, 'pending', 0, :at, :at) "
+            "ON CONFLICT (channel, message_id) DO NOTHING"
+        )
+        return await self._write(lambda db: db.execute(sql, params).rowcount == 1)
 
     async def outbox_head(self, channel: str) -> OutboxRecord | None:
         """The oldest pending message of a channel: messages go out in order."""
@@ -106,26 +104,21 @@ class OutboxStore:
         self, id: int, state: OutboxState, at: float, error: str | None = None
     ) -> None:
         """A message was delivered (sent) or given up (failed)."""
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE outbox SET state = :state, attempts = attempts + 1, sent_at = :sent_at, "
-                "last_error = COALESCE(:error, last_error) WHERE id = :id",
-                {
-                    "id": id,
-                    "state": state,
-                    "sent_at": at if state == "sent" else None,
-                    "error": error,
-                },
-            )
+        params = {"id": id, "state": state, "sent_at": at if state == "sent" else None}
+        sql = (
+            "UPDATE outbox SET state = :state, attempts = attempts + 1, sent_at = :sent_at, "
+            "last_error = COALESCE(:error, last_error) WHERE id = :id"
+        )
+        await self._write(lambda db: db.execute(sql, {**params, "error": error}))
 
     async def outbox_retry(self, id: int, next_at: float, error: str) -> None:
         """A delivery attempt failed; try again at ``next_at``."""
-        async with self._transaction() as db:
-            await db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_at = :next_at, "
-                "last_error = :error WHERE id = :id",
-                {"id": id, "next_at": next_at, "error": error},
-            )
+        params = {"id": id, "next_at": next_at, "error": error}
+        sql = (
+            "UPDATE outbox SET attempts = attempts + 1, next_at = :next_at, "
+            "last_error = :error WHERE id = :id"
+        )
+        await self._write(lambda db: db.execute(sql, params))
 
     async def outbox(
         self, channel: str | None = None, state: OutboxState | None = None, limit: int = 200
@@ -170,9 +163,9 @@ class OutboxStore:
 
     async def set_cursor(self, name: str, value: str) -> None:
         """Save a position."""
-        async with self._transaction() as db:
-            await db.execute(
-                "INSERT INTO cursors (name, value) VALUES (:name, :value) "
-                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                {"name": name, "value": value},
-            )
+        params = {"name": name, "value": value}
+        sql = (
+            "INSERT INTO cursors (name, value) VALUES (:name, :value) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+        )
+        await self._write(lambda db: db.execute(sql, params))

@@ -1,9 +1,9 @@
-"""The Store on one SQLite file: one connection, WAL, ``synchronous=FULL``, versioned schema.
+"""The Store on one SQLite file: WAL, ``synchronous=FULL``, versioned schema, group commit.
 
 Durability is the point: a rollback intent is on disk before its mutation is sent, because the
-daemon may be killed right after. Every write is one transaction, committed before the method
-returns. The daemon's tasks share the connection; an asyncio lock keeps one task's
-transaction from interleaving with another's statements.
+daemon may be killed right after. Every write is committed before the method returns. The
+statements run on the store's own thread (:mod:`monitor.store_db`): writes queued together
+share one transaction and one fsync, and the event loop never waits on SQLite.
 
 The SQL stays portable to PostgreSQL where that is cheap: named parameters, ``ON CONFLICT``,
 ``RETURNING`` (SQLite 3.35+), partial indexes and ``DOUBLE PRECISION`` all map 1:1. The
@@ -12,16 +12,12 @@ exceptions are marked ``PG:`` where they occur.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
-
-import aiosqlite
 
 from monitor.clock import Clock
 from monitor.errors import StoreError
@@ -35,118 +31,13 @@ from monitor.store import (
     check_transition,
     transition_columns,
 )
-from monitor.store_outbox import V2 as OUTBOX_V2
+from monitor.store_db import Database, Job
 from monitor.store_outbox import OutboxStore
-
-# Times are DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 4 bytes and would round Unix
-# seconds to minutes. JSON is TEXT (PG: JSONB). INTEGER PRIMARY KEY is SQLite's rowid
-# (PG: BIGINT GENERATED ALWAYS AS IDENTITY). No foreign keys to deployments: a manual
-# rollback may name a release railguard has not recorded yet, and losing its audit entry to
-# a constraint would be worse than the dangling id.
-_V1 = """
-CREATE TABLE deployments (
-    service TEXT NOT NULL,
-    id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL,
-    live_at DOUBLE PRECISION,
-    ended_at DOUBLE PRECISION,
-    can_rollback BOOLEAN NOT NULL,
-    meta TEXT NOT NULL,
-    verdict TEXT NOT NULL DEFAULT 'unverified' CHECK (verdict IN ('unverified', 'good', 'bad')),
-    verdict_at DOUBLE PRECISION,
-    verdict_reason TEXT NOT NULL DEFAULT '',
-    evidence TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (service, id)
-);
-CREATE INDEX deployments_newest ON deployments (service, created_at);
-
-CREATE TABLE rollbacks (
-    id INTEGER PRIMARY KEY,
-    service TEXT NOT NULL,
-    from_deployment TEXT NOT NULL,
-    to_deployment TEXT NOT NULL,
-    trigger TEXT NOT NULL CHECK (trigger IN ('auto', 'manual')),
-    actor TEXT NOT NULL,
-    rule TEXT,
-    reason TEXT NOT NULL,
-    evidence TEXT NOT NULL,
-    dry_run BOOLEAN NOT NULL,
-    state TEXT NOT NULL CHECK (state IN
-        ('intent', 'sent', 'deploying', 'succeeded', 'failed', 'abandoned', 'dry_run')),
-    new_deployment TEXT,
-    decided_at DOUBLE PRECISION NOT NULL,
-    sent_at DOUBLE PRECISION,
-    deploying_at DOUBLE PRECISION,
-    live_at DOUBLE PRECISION,
-    recovered_at DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    error TEXT
-);
--- At most one unfinished rollback per service, whichever task or replica begins it.
-CREATE UNIQUE INDEX rollbacks_one_unfinished ON rollbacks (service)
-    WHERE state IN ('intent', 'sent', 'deploying');
-CREATE INDEX rollbacks_by_service ON rollbacks (service, decided_at);
-
-CREATE TABLE rule_states (
-    service TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    state TEXT NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (service, rule)
-);
-
-CREATE TABLE freezes (
-    service TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    until DOUBLE PRECISION
-);
-
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    service TEXT,
-    kind TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX events_by_time ON events (at);
-CREATE INDEX events_by_service ON events (service, at);
-"""
-
-# (version, description, sql), in order. A new schema change is one more line here; a
-# released entry is never edited, since databases in the field have already applied it.
-_V3 = """
-ALTER TABLE rollbacks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE rollbacks ADD COLUMN attempted_at DOUBLE PRECISION;
-"""
-
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "deployments, rollbacks, rule state, freezes, events", _V1),
-    (2, "alert outbox and event cursors", OUTBOX_V2),
-    (3, "rollback attempts (a mutation resent only when Railway provably did not apply it)", _V3),
-]
+from monitor.store_schema import HINT, configure, migrate
 
 R = TypeVar("R")
 
 _UNFINISHED_SQL = "state IN ('intent', 'sent', 'deploying')"
-_HINT = (
-    "set RAILGUARD_STATE to a writable file, or mount a volume at /data (on Railway, a "
-    "volume is owned by root: set RAILWAY_RUN_UID=0 on the service)"
-)
-
-
-async def _finished(statement: Awaitable[R]) -> R:
-    """Await a statement that runs on aiosqlite's thread; if the awaiting task is cancelled,
-    let the statement finish first, so the connection's transaction state is known."""
-    task = asyncio.ensure_future(statement)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait([task])
-        raise
 
 
 def _json_default(value: object) -> object:
@@ -186,13 +77,16 @@ def _event(row: sqlite3.Row) -> EventRecord:
     return _record(EventRecord, row, "data")
 
 
+def _rows(db: sqlite3.Connection, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+    return db.execute(sql, params).fetchall()
+
+
 class SQLiteStore(OutboxStore):
     """The :class:`~monitor.store.Store` on a SQLite file; open it with ``open_store``."""
 
-    def __init__(self, path: Path, db: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, db: Database) -> None:
         self.path = path
-        self._db: aiosqlite.Connection | None = db
-        self._lock = asyncio.Lock()
+        self._db = db
         self.schema_version = 0
         self.migrated: tuple[int, ...] = ()  # the versions this open applied
 
@@ -203,82 +97,26 @@ class SQLiteStore(OutboxStore):
         """Open, configure and migrate the database at ``path`` (StoreError if it cannot)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(path, isolation_level=None)
+            db = await Database.connect(path)
         except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"{path}: cannot open the state database: {e}; {_HINT}") from e
-        db.row_factory = sqlite3.Row
+            raise StoreError(f"{path}: cannot open the state database: {e}; {HINT}") from e
         store = cls(path, db)
+        now = clock.time()
+
+        def setup(connection: sqlite3.Connection) -> tuple[int, tuple[int, ...]]:
+            configure(connection, path)
+            return migrate(connection, path, now)
+
         try:
-            await store._configure()
-            await store._migrate(clock.time())
+            store.schema_version, store.migrated = await db.run(setup)
         except BaseException:
             await db.close()
             raise
         return store
 
-    async def _configure(self) -> None:
-        db = self._connection()
-        try:
-            # PG: none of these; durability and constraints are the server's defaults.
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await db.execute("PRAGMA busy_timeout=5000")  # the CLI may read it meanwhile
-            await db.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")
-        except sqlite3.DatabaseError as e:
-            raise StoreError(
-                f"{self.path}: not a usable railguard database ({e}); move the file aside to "
-                f"start afresh, or {_HINT}"
-            ) from e
-
-    async def _migrate(self, now: float) -> None:
-        db = self._connection()
-        newest = MIGRATIONS[-1][0]
-        try:
-            await db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-                "description TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-            )
-            rows = await db.execute_fetchall("SELECT version FROM schema_migrations")
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read the schema version: {e}; {_HINT}") from e
-        applied = {int(row[0]) for row in rows}
-        current = max(applied, default=0)
-        if current > newest:
-            raise StoreError(
-                f"{self.path}: the database has schema version {current}, but this railguard "
-                f"knows versions up to {newest}: it was written by a newer railguard. Upgrade "
-                "railguard, or set RAILGUARD_STATE to another file"
-            )
-        done: list[int] = []
-        for version, description, sql in MIGRATIONS:
-            if version in applied:
-                continue
-            try:
-                # executescript commits an open transaction first, so BEGIN goes inside it.
-                await db.executescript(f"BEGIN IMMEDIATE;\n{sql}")
-                await db.execute(
-                    "INSERT INTO schema_migrations (version, description, applied_at) "
-                    "VALUES (:version, :description, :at)",
-                    {"version": version, "description": description, "at": now},
-                )
-                await db.execute("COMMIT")
-            except sqlite3.Error as e:
-                with contextlib.suppress(sqlite3.Error):
-                    await db.execute("ROLLBACK")
-                raise StoreError(
-                    f"{self.path}: migration {version} ({description}) failed: {e}; the "
-                    f"database was left at version {max(applied | set(done), default=0)}"
-                ) from e
-            done.append(version)
-        self.schema_version = max(applied | set(done))
-        self.migrated = tuple(done)
-
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
-        if self._db is not None:
-            db, self._db = self._db, None
-            await db.close()
+        """Finish queued writes and close the connection (idempotent)."""
+        await self._db.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -291,44 +129,16 @@ class SQLiteStore(OutboxStore):
     ) -> None:
         await self.close()
 
-    def _connection(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError(f"{self.path}: the store is closed")
-        return self._db
+    async def _write(self, job: Job[R]) -> R:
+        """One write, committed (with whatever else was queued) before this returns."""
+        return await self._db.write(job)
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction, committed on exit; sqlite errors become StoreError."""
-        async with self._lock:
-            db = self._connection()
-            try:
-                # IMMEDIATE takes the write lock up front (PG: plain BEGIN).
-                try:
-                    await _finished(db.execute("BEGIN IMMEDIATE"))
-                except asyncio.CancelledError:
-                    # Cancelled while the BEGIN ran in aiosqlite's thread: it began anyway.
-                    with contextlib.suppress(sqlite3.Error):
-                        await _finished(db.execute("ROLLBACK"))
-                    raise
-                try:
-                    yield db
-                    await _finished(db.execute("COMMIT"))
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        await _finished(db.execute("ROLLBACK"))
-                    raise
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {e}") from e
+    async def _read(self, job: Job[R]) -> R:
+        """Statements outside a transaction: they see committed writes only."""
+        return await self._db.run(job)
 
     async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
-        # Under the lock: on a shared connection a read would see another task's
-        # uncommitted writes.
-        async with self._lock:
-            db = self._connection()
-            try:
-                return list(await db.execute_fetchall(sql, params))
-            except sqlite3.Error as e:
-                raise StoreError(f"{self.path}: {e}") from e
+        return await self._db.run(lambda db: _rows(db, sql, params))
 
     # -- deployments
 
@@ -362,8 +172,10 @@ class SQLiteStore(OutboxStore):
             "seen_at": seen_at,
             "live_at": (seen_at if live_at is None else live_at) if live else None,
         }
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
+
+        def upsert(db: sqlite3.Connection) -> DeploymentRecord:
+            rows = _rows(
+                db,
                 """
                 INSERT INTO deployments
                     (service, id, status, created_at, first_seen, live_at, can_rollback, meta)
@@ -384,7 +196,9 @@ class SQLiteStore(OutboxStore):
                 """,
                 params,
             )
-        return _deployment(next(iter(rows)))
+            return _deployment(rows[0])
+
+        return await self._write(upsert)
 
     async def _verdict(
         self,
@@ -397,31 +211,31 @@ class SQLiteStore(OutboxStore):
         evidence: Mapping[str, Any],
     ) -> DeploymentRecord:
         key = {"service": service, "id": id}
-        async with self._transaction() as db:
-            await db.execute(
+        params = {
+            **key,
+            "verdict": verdict,
+            "unless": unless,
+            "at": at,
+            "reason": reason,
+            "evidence": _dumps(evidence),
+        }
+
+        def mark(db: sqlite3.Connection) -> DeploymentRecord:
+            db.execute(
                 "UPDATE deployments SET verdict = :verdict, verdict_at = :at, "
                 "verdict_reason = :reason, evidence = :evidence "
                 "WHERE service = :service AND id = :id AND verdict NOT IN (:verdict, :unless)",
-                {
-                    **key,
-                    "verdict": verdict,
-                    "unless": unless,
-                    "at": at,
-                    "reason": reason,
-                    "evidence": _dumps(evidence),
-                },
+                params,
             )
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT * FROM deployments WHERE service = :service AND id = :id", key
+            rows = _rows(db, "SELECT * FROM deployments WHERE service = :service AND id = :id", key)
+            if not rows:
+                raise StoreError(
+                    f"cannot mark deployment {id} of {service} {verdict}: it was never recorded "
+                    "(upsert_deployment first)"
                 )
-            )
-        if not rows:
-            raise StoreError(
-                f"cannot mark deployment {id} of {service} {verdict}: it was never recorded "
-                "(upsert_deployment first)"
-            )
-        return _deployment(rows[0])
+            return _deployment(rows[0])
+
+        return await self._write(mark)
 
     async def mark_good(
         self, service: str, id: str, at: float, reason: str, evidence: Mapping[str, Any]
@@ -437,20 +251,30 @@ class SQLiteStore(OutboxStore):
 
     async def deployment(self, service: str, id: str) -> DeploymentRecord | None:
         """One deployment, or None if it was never recorded."""
-        rows = await self._fetch(
-            "SELECT * FROM deployments WHERE service = :service AND id = :id",
-            {"service": service, "id": id},
-        )
-        return _deployment(rows[0]) if rows else None
+
+        def read(db: sqlite3.Connection) -> DeploymentRecord | None:
+            rows = _rows(
+                db,
+                "SELECT * FROM deployments WHERE service = :service AND id = :id",
+                {"service": service, "id": id},
+            )
+            return _deployment(rows[0]) if rows else None
+
+        return await self._read(read)
 
     async def deployments(self, service: str, limit: int = 50) -> list[DeploymentRecord]:
         """A service's deployments, newest created first."""
-        rows = await self._fetch(
-            "SELECT * FROM deployments WHERE service = :service "
-            "ORDER BY created_at DESC, id DESC LIMIT :limit",
-            {"service": service, "limit": limit},
-        )
-        return [_deployment(row) for row in rows]
+
+        def read(db: sqlite3.Connection) -> list[DeploymentRecord]:
+            rows = _rows(
+                db,
+                "SELECT * FROM deployments WHERE service = :service "
+                "ORDER BY created_at DESC, id DESC LIMIT :limit",
+                {"service": service, "limit": limit},
+            )
+            return [_deployment(row) for row in rows]
+
+        return await self._read(read)
 
     # -- rollbacks
 
@@ -484,9 +308,11 @@ class SQLiteStore(OutboxStore):
             "decided_at": decided_at,
             "finished_at": decided_at if dry_run else None,
         }
-        async with self._transaction() as db:
+
+        def begin(db: sqlite3.Connection) -> RollbackRecord:
             try:
-                rows = await db.execute_fetchall(
+                rows = _rows(
+                    db,
                     """
                     INSERT INTO rollbacks (service, from_deployment, to_deployment, trigger,
                         actor, rule, reason, evidence, dry_run, state, decided_at, finished_at)
@@ -499,18 +325,19 @@ class SQLiteStore(OutboxStore):
                 )
             except sqlite3.IntegrityError:
                 # The failed statement is undone; the transaction is still usable to ask why.
-                running = list(
-                    await db.execute_fetchall(
-                        f"SELECT id FROM rollbacks WHERE service = :service AND {_UNFINISHED_SQL}",
-                        {"service": service},
-                    )
+                running = _rows(
+                    db,
+                    f"SELECT id FROM rollbacks WHERE service = :service AND {_UNFINISHED_SQL}",
+                    {"service": service},
                 )
                 if not running:
                     raise
                 raise StoreError(
                     f"a rollback of {service} is already in progress (#{running[0]['id']})"
                 ) from None
-        return _rollback(next(iter(rows)))
+            return _rollback(rows[0])
+
+        return await self._write(begin)
 
     async def advance_rollback(
         self,
@@ -527,18 +354,20 @@ class SQLiteStore(OutboxStore):
         ``new_deployment`` is required for deploying and succeeded unless already known;
         ``live_at`` (deploying or succeeded) is when the replacement reached SUCCESS.
         """
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall("SELECT * FROM rollbacks WHERE id = :id", {"id": id})
+
+        def advance(db: sqlite3.Connection) -> RollbackRecord:
+            rows = _rows(db, "SELECT * FROM rollbacks WHERE id = :id", {"id": id})
             if not rows:
                 raise StoreError(f"no rollback #{id}")
-            current = _rollback(next(iter(rows)))
+            current = _rollback(rows[0])
             target = check_transition(
                 current, state, new_deployment=new_deployment, live_at=live_at
             )
             columns = transition_columns(current, target, at, live_at)
             # Column names come from transition_columns' fixed set, never from the caller.
             assignments = "".join(f", {name} = :{name}" for name in columns)
-            rows = await db.execute_fetchall(
+            rows = _rows(
+                db,
                 f"""
                 UPDATE rollbacks SET state = :state{assignments},
                     new_deployment = COALESCE(:new_deployment, new_deployment),
@@ -554,26 +383,34 @@ class SQLiteStore(OutboxStore):
                     **columns,
                 },
             )
-        return _rollback(next(iter(rows)))
+            return _rollback(rows[0])
+
+        return await self._write(advance)
 
     async def note_attempt(self, id: int, at: float) -> RollbackRecord:
         """Count one more mutation for an intent, before it is sent (the write-ahead)."""
-        async with self._transaction() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "UPDATE rollbacks SET attempts = attempts + 1, attempted_at = :at "
-                    "WHERE id = :id AND state = 'intent' RETURNING *",
-                    {"id": id, "at": at},
-                )
+
+        def note(db: sqlite3.Connection) -> RollbackRecord:
+            rows = _rows(
+                db,
+                "UPDATE rollbacks SET attempts = attempts + 1, attempted_at = :at "
+                "WHERE id = :id AND state = 'intent' RETURNING *",
+                {"id": id, "at": at},
             )
-        if not rows:
-            raise StoreError(f"rollback #{id} is not an intent: no mutation may be sent for it")
-        return _rollback(rows[0])
+            if not rows:
+                raise StoreError(f"rollback #{id} is not an intent: no mutation may be sent for it")
+            return _rollback(rows[0])
+
+        return await self._write(note)
 
     async def rollback(self, id: int) -> RollbackRecord | None:
         """One rollback, or None."""
-        rows = await self._fetch("SELECT * FROM rollbacks WHERE id = :id", {"id": id})
-        return _rollback(rows[0]) if rows else None
+
+        def read(db: sqlite3.Connection) -> RollbackRecord | None:
+            rows = _rows(db, "SELECT * FROM rollbacks WHERE id = :id", {"id": id})
+            return _rollback(rows[0]) if rows else None
+
+        return await self._read(read)
 
     async def rollbacks(
         self,
@@ -591,12 +428,12 @@ class SQLiteStore(OutboxStore):
             where.append(_UNFINISHED_SQL)
         if since is not None:
             where.append("decided_at >= :since")
-        rows = await self._fetch(
+        sql = (
             f"SELECT * FROM rollbacks WHERE {' AND '.join(where)} "
-            "ORDER BY decided_at DESC, id DESC LIMIT :limit",
-            {"service": service, "since": since, "limit": limit},
+            "ORDER BY decided_at DESC, id DESC LIMIT :limit"
         )
-        return [_rollback(row) for row in rows]
+        params = {"service": service, "since": since, "limit": limit}
+        return await self._read(lambda db: [_rollback(row) for row in _rows(db, sql, params)])
 
     async def rollbacks_since(
         self, service: str, since: float, trigger: RollbackTrigger = "auto"
@@ -618,14 +455,18 @@ class SQLiteStore(OutboxStore):
         self, service: str, rule: str, state: Mapping[str, Any], at: float
     ) -> None:
         """Keep one rule's state (``RuleState.to_dict()``) for one service."""
-        async with self._transaction() as db:
-            await db.execute(
+        params = {"service": service, "rule": rule, "state": _dumps(state), "at": at}
+
+        def save(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO rule_states (service, rule, state, updated_at) "
                 "VALUES (:service, :rule, :state, :at) "
                 "ON CONFLICT (service, rule) DO UPDATE SET "
                 "state = excluded.state, updated_at = excluded.updated_at",
-                {"service": service, "rule": rule, "state": _dumps(state), "at": at},
+                params,
             )
+
+        await self._write(save)
 
     async def rule_states(self, service: str) -> dict[str, dict[str, Any]]:
         """Every saved rule state of a service, by rule name."""
@@ -637,11 +478,12 @@ class SQLiteStore(OutboxStore):
 
     async def delete_rule_state(self, service: str, rule: str) -> None:
         """Forget one rule's state (a rule removed from the config)."""
-        async with self._transaction() as db:
-            await db.execute(
-                "DELETE FROM rule_states WHERE service = :service AND rule = :rule",
-                {"service": service, "rule": rule},
+        params = {"service": service, "rule": rule}
+        await self._write(
+            lambda db: db.execute(
+                "DELETE FROM rule_states WHERE service = :service AND rule = :rule", params
             )
+        )
 
     # -- freezes
 
@@ -649,24 +491,26 @@ class SQLiteStore(OutboxStore):
         self, service: str, reason: str, actor: str, at: float, until: float | None = None
     ) -> FreezeRecord:
         """Hold automatic rollback of ``service`` back; replaces an existing freeze."""
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
-                "INSERT INTO freezes (service, reason, actor, at, until) "
-                "VALUES (:service, :reason, :actor, :at, :until) "
-                "ON CONFLICT (service) DO UPDATE SET reason = excluded.reason, "
-                "actor = excluded.actor, at = excluded.at, until = excluded.until "
-                "RETURNING *",
-                {"service": service, "reason": reason, "actor": actor, "at": at, "until": until},
-            )
-        return _freeze(next(iter(rows)))
+        params = {"service": service, "reason": reason, "actor": actor, "at": at, "until": until}
+        sql = (
+            "INSERT INTO freezes (service, reason, actor, at, until) "
+            "VALUES (:service, :reason, :actor, :at, :until) "
+            "ON CONFLICT (service) DO UPDATE SET reason = excluded.reason, "
+            "actor = excluded.actor, at = excluded.at, until = excluded.until "
+            "RETURNING *"
+        )
+        return await self._write(lambda db: _freeze(_rows(db, sql, params)[0]))
 
     async def unfreeze(self, service: str) -> FreezeRecord | None:
         """Lift the freeze; returns what was removed (None if there was none)."""
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
-                "DELETE FROM freezes WHERE service = :service RETURNING *", {"service": service}
+
+        def lift(db: sqlite3.Connection) -> FreezeRecord | None:
+            rows = _rows(
+                db, "DELETE FROM freezes WHERE service = :service RETURNING *", {"service": service}
             )
-        return next((_freeze(row) for row in rows), None)
+            return _freeze(rows[0]) if rows else None
+
+        return await self._write(lift)
 
     async def frozen(self, service: str, now: float) -> FreezeRecord | None:
         """The freeze in force at ``now``; an expired one counts as none."""
@@ -690,13 +534,9 @@ class SQLiteStore(OutboxStore):
         self, service: str | None, kind: str, at: float, data: Mapping[str, Any]
     ) -> int:
         """Append to the decision trail; returns the event's id."""
-        async with self._transaction() as db:
-            rows = await db.execute_fetchall(
-                "INSERT INTO events (service, kind, at, data) "
-                "VALUES (:service, :kind, :at, :data) RETURNING id",
-                {"service": service, "kind": kind, "at": at, "data": _dumps(data)},
-            )
-        return int(next(iter(rows))[0])
+        params = {"service": service, "kind": kind, "at": at, "data": _dumps(data)}
+        sql = "INSERT INTO events (service, kind, at, data) VALUES (:service, :kind, :at, :data)"
+        return await self._write(lambda db: int(db.execute(sql, params).lastrowid or 0))
 
     async def events(
         self,
@@ -719,12 +559,11 @@ class SQLiteStore(OutboxStore):
             names = [f"kind{i}" for i in range(len(kinds))]
             where.append(f"kind IN ({', '.join(':' + n for n in names)})")
             params.update(zip(names, kinds, strict=True))
-        rows = await self._fetch(
+        sql = (
             f"SELECT * FROM events WHERE {' AND '.join(where)} "
-            "ORDER BY at DESC, id DESC LIMIT :limit",
-            params,
+            "ORDER BY at DESC, id DESC LIMIT :limit"
         )
-        return [_event(row) for row in rows]
+        return await self._read(lambda db: [_event(row) for row in _rows(db, sql, params)])
 
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from monitor import store_sqlite
+from monitor import store_schema
 from monitor.clock import FakeClock
 from monitor.engine import RuleState
 from monitor.errors import RailguardError, StoreError
@@ -25,7 +25,8 @@ from monitor.store import (
     open_store,
     state_path,
 )
-from monitor.store_sqlite import MIGRATIONS, SQLiteStore
+from monitor.store_schema import MIGRATIONS
+from monitor.store_sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 NEWEST = MIGRATIONS[-1][0]
@@ -72,10 +73,9 @@ async def test_migrates_an_empty_database(tmp_path: Path, clock: FakeClock) -> N
     async with await open_store(path, clock=clock) as store:
         assert store.migrated == tuple(range(1, NEWEST + 1))
         assert store.schema_version == NEWEST
-        db = store._connection()
         pragmas = {}
         for name in ("journal_mode", "synchronous", "foreign_keys"):
-            rows = list(await db.execute_fetchall(f"PRAGMA {name}"))
+            rows = await store._fetch(f"PRAGMA {name}", {})
             pragmas[name] = rows[0][0]
         assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
     assert versions(path) == [(v, T0) for v in range(1, NEWEST + 1)]
@@ -100,7 +100,7 @@ async def test_a_new_migration_is_one_more_entry(
     path = tmp_path / "railguard.db"
     await (await open_store(path, clock=clock)).close()
     later = [*MIGRATIONS, (NEWEST + 1, "future", "CREATE TABLE future (id INTEGER PRIMARY KEY);")]
-    monkeypatch.setattr(store_sqlite, "MIGRATIONS", later)
+    monkeypatch.setattr(store_schema, "MIGRATIONS", later)
     async with await open_store(path, clock=clock) as store:
         assert store.migrated == (NEWEST + 1,)
         assert store.schema_version == NEWEST + 1
@@ -113,7 +113,7 @@ async def test_a_failing_migration_leaves_the_database_as_it_was(
     path = tmp_path / "railguard.db"
     await (await open_store(path, clock=clock)).close()
     broken = "CREATE TABLE future (id INTEGER PRIMARY KEY); SELECT nonsense FROM nowhere;"
-    monkeypatch.setattr(store_sqlite, "MIGRATIONS", [*MIGRATIONS, (NEWEST + 1, "future", broken)])
+    monkeypatch.setattr(store_schema, "MIGRATIONS", [*MIGRATIONS, (NEWEST + 1, "future", broken)])
     with pytest.raises(StoreError, match=rf"migration {NEWEST + 1} \(future\) failed") as e:
         await open_store(path, clock=clock)
     assert f"left at version {NEWEST}" in str(e.value)

@@ -1,0 +1,132 @@
+"""The store's database thread: group commit, one failing write undone alone, commit failures,
+cancelled callers, closing with writes queued. Real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from monitor.clock import FakeClock
+from monitor.errors import StoreError
+from monitor.store import open_store
+from monitor.store_db import Database
+from monitor.store_sqlite import SQLiteStore
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
+    async with await open_store(tmp_path / "railguard.db", clock=clock) as s:
+        yield s
+
+
+def database(store: SQLiteStore) -> Database:
+    return store._db
+
+
+async def test_writes_queued_together_share_one_transaction(store: SQLiteStore) -> None:
+    db = database(store)
+    before = db.transactions
+    await asyncio.gather(
+        *(store.save_rule_state(f"svc-{i}", "error-rate", {"n": i}, T0) for i in range(200))
+    )
+    committed = db.transactions - before
+    assert 1 <= committed < 200  # grouped: far fewer transactions than writes
+    for i in (0, 99, 199):
+        assert await store.rule_states(f"svc-{i}") == {"error-rate": {"n": i}}
+
+
+async def test_a_failing_write_is_undone_alone(store: SQLiteStore) -> None:
+    intent = await store.begin_rollback(
+        "api", "d2", "d1", "auto", "railguard", "r", "bad", {}, T0, dry_run=False
+    )
+    await store.advance_rollback(intent.id, "sent", at=T0)
+    results = await asyncio.gather(
+        store.freeze("api", "before", "ana", T0),
+        store.note_attempt(intent.id, T0),  # not an intent any more: refused
+        store.mark_good("api", "never-recorded", T0, "x", {}),  # refused too
+        store.record_event("api", "note", T0, {"i": 1}),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], StoreError)
+    assert "not an intent" in str(results[1])
+    assert isinstance(results[2], StoreError)
+    assert "never recorded" in str(results[2])
+    assert await store.frozen("api", T0) is not None
+    assert [e.data for e in await store.events("api")] == [{"i": 1}]
+    record = await store.rollback(intent.id)
+    assert record is not None
+    assert record.attempts == 0
+
+
+async def test_a_transaction_that_cannot_begin_fails_its_writes_and_the_next_succeeds(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "railguard.db"
+    async with await open_store(path, clock=clock) as store:
+        await store._read(lambda db: db.execute("PRAGMA busy_timeout=0"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(StoreError, match=r"railguard\.db: database is locked"):
+                await store.freeze("api", "held", "ana", T0)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await store.frozen("api", T0) is None
+        await store.freeze("api", "now", "ana", T0)
+        frozen = await store.frozen("api", T0)
+        assert frozen is not None
+        assert frozen.reason == "now"
+
+
+async def test_a_failed_commit_fails_every_write_of_the_batch(store: SQLiteStore) -> None:
+    def breaks_the_transaction(db: sqlite3.Connection) -> None:
+        db.execute("COMMIT")  # the batch's COMMIT will then find no transaction
+
+    results = await asyncio.gather(
+        store.freeze("api", "x", "ana", T0),
+        store._write(breaks_the_transaction),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, StoreError) for r in results[1:])
+    # Whatever the batch held, the connection is usable again afterwards.
+    await store.freeze("web", "y", "ana", T0)
+    assert await store.frozen("web", T0) is not None
+
+
+async def test_a_cancelled_callers_write_is_still_committed(store: SQLiteStore) -> None:
+    task = asyncio.create_task(store.freeze("api", "decided", "ana", T0))
+    await asyncio.sleep(0)  # the write is queued
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.frozen("api", T0) is not None  # a read queues behind the write
+
+
+async def test_close_finishes_queued_writes_then_refuses(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "railguard.db"
+    store = await open_store(path, clock=clock)
+    writes = [
+        asyncio.create_task(store.record_event("api", "note", T0, {"i": i})) for i in range(20)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    await asyncio.gather(*writes)
+    await store.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        await store.freeze("api", "late", "ana", T0)
+    with pytest.raises(StoreError, match="closed"):
+        await store.frozen("api", T0)
+    async with await open_store(path, clock=clock) as again:
+        assert len(await again.events("api")) == 20
+
+
+async def test_a_read_error_names_the_file(store: SQLiteStore) -> None:
+    with pytest.raises(StoreError, match=r"railguard\.db: no such table"):
+        await store._fetch("SELECT * FROM nowhere", {})
