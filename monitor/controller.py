@@ -30,7 +30,7 @@ from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment, newest_live
 from monitor.reconcile import Follow, Wait, settle_intent
 from monitor.releases import Verdicts, went_live
-from monitor.store import DeploymentRecord, FreezeRecord, RollbackRecord, Store
+from monitor.store import RollbackRecord, ServiceRecords, Store
 from monitor.tasks import Background
 from monitor.telemetry import Metrics
 
@@ -67,15 +67,6 @@ def _reason(rule: Rule, state: RuleState, now: float) -> str:
     hits = sum(1 for s in window if s.value is not None and rule.breaches(s.value))
     lasted = format_duration(max(0.0, now - since))
     return f"{compared} for {lasted} ({hits}/{len(window)} samples breaching)"
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """What the store says about one service, as one decision reads it."""
-
-    records: tuple[DeploymentRecord, ...]
-    frozen: FreezeRecord | None
-    rollbacks: tuple[RollbackRecord, ...]
 
 
 class RollbackController:
@@ -176,15 +167,10 @@ class RollbackController:
 
     # -- deciding ----------------------------------------------------------------------------
 
-    async def stored(self, service: ServicePlan) -> Stored:
-        """The store's part of the facts: three reads."""
-        name, now = service.name, self.clock.time()
+    async def stored(self, service: ServicePlan) -> ServiceRecords:
+        """The store's part of the facts: one read."""
         limit = max(20, service.policy.max_rollbacks_per_day + 5)
-        return Stored(
-            records=tuple(await self.store.deployments(name, limit=200)),
-            frozen=await self.store.frozen(name, now),
-            rollbacks=tuple(await self.store.rollbacks(name, limit=limit)),
-        )
+        return await self.store.service_records(service.name, self.clock.time(), rollbacks=limit)
 
     async def facts(
         self,
@@ -193,7 +179,7 @@ class RollbackController:
         deployments: Sequence[Deployment] | None = None,
         *,
         exclude: RollbackRecord | None = None,
-        stored: Stored | None = None,
+        stored: ServiceRecords | None = None,
     ) -> Facts:
         """Everything the decision looks at, from the poller's last answer unless given.
 

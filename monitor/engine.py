@@ -33,7 +33,7 @@ class RuleState:
     """What one rule remembers about one service between samples."""
 
     phase: Phase = Phase.INACTIVE
-    since: float | None = None  # the first breaching sample of the current episode
+    since: float | None = None  # when the breach of the current episode began (breach_start)
     last_known_at: float | None = None
     unknown_since: float | None = None  # first UNKNOWN of the current run; None after a known
     blind: bool = False
@@ -128,7 +128,7 @@ def _evaluate_known(
     outcome = ""
     if phase is Phase.INACTIVE:
         if breaching:
-            phase, since, window = Phase.PENDING, now, (sample,)
+            phase, since, window = Phase.PENDING, breach_start(rule, state, sample), (sample,)
             transitions.append(Transition.PENDING)
     else:
         start = now - rule.for_
@@ -155,6 +155,22 @@ def _evaluate_known(
     new = RuleState(phase=phase, since=since, last_known_at=now, window=window)
     reason = "; ".join([*notes, compared + outcome])
     return new, _verdict(rule, sample, state, new, tuple(transitions), breaching, reason)
+
+
+def breach_start(rule: Rule, state: RuleState, sample: Sample) -> float:
+    """When the breach first seen in ``sample`` began, as far as the samples can tell.
+
+    A rate describes the window before its sample (the span since the previous scrape, a
+    Railway step): when that window breaches, the breach is on record from the window's
+    start, so ``for`` counts breach *evidence*, and a fault that begins just before a tick
+    (diluting that tick's window) still fires within ``for`` + one interval. Never earlier
+    than the previous sample, which was known and did not breach; an instant (a probe, a
+    gauge) or a first sample after a gap or an UNKNOWN dates from itself.
+    """
+    previous = state.last_known_at
+    if previous is None or state.unknown_since is not None or sample.at - previous > rule.max_gap:
+        return sample.at
+    return min(sample.at, max(sample.window_start, previous))
 
 
 def _evaluate_unknown(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, Verdict]:

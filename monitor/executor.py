@@ -120,12 +120,19 @@ class RollbackExecutor(Verification):
             evidence,
             [d.id for d in deployments],
         )
-        return await self.drive(service, record, deployments=deployments, started=started)
+        return await self.drive(
+            service, record, deployments=deployments, started=started, fresh=True
+        )
 
     async def dry_run(self, service: ServicePlan, go: Go) -> RollbackRecord:
         """Record what a live run would do for this incident, and send nothing."""
         now = self.clock.time()
         evidence = self._evidence(go.active, go.target, go)
+
+        def would(record: RollbackRecord) -> tuple[str, Mapping[str, Any]]:
+            event = self._event(record, EventKind.ROLLBACK_DRY_RUN, "would roll back")
+            return event.kind.value, event.to_dict()
+
         record = await self.store.begin_rollback(
             service.name,
             go.active.id,
@@ -137,10 +144,9 @@ class RollbackExecutor(Verification):
             evidence,
             now,
             dry_run=True,
+            event=would,
         )
         self.metrics.rollbacks.labels(service.name, service.tier, "auto", "dry_run").inc()
-        event = self._event(record, EventKind.ROLLBACK_DRY_RUN, "would roll back")
-        await write_event(self.store, service.name, event, now)
         log.warning(
             "dry run: would roll back",
             service=service.name,
@@ -216,6 +222,14 @@ class RollbackExecutor(Verification):
         known: Sequence[str] = (),
     ) -> RollbackRecord:
         now = self.clock.time()
+
+        def started(record: RollbackRecord) -> tuple[str, Mapping[str, Any]]:
+            event = self._event(
+                record, EventKind.ROLLBACK_STARTED, reason, trigger=trigger, actor=actor
+            )
+            return event.kind.value, event.to_dict()
+
+        # The intent and its event in one transaction: one write on the decision's path.
         record = await self.store.begin_rollback(
             service.name,
             active.id,
@@ -227,11 +241,8 @@ class RollbackExecutor(Verification):
             {**(evidence or {}), **self._evidence(active, target), KNOWN: list(known)},
             now,
             dry_run=False,
+            event=started,
         )
-        event = self._event(
-            record, EventKind.ROLLBACK_STARTED, reason, trigger=trigger, actor=actor
-        )
-        await write_event(self.store, service.name, event, now)
         log.warning(
             "rolling back",
             service=service.name,
@@ -264,11 +275,16 @@ class RollbackExecutor(Verification):
         *,
         deployments: Sequence[Deployment] | None = None,
         started: float | None = None,
+        fresh: bool = False,
     ) -> RollbackRecord:
-        """Move an unfinished rollback to a terminal state, from whatever state it is in."""
+        """Move an unfinished rollback to a terminal state, from whatever state it is in.
+
+        ``fresh``: ``record`` was just written by this task (no other can have moved it).
+        """
         async with self._lock(service.name):
-            fresh = await self.store.rollback(record.id)
-            record = fresh if fresh is not None else record
+            if not fresh:
+                stored = await self.store.rollback(record.id)
+                record = stored if stored is not None else record
             if record.finished:
                 return record
             replacement = None

@@ -36,7 +36,7 @@ from ``intent``, since after ``sent`` the mutation did reach Railway.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -201,6 +201,20 @@ def transition_columns(
     return columns
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceRecords:
+    """What the store says about one service, read in one go (a decision reads it once)."""
+
+    records: tuple[DeploymentRecord, ...]  # newest created first
+    frozen: FreezeRecord | None  # the freeze in force, if any
+    rollbacks: tuple[RollbackRecord, ...]  # newest decided first
+
+
+# An event to record with a rollback's intent, made from the record (its id is known only then):
+# (kind, data).
+StartedEvent = Callable[["RollbackRecord"], tuple[str, Mapping[str, Any]]]
+
+
 class Store(Protocol):
     """What the daemon keeps across restarts. Every write is committed before it returns."""
 
@@ -272,8 +286,12 @@ class Store(Protocol):
         evidence: Mapping[str, Any],
         decided_at: float,
         dry_run: bool,
+        event: StartedEvent | None = None,
     ) -> RollbackRecord:
-        """Write the intent (or the dry run); StoreError if one is already in progress."""
+        """Write the intent (or the dry run); StoreError if one is already in progress.
+
+        ``event``: an event recorded in the same transaction, made from the new record.
+        """
         ...
 
     async def advance_rollback(
@@ -312,6 +330,12 @@ class Store(Protocol):
         self, service: str, since: float, trigger: RollbackTrigger = "auto"
     ) -> int:
         """How many real rollbacks (not dry runs, not abandoned) were decided since ``since``."""
+        ...
+
+    async def service_records(
+        self, service: str, now: float, *, deployments: int = 200, rollbacks: int = 20
+    ) -> ServiceRecords:
+        """A service's newest deployments and rollbacks and its freeze at ``now``, in one read."""
         ...
 
     # -- rule pending state

@@ -27,6 +27,8 @@ from monitor.store import (
     FreezeRecord,
     RollbackRecord,
     RollbackTrigger,
+    ServiceRecords,
+    StartedEvent,
     Store,
     check_transition,
     transition_columns,
@@ -79,6 +81,14 @@ def _event(row: sqlite3.Row) -> EventRecord:
 
 def _rows(db: sqlite3.Connection, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
     return db.execute(sql, params).fetchall()
+
+
+def _insert_event(
+    db: sqlite3.Connection, service: str | None, kind: str, at: float, data: Mapping[str, Any]
+) -> int:
+    params = {"service": service, "kind": kind, "at": at, "data": _dumps(data)}
+    sql = "INSERT INTO events (service, kind, at, data) VALUES (:service, :kind, :at, :data)"
+    return int(db.execute(sql, params).lastrowid or 0)
 
 
 class SQLiteStore(OutboxStore):
@@ -290,8 +300,12 @@ class SQLiteStore(OutboxStore):
         evidence: Mapping[str, Any],
         decided_at: float,
         dry_run: bool,
+        event: StartedEvent | None = None,
     ) -> RollbackRecord:
-        """Write the intent (or the dry run); StoreError if one is already in progress."""
+        """Write the intent (or the dry run); StoreError if one is already in progress.
+
+        ``event``: an event recorded in the same transaction, made from the new record.
+        """
         if trigger not in ("auto", "manual"):
             raise ValueError(f"unknown rollback trigger {trigger!r} (auto or manual)")
         params = {
@@ -335,7 +349,11 @@ class SQLiteStore(OutboxStore):
                 raise StoreError(
                     f"a rollback of {service} is already in progress (#{running[0]['id']})"
                 ) from None
-            return _rollback(rows[0])
+            record = _rollback(rows[0])
+            if event is not None:
+                kind, data = event(record)
+                _insert_event(db, service, kind, decided_at, data)
+            return record
 
         return await self._write(begin)
 
@@ -449,6 +467,39 @@ class SQLiteStore(OutboxStore):
         )
         return int(rows[0][0])
 
+    async def service_records(
+        self, service: str, now: float, *, deployments: int = 200, rollbacks: int = 20
+    ) -> ServiceRecords:
+        """A service's newest deployments and rollbacks and its freeze at ``now``, in one read."""
+        key = {"service": service, "now": now}
+
+        def read(db: sqlite3.Connection) -> ServiceRecords:
+            records = _rows(
+                db,
+                "SELECT * FROM deployments WHERE service = :service "
+                "ORDER BY created_at DESC, id DESC LIMIT :limit",
+                {**key, "limit": deployments},
+            )
+            freezes = _rows(
+                db,
+                "SELECT * FROM freezes WHERE service = :service "
+                "AND (until IS NULL OR until > :now)",
+                key,
+            )
+            recent = _rows(
+                db,
+                "SELECT * FROM rollbacks WHERE service = :service "
+                "ORDER BY decided_at DESC, id DESC LIMIT :limit",
+                {**key, "limit": rollbacks},
+            )
+            return ServiceRecords(
+                records=tuple(_deployment(row) for row in records),
+                frozen=_freeze(freezes[0]) if freezes else None,
+                rollbacks=tuple(_rollback(row) for row in recent),
+            )
+
+        return await self._read(read)
+
     # -- rule pending state
 
     async def save_rule_state(
@@ -534,9 +585,7 @@ class SQLiteStore(OutboxStore):
         self, service: str | None, kind: str, at: float, data: Mapping[str, Any]
     ) -> int:
         """Append to the decision trail; returns the event's id."""
-        params = {"service": service, "kind": kind, "at": at, "data": _dumps(data)}
-        sql = "INSERT INTO events (service, kind, at, data) VALUES (:service, :kind, :at, :data)"
-        return await self._write(lambda db: int(db.execute(sql, params).lastrowid or 0))
+        return await self._write(lambda db: _insert_event(db, service, kind, at, data))
 
     async def events(
         self,

@@ -413,3 +413,72 @@ def test_the_slack_is_small_next_to_the_interval() -> None:
     points = [(float(t), BAD) for t in range(0, 20, 2)] + [(19.7, BAD)]
     _, verdicts = run(rule, points)
     assert events(verdicts) == ["0:pending"]  # 0.3s short of for: not yet
+
+
+# -- when a breach began: a rate's window, never before the previous (healthy) sample ---------
+
+
+def rate(t: float, value: float | None, span: float | None = None, **detail: float) -> Sample:
+    """An error-rate sample; ``span`` seconds of requests before ``t`` (a scrape delta)."""
+    extra: dict[str, float] = dict(detail)
+    if span is not None:
+        extra["span_s"] = span
+    return Sample(signal=Signal.ERROR_RATE, at=t, value=value, detail=extra)
+
+
+def feed(rule: Rule, samples: Iterable[Sample]) -> tuple[RuleState, list[Verdict]]:
+    state, verdicts = RuleState(), []
+    for s in samples:
+        state, verdict = evaluate(rule, state, s)
+        verdicts.append(verdict)
+    return state, verdicts
+
+
+@pytest.mark.parametrize(
+    ("samples", "since"),
+    [
+        # A scrape delta over the 2s since the last (healthy) scrape: dated from its start.
+        ([rate(0, OK, 2), rate(2, OK, 2), rate(4, BAD, 2)], 2.0),
+        # A long window (rate[10s] every 2s) goes back to the previous sample only.
+        ([rate(0, OK, 10), rate(2, OK, 10), rate(4, BAD, 10)], 2.0),
+        # A Railway step that began after the previous sample: from the step's start.
+        ([rate(0, OK), rate(10, OK), rate(11, BAD, step_start=10.5)], 10.5),
+        # An instant (a probe, a gauge): from itself.
+        ([rate(0, OK), rate(2, OK), rate(4, BAD)], 4.0),
+        # The first sample ever: from itself, whatever its window.
+        ([rate(4, BAD, 60)], 4.0),
+        # After a gap longer than max_gap (4s): from itself.
+        ([rate(0, OK, 2), rate(10, BAD, 10)], 10.0),
+        # After an UNKNOWN: from itself (nothing says the breach was absent before).
+        ([rate(0, OK, 2), rate(2, UNK, 2), rate(4, BAD, 4)], 4.0),
+    ],
+)
+def test_a_breach_is_dated_from_the_window_it_was_measured_over(
+    samples: list[Sample], since: float
+) -> None:
+    state, verdicts = feed(make_rule(for_=20.0, max_gap=4.0), samples)
+    assert Transition.PENDING in verdicts[-1].transitions
+    assert state.since == since
+
+
+def test_a_fault_just_before_a_tick_fires_within_for_and_one_interval() -> None:
+    # for = 20s at a 2s interval; the fault starts 0.1s before the tick at 2s, so the delta
+    # at 2s holds 0.1s of it (diluted below the threshold) and the first breaching delta is
+    # at 4s, over [2, 4]. Dated from its window's start, the rule fires at 22s = 1.9s + 20.1s
+    # after the fault: within for + one interval (21.9s); dated from 4s it would be 24s.
+    rule = make_rule(for_=20.0, max_gap=4.0)
+    samples = [rate(0, OK, 2), rate(2, 0.025, 2)] + [rate(t, BAD, 2) for t in range(4, 26, 2)]
+    _, verdicts = feed(rule, samples)
+    fired = [v.at for v in verdicts if Transition.FIRING in v.transitions]
+    assert fired == [22.0]
+    assert fired[0] - 1.9 <= 20.0 + 2.0
+
+
+def test_twenty_seconds_of_breach_evidence_are_needed_not_less() -> None:
+    # Ten 2s deltas cover [2, 22]: exactly `for`; nine (to 20s) do not fire.
+    rule = make_rule(for_=20.0, max_gap=4.0)
+    samples = [rate(0, OK, 2), rate(2, OK, 2)] + [rate(t, BAD, 2) for t in range(4, 22, 2)]
+    state, _ = feed(rule, samples)
+    assert state.phase is Phase.PENDING
+    state, _ = evaluate(rule, state, rate(22, BAD, 2))
+    assert state.phase is Phase.FIRING

@@ -130,3 +130,70 @@ async def test_close_finishes_queued_writes_then_refuses(tmp_path: Path, clock: 
 async def test_a_read_error_names_the_file(store: SQLiteStore) -> None:
     with pytest.raises(StoreError, match=r"railguard\.db: no such table"):
         await store._fetch("SELECT * FROM nowhere", {})
+
+
+async def test_the_intent_and_its_event_are_one_write(store: SQLiteStore) -> None:
+    def started(record: object) -> tuple[str, dict[str, object]]:
+        return "rollback_started", {"rollback": getattr(record, "id", None)}
+
+    intent = await store.begin_rollback(
+        "api", "d2", "d1", "auto", "railguard", "r", "bad", {}, T0, dry_run=False, event=started
+    )
+    assert [(e.kind, e.data) for e in await store.events("api")] == [
+        ("rollback_started", {"rollback": intent.id})
+    ]
+    # A second intent is refused, and so records no event.
+    with pytest.raises(StoreError, match="already in progress"):
+        await store.begin_rollback(
+            "api", "d2", "d1", "auto", "railguard", "r", "bad", {}, T0, dry_run=False, event=started
+        )
+    assert len(await store.events("api")) == 1
+
+
+async def test_an_event_that_cannot_be_made_undoes_the_intent(store: SQLiteStore) -> None:
+    def broken(record: object) -> tuple[str, dict[str, object]]:
+        raise ValueError("cannot render")
+
+    with pytest.raises(ValueError, match="cannot render"):
+        await store.begin_rollback(
+            "api", "d2", "d1", "auto", "railguard", "r", "bad", {}, T0, dry_run=False, event=broken
+        )
+    assert await store.rollbacks("api") == []
+    assert await store.events("api") == []
+
+
+async def test_service_records_read_in_one_go(store: SQLiteStore) -> None:
+    for i in range(3):
+        await store.upsert_deployment(
+            "api",
+            id=f"d{i}",
+            status="SUCCESS",
+            created_at=T0 + i,
+            can_rollback=True,
+            meta={},
+            seen_at=T0 + i,
+            live=True,
+        )
+    await store.upsert_deployment(
+        "web",
+        id="w",
+        status="SUCCESS",
+        created_at=T0,
+        can_rollback=True,
+        meta={},
+        seen_at=T0,
+        live=True,
+    )
+    await store.freeze("api", "expired", "ana", T0, until=T0 + 10)
+    done = await store.begin_rollback(
+        "api", "d2", "d1", "auto", "railguard", "r", "bad", {}, T0, dry_run=True
+    )
+    records = await store.service_records("api", T0 + 5, deployments=2, rollbacks=5)
+    assert [r.id for r in records.records] == ["d2", "d1"]
+    assert records.frozen is not None
+    assert records.frozen.reason == "expired"
+    assert [r.id for r in records.rollbacks] == [done.id]
+    later = await store.service_records("api", T0 + 10)
+    assert later.frozen is None  # expired at `until`
+    assert len(later.records) == 3
+    assert (await store.service_records("nobody", T0)).records == ()

@@ -33,6 +33,7 @@ from monitor.sources.exposition_checks import value_problem
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
 log = structlog.get_logger("railguard.railway")
+_YIELD_EVERY = 50  # services read between two yields to the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +303,14 @@ class RailwayPoller:
             break
         self.last_error = "; ".join(sorted(set(failed.values()))) if failed else None
         self.last_failure = None
-        at = self._answered_at = self.clock.time()
+        at = self.clock.time()
         for i, target in enumerate(asked):
             self._latest[target.name] = self._snapshot(i, target, data, at, failed.get(target.name))
+            if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                # A thousand services' answers take a few hundred ms to read: let the ticks
+                # and decisions waiting on the loop run in between.
+                await asyncio.sleep(0)
+        self._answered_at = at
         for target in self.targets:
             if target.name in failed and target not in asked:
                 self._latest[target.name] = self._snapshot(0, target, {}, at, failed[target.name])
