@@ -69,12 +69,30 @@ def _environ(info: ValidationInfo) -> Mapping[str, str]:
     return {}
 
 
-def expand(text: str, environ: Mapping[str, str]) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}`` from ``environ``; an unset VAR is an error."""
+class Expansions:
+    """What ``${VAR}`` expansion did while a config was read, so what railguard shows can
+    say ``${VAR}`` instead of its value (:class:`monitor.redact.Redactor`)."""
+
+    __slots__ = ("values", "written")
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        """Each variable a reference took its value from -> that value."""
+        self.written: dict[str, str] = {}
+        """Each string that expansion changed -> the string as the file wrote it."""
+
+
+def expand(text: str, environ: Mapping[str, str], used: dict[str, str] | None = None) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` from ``environ``; an unset VAR is an error.
+
+    ``used`` collects each variable taken from ``environ`` with its value.
+    """
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in environ:
+            if used is not None:
+                used[name] = environ[name]
             return environ[name]
         if default is not None:
             return default
@@ -83,9 +101,22 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
     return _REFERENCE.sub(substitute, text)
 
 
+def expand_in(text: str, info: ValidationInfo) -> str:
+    """:func:`expand` with the validation context's environment, noting what it did in the
+    context's :class:`Expansions` (if it has one)."""
+    context = info.context
+    seen = context.get("expansions") if isinstance(context, Mapping) else None
+    if not isinstance(seen, Expansions):
+        return expand(text, _environ(info))
+    expanded = expand(text, _environ(info), seen.values)
+    if expanded != text:
+        seen.written[expanded] = text
+    return expanded
+
+
 def _expand_text(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, str):
-        return expand(value, _environ(info))
+        return expand_in(value, info)
     return value
 
 
@@ -99,7 +130,7 @@ def _expand_secret(value: Any, info: ValidationInfo) -> Any:
             "secrets come only from the environment: write a reference such as "
             '"${SLACK_WEBHOOK_URL}", not the secret itself',
         )
-    return expand(value, _environ(info))
+    return expand_in(value, info)
 
 
 class DurationTooLong(ValueError):
@@ -135,7 +166,7 @@ def parse_duration(value: Any) -> float:
 
 def _duration(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, str):
-        expanded = expand(value, _environ(info))
+        expanded = expand_in(value, info)
         try:
             return parse_duration(expanded)
         except ValueError as e:
@@ -157,7 +188,7 @@ def _duration(value: Any, info: ValidationInfo) -> Any:
 
 def _percent(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, str):
-        text = expand(value, _environ(info)).strip()
+        text = expand_in(value, info).strip()
         if text.endswith("%"):
             try:
                 return float(text[:-1]) / 100.0

@@ -127,6 +127,7 @@ class Daemon:
                 semaphore=semaphore,
                 sink=self.switchboard.on_verdict,
                 after_tick=self.switchboard.after_tick,
+                redactor=self.plan.redactor,
             )
             for service in self.plan.services
         ]

@@ -4,9 +4,10 @@ Everything railguard records about a service (a rule firing, a rollback and how 
 guard holding one back, an escalation, a deployment verified or failed, a freeze) is one of
 these events. Writers build a typed event and :func:`write_event` it, so a misspelt kind or a
 missing field is a type error; readers :func:`parse` what the store holds. The store keeps
-plain JSON written by every version of railguard that ran against it, so parsing forgives:
-unknown keys are ignored, missing or odd values take their defaults, and an unknown kind (or
-data that cannot be read at all) becomes a :class:`GenericEvent`, never an exception.
+plain JSON written by every version of railguard that ran against it, so parsing forgives
+(:mod:`monitor.eventdata` writes and reads that JSON): unknown keys are ignored, missing or
+odd values take their defaults, and an unknown kind (or data that cannot be read at all)
+becomes a :class:`GenericEvent`, never an exception.
 
 The words for an event (titles and summaries for notifications, the digest and /status)
 come from one place: :func:`monitor.render.describe`.
@@ -15,10 +16,11 @@ come from one place: :func:`monitor.render.describe`.
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from monitor.eventdata import integer, mappings, maybe_text, number, stored, text, texts
 
 if TYPE_CHECKING:
     from monitor.store import EventRecord
@@ -68,67 +70,6 @@ ROLLBACK_ENDED: dict[RollbackEnd, RollbackKind] = {
 }
 
 
-# -- forgiving readers of stored values ---------------------------------------------------------
-
-
-def _text(data: Mapping[str, Any], key: str, default: str = "") -> str:
-    value = data.get(key)
-    if value is None:
-        return default
-    return value if isinstance(value, str) else str(value)
-
-
-def _maybe_text(data: Mapping[str, Any], key: str) -> str | None:
-    value = _text(data, key)
-    return value or None
-
-
-def _number(data: Mapping[str, Any], key: str) -> float | None:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _int(data: Mapping[str, Any], key: str) -> int | None:
-    value = _number(data, key)
-    return int(value) if value is not None and value.is_integer() else None
-
-
-def _texts(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
-    value = data.get(key)
-    if not isinstance(value, list | tuple):
-        return ()
-    return tuple(item if isinstance(item, str) else str(item) for item in value)
-
-
-def _mappings(data: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any], ...]:
-    value = data.get(key)
-    if not isinstance(value, list | tuple):
-        return ()
-    return tuple(dict(item) for item in value if isinstance(item, Mapping))
-
-
-_STORED_AS = {"from_": "from", "escalation": "kind"}
-
-
-def _stored(value: Any) -> dict[str, Any]:
-    """An event's data as the store keeps it: flat JSON (nested evidence or a failed
-    rollback spread under the event's own keys), ``kind`` left to its column, None, False and
-    empty lists left out."""
-    flat: dict[str, Any] = {}
-    own: dict[str, Any] = {}
-    for f in fields(value):
-        item = getattr(value, f.name)
-        if f.name == "kind" or item is None or item is False or item == ():
-            continue
-        if is_dataclass(item):
-            flat |= _stored(item)
-        else:
-            own[_STORED_AS.get(f.name, f.name)] = list(item) if isinstance(item, tuple) else item
-    return flat | own
-
-
 # -- the event families ----------------------------------------------------------------------
 
 
@@ -142,15 +83,15 @@ class Evidence:
     active: str | None = None  # the deployment judged
 
     def to_dict(self) -> dict[str, Any]:
-        return _stored(self)
+        return stored(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evidence:
         return cls(
-            rule=_maybe_text(data, "rule"),
-            reason=_maybe_text(data, "reason"),
-            samples=_mappings(data, "samples"),
-            active=_maybe_text(data, "active"),
+            rule=maybe_text(data, "rule"),
+            reason=maybe_text(data, "reason"),
+            samples=mappings(data, "samples"),
+            active=maybe_text(data, "active"),
         )
 
 
@@ -163,11 +104,11 @@ class RuleEvent:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return _stored(self)
+        return stored(self)
 
     @classmethod
     def from_dict(cls, kind: RuleKind, data: Mapping[str, Any]) -> RuleEvent:
-        return cls(kind=kind, rule=_text(data, "rule"), reason=_text(data, "reason"))
+        return cls(kind=kind, rule=text(data, "rule"), reason=text(data, "reason"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,24 +130,24 @@ class RollbackEvent:
     took_s: float | None = None  # from the decision to the end
 
     def to_dict(self) -> dict[str, Any]:
-        return _stored(self)
+        return stored(self)
 
     @classmethod
     def from_dict(cls, kind: RollbackKind, data: Mapping[str, Any]) -> RollbackEvent:
         return cls(
             kind=kind,
-            rollback=_int(data, "rollback"),
-            rule=_maybe_text(data, "rule"),
-            from_=_maybe_text(data, "from"),
-            to=_maybe_text(data, "to"),
-            from_release=_maybe_text(data, "from_release"),
-            to_release=_maybe_text(data, "to_release"),
-            new=_maybe_text(data, "new"),
-            why=_text(data, "why"),
-            reason=_text(data, "reason"),
-            trigger=_maybe_text(data, "trigger"),
-            actor=_maybe_text(data, "actor"),
-            took_s=_number(data, "took_s"),
+            rollback=integer(data, "rollback"),
+            rule=maybe_text(data, "rule"),
+            from_=maybe_text(data, "from"),
+            to=maybe_text(data, "to"),
+            from_release=maybe_text(data, "from_release"),
+            to_release=maybe_text(data, "to_release"),
+            new=maybe_text(data, "new"),
+            why=text(data, "why"),
+            reason=text(data, "reason"),
+            trigger=maybe_text(data, "trigger"),
+            actor=maybe_text(data, "actor"),
+            took_s=number(data, "took_s"),
         )
 
 
@@ -223,17 +164,17 @@ class HoldEvent:
     restored: str | None = None  # loop_breaker: the deployment that rollback restored
 
     def to_dict(self) -> dict[str, Any]:
-        return _stored(self)
+        return stored(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HoldEvent:
         return cls(
-            guard=_text(data, "guard", "?"),
-            why=_text(data, "why"),
+            guard=text(data, "guard", "?"),
+            why=text(data, "why"),
             evidence=Evidence.from_dict(data),
-            deployment=_maybe_text(data, "deployment"),
-            rollback=_int(data, "rollback"),
-            restored=_maybe_text(data, "restored"),
+            deployment=maybe_text(data, "deployment"),
+            rollback=integer(data, "rollback"),
+            restored=maybe_text(data, "restored"),
         )
 
 
@@ -254,22 +195,22 @@ class EscalationEvent:
     failed: RollbackEvent | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _stored(self)
+        return stored(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EscalationEvent:
         evidence = Evidence.from_dict(data)
-        rollback, failed = _int(data, "rollback"), None
+        rollback, failed = integer(data, "rollback"), None
         if "from" in data or "to" in data:  # the rule, reason and number are the rollback's
             failed = RollbackEvent.from_dict(EventKind.ROLLBACK_FAILED, data)
             evidence = Evidence(samples=evidence.samples, active=evidence.active)
             rollback = None
         return cls(
-            escalation=_text(data, "kind", "?"),
-            why=_text(data, "why"),
+            escalation=text(data, "kind", "?"),
+            why=text(data, "why"),
             evidence=evidence,
             rollback=rollback,
-            restored=_maybe_text(data, "restored"),
+            restored=maybe_text(data, "restored"),
             failed=failed,
         )
 
@@ -290,20 +231,20 @@ class DeploymentEvent:
     inferred: bool = False  # learnt from Railway's history, not watched
 
     def to_dict(self) -> dict[str, Any]:
-        return _stored(self)
+        return stored(self)
 
     @classmethod
     def from_dict(cls, kind: DeploymentKind, data: Mapping[str, Any]) -> DeploymentEvent:
         return cls(
             kind=kind,
-            deployment=_text(data, "deployment"),
-            release=_maybe_text(data, "release"),
-            status=_maybe_text(data, "status"),
-            live_since=_number(data, "live_since"),
-            quiet_since=_number(data, "quiet_since"),
-            baked_s=_number(data, "baked_s"),
-            bake_s=_number(data, "bake_s"),
-            rules=_texts(data, "rules"),
+            deployment=text(data, "deployment"),
+            release=maybe_text(data, "release"),
+            status=maybe_text(data, "status"),
+            live_since=number(data, "live_since"),
+            quiet_since=number(data, "quiet_since"),
+            baked_s=number(data, "baked_s"),
+            bake_s=number(data, "bake_s"),
+            rules=texts(data, "rules"),
             inferred=data.get("inferred") is True,
         )
 
@@ -319,16 +260,16 @@ class FreezeEvent:
     was: Mapping[str, Any] | None = None  # unfrozen: the freeze lifted
 
     def to_dict(self) -> dict[str, Any]:
-        return _stored(self)
+        return stored(self)
 
     @classmethod
     def from_dict(cls, kind: FreezeKind, data: Mapping[str, Any]) -> FreezeEvent:
         was = data.get("was")
         return cls(
             kind=kind,
-            reason=_text(data, "reason"),
-            actor=_text(data, "actor"),
-            until=_number(data, "until"),
+            reason=text(data, "reason"),
+            actor=text(data, "actor"),
+            until=number(data, "until"),
             was=dict(was) if isinstance(was, Mapping) else None,
         )
 

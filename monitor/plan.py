@@ -7,12 +7,17 @@ with a configuration is found here, before the daemon starts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
 
 from monitor.alerts.channels import channel_name
+from monitor.configtypes import Expansions
 from monitor.errors import ConfigError
 from monitor.model import Rule, Signal, format_duration
+from monitor.redact import Redactor
 from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
 from monitor.settings import (
     Config,
@@ -82,6 +87,8 @@ class Plan:
     env: Environment
     services: tuple[ServicePlan, ...]
     rules: Mapping[str, LoadedRule]
+    redactor: Redactor = field(default_factory=Redactor)
+    """How whatever describes the plan shows its URLs and messages (secrets hidden)."""
 
     @property
     def railway_services(self) -> tuple[ServicePlan, ...]:
@@ -106,7 +113,8 @@ class Plan:
         return []
 
     def describe(self) -> str:
-        """The plan for people, as ``railguard check`` prints it."""
+        """The plan for people, as ``railguard check`` prints it (no secret in it)."""
+        shown = self.redactor.url
         lines = [f"config: {self.path}"]
         files = sorted({str(r.path) for r in self.rules.values()})
         lines.append(f"rule files: {', '.join(files)}")
@@ -122,11 +130,17 @@ class Plan:
             )
         lines.append(f"services ({len(self.services)}):")
         for service in self.services:
-            health = service.health.url if service.health else "no health check"
+            health = shown(service.health.url) if service.health else "no health check"
             lines.append(
                 f"  {service.name} [{service.tier}] every {format_duration(service.interval)}"
                 f": {health}"
             )
+            for signal in (Signal.ERROR_RATE, Signal.MEMORY):
+                source = getattr(service.config, signal.value)
+                if source is not None:
+                    url = getattr(source, "url", None)
+                    where = f" {shown(url)}" if isinstance(url, str) else ""
+                    lines.append(f"    {signal.value} from {source.source}{where}")
             for rule in service.rules:
                 extra = "" if rule.tolerance >= 1 else f", tolerance {rule.tolerance:g}"
                 lines.append(
@@ -141,20 +155,42 @@ class Plan:
             lines.append(f"channels ({len(channels)}):")
             for index, channel in enumerate(channels):
                 tiers = ", ".join(channel.tiers) if channel.tiers else "all tiers"
+                to = _channel_url(channel)
                 lines.append(
                     f"  {channel_name(channel, index)}: {channel.type}, "  # type: ignore[attr-defined]
                     f"{channel.min_severity.value} and above, {tiers}"
+                    + ("" if to is None else f", to {shown(to)}")
                 )
+        if self.config.status_url is not None:
+            lines.append(f"status page: {shown(self.config.status_url)}")
         railway = self.config.railway
         per_hour = self.railway_requests_per_hour()
         reserve = railway.requests_per_hour * railway.reserve
         lines.append(
-            f"railway: {self.env.railway_api_url}, polling {per_hour:g} requests/hour "
+            f"railway: {shown(self.env.railway_api_url)}, polling {per_hour:g} requests/hour "
             f"of {railway.requests_per_hour} ({100 * per_hour / railway.requests_per_hour:.0f}%)"
             f", {reserve:g}/hour kept for rollbacks"
         )
         lines += [f"warning: {problem}" for problem in self.run_problems()]
         return "\n".join(lines)
+
+
+def _channel_url(channel: Any) -> str | None:
+    """Where a channel sends, if it is one URL (a secret one too: it is shown redacted)."""
+    url = getattr(channel, "url", None)
+    if isinstance(url, SecretStr):
+        return url.get_secret_value()
+    return url if isinstance(url, str) else None
+
+
+def _redactor(env: Environment, expansions: Expansions) -> Redactor:
+    """Hides what the config's ``${VAR}`` references held and railguard's own secrets."""
+    values = dict(expansions.values)
+    for name, info in Environment.model_fields.items():
+        secret = getattr(env, name)
+        if isinstance(secret, SecretStr):
+            values.setdefault(str(info.validation_alias), secret.get_secret_value())
+    return Redactor(values, expansions.written)
 
 
 def _rule_paths(config: Config, config_path: Path) -> list[Path]:
@@ -240,7 +276,8 @@ def _plan_service(
 
 def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None = None) -> Plan:
     """Load the config at ``path`` and its rule files, and check everything."""
-    config = load_config(path, env, environ)
+    expansions = Expansions()
+    config = load_config(path, env, environ, expansions)
     rules = load_rule_files(_rule_paths(config, path))
     for tier_name, policy in config.tiers.items():
         for index, name in enumerate(policy.rules):
@@ -253,4 +290,11 @@ def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None =
         _plan_service(i, service, config, rules, str(path))
         for i, service in enumerate(config.services)
     )
-    return Plan(path=path, config=config, env=env, services=services, rules=rules)
+    return Plan(
+        path=path,
+        config=config,
+        env=env,
+        services=services,
+        rules=rules,
+        redactor=_redactor(env, expansions),
+    )

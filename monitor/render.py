@@ -6,7 +6,10 @@ key facts in order. Each consumer lays them out its own way: the router puts the
 before the title and the facts into a notification's fields, the digest lists title and
 summary under the service, the status page shows them as a timeline row. Describing never
 fails: an event an older version wrote, or one this version does not know, still reads as
-something.
+something. A deployment is named by its release label; without one (events older versions
+wrote carry none, and the caller may know none) by the start of its id, the same way
+everywhere: ``rollback #2 succeeded: deployment 1a2b3c4d → v1``, ``deployment 1a2b3c4d
+failed``. The facts keep the whole id.
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ COUNTED: dict[EventKind, str] = {
     EventKind.BLIND: "blind spells",
     EventKind.DEPLOYMENT_FAILED: "failed deployments",
 }
+
+SHORT_ID = 8
+"""How much of a deployment id a title shows when the deployment has no release label
+(Railway's ids are UUIDs: their first block tells deployments apart)."""
 
 _RULE_TITLES: dict[EventKind, str] = {
     EventKind.RULE_FIRING: "{rule} firing",
@@ -92,6 +99,12 @@ def deployments_of(event: AnyEvent) -> tuple[str, ...]:
     return ()
 
 
+def short_id(deployment: str | None) -> str:
+    """The start of a deployment's id, as a title shows a deployment without a release label
+    (events older versions wrote carry none); the facts keep the whole id."""
+    return (deployment or "")[:SHORT_ID]
+
+
 def _kind_words(kind: str) -> str:
     return kind.replace("_", " ")
 
@@ -102,11 +115,15 @@ def _facts(*pairs: tuple[str, object]) -> tuple[tuple[str, str], ...]:
 
 def _describe(event: AnyEvent, releases: Mapping[str, str]) -> Words:
     def label(release: str | None, deployment: str | None) -> str:
-        if release:
-            return release
-        if not deployment:
-            return "?"
-        return releases.get(deployment) or deployment
+        """A rollback's end: ``v2``, else ``deployment 1a2b3c4d``."""
+        found = release or (releases.get(deployment) if deployment else None)
+        if found:
+            return found
+        return f"deployment {short_id(deployment)}" if deployment else "?"
+
+    def deployment_name(release: str | None, deployment: str) -> str:
+        """The deployment a deployment event is about: ``v9``, else ``1a2b3c4d``."""
+        return release or releases.get(deployment) or short_id(deployment) or "?"
 
     match event:
         case RuleEvent(kind=kind, rule=rule, reason=reason):
@@ -128,11 +145,11 @@ def _describe(event: AnyEvent, releases: Mapping[str, str]) -> Words:
                 named |= dict(_rollback(failed, *moved).facts)
             return Words(f"a person is needed ({escalation})", why, tuple(named.items()))
         case DeploymentEvent(kind=EventKind.DEPLOYMENT_FAILED):
-            what = label(event.release, event.deployment)
+            what = deployment_name(event.release, event.deployment)
             facts = _facts(("deployment", event.deployment))
             return Words(f"deployment {what} failed", event.status or "", facts)
         case DeploymentEvent():
-            what = label(event.release, event.deployment)
+            what = deployment_name(event.release, event.deployment)
             baked = f" {format_duration(event.baked_s)}" if event.baked_s is not None else ""
             summary = f"served{baked} with every rule inactive"
             if event.inferred:

@@ -20,6 +20,7 @@ from monitor.engine import RuleState, Transition, Verdict, evaluate
 from monitor.history import SignalHistory, capacity
 from monitor.model import Phase, Rule, Sample, Signal
 from monitor.plan import ServicePlan
+from monitor.redact import Redactor
 from monitor.sources.base import Source
 from monitor.telemetry import Metrics
 
@@ -52,8 +53,11 @@ class ServiceWorker:
         semaphore: asyncio.Semaphore,
         sink: VerdictSink | None = None,
         after_tick: TickHook | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.plan = plan
+        # Samples leave the worker (logs, /status, evidence) only as this shows them.
+        self.redactor = redactor or Redactor()
         self.after_tick = after_tick
         self.sources = tuple(sources)
         self.clock = clock
@@ -87,8 +91,9 @@ class ServiceWorker:
                 samples = await source.collect(at)
             except Exception as e:  # contained: the signal is UNKNOWN for this tick
                 self.metrics.tick_errors.labels(*self._labels, type(e).__name__).inc()
-                log.warning("source failed", service=self.plan.name, source=name, error=repr(e))
-                reason = f"{name} source failed: {e!r}"
+                error = self.redactor.text(repr(e))
+                log.warning("source failed", service=self.plan.name, source=name, error=error)
+                reason = f"{name} source failed: {error}"
                 samples = [Sample(signal, at, None, reason) for signal in source.signals]
             finally:
                 self._duration[name].observe(self.clock.monotonic() - started)
@@ -96,7 +101,7 @@ class ServiceWorker:
         unknown = sum(1 for sample in samples if sample.value is None)
         if unknown:
             self.metrics.source_unknown.labels(*self._labels, name).inc(unknown)
-        return samples
+        return [self.redactor.sample(sample) for sample in samples]
 
     async def tick(self) -> None:
         """Sample every source once and evaluate every rule on what came back."""

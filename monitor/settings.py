@@ -31,6 +31,7 @@ from monitor.configtypes import (
     HOUR,
     MINUTE,
     Duration,
+    Expansions,
     HttpUrl,
     Number,
     Strict,
@@ -39,6 +40,7 @@ from monitor.configtypes import (
     within,
 )
 from monitor.errors import ConfigError
+from monitor.redact import redact_url
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionMemory
 from monitor.sources.health import HealthCheck
 from monitor.sources.promql import PromQLErrorRate, PromQLMemory
@@ -340,12 +342,19 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
-def load_config(path: Path, env: Environment, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the config file at ``path``."""
+def load_config(
+    path: Path,
+    env: Environment,
+    environ: Mapping[str, str] | None = None,
+    expansions: Expansions | None = None,
+) -> Config:
+    """Read and validate the config file at ``path``; ``expansions`` collects what its
+    ``${VAR}`` references were expanded to (for redaction)."""
     raw = _with_default_tiers(read_toml(path))
     environ = os.environ if environ is None else environ
+    context: dict[str, Any] = {"environ": environ, "expansions": expansions}
     try:
-        return Config.model_validate(raw, context={"environ": environ})
+        return Config.model_validate(raw, context=context)
     except ValidationError as e:
         raise ConfigError(format_validation_error(str(path), e, raw)) from e
 
@@ -433,7 +442,10 @@ def format_validation_error(
         hidden = (
             item["type"] in ("missing", "secret_literal") or got is _MISSING or not _quotable(got)
         )
-        quoted = "" if hidden else f" (got {shown(got)})"
+        # A URL written with a literal password or token is quoted without them.
+        quoted = (
+            "" if hidden else f" (got {shown(redact_url(got) if isinstance(got, str) else got)})"
+        )
         lines.append(f"{source}: {key}: {message}{quoted}")
     if len(items) > MAX_ERRORS_SHOWN:
         lines.append(f"{source}: ... and {len(items) - MAX_ERRORS_SHOWN} more mistakes")

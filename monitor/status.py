@@ -74,15 +74,21 @@ class Labels:
             self._records[service] = {r.id: r for r in found}
         return self._records[service]
 
-    async def label(self, service: str, deployment: object) -> str:
+    async def release(self, service: str, deployment: object) -> str | None:
+        """The deployment's release label, if the store knows one."""
         if not isinstance(deployment, str):
-            return "?"
+            return None
         record = (await self.records(service)).get(deployment)
         if record is None:  # newer than what was read: read again
             self._records.pop(service)
             record = (await self.records(service)).get(deployment)
-        label = None if record is None else release_label(record.meta)
-        return label or deployment
+        return None if record is None else release_label(record.meta)
+
+    async def label(self, service: str, deployment: object) -> str:
+        """The release label, else the deployment id (``?`` without one)."""
+        if not isinstance(deployment, str):
+            return "?"
+        return await self.release(service, deployment) or deployment
 
 
 async def status_document(daemon: Observed) -> dict[str, Any]:
@@ -204,8 +210,12 @@ async def words(event: EventRecord, labels: Labels) -> Words:
     deployments it names when it does not carry them (events older versions wrote)."""
     typed = from_record(event)
     service = event.service or ""
+    releases: dict[str, str] = {}
     try:
-        releases = {d: await labels.label(service, d) for d in deployments_of(typed)}
-    except Exception:  # a store that cannot say: the ids will do
+        for deployment in deployments_of(typed):
+            release = await labels.release(service, deployment)
+            if release:
+                releases[deployment] = release
+    except Exception:  # a store that cannot say: described as without labels
         releases = {}
     return describe(typed, releases)

@@ -115,7 +115,7 @@ FULL: list[tuple[Event, str, str, dict[str, str]]] = [
     (FAILED, "rollback #4 failed: v2 → v1", "still failing; 2m5s after the decision", {}),
     (
         RollbackEvent(kind=EventKind.ROLLBACK_ABANDONED, rollback=5, to="dep-1", why="never sent"),
-        "rollback #5 abandoned: ? → dep-1",
+        "rollback #5 abandoned: ? → deployment dep-1",
         "never sent",
         {"to": "dep-1"},
     ),
@@ -257,12 +257,57 @@ def test_unreadable_data_degrades_to_the_kind() -> None:
 
 def test_release_labels_come_from_the_event_or_else_the_lookup() -> None:
     old = parse("rollback_succeeded", {"rollback": 2, "from": "dep-2", "to": "dep-1"})
-    assert describe(old).title == "rollback #2 succeeded: dep-2 → dep-1"
+    assert describe(old).title == "rollback #2 succeeded: deployment dep-2 → deployment dep-1"
     said = describe(old, {"dep-1": "v1", "dep-2": "v2"})
     assert said.title == "rollback #2 succeeded: v2 → v1"
     assert describe(parse("deployment_failed", {"deployment": "d"}), {"d": "v3"}).title == (
         "deployment v3 failed"
     )
+
+
+# Deployment events as a version before release labels stored them: ids only. Each with its
+# title, and its title when the caller knows the labels (v7, v6) from elsewhere (the store).
+OLD_ID, OLD_TO = "8f1c2b9e-4a5d-4c3b-9a7e-2f6d1c0b5a49", "0d3e6f2a-7b1c-4e9d-8a5f-3c2b1a0e9d87"
+OLD_DATA: list[tuple[str, dict[str, Any], str, str]] = [
+    (
+        "deployment_failed",
+        {"deployment": OLD_ID, "status": "CRASHED"},
+        "deployment 8f1c2b9e failed",
+        "deployment v7 failed",
+    ),
+    (
+        "deployment_verified",
+        {"deployment": OLD_ID, "live_since": 1.0, "baked_s": 600.0, "rules": ["r"]},
+        "deployment 8f1c2b9e verified healthy",
+        "deployment v7 verified healthy",
+    ),
+    (
+        "rollback_succeeded",
+        {"rollback": 3, "rule": "error-rate", "from": OLD_ID, "to": OLD_TO, "why": "recovered"},
+        "rollback #3 succeeded: deployment 8f1c2b9e → deployment 0d3e6f2a",
+        "rollback #3 succeeded: v7 → v6",
+    ),
+    (
+        "escalation",
+        {"kind": "rollback_failed", "why": "still failing", "from": OLD_ID, "to": OLD_TO},
+        "a person is needed (rollback_failed)",
+        "a person is needed (rollback_failed)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "title", "labelled"), OLD_DATA, ids=[row[0] for row in OLD_DATA]
+)
+def test_an_old_deployment_event_names_its_deployment_by_a_short_id(
+    kind: str, data: dict[str, Any], title: str, labelled: str
+) -> None:
+    event = parse(kind, data)
+    said = describe(event)
+    assert said.title == title
+    assert OLD_ID not in said.line  # named by the start of its id, clearly a deployment
+    assert OLD_ID in dict(said.facts).values()  # the facts keep the whole id
+    assert describe(event, {OLD_ID: "v7", OLD_TO: "v6"}).title == labelled
 
 
 # -- one vocabulary: the router, the digest and /status say the same -------------------------
@@ -321,11 +366,13 @@ async def consumers(clock: FakeClock, tmp_path: Path, write) -> AsyncIterator[Co
         FULL[5][0],  # rollback_succeeded
         FULL[6][0],  # rollback_failed
         FULL[11][0],  # escalation after a failed rollback
+        parse(*OLD_DATA[2][:2]),  # an older version's rollback: no release labels
+        parse(*OLD_DATA[3][:2]),  # an older version's escalation after a failed rollback
     ],
     ids=lambda e: str(e.kind),
 )
 async def test_router_digest_and_status_use_the_same_words(
-    consumers: Consumers, event: Event
+    consumers: Consumers, event: Event | GenericEvent
 ) -> None:
     store, at = consumers.store, consumers.clock.time()
     said = describe(event)

@@ -57,7 +57,7 @@ def event(kind: str, data: dict[str, Any]) -> EventRecord:
                 "actor": "manual:ana",
                 "reason": "bad deploy",
             },
-            "rollback #4 started: dep-2 → 0123456",  # an unknown id, a commit's short hash
+            "rollback #4 started: deployment dep-2 → 0123456",  # an unknown id; a commit hash
             "by manual:ana: bad deploy",
         ),
         (

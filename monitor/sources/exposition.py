@@ -26,9 +26,10 @@ from pydantic import (
 from yarl import URL
 
 from monitor.clock import Clock
-from monitor.configtypes import HttpUrl, Strict, Timeout, expand
+from monitor.configtypes import HttpUrl, Strict, Timeout, expand_in
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
+from monitor.redact import redact_url
 from monitor.sources.exposition_checks import (
     MAX_SERIES,
     Key,
@@ -77,9 +78,7 @@ def parse_size(value: Any) -> int:
 
 def _size(value: Any, info: ValidationInfo) -> Any:
     if isinstance(value, str):
-        context = info.context if isinstance(info.context, Mapping) else {}
-        environ = context.get("environ")
-        value = expand(value, environ if isinstance(environ, Mapping) else {})
+        value = expand_in(value, info)
     return parse_size(value)
 
 
@@ -170,7 +169,7 @@ class _Target:
 
     def __init__(self, readers: Sequence[_Reader]) -> None:
         self.url = URL(readers[0].url)
-        self.text = str(self.url.with_password(None)) if self.url.password else readers[0].url
+        self.text = redact_url(readers[0].url)
         # Signals sharing a URL share one scrape, so it gets the more generous settings.
         seconds = max(r.scrape.timeout for r in readers)
         self.timeout = aiohttp.ClientTimeout(total=seconds)

@@ -21,6 +21,7 @@ from monitor.clock import Clock
 from monitor.configtypes import HttpUrl, Strict, Text, Timeout
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
+from monitor.redact import redact_url
 
 MAX_REDIRECTS = 5
 # Shared by every check that expects any 2xx: a set per service costs 8 KB each.
@@ -104,7 +105,7 @@ class HealthSource:
         self._clock = clock
         # Everything that does not change between probes is built once, here.
         self._url = URL(check.url)
-        self._url_text = str(self._url.with_password(None)) if self._url.password else check.url
+        self._url_text = redact_url(check.url)
         self._headers = dict(check.headers) or None
         self._timeout = aiohttp.ClientTimeout(total=check.timeout)
         self._timeout_reason = f"timeout after {format_duration(check.timeout)}"

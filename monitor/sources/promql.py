@@ -23,6 +23,7 @@ from monitor.clock import Clock
 from monitor.configtypes import HttpUrl, Secret, Strict, Timeout
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
+from monitor.redact import redact_url
 from monitor.sources.exposition_checks import MAX_MEMORY_RATIO
 from monitor.sources.health import describe_error
 
@@ -106,7 +107,7 @@ class _Instant:
     def __init__(self, config: _Query, query: str) -> None:
         base = URL(config.url)
         self.url = base.with_path(base.path.rstrip("/") + "/api/v1/query")
-        self.url_text = str(base.with_password(None)) if base.password else config.url
+        self.url_text = redact_url(config.url)
         self.query = query
         self.excerpt = _excerpt(query)
         token = config.bearer_token

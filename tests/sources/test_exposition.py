@@ -581,7 +581,7 @@ async def test_credentials_stay_out_of_the_detail(
     (sample,) = await source.collect(clock.time())
     assert sample.value == pytest.approx(0.25)
     assert "hunter2" not in sample.detail["url"]
-    assert sample.detail["url"] == exposer.url.replace("http://", "http://scraper@")
+    assert sample.detail["url"] == exposer.url.replace("http://", "http://scraper:***@")
 
 
 async def test_closed_session_is_a_probe_error(exposer: Exposer, clock: FakeClock) -> None:

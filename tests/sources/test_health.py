@@ -270,7 +270,7 @@ async def test_headers_are_sent(probe: Probe) -> None:
 async def test_password_is_kept_out_of_the_detail(probe: Probe, target: TestServer) -> None:
     sample = await probe(f"http://probe:pw@127.0.0.1:{target.port}/ok")
     assert sample.value == 1.0
-    assert sample.detail["url"] == f"http://probe@127.0.0.1:{target.port}/ok"
+    assert sample.detail["url"] == f"http://probe:***@127.0.0.1:{target.port}/ok"
 
 
 @pytest.mark.parametrize("mode", ["hang", "slow"])

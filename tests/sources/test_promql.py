@@ -285,7 +285,7 @@ async def test_credentials_in_the_url_stay_out_of_the_detail(
 ) -> None:
     url = fake.url.replace("http://", "http://reader:pw@")
     sample = await one(PromQLSource(session, FakeClock(), memory=memory(url)), 1.0)
-    assert sample.detail["url"] == fake.url.replace("http://", "http://reader@")
+    assert sample.detail["url"] == fake.url.replace("http://", "http://reader:***@")
     assert fake.requests[0].headers["Authorization"].startswith("Basic ")
 
 
