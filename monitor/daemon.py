@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections import Counter as Tally
 from collections.abc import Awaitable, Sequence
 from dataclasses import replace
@@ -45,6 +46,7 @@ if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core 
     from monitor.store import Store
 
 log = structlog.get_logger("railguard.daemon")
+SWITCH_INTERVAL = 0.0002  # seconds; see startup()
 
 
 def railway_target(service: ServicePlan) -> Target:
@@ -157,6 +159,10 @@ class Daemon:
             )
         self.scheduler.start()
         self.metrics.up.set(1)
+        if sys.getswitchinterval() > SWITCH_INTERVAL:
+            # The store's thread takes the GIL back after every SQLite call; at Python's 5 ms
+            # a busy loop makes each statement of a burst's commit wait up to that long.
+            sys.setswitchinterval(SWITCH_INTERVAL)
         if self.freeze_gc:
             # What startup built lives as long as the process: keep the collector off it.
             gc.collect()

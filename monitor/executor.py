@@ -119,6 +119,7 @@ class RollbackExecutor(Verification):
             go.firing.reason,
             evidence,
             [d.id for d in deployments],
+            attempt=True,  # sent right away: the write-ahead and the intent are one write
         )
         return await self.drive(
             service, record, deployments=deployments, started=started, fresh=True
@@ -220,6 +221,8 @@ class RollbackExecutor(Verification):
         reason: str,
         evidence: Mapping[str, Any] | None = None,
         known: Sequence[str] = (),
+        *,
+        attempt: bool = False,
     ) -> RollbackRecord:
         now = self.clock.time()
 
@@ -242,6 +245,7 @@ class RollbackExecutor(Verification):
             now,
             dry_run=False,
             event=started,
+            attempt=attempt,
         )
         log.warning(
             "rolling back",
@@ -279,7 +283,8 @@ class RollbackExecutor(Verification):
     ) -> RollbackRecord:
         """Move an unfinished rollback to a terminal state, from whatever state it is in.
 
-        ``fresh``: ``record`` was just written by this task (no other can have moved it).
+        ``fresh``: ``record`` was just written by this task (no other can have moved it),
+        with its first attempt counted if it has one.
         """
         async with self._lock(service.name):
             if not fresh:
@@ -289,7 +294,8 @@ class RollbackExecutor(Verification):
                 return record
             replacement = None
             if record.state == "intent":
-                outcome = await self._send(service, record, deployments, started)
+                counted = fresh and record.attempts == 1
+                outcome = await self._send(service, record, deployments, started, counted)
                 if isinstance(outcome, RollbackRecord):
                     return outcome
                 record, replacement = outcome
@@ -308,37 +314,29 @@ class RollbackExecutor(Verification):
         record: RollbackRecord,
         deployments: Sequence[Deployment] | None,
         started: float | None,
+        counted: bool = False,
     ) -> RollbackRecord | tuple[RollbackRecord, Deployment | None]:
-        """From an intent to a mutation Railway accepted (or a terminal state)."""
+        """From an intent to a mutation Railway accepted (or a terminal state).
+
+        ``counted``: the intent was just written with its first attempt counted, on the
+        deployments the decision was made on: the mutation goes at once.
+        """
         in_flight = True  # unknown after a restart: assume the worst, wait the window
         # Deployments handed in are the ones the decision was just made on, with every guard:
         # the first send needs no second decision (only the precondition).
         decided = deployments is not None
         while True:
-            current = list(deployments) if deployments is not None else None
-            deployments = None
-            if current is None:
-                current = await self.deployments(service)
-            now = self.clock.time()
-            settled = settle_intent(
-                record, current, now, window=self.reconcile_window, in_flight=in_flight
-            )
-            if isinstance(settled, Follow):
-                log.info("the rollback reached Railway", service=service.name, rollback=record.id)
-                record = await self.store.advance_rollback(record.id, "sent", at=now)
-                return record, settled.replacement
-            if isinstance(settled, Wait):  # bounded by the reconcile window
-                await self.clock.sleep(self.check_every)
-                continue
-            assert isinstance(settled, Send)
-            refused = await self._precondition(service, record, current, redecide=not decided)
-            decided = False
-            if refused is not None:
-                return await self.finish(service, record, "abandoned", refused)
-            if record.attempts >= self.max_attempts:
-                why = f"{record.attempts} attempts and Railway applied none: {settled.why}"
-                return await self.finish(service, record, "failed", why, escalate=True)
-            record = await self.store.note_attempt(record.id, self.clock.time())
+            if counted:
+                counted, deployments, decided = False, None, False
+            else:
+                step = await self._next_attempt(service, record, deployments, in_flight, decided)
+                deployments, decided = None, False
+                if step is None:  # Railway may still apply the last one: look again
+                    await self.clock.sleep(self.check_every)
+                    continue
+                if isinstance(step, tuple) or step.finished:
+                    return step
+                record = step
             if started is not None and record.attempts == 1:
                 # Our own time from the decision to the mutation, Railway's latency left out.
                 self.metrics.rollback_decision.observe(max(0.0, self.clock.monotonic() - started))
@@ -365,6 +363,38 @@ class RollbackExecutor(Verification):
                 return await self.finish(service, record, "failed", why, escalate=True)
             record = await self.store.advance_rollback(record.id, "sent", at=self.clock.time())
             return record, None
+
+    async def _next_attempt(
+        self,
+        service: ServicePlan,
+        record: RollbackRecord,
+        deployments: Sequence[Deployment] | None,
+        in_flight: bool,
+        decided: bool,
+    ) -> RollbackRecord | tuple[RollbackRecord, Deployment | None] | None:
+        """Settle an intent against Railway's deployments: the replacement to follow, None to
+        wait, a finished record, or the intent with one more attempt counted (send it)."""
+        current = list(deployments) if deployments is not None else None
+        if current is None:
+            current = await self.deployments(service)
+        now = self.clock.time()
+        settled = settle_intent(
+            record, current, now, window=self.reconcile_window, in_flight=in_flight
+        )
+        if isinstance(settled, Follow):
+            log.info("the rollback reached Railway", service=service.name, rollback=record.id)
+            record = await self.store.advance_rollback(record.id, "sent", at=now)
+            return record, settled.replacement
+        if isinstance(settled, Wait):  # bounded by the reconcile window
+            return None
+        assert isinstance(settled, Send)
+        refused = await self._precondition(service, record, current, redecide=not decided)
+        if refused is not None:
+            return await self.finish(service, record, "abandoned", refused)
+        if record.attempts >= self.max_attempts:
+            why = f"{record.attempts} attempts and Railway applied none: {settled.why}"
+            return await self.finish(service, record, "failed", why, escalate=True)
+        return await self.store.note_attempt(record.id, self.clock.time())
 
     async def _precondition(
         self,

@@ -287,10 +287,12 @@ class Store(Protocol):
         decided_at: float,
         dry_run: bool,
         event: StartedEvent | None = None,
+        attempt: bool = False,
     ) -> RollbackRecord:
         """Write the intent (or the dry run); StoreError if one is already in progress.
 
         ``event``: an event recorded in the same transaction, made from the new record.
+        ``attempt``: count the first mutation attempt with it (the caller sends it at once).
         """
         ...
 

@@ -133,18 +133,41 @@ class Database:
         try:
             db.execute("BEGIN IMMEDIATE")  # takes the write lock up front (PG: plain BEGIN)
         except sqlite3.Error as e:
-            return [(None, StoreError(f"{self.path}: {e}")) for _ in batch]
+            return [(None, self._error(e)) for _ in batch]
+        try:
+            # Every SQLite call hands the GIL back and waits to get it again, up to a switch
+            # interval when the loop is busy: a batch runs as few statements as it can, so
+            # savepoints only when a write in it fails.
+            results = [write.job(db) for write in batch]
+        except Exception as e:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            if len(batch) == 1:
+                return [(None, self._error(e))]
+            return self._one_by_one(batch)
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as e:  # the transaction itself failed: none of it happened
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            return [(None, self._error(e)) for _ in batch]
+        return [(result, None) for result in results]
+
+    def _one_by_one(self, batch: list[_Write]) -> list[tuple[Any, BaseException | None]]:
+        """The batch again, after one of its writes failed: each write in a savepoint, so
+        the one that fails is undone alone and the others commit."""
+        db = self._connection
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
+            db.execute("BEGIN IMMEDIATE")
             for write in batch:
                 db.execute("SAVEPOINT write")
                 try:
                     result = write.job(db)
-                except Exception as e:  # undone alone; the caller gets the error
+                except Exception as e:
                     db.execute("ROLLBACK TO write")
                     db.execute("RELEASE write")
-                    error = StoreError(f"{self.path}: {e}") if isinstance(e, sqlite3.Error) else e
-                    outcomes.append((None, error))
+                    outcomes.append((None, self._error(e)))
                 else:
                     db.execute("RELEASE write")
                     outcomes.append((result, None))
@@ -152,8 +175,12 @@ class Database:
         except sqlite3.Error as e:  # the transaction itself failed: none of it happened
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
-            return [(None, StoreError(f"{self.path}: {e}")) for _ in batch]
+            return [(None, self._error(e)) for _ in batch]
         return outcomes
+
+    def _error(self, error: Exception) -> Exception:
+        """What a write's caller gets: sqlite's errors name the file, others pass as they are."""
+        return StoreError(f"{self.path}: {error}") if isinstance(error, sqlite3.Error) else error
 
     # -- closing -----------------------------------------------------------------------------
 

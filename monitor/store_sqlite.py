@@ -301,13 +301,16 @@ class SQLiteStore(OutboxStore):
         decided_at: float,
         dry_run: bool,
         event: StartedEvent | None = None,
+        attempt: bool = False,
     ) -> RollbackRecord:
         """Write the intent (or the dry run); StoreError if one is already in progress.
 
         ``event``: an event recorded in the same transaction, made from the new record.
+        ``attempt``: count the first mutation attempt with it (the caller sends it at once).
         """
         if trigger not in ("auto", "manual"):
             raise ValueError(f"unknown rollback trigger {trigger!r} (auto or manual)")
+        stored_evidence = _dumps(evidence)
         params = {
             "service": service,
             "from_deployment": from_deployment,
@@ -316,24 +319,27 @@ class SQLiteStore(OutboxStore):
             "actor": actor,
             "rule": rule,
             "reason": reason,
-            "evidence": _dumps(evidence),
+            "evidence": stored_evidence,
             "dry_run": dry_run,
             "state": "dry_run" if dry_run else "intent",
             "decided_at": decided_at,
             "finished_at": decided_at if dry_run else None,
+            "attempts": 1 if attempt and not dry_run else 0,
+            "attempted_at": decided_at if attempt and not dry_run else None,
         }
 
         def begin(db: sqlite3.Connection) -> RollbackRecord:
             try:
-                rows = _rows(
-                    db,
+                # No RETURNING: each SQLite call hands the GIL back, so the record is built
+                # from what was inserted (the columns not named keep their NULL defaults).
+                cursor = db.execute(
                     """
                     INSERT INTO rollbacks (service, from_deployment, to_deployment, trigger,
-                        actor, rule, reason, evidence, dry_run, state, decided_at, finished_at)
+                        actor, rule, reason, evidence, dry_run, state, decided_at, finished_at,
+                        attempts, attempted_at)
                     VALUES (:service, :from_deployment, :to_deployment, :trigger,
                         :actor, :rule, :reason, :evidence, :dry_run, :state, :decided_at,
-                        :finished_at)
-                    RETURNING *
+                        :finished_at, :attempts, :attempted_at)
                     """,
                     params,
                 )
@@ -349,7 +355,30 @@ class SQLiteStore(OutboxStore):
                 raise StoreError(
                     f"a rollback of {service} is already in progress (#{running[0]['id']})"
                 ) from None
-            record = _rollback(rows[0])
+            counted = attempt and not dry_run
+            record = RollbackRecord(
+                id=int(cursor.lastrowid or 0),
+                service=service,
+                from_deployment=from_deployment,
+                to_deployment=to_deployment,
+                trigger=trigger,
+                actor=actor,
+                rule=rule,
+                reason=reason,
+                evidence=json.loads(stored_evidence),  # as a read would give it back
+                dry_run=dry_run,
+                state="dry_run" if dry_run else "intent",
+                new_deployment=None,
+                decided_at=decided_at,
+                sent_at=None,
+                deploying_at=None,
+                live_at=None,
+                recovered_at=None,
+                finished_at=decided_at if dry_run else None,
+                error=None,
+                attempts=1 if counted else 0,
+                attempted_at=decided_at if counted else None,
+            )
             if event is not None:
                 kind, data = event(record)
                 _insert_event(db, service, kind, decided_at, data)

@@ -4,8 +4,10 @@ cancelled callers, closing with writes queued. Real SQLite files."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,14 +31,29 @@ def database(store: SQLiteStore) -> Database:
     return store._db
 
 
+@contextlib.contextmanager
+def one_batch(store: SQLiteStore) -> Iterator[None]:
+    """Hold the database thread so that the writes queued meanwhile form one batch."""
+    release = threading.Event()
+    database(store)._thread.submit(release.wait)
+    try:
+        yield
+    finally:
+        release.set()
+
+
 async def test_writes_queued_together_share_one_transaction(store: SQLiteStore) -> None:
     db = database(store)
     before = db.transactions
-    await asyncio.gather(
-        *(store.save_rule_state(f"svc-{i}", "error-rate", {"n": i}, T0) for i in range(200))
-    )
-    committed = db.transactions - before
-    assert 1 <= committed < 200  # grouped: far fewer transactions than writes
+    with one_batch(store):
+        writes = [
+            asyncio.ensure_future(store.save_rule_state(f"svc-{i}", "error-rate", {"n": i}, T0))
+            for i in range(200)
+        ]
+        await asyncio.sleep(0)
+    await asyncio.gather(*writes)
+    assert db.transactions == before + 1  # grouped: one transaction for the 200
+    assert db.writes >= 200
     for i in (0, 99, 199):
         assert await store.rule_states(f"svc-{i}") == {"error-rate": {"n": i}}
 
@@ -46,13 +63,17 @@ async def test_a_failing_write_is_undone_alone(store: SQLiteStore) -> None:
         "api", "d2", "d1", "auto", "railguard", "r", "bad", {}, T0, dry_run=False
     )
     await store.advance_rollback(intent.id, "sent", at=T0)
-    results = await asyncio.gather(
-        store.freeze("api", "before", "ana", T0),
-        store.note_attempt(intent.id, T0),  # not an intent any more: refused
-        store.mark_good("api", "never-recorded", T0, "x", {}),  # refused too
-        store.record_event("api", "note", T0, {"i": 1}),
-        return_exceptions=True,
-    )
+    before = database(store).transactions
+    with one_batch(store):
+        writes = [
+            asyncio.ensure_future(store.freeze("api", "before", "ana", T0)),
+            asyncio.ensure_future(store.note_attempt(intent.id, T0)),  # not an intent: refused
+            asyncio.ensure_future(store.mark_good("api", "never-recorded", T0, "x", {})),
+            asyncio.ensure_future(store.record_event("api", "note", T0, {"i": 1})),
+        ]
+        await asyncio.sleep(0)  # all four queued behind the held thread
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert database(store).transactions == before + 1  # one batch
     assert isinstance(results[1], StoreError)
     assert "not an intent" in str(results[1])
     assert isinstance(results[2], StoreError)
@@ -86,17 +107,28 @@ async def test_a_transaction_that_cannot_begin_fails_its_writes_and_the_next_suc
 
 
 async def test_a_failed_commit_fails_every_write_of_the_batch(store: SQLiteStore) -> None:
-    def breaks_the_transaction(db: sqlite3.Connection) -> None:
-        db.execute("COMMIT")  # the batch's COMMIT will then find no transaction
-
-    results = await asyncio.gather(
-        store.freeze("api", "x", "ana", T0),
-        store._write(breaks_the_transaction),
-        return_exceptions=True,
+    # A deferred constraint is checked at COMMIT: the transaction as a whole fails there.
+    await store._read(
+        lambda db: db.executescript(
+            "CREATE TABLE parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);"
+        )
     )
-    assert all(isinstance(r, StoreError) for r in results[1:])
-    # Whatever the batch held, the connection is usable again afterwards.
-    await store.freeze("web", "y", "ana", T0)
+
+    def violates_at_commit(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO child (p) VALUES (42)")
+
+    with one_batch(store):
+        writes = [
+            asyncio.ensure_future(store.freeze("api", "x", "ana", T0)),
+            asyncio.ensure_future(store._write(violates_at_commit)),
+        ]
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert all(isinstance(r, StoreError) for r in results)
+    assert "FOREIGN KEY" in str(results[0])
+    assert await store.frozen("api", T0) is None  # none of the batch happened
+    await store.freeze("web", "y", "ana", T0)  # and the connection is usable again
     assert await store.frozen("web", T0) is not None
 
 
@@ -197,3 +229,37 @@ async def test_service_records_read_in_one_go(store: SQLiteStore) -> None:
     assert later.frozen is None  # expired at `until`
     assert len(later.records) == 3
     assert (await store.service_records("nobody", T0)).records == ()
+
+
+async def test_an_intent_sent_at_once_counts_its_first_attempt_with_it(
+    store: SQLiteStore,
+) -> None:
+    intent = await store.begin_rollback(
+        "api", "d2", "d1", "auto", "railguard", "r", "bad", {}, T0, dry_run=False, attempt=True
+    )
+    assert (intent.state, intent.attempts, intent.attempted_at) == ("intent", 1, T0)
+    again = await store.note_attempt(intent.id, T0 + 30)  # a resend counts on from there
+    assert (again.attempts, again.attempted_at) == (2, T0 + 30)
+    dry = await store.begin_rollback(
+        "web", "w2", "w1", "auto", "railguard", "r", "bad", {}, T0, dry_run=True, attempt=True
+    )
+    assert (dry.state, dry.attempts, dry.attempted_at) == ("dry_run", 0, None)
+
+
+async def test_the_intent_returned_is_the_one_stored(store: SQLiteStore) -> None:
+    for dry_run, attempt in [(False, False), (True, False), (False, True)]:
+        service = f"svc-{dry_run}-{attempt}"
+        made = await store.begin_rollback(
+            service,
+            "d2",
+            "d1",
+            "manual",
+            "ana",
+            None,
+            "why",
+            {"samples": ({"at": T0},), "n": 1},
+            T0,
+            dry_run=dry_run,
+            attempt=attempt,
+        )
+        assert made == await store.rollback(made.id)
