@@ -41,6 +41,7 @@ from monitor.errors import (
     RailwayProtocolError,
     RailwayTransientError,
 )
+from monitor.railway import statuses
 from monitor.railway.budget import Priority, RequestBudget
 from monitor.telemetry import Metrics
 
@@ -51,13 +52,6 @@ DEPLOYMENT_FIELDS = (
     "id status createdAt updatedAt statusUpdatedAt canRollback serviceId environmentId meta "
     "staticUrl instances { id status }"
 )
-# A deployment that went live and has not been replaced: serving, asleep, or crashed in place
-# (a crash loop is the clearest bad release there is, and Railway keeps it in its slot).
-LIVE_STATUSES = frozenset({"SUCCESS", "SLEEPING", "CRASHED"})
-# Coming up by itself; WAITING and NEEDS_APPROVAL need a person, so they are not here.
-COMING_UP = frozenset({"QUEUED", "INITIALIZING", "BUILDING", "DEPLOYING"})
-# Instance statuses that mean the process is failing now.
-INSTANCE_FAILING = frozenset({"CRASHED", "RESTARTING", "EXITED"})
 DEPLOYMENT_QUERY = f"""query RailguardDeployment($id: String!) {{
   deployment(id: $id) {{ {DEPLOYMENT_FIELDS} }}
 }}"""
@@ -93,12 +87,12 @@ class Deployment:
     @property
     def live(self) -> bool:
         """Went live and not replaced: serving, asleep or crashed in its slot."""
-        return self.status in LIVE_STATUSES
+        return self.status in statuses.LIVE
 
     @property
     def failing_instances(self) -> int:
         """How many of its instances are crashed or restarting now."""
-        return sum(1 for status in self.instances if status in INSTANCE_FAILING)
+        return sum(1 for status in self.instances if status in statuses.INSTANCE_FAILING)
 
 
 def newest_live(deployments: Sequence[Deployment]) -> Deployment | None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from monitor.clock import Clock
 from monitor.railway.schema import load_schema
+from monitor.railway.statuses import LIVE
 from monitor.sandbox.emulator_instances import CrashLoop, CrashLoops, Instance, reset_instances
 
 # A new deployment's statuses before it settles, with how long each lasts (seconds).
@@ -355,7 +356,7 @@ class EmulatorModel:
 
     def restart(self, deployment: Deployment) -> None:
         """Restart a deployment's instances in place (same deployment, same id)."""
-        if deployment.status not in {"SUCCESS", "CRASHED", "SLEEPING"}:
+        if deployment.status not in LIVE:
             raise EmulatorError(f"Cannot restart a deployment that is {deployment.status}")
         deployment.restarts += 1
         self._set_status(deployment, "SUCCESS")
