@@ -15,10 +15,8 @@ nothing ran.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +39,7 @@ from monitor.errors import (
     RailwayProtocolError,
     RailwayTransientError,
 )
-from monitor.railway import statuses
+from monitor.railway import ratelimit, statuses
 from monitor.railway.budget import Priority, RequestBudget
 from monitor.telemetry import Metrics
 
@@ -205,29 +203,6 @@ def operation_of(document: str) -> tuple[str, str | None]:
     return "no operation", None
 
 
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - now
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        number = float(value or "nan")
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _outcome(error: RailwayError, status: int) -> str:
     """The ``outcome`` label of a failed attempt."""
     if isinstance(error, RailwayTransientError):
@@ -347,7 +322,9 @@ class RailwayClient:
         self.budget = budget
         self.metrics = metrics
         self.max_attempts = max_attempts
-        # The bare URL meets a much stricter edge limit than one naming its client.
+        # The bare URL meets a much stricter edge limit than one naming its client. Railway's
+        # CLI names itself in an ``x-source`` header; both are sent (a source already in
+        # RAILWAY_API_URL is kept for the query).
         base = URL(url)
         self.url = base if "source" in base.query else base.update_query(source=source)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -356,8 +333,10 @@ class RailwayClient:
         self._headers = {
             "Content-Type": "application/json",
             "User-Agent": f"railguard/{__version__}",
+            "x-source": source,
             **auth,
         }
+        self._odd_headers: set[str] = set()  # rate-limit headers already logged as implausible
         jitter = tenacity.wait_random(0, 0.5)
         self._backoff = tenacity.wait_exponential(multiplier=0.5, max=30.0) + jitter
 
@@ -482,9 +461,11 @@ class RailwayClient:
     ) -> dict[str, Any]:
         """The ``data`` of an answer, or the error it stands for."""
         if status == 429 or status >= 500:
-            retry_after = retry_after_seconds(headers.get("Retry-After"), self.clock.time())
+            retry_after = self._header(
+                "Retry-After", ratelimit.retry_after(headers.get("Retry-After"), self.clock.time())
+            )
             if retry_after is not None:
-                self.budget.pause_until(self.clock.time() + retry_after)
+                self.budget.pause(retry_after)
             later = f", retry after {retry_after:g}s" if retry_after is not None else ""
             raise RailwayTransientError(
                 f"{operation}: Railway answered HTTP {status}{later}",
@@ -504,9 +485,22 @@ class RailwayClient:
             ) from None
 
     def _observe(self, headers: CIMultiDictProxy[str]) -> None:
-        remaining = _number(headers.get("X-RateLimit-Remaining"))
-        reset_at = _number(headers.get("X-RateLimit-Reset"))
-        self.budget.observe(None if remaining is None else int(remaining), reset_at)
+        remaining = ratelimit.remaining(headers.get("X-RateLimit-Remaining"))
+        reset = ratelimit.reset(headers.get("X-RateLimit-Reset"), self.clock.time())
+        self.budget.observe(remaining, self._header("X-RateLimit-Reset", reset))
+
+    def _header(self, name: str, wait: ratelimit.Wait) -> float | None:
+        """The seconds a rate-limit header asks for; an implausible one is logged once."""
+        if wait.problem is not None and name not in self._odd_headers:
+            self._odd_headers.add(name)  # every answer carries it: once is enough to know
+            log.warning(
+                "implausible rate-limit header from Railway",
+                header=name,
+                problem=wait.problem,
+                wait=wait.seconds,
+                max_wait=ratelimit.MAX_WAIT,
+            )
+        return wait.seconds
 
     def _count(self, operation: str, outcome: str, started: float) -> None:
         if self.metrics is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -853,6 +854,35 @@ async def test_rate_limit_headers_and_429(client: Client, world: World) -> None:
     again = await client.gql("{ __typename }")
     assert again.status == 200
     assert [r.fault for r in world.emu.requests].count("rate-limit") == 1
+
+
+@pytest.mark.parametrize(
+    ("unit", "reading"),
+    [
+        ("unix", lambda end, now: end),
+        ("seconds", lambda end, now: end - now),
+        ("unix_ms", lambda end, now: end * 1000),
+    ],
+)
+async def test_the_reset_header_comes_in_the_unit_asked_for(
+    client: Client, world: World, unit: str, reading: Any
+) -> None:
+    world.emu.set_faults(rate_window=60, reset_unit=unit)
+    now = world.clock.time()
+    reply = await client.gql("{ __typename }")
+    end = now - now % 60 + 60
+    assert int(reply.headers["X-RateLimit-Reset"]) == math.ceil(reading(end, now))
+
+
+async def test_the_request_log_keeps_the_source_but_never_a_token(
+    client: Client, world: World
+) -> None:
+    headers = {**AUTH, "x-source": "railguard-tests", "Cookie": "session=1"}
+    await client.gql("{ __typename }", headers=headers)
+    [sent] = world.emu.requests
+    assert sent.headers["x-source"] == "railguard-tests"
+    assert sent.query == {"source": "railguard-tests"}
+    assert {"authorization", "project-access-token", "cookie"}.isdisjoint(sent.headers)
 
 
 async def test_next_requests_get_5xx(client: Client, world: World) -> None:
