@@ -12,7 +12,9 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
     POST   deployments           {serviceId, environmentId, status=SUCCESS, active?,
                                   canRollback=true, meta={}, createdAt?, staticUrl?,
                                   replicas=1, id?}
-    PATCH  deployments/{id}      {status?, canRollback?}
+    PATCH  deployments/{id}      {status?, canRollback?}  (SLEEPING: a serverless sleep, which
+                                 the sandbox's app follows; the request that wakes the app
+                                 makes it SUCCESS again)
     POST   crash-loops           {deploymentId, period=5, maxRestarts=10 (null: for ever)}
                                  the live deployment's process exits every period seconds
     DELETE crash-loops/{deploymentId}  ends its crash loop (200 whether or not one ran)
