@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from monitor.events import EscalationKind
 from monitor.model import Sample, for_slack, format_duration, release_label
-from monitor.railway.client import COMING_UP, Deployment
+from monitor.railway.client import Deployment
+from monitor.railway.statuses import COMING_UP
 from monitor.releases import Verdicts, release_key
 from monitor.settings import TierPolicy
 from monitor.store import RollbackRecord

@@ -25,12 +25,11 @@ from monitor.model import format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment
 from monitor.railway.poller import ServiceSnapshot
+from monitor.railway.statuses import FAILED, SERVING, SUCCESS
 from monitor.store import DeploymentRecord, Store
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.releases")
-
-FAILED_STATUSES = frozenset({"FAILED", "CRASHED"})
 
 
 class HasMeta(Protocol):
@@ -102,7 +101,7 @@ def went_live(deployment: Deployment, seen_at: float) -> float:
     is of the crash or the sleep, so its creation is the honest lower bound. Never later
     than ``seen_at``.
     """
-    if deployment.status == "SUCCESS":
+    if deployment.status == SUCCESS:
         when = deployment.status_updated_at or deployment.updated_at or deployment.created_at
     else:
         when = deployment.created_at
@@ -190,7 +189,7 @@ class ReleaseTracker:
                 live=live,
                 live_at=went_live(d, now) if live else None,
             )
-            if d.status in FAILED_STATUSES and (before is None or before[0] not in FAILED_STATUSES):
+            if d.status in FAILED and (before is None or before[0] not in FAILED):
                 # Once per deployment: a restart knows what the store already said.
                 failed = DeploymentEvent(
                     kind=EventKind.DEPLOYMENT_FAILED,
@@ -221,7 +220,7 @@ class ReleaseTracker:
 
     def _time_deployment(self, service: ServicePlan, d: Deployment, now: float) -> None:
         state = self._state(service.name)
-        if d.status not in ("SUCCESS", "SLEEPING") or d.id in state.timed:
+        if d.status not in SERVING or d.id in state.timed:
             return
         state.timed.add(d.id)
         # Railway's own time of the status change when it gives one; else when we saw it.
@@ -236,7 +235,7 @@ class ReleaseTracker:
         active = state.active
         if active is None or state.bake_start is None or active.id in state.good_marked:
             return False
-        if self.troubled(service.name) or active.status != "SUCCESS" or active.failing_instances:
+        if self.troubled(service.name) or active.status != SUCCESS or active.failing_instances:
             state.bake_start = now  # only a release that serves, quietly, bakes
             return False
         baked = now - state.bake_start

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.model import Op, format_duration
+from monitor.railway.statuses import ENDED, FAILED, SUCCESS
 
 TIER_ORDER = ("production", "staging", "preview")
 
 _DELIVERY = {"immediate": "alerts immediately", "digest": "daily digest", "off": "no alerts"}
 _LEVELS = ("critical", "warning", "ok", "info")
-# Badge tones for Railway's deployment statuses; anything else is still on its way.
-_DEPLOY_TONE = {"SUCCESS": "ok", "FAILED": "firing", "CRASHED": "firing", "REMOVED": "blind"}
+# Badge tones for Railway's deployment statuses; anything else is on its way (or asleep).
+_DEPLOY_TONE = {SUCCESS: "ok"} | dict.fromkeys(FAILED, "firing") | dict.fromkeys(ENDED, "blind")
 # The order a card takes its colour from: the worst rule wins.
 _STATES = ("firing", "pending", "blind", "ok")
 

@@ -15,12 +15,11 @@ from monitor.model import Sample, Signal, format_duration
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient
+from monitor.railway.statuses import NEVER_SERVING, SERVING
 from monitor.reconcile import SKEW, find_replacement
 from monitor.releases import went_live
 from monitor.store import RollbackRecord, Store
 
-SERVING = frozenset({"SUCCESS", "SLEEPING"})
-FAILED = frozenset({"FAILED", "CRASHED", "REMOVED", "SKIPPED"})
 LatestSamples = Callable[[str], Mapping[Signal, Sample]]
 
 
@@ -75,7 +74,7 @@ class Verification:
             )
         status = replacement.status
         while status not in SERVING:
-            if status in FAILED:
+            if status in NEVER_SERVING:
                 why = f"the replacement {replacement.id} is {status}"
                 return await self.finish(service, record, "failed", why, escalate=True)
             if self.clock.monotonic() > deadline:

@@ -2,7 +2,8 @@
 active on the emulator, and railguard guarding it with short windows, on one FakeClock.
 
 Releases are labels in a deployment's ``meta`` (``{"release": "v2"}``); ``behaviour`` maps a
-release to what the app does while it serves (sample app control fields).
+release to what the app does while it serves (sample app control fields). A deployment the
+emulator puts to sleep puts the app to sleep; the request that wakes the app wakes it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from monitor.plan import build_plan
 from monitor.railway.client import Deployment
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sandbox.sample_app import STATE_KEY, create_app
-from monitor.sandbox.sandbox import HEALTHY
+from monitor.sandbox.sandbox import HEALTHY, link_sleep
 from monitor.settings import load_environment
 from monitor.store import Store
 from monitor.telemetry import Metrics
@@ -82,6 +83,7 @@ class Stage:
         self._runners: list[web.AppRunner] = []
         self._session: aiohttp.ClientSession | None = None
         self.traffic_per_second = 10
+        self.idle = False  # no traffic at all: a serverless service nobody calls sleeps on
         self._applied: dict[str, Any] = {}
 
     async def start_servers(self) -> None:
@@ -96,6 +98,7 @@ class Stage:
         project = self.emu.add_project("shop")
         self.env = self.emu.add_environment(project.id, "production").id
         self.service = self.emu.add_service(project.id, "web").id
+        link_sleep(self.emu, self.app, self.service, self.env)
         self._session = aiohttp.ClientSession()
 
     def deploy(self, release: str, *, ago: float = 0.0, status: str = "SUCCESS") -> Any:
@@ -179,7 +182,7 @@ class Stage:
         assert self._session is not None
         for _ in range(round(seconds / step)):
             self._sync_app()
-            for _ in range(max(1, round(self.traffic_per_second * step))):
+            for _ in range(0 if self.idle else max(1, round(self.traffic_per_second * step))):
                 async with self._session.get(f"{self.app_url}/work") as response:
                     await response.read()
             await self.clock.advance(step)

@@ -25,6 +25,7 @@ from monitor.decision import (
     describe,
     restored_by,
 )
+from monitor.railway import statuses
 from monitor.railway.client import Deployment
 from monitor.releases import Verdicts, release_key
 from monitor.settings import TierPolicy
@@ -275,6 +276,18 @@ def test_the_decision_table(
 
 def replace_dry(policy: TierPolicy) -> TierPolicy:
     return policy.model_copy(update={"dry_run": True})
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(s, "hold:deployment_in_progress") for s in sorted(statuses.COMING_UP)]
+    + [(s, "go:good") for s in sorted(statuses.WAITING)]
+    + [(s, "go:good") for s in sorted(statuses.NEVER_SERVING - statuses.LIVE)],
+)
+def test_only_a_newer_deployment_coming_up_by_itself_holds(status: str, expected: str) -> None:
+    """A person must act on WAITING / NEEDS_APPROVAL, and a failed one fixes nothing."""
+    newer = replace(COMING, status=status)
+    assert outcome(decide(POLICY, facts(deployments=(newer, BAD, GOOD, OLDER)))) == expected
 
 
 @pytest.mark.parametrize("guard", GUARDS)

@@ -19,6 +19,7 @@ from collections import deque
 import structlog
 
 from monitor.clock import Clock
+from monitor.railway.ratelimit import MAX_WAIT
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.railway")
@@ -121,18 +122,20 @@ class RequestBudget:
         self._publish()
         return self.clock.monotonic() - start
 
-    def observe(self, remaining: int | None, reset_at: float | None) -> None:
-        """Take Railway's ``X-RateLimit-Remaining`` / ``X-RateLimit-Reset`` (Unix seconds).
+    def observe(self, remaining: int | None, reset_in: float | None) -> None:
+        """Take Railway's ``X-RateLimit-Remaining`` and the seconds until its window resets.
 
         Our level only ever goes down to Railway's count: a higher number than we believe may
         be a stale answer overtaken by requests still in flight. With nothing remaining,
-        nothing at all is sent before the reset.
+        nothing at all is sent before the reset. However the headers read, Railway's count
+        stands for at most :data:`~monitor.railway.ratelimit.MAX_WAIT`.
         """
         if remaining is None:
             return
         now = self.clock.monotonic()
-        # Without a reset time the count is kept for an hour: the cautious reading.
-        reset = now + HOUR if reset_at is None else now + (reset_at - self.clock.time())
+        # Without a reset time the count is kept for as long as we ever wait: the cautious
+        # reading.
+        reset = now + (MAX_WAIT if reset_in is None else _bounded(reset_in))
         remaining = max(0, remaining)
         if (
             self._railway_reset is None
@@ -143,13 +146,14 @@ class RequestBudget:
         else:
             self._railway_left = min(self._railway_left or 0, remaining)
         self._railway_reset = reset
-        if remaining <= 0 and reset_at is not None:
-            self.pause_until(reset_at)
+        if remaining <= 0 and reset_in is not None:
+            self.pause(reset_in)
         self._publish()
 
-    def pause_until(self, t: float) -> None:
-        """Send nothing (routine or critical) before Unix time ``t`` (a 429's Retry-After)."""
-        deadline = self.clock.monotonic() + (t - self.clock.time())
+    def pause(self, seconds: float) -> None:
+        """Send nothing (routine or critical) for ``seconds`` (a 429's Retry-After), at most
+        :data:`~monitor.railway.ratelimit.MAX_WAIT`."""
+        deadline = self.clock.monotonic() + _bounded(seconds)
         self._paused_until = max(self._paused_until, deadline)
 
     def _hourly_wait(self, priority: Priority) -> float:
@@ -203,3 +207,8 @@ class RequestBudget:
             )
         else:
             log.info("railway polling back on schedule", level=self._remaining())
+
+
+def _bounded(seconds: float) -> float:
+    """A wait Railway asked for, within ``[0, MAX_WAIT]`` (NaN: none)."""
+    return min(MAX_WAIT, seconds) if seconds > 0 else 0.0

@@ -15,10 +15,8 @@ nothing ran.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +39,7 @@ from monitor.errors import (
     RailwayProtocolError,
     RailwayTransientError,
 )
+from monitor.railway import ratelimit, statuses
 from monitor.railway.budget import Priority, RequestBudget
 from monitor.telemetry import Metrics
 
@@ -51,13 +50,6 @@ DEPLOYMENT_FIELDS = (
     "id status createdAt updatedAt statusUpdatedAt canRollback serviceId environmentId meta "
     "staticUrl instances { id status }"
 )
-# A deployment that went live and has not been replaced: serving, asleep, or crashed in place
-# (a crash loop is the clearest bad release there is, and Railway keeps it in its slot).
-LIVE_STATUSES = frozenset({"SUCCESS", "SLEEPING", "CRASHED"})
-# Coming up by itself; WAITING and NEEDS_APPROVAL need a person, so they are not here.
-COMING_UP = frozenset({"QUEUED", "INITIALIZING", "BUILDING", "DEPLOYING"})
-# Instance statuses that mean the process is failing now.
-INSTANCE_FAILING = frozenset({"CRASHED", "RESTARTING", "EXITED"})
 DEPLOYMENT_QUERY = f"""query RailguardDeployment($id: String!) {{
   deployment(id: $id) {{ {DEPLOYMENT_FIELDS} }}
 }}"""
@@ -93,12 +85,12 @@ class Deployment:
     @property
     def live(self) -> bool:
         """Went live and not replaced: serving, asleep or crashed in its slot."""
-        return self.status in LIVE_STATUSES
+        return self.status in statuses.LIVE
 
     @property
     def failing_instances(self) -> int:
         """How many of its instances are crashed or restarting now."""
-        return sum(1 for status in self.instances if status in INSTANCE_FAILING)
+        return sum(1 for status in self.instances if status in statuses.INSTANCE_FAILING)
 
 
 def newest_live(deployments: Sequence[Deployment]) -> Deployment | None:
@@ -209,29 +201,6 @@ def operation_of(document: str) -> tuple[str, str | None]:
                 return f"anonymous {definition.operation.value}", None
             return definition.name.value, definition.name.value
     return "no operation", None
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - now
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _number(value: str | None) -> float | None:
-    try:
-        number = float(value or "nan")
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _outcome(error: RailwayError, status: int) -> str:
@@ -353,7 +322,9 @@ class RailwayClient:
         self.budget = budget
         self.metrics = metrics
         self.max_attempts = max_attempts
-        # The bare URL meets a much stricter edge limit than one naming its client.
+        # The bare URL meets a much stricter edge limit than one naming its client. Railway's
+        # CLI names itself in an ``x-source`` header; both are sent (a source already in
+        # RAILWAY_API_URL is kept for the query).
         base = URL(url)
         self.url = base if "source" in base.query else base.update_query(source=source)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -362,8 +333,10 @@ class RailwayClient:
         self._headers = {
             "Content-Type": "application/json",
             "User-Agent": f"railguard/{__version__}",
+            "x-source": source,
             **auth,
         }
+        self._odd_headers: set[str] = set()  # rate-limit headers already logged as implausible
         jitter = tenacity.wait_random(0, 0.5)
         self._backoff = tenacity.wait_exponential(multiplier=0.5, max=30.0) + jitter
 
@@ -488,9 +461,11 @@ class RailwayClient:
     ) -> dict[str, Any]:
         """The ``data`` of an answer, or the error it stands for."""
         if status == 429 or status >= 500:
-            retry_after = retry_after_seconds(headers.get("Retry-After"), self.clock.time())
+            retry_after = self._header(
+                "Retry-After", ratelimit.retry_after(headers.get("Retry-After"), self.clock.time())
+            )
             if retry_after is not None:
-                self.budget.pause_until(self.clock.time() + retry_after)
+                self.budget.pause(retry_after)
             later = f", retry after {retry_after:g}s" if retry_after is not None else ""
             raise RailwayTransientError(
                 f"{operation}: Railway answered HTTP {status}{later}",
@@ -510,9 +485,22 @@ class RailwayClient:
             ) from None
 
     def _observe(self, headers: CIMultiDictProxy[str]) -> None:
-        remaining = _number(headers.get("X-RateLimit-Remaining"))
-        reset_at = _number(headers.get("X-RateLimit-Reset"))
-        self.budget.observe(None if remaining is None else int(remaining), reset_at)
+        remaining = ratelimit.remaining(headers.get("X-RateLimit-Remaining"))
+        reset = ratelimit.reset(headers.get("X-RateLimit-Reset"), self.clock.time())
+        self.budget.observe(remaining, self._header("X-RateLimit-Reset", reset))
+
+    def _header(self, name: str, wait: ratelimit.Wait) -> float | None:
+        """The seconds a rate-limit header asks for; an implausible one is logged once."""
+        if wait.problem is not None and name not in self._odd_headers:
+            self._odd_headers.add(name)  # every answer carries it: once is enough to know
+            log.warning(
+                "implausible rate-limit header from Railway",
+                header=name,
+                problem=wait.problem,
+                wait=wait.seconds,
+                max_wait=ratelimit.MAX_WAIT,
+            )
+        return wait.seconds
 
     def _count(self, operation: str, outcome: str, started: float) -> None:
         if self.metrics is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from monitor.model import Sample, Signal
 from monitor.railway.client import Deployment
+from monitor.railway.statuses import CRASHED, SLEEPING, SUCCESS
 
 RUNNING = 1.0
 CRASHING = 0.0
@@ -37,7 +38,7 @@ class CrashWatch:
         if active is None:
             return 0
         seen = self._seen.setdefault(active.id, deque(maxlen=64))
-        if active.failing_instances or active.status == "CRASHED":
+        if active.failing_instances or active.status == CRASHED:
             seen.append(at)
         while seen and seen[0] < at - self.window:
             seen.popleft()
@@ -69,12 +70,12 @@ def deployment_sample(
     }
     if active.status_updated_at is not None:
         detail["status_updated_at"] = active.status_updated_at
-    if active.status == "SLEEPING":
+    if active.status == SLEEPING:
         reason = f"deployment {active.id} is asleep (serverless): not woken to be judged"
         return Sample(Signal.DEPLOYMENT, at, None, reason, detail)
-    if active.status == "CRASHED":
+    if active.status == CRASHED:
         return Sample(Signal.DEPLOYMENT, at, CRASHING, "", detail)
-    if active.status != "SUCCESS":
+    if active.status != SUCCESS:
         reason = f"deployment {active.id} is {active.status}: neither running nor crashed"
         return Sample(Signal.DEPLOYMENT, at, None, reason, detail)
     if failing or sightings >= LOOP_SIGHTINGS:

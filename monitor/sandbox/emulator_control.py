@@ -12,7 +12,9 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
     POST   deployments           {serviceId, environmentId, status=SUCCESS, active?,
                                   canRollback=true, meta={}, createdAt?, staticUrl?,
                                   replicas=1, id?}
-    PATCH  deployments/{id}      {status?, canRollback?}
+    PATCH  deployments/{id}      {status?, canRollback?}  (SLEEPING: a serverless sleep, which
+                                 the sandbox's app follows; the request that wakes the app
+                                 makes it SUCCESS again)
     POST   crash-loops           {deploymentId, period=5, maxRestarts=10 (null: for ever)}
                                  the live deployment's process exits every period seconds
     DELETE crash-loops/{deploymentId}  ends its crash loop (200 whether or not one ran)
@@ -22,7 +24,7 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
     POST   traffic               {serviceId, environmentId, rps, errorRatio=0, errorStatus=500, at?}
     GET    faults / POST faults  {latency, errorStatus, errorCount, errorRatio, dropCount,
                                   dropAfterCount, faultOperations, rateLimit, rateWindow,
-                                  deployOutcome} (POST: only keys given)
+                                  deployOutcome, resetUnit} (POST: only keys given)
     POST   tokens                {token?} an account token, or {token?, projectId, environmentId}
     GET    requests / DELETE     the request and mutation log (DELETE clears it)
 
@@ -84,6 +86,9 @@ class Faults(Body):
     rate_limit: int = Field(1000, ge=1, description="requests per window per token (Hobby)")
     rate_window: float = Field(3600.0, gt=0, description="seconds")
     deploy_outcome: Literal["SUCCESS", "FAILED", "CRASHED"] = "SUCCESS"
+    reset_unit: Literal["unix", "seconds", "unix_ms"] = Field(
+        "unix", description="X-RateLimit-Reset as Unix seconds, seconds until, or Unix ms"
+    )
 
 
 class NameBody(Body):

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from monitor.clock import Clock
 from monitor.railway.schema import load_schema
+from monitor.railway.statuses import LIVE
 from monitor.sandbox.emulator_instances import CrashLoop, CrashLoops, Instance, reset_instances
 
 # A new deployment's statuses before it settles, with how long each lasts (seconds).
@@ -146,6 +147,8 @@ class EmulatorModel:
         self._crash_loops = CrashLoops(clock, self._spawn, lambda d: self._set_status(d, "CRASHED"))
         # Called with the deployment that starts serving (the sandbox's apps follow it).
         self.on_activate: list[Callable[[Deployment], None]] = []
+        # Called with a deployment Railway puts to sleep (the sandbox's apps sleep with it).
+        self.on_sleep: list[Callable[[Deployment], None]] = []
         self._statuses = enum_values("DeploymentStatus")
         self._measurements = enum_values("MetricMeasurement")
 
@@ -355,10 +358,28 @@ class EmulatorModel:
 
     def restart(self, deployment: Deployment) -> None:
         """Restart a deployment's instances in place (same deployment, same id)."""
-        if deployment.status not in {"SUCCESS", "CRASHED", "SLEEPING"}:
+        if deployment.status not in LIVE:
             raise EmulatorError(f"Cannot restart a deployment that is {deployment.status}")
         deployment.restarts += 1
         self._set_status(deployment, "SUCCESS")
+
+    def sleep(self, deployment_id: str) -> Deployment:
+        """Put a serving deployment to sleep, as Railway does a serverless service that has
+        sent nothing for 10 minutes: SLEEPING, its instances STOPPED, still the active one."""
+        deployment = self.deployment(deployment_id)
+        if deployment.status != "SUCCESS":
+            message = f"Deployment is {deployment.status}: only a serving one can sleep"
+            raise EmulatorError(message, "deploymentId")
+        self._set_status(deployment, "SLEEPING")
+        return deployment
+
+    def wake(self, deployment_id: str) -> Deployment:
+        """A request reached a sleeping deployment: it runs again (SUCCESS). The request itself
+        may still fail while the app starts (the sample app's ``cold_start``)."""
+        deployment = self.deployment(deployment_id)
+        if deployment.status == "SLEEPING":
+            self._set_status(deployment, "SUCCESS")
+        return deployment
 
     def remove(self, deployment: Deployment) -> None:
         """Stop a deployment; it stays in history as REMOVED."""
@@ -444,6 +465,9 @@ class EmulatorModel:
             # Restarts need a live process: a deployment replaced, crashed or asleep has none.
             self._crash_loops.stop(deployment)
         reset_instances(deployment)
+        if status == "SLEEPING":
+            for listener in self.on_sleep:
+                listener(deployment)
 
     def _check_status(self, status: str) -> None:
         if status not in self._statuses:

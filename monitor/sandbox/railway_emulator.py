@@ -14,9 +14,11 @@ here as it is there. Behaviour chosen to match what Railway's API and its CLI sh
 - A document that does not parse or validate, or whose variables do not coerce, is a request
   error: HTTP 400 with ``{"errors": [...]}`` carrying graphql-core's messages; nothing runs.
 - Every answer of ``/graphql/v2`` carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``
-  and ``X-RateLimit-Reset`` (Unix seconds at which the window resets); over the limit the
-  answer is HTTP 429 with ``Retry-After`` (seconds). The query string (``?source=...``) is
-  accepted and ignored.
+  and ``X-RateLimit-Reset`` (Unix seconds at which the window resets; ``reset_unit`` in the
+  faults sends it as seconds until the reset or Unix milliseconds instead, since Railway does
+  not document it); over the limit the answer is HTTP 429 with ``Retry-After`` (seconds).
+  The query string (``?source=...``) and the headers (``x-source``: Railway's CLI names
+  itself there) are recorded, credentials left out, and otherwise ignored.
 - Injected faults (:class:`Faults`) apply in this order: latency, dropped connection, rate
   limit, 5xx; then the request runs; then a drop after the fact (``drop_after_count``: the
   request ran, a mutation was applied, but the connection closes unanswered). Latency waits
@@ -77,6 +79,10 @@ class RequestRecord:
     variables: dict[str, Any] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     fault: str | None = None
+    # What the client sent besides the body: headers (lower-case names, credentials left
+    # out) and the query string (``?source=...``).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,6 +173,9 @@ class RailwayEmulator(EmulatorModel):
         if self.faults.latency > 0:
             await self.clock.sleep(self.faults.latency)
         incoming = _read(await request.read(), self.clock.time())
+        incoming.record = dataclasses.replace(
+            incoming.record, headers=_sent_headers(request), query=dict(request.query)
+        )
         targeted = self._targeted(incoming.record)
         if targeted and self.faults.drop_count > 0:
             self.faults.drop_count -= 1
@@ -261,15 +270,29 @@ class RailwayEmulator(EmulatorModel):
         if not over:
             count += 1
             self._windows[caller] = (start, count)
+        reset = {
+            "unix": math.ceil(start + window),
+            "seconds": math.ceil(start + window - now),
+            "unix_ms": math.ceil((start + window) * 1000),
+        }[self.faults.reset_unit]
         headers = {
             "X-RateLimit-Limit": str(limit),
             "X-RateLimit-Remaining": str(max(0, limit - count)),
-            "X-RateLimit-Reset": str(math.ceil(start + window)),
+            "X-RateLimit-Reset": str(reset),
         }
         return headers, max(1, math.ceil(start + window - now)) if over else None
 
     async def _cleanup(self, _app: web.Application) -> None:
         await self.aclose()
+
+
+# Never kept in the request log: they carry tokens.
+SECRET_HEADERS = frozenset({"authorization", "project-access-token", "cookie"})
+
+
+def _sent_headers(request: web.Request) -> dict[str, str]:
+    """The request's headers by lower-case name, credentials left out."""
+    return {k.lower(): v for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS}
 
 
 def _drop(request: web.Request) -> web.StreamResponse:

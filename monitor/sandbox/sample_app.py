@@ -14,6 +14,10 @@ Faults (``POST /_control`` with a JSON object; fields left out keep their value)
   every second request.
 - ``memory_bytes`` / ``memory_limit_bytes``: what /metrics reports as the process's resident
   memory and its limit. ``delay``: seconds for ``slow``. ``release``: the release label.
+- ``asleep``: Railway has the service asleep (serverless). The next request on any route but
+  ``/_control`` wakes it and, as Railway's edge does while the app starts, gets a 502; so does
+  every request for ``cold_start`` seconds after that. Waking calls the app's wake hooks
+  (``WAKE_KEY``), through which the sandbox tells the emulator the deployment runs again.
 
 Run it alone with ``python -m monitor.sandbox.sample_app --port 8001``.
 """
@@ -24,7 +28,7 @@ import argparse
 import asyncio
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal, cast, get_args
@@ -34,6 +38,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import generate_latest
 
 from monitor.clock import Clock, SystemClock
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 Mode = Literal["ok", "error", "slow", "flap", "hang"]
 MODES: tuple[str, ...] = get_args(Mode)
@@ -59,8 +65,11 @@ class AppState:
     error_ratio: float = 0.0
     memory_bytes: int = 100 * MIB
     memory_limit_bytes: int = 512 * MIB
+    asleep: bool = False
+    cold_start: float = 0.0
     _traffic: int = field(default=0, init=False, repr=False)
     _health: int = field(default=0, init=False, repr=False)
+    _waking_until: float | None = field(default=None, init=False, repr=False)
 
     def update(self, changes: Mapping[str, Any]) -> None:
         """Validate every change first, then apply them all (a bad field changes nothing)."""
@@ -72,6 +81,8 @@ class AppState:
             self._health = 0
         if "error_ratio" in checked:
             self._traffic = 0
+        if "asleep" in checked:
+            self._waking_until = None
 
     def to_dict(self) -> dict[str, Any]:
         """The public state, as ``GET /_control`` returns it."""
@@ -85,6 +96,20 @@ class AppState:
         return (n * ratio.numerator) // ratio.denominator > (
             (n - 1) * ratio.numerator
         ) // ratio.denominator
+
+    def wakes(self, now: float) -> bool:
+        """Whether a request at ``now`` (monotonic) finds the app asleep: it starts waking."""
+        if not self.asleep:
+            return False
+        self.asleep = False
+        self._waking_until = now + self.cold_start
+        return True
+
+    def starting(self, now: float) -> bool:
+        """Whether a request at ``now`` (monotonic) falls in the cold start of a wake."""
+        if self._waking_until is not None and now >= self._waking_until:
+            self._waking_until = None
+        return self._waking_until is not None
 
     def next_flap_fails(self) -> bool:
         """Count one health request in ``flap`` mode; whether it fails."""
@@ -115,6 +140,12 @@ def _bytes(value: Any) -> int:
     return value
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 def _label(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("must be a non-empty string")
@@ -128,6 +159,8 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "memory_bytes": _bytes,
     "memory_limit_bytes": _bytes,
     "release": _label,
+    "asleep": _flag,
+    "cold_start": _number(0.0, 3_600.0),
 }
 
 
@@ -146,17 +179,19 @@ REGISTRY_KEY = web.AppKey("sample_app_registry", CollectorRegistry)
 _CLOCK_KEY = web.AppKey("sample_app_clock", Clock)
 _CLOSING_KEY = web.AppKey("sample_app_closing", asyncio.Event)
 _REQUESTS_KEY = web.AppKey("sample_app_requests", Counter)
+WAKE_KEY = web.AppKey("sample_app_wake_hooks", list[Callable[[], None]])
 
 
 def create_app(*, release: str = "v1", clock: Clock | None = None) -> web.Application:
     """The sample app, with its own state and metrics registry (see the module docstring)."""
-    app = web.Application()
+    app = web.Application(middlewares=[_sleeping])
     state = AppState(release=_label(release))
     registry = CollectorRegistry()
     app[STATE_KEY] = state
     app[REGISTRY_KEY] = registry
     app[_CLOCK_KEY] = clock or SystemClock()
     app[_CLOSING_KEY] = asyncio.Event()
+    app[WAKE_KEY] = []
     app[_REQUESTS_KEY] = Counter(
         "http_requests", "Requests served, by status code.", ["code"], registry=registry
     )
@@ -175,6 +210,22 @@ def create_app(*, release: str = "v1", clock: Clock | None = None) -> web.Applic
     app.on_response_prepare.append(_stamp_release)
     app.on_shutdown.append(_release_waiters)
     return app
+
+
+@web.middleware
+async def _sleeping(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """A sleeping app wakes on its first request, which gets a 502, as do those during the
+    cold start (Railway's edge answers them; the app never sees them, so they are not counted).
+    """
+    state, clock = request.app[STATE_KEY], request.app[_CLOCK_KEY]
+    if request.path == "/_control":
+        return await handler(request)
+    if state.wakes(clock.monotonic()):
+        for wake in request.app[WAKE_KEY]:
+            wake()
+    elif not state.starting(clock.monotonic()):
+        return await handler(request)
+    return web.Response(status=502, text="Application failed to respond\n")
 
 
 def _served(request: web.Request, response: web.Response) -> web.Response:

@@ -6,7 +6,8 @@ with preview, staging and production would have. A release is a label in a deplo
 ``meta`` (``{"release": "v2"}``); ``behaviour`` says what the app does while it serves a
 release (sample app control fields: ``mode``, ``error_ratio``, ``memory_bytes``...). When
 railguard rolls back on the emulator, the app switches to the restored release at once, as
-Railway's router would.
+Railway's router would. A deployment put to sleep (``PATCH deployments/{id}`` with
+``status = "SLEEPING"``) puts its app to sleep, and the request that wakes the app wakes it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from monitor.clock import Clock
-from monitor.sandbox.emulator_model import Deployment
+from monitor.sandbox.emulator_model import Deployment, EmulatorModel
 from monitor.sandbox.railway_emulator import RailwayEmulator
-from monitor.sandbox.sample_app import STATE_KEY, create_app
+from monitor.sandbox.sample_app import STATE_KEY, WAKE_KEY, create_app
 
 TOKEN = "sandbox-token"
 SERVICE_ID = "svc-web"
@@ -54,6 +55,7 @@ class Sandbox:
         self.emulator.add_service(project.id, "web", id=SERVICE_ID)
         for tier in self.tiers:
             self.emulator.add_environment(project.id, tier, id=environment_id(tier))
+            link_sleep(self.emulator, self.apps[tier], SERVICE_ID, environment_id(tier))
         self.emulator.on_activate.append(self._follow)
 
     async def start(self) -> None:
@@ -112,6 +114,26 @@ class Sandbox:
         await self.emulator.aclose()
         runners, self._runners = self._runners[::-1], []
         await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
+
+
+def link_sleep(
+    emulator: EmulatorModel, app: web.Application, service_id: str, environment_id: str
+) -> None:
+    """Serverless, both ways: Railway putting the service's deployment to sleep puts the app
+    to sleep, and the request that wakes the app wakes the deployment (SUCCESS again)."""
+    key = (service_id, environment_id)
+
+    def fall_asleep(deployment: Deployment) -> None:
+        if (deployment.service_id, deployment.environment_id) == key:
+            app[STATE_KEY].update({"asleep": True})
+
+    def woken() -> None:
+        active = emulator.active.get(key)
+        if active is not None:
+            emulator.wake(active)
+
+    emulator.on_sleep.append(fall_asleep)
+    app[WAKE_KEY].append(woken)
 
 
 def environment_id(tier: str) -> str:

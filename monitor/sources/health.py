@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import aiohttp
 from pydantic import field_validator, model_validator
 from yarl import URL
 
 from monitor.clock import Clock
-from monitor.configtypes import HttpUrl, Strict, Text, Timeout
+from monitor.configtypes import MINUTE, Duration, HttpUrl, Strict, Text, Timeout, within
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
 from monitor.redact import redact_url
@@ -42,6 +42,9 @@ class HealthCheck(Strict):
     json_equals: JsonScalar | None = None
     max_body_bytes: int = 65536
     headers: dict[str, Text] = {}
+    # A serverless service woken from SLEEPING: failing probes this long after railguard saw
+    # it awake (until the first healthy one) are UNKNOWN, never a breach (sources/sleep.py).
+    cold_start: Annotated[Duration, within(0.0, 10 * MINUTE)] = 30.0
 
     @field_validator("expected_status")
     @classmethod

@@ -3,7 +3,8 @@
 Adding a source is one file in this package and one line in :data:`SOURCES`. One source
 instance serves every signal of its type for a service, so one scrape feeds error rate and
 memory alike, and one view of the Railway poll feeds every Railway signal (the deployment
-signal included, which needs no table).
+signal included, which needs no table). For a service on Railway, the sources that send
+requests to the app are wrapped so that a sleeping (serverless) service is not woken.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import aiohttp
 
 from monitor.clock import Clock
 from monitor.model import Signal
-from monitor.plan import ServicePlan
+from monitor.plan import ServicePlan, has_railway_ids
 from monitor.sources.base import Source
 from monitor.sources.exposition import ExpositionSource
 from monitor.sources.health import HealthSource
 from monitor.sources.promql import PromQLSource
 from monitor.sources.railway import RailwaySource
+from monitor.sources.sleep import SleepAware
 
 if TYPE_CHECKING:  # the poller brings the Railway client and graphql-core: only when used
     from monitor.railway.poller import RailwayPoller
@@ -77,8 +79,33 @@ SOURCES: dict[str, SourceFactory] = {
 TABLE_SIGNALS = (Signal.ERROR_RATE, Signal.MEMORY)
 
 
+# Sources that send requests to the app itself: while Railway has the service asleep they are
+# not asked, and its cold start is forgiven (sources/sleep.py).
+APP_FACING = frozenset({"health", "exposition"})
+
+
+def _sleep_aware(source: Source, ctx: SourceContext) -> Source:
+    assert ctx.poller is not None
+    health = ctx.service.health
+    return SleepAware(
+        source,
+        ctx.poller,
+        ctx.service.name,
+        cold_start=health.cold_start if health is not None else 0.0,
+        # As old as the Railway source trusts a poll: a stale SLEEPING does not stop probes.
+        max_age=2 * ctx.poller.interval + ctx.service.interval,
+    )
+
+
 def build_sources(ctx: SourceContext) -> list[tuple[str, Source]]:
     """The sources that feed the service's signals."""
+    sources = _sources(ctx)
+    if ctx.poller is None or not has_railway_ids(ctx.service.config):
+        return sources
+    return [(n, _sleep_aware(s, ctx) if n in APP_FACING else s) for n, s in sources]
+
+
+def _sources(ctx: SourceContext) -> list[tuple[str, Source]]:
     service = ctx.service
     sources: list[tuple[str, Source]] = []
     if service.health is not None:

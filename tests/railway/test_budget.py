@@ -108,15 +108,15 @@ async def test_nothing_is_sent_before_the_reset_once_railway_says_none_remain(
 ) -> None:
     # 3600 an hour refills one a second, so 40s of waiting is plenty of tokens for either.
     budget = RequestBudget(clock, per_hour=3600, per_second=10_000, reserve=0.01)
-    budget.observe(0, clock.time() + 40)
+    budget.observe(0, 40.0)
     assert budget.level == 0.0
     await waits(clock, budget, priority, 40.0)
 
 
-async def test_pause_until_holds_even_a_full_bucket(clock: FakeClock) -> None:
+async def test_a_pause_holds_even_a_full_bucket(clock: FakeClock) -> None:
     budget = RequestBudget(clock, per_hour=1000, per_second=10)
-    budget.pause_until(clock.time() + 5)
-    budget.pause_until(clock.time() + 2)  # an earlier deadline does not shorten the pause
+    budget.pause(5)
+    budget.pause(2)  # an earlier deadline does not shorten the pause
     await waits(clock, budget, CRITICAL, 5.0)
     await take(budget, ROUTINE, 1)
 
@@ -156,7 +156,7 @@ async def test_polling_slowed_is_set_and_cleared_once_and_waits_are_counted(
 
 async def test_a_pause_slows_routine_polling_and_says_why(clock: FakeClock) -> None:
     budget = RequestBudget(clock, per_hour=1000, per_second=100)
-    budget.pause_until(clock.time() + 30)
+    budget.pause(30)
     with capture_logs() as logs:
         task = asyncio.create_task(budget.acquire(ROUTINE))
         await clock.advance(30)

@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 from yarl import URL
 
 from monitor.clock import FakeClock
@@ -26,6 +27,7 @@ from monitor.errors import (
     RailwayTransientError,
 )
 from monitor.railway import client as client_module
+from monitor.railway import ratelimit
 from monitor.railway.budget import Priority, RequestBudget
 from monitor.railway.client import (
     DEPLOYMENT_QUERY,
@@ -33,7 +35,6 @@ from monitor.railway.client import (
     operation_of,
     parse_deployment,
     parse_deployments,
-    retry_after_seconds,
 )
 from monitor.railway.schema import validate_document
 from monitor.sandbox.emulator_model import Deployment as EmuDeployment
@@ -214,6 +215,11 @@ async def test_the_source_reaches_railway(
     world.url += url
     await world.client(source=source).deployment(world.good.id)
     assert world.queries == [query]
+    # As Railway's CLI names itself; the token is sent but never kept in the emulator's log.
+    [sent] = world.emu.requests
+    assert sent.headers["x-source"] == source
+    assert sent.query == query
+    assert "authorization" not in sent.headers
 
 
 # -- transient failures ------------------------------------------------------------------------
@@ -340,6 +346,68 @@ async def test_x_ratelimit_remaining_lowers_the_budget(world: World) -> None:
     budget = world.budget()
     await world.client(budget=budget).deployment(world.good.id)
     assert budget.level == pytest.approx(49, abs=0.01)
+
+
+@pytest.mark.parametrize("unit", ["unix", "seconds", "unix_ms"])
+async def test_x_ratelimit_reset_in_any_unit_waits_only_for_the_window(
+    world: World, unit: str
+) -> None:
+    clock = world.clock
+    world.emu.set_faults(rate_limit=1, rate_window=60, reset_unit=unit)
+    client = world.client()
+    with capture_logs() as logs:
+        await client.deployment(world.good.id)  # the last one of the window: none remain
+        window_end = clock.time() - clock.time() % 60 + 60
+        task = asyncio.ensure_future(client.deployment(world.old.id))
+        await clock.advance(window_end - clock.time() - 0.5)
+        assert not task.done()
+        assert len(world.emu.requests) == 1  # nothing sent before the reset
+        assert (await finish(clock, task, step=0.5, limit=5)).id == world.old.id
+    assert [r.status for r in world.emu.requests] == [200, 200]
+    assert [e for e in logs if "rate-limit" in e["event"]] == []  # every unit read plausibly
+
+
+@pytest.mark.parametrize(
+    ("reset", "longest"),
+    [
+        ("99999999999999999999", ratelimit.MAX_WAIT),  # far future in every unit
+        ("1e300", ratelimit.MAX_WAIT),
+        ("-12345678901234", 0.0),  # in the past in every unit
+        ("tomorrow", ratelimit.MAX_WAIT),  # unreadable: Railway's count is kept for the max
+    ],
+)
+async def test_an_implausible_reset_is_clamped_and_logged_once(
+    world: World, canned: Any, reset: str, longest: float
+) -> None:
+    clock = world.clock
+    spent = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+    fake = await canned((200, '{"data": {}}', spent))
+    client = world.client()
+    with capture_logs() as logs:
+        await client.execute("query Q { __typename }")
+        task = asyncio.ensure_future(client.execute("query Q { __typename }"))
+        await finish(clock, task, step=1.0, limit=longest + 2)
+    assert fake.hits == 2
+    assert clock.monotonic() <= longest + 1
+    # Said once for both answers: every answer carries the header.
+    [warning] = [e for e in logs if e["log_level"] == "warning" and "rate-limit" in e["event"]]
+    assert warning["header"] == "X-RateLimit-Reset"
+
+
+async def test_a_retry_after_of_days_waits_the_maximum_and_says_so(
+    world: World, canned: Any
+) -> None:
+    days = {"Retry-After": str(40 * 86400)}
+    fake = await canned((429, "slow down", days), (200, '{"data": {"ok": true}}', {}))
+    with capture_logs() as logs:
+        task = asyncio.ensure_future(world.client().execute("query Q { __typename }"))
+        await until(lambda: fake.hits == 1, "the 429")
+        await world.clock.advance(ratelimit.MAX_WAIT - 1)
+        assert not task.done()
+        assert await finish(world.clock, task, step=0.5, limit=5) == {"ok": True}
+    [warning] = [e for e in logs if e["log_level"] == "warning" and "rate-limit" in e["event"]]
+    assert warning["header"] == "Retry-After"
+    assert warning["wait"] == ratelimit.MAX_WAIT
 
 
 async def test_the_budget_holds_routine_polling_but_not_the_rollback(world: World) -> None:
@@ -545,11 +613,11 @@ NOW = 1_700_000_000.0
     ],
 )
 def test_retry_after_is_seconds_or_an_http_date(header: str | None, seconds: float | None) -> None:
-    assert retry_after_seconds(header, NOW + 60) == seconds
+    assert ratelimit.retry_after(header, NOW + 60).seconds == seconds
 
 
 def test_an_http_date_retry_after_counts_from_now() -> None:
-    assert retry_after_seconds("Tue, 14 Nov 2023 22:14:20 GMT", NOW) == 60.0
+    assert ratelimit.retry_after("Tue, 14 Nov 2023 22:14:20 GMT", NOW).seconds == 60.0
 
 
 NODE = {

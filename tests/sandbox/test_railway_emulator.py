@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from monitor.sandbox.emulator_model import (
 )
 from monitor.sandbox.emulator_nodes import iso
 from monitor.sandbox.railway_emulator import Faults, RailwayEmulator
+from monitor.sandbox.sample_app import STATE_KEY, create_app
+from monitor.sandbox.sandbox import link_sleep
 from tests.helpers import until
 
 TOKEN = "account-token"
@@ -673,6 +676,47 @@ async def test_instances_follow_the_deployment_status(
     assert len({i["id"] for i in reply.body["data"]["deployment"]["instances"]}) == len(expected)
 
 
+async def test_a_serverless_deployment_sleeps_in_its_slot_and_a_request_wakes_it(
+    client: Client, world: World
+) -> None:
+    emu, clock, live = world.emu, world.clock, world.v3
+    slept: list[str] = []
+    emu.on_sleep.append(lambda d: slept.append(d.id))
+    await clock.advance(30)
+    emu.sleep(live.id)
+    assert slept == [live.id]
+    assert await instances(client, live.id) == ("SLEEPING", ["STOPPED"])
+    assert emu.active[(world.web, world.prod)] == live.id  # still the active deployment
+    await clock.advance(60)
+    emu.wake(live.id)
+    assert await instances(client, live.id) == ("SUCCESS", ["RUNNING"])
+    reply = await client.gql(
+        "query($id: String!) { deployment(id: $id) { statusUpdatedAt } }", {"id": live.id}
+    )
+    assert reply.body["data"]["deployment"]["statusUpdatedAt"] == iso(clock.time())
+    emu.wake(live.id)  # awake already: nothing changes
+    with pytest.raises(EmulatorError, match="only a serving one can sleep"):
+        emu.sleep(world.v1.id)  # REMOVED
+    patched = await client.control("PATCH", f"deployments/{live.id}", {"status": "SLEEPING"})
+    assert patched.status == 200
+    assert slept == [live.id, live.id]  # a PATCH to SLEEPING is a sleep like any other
+
+
+async def test_the_sandbox_app_sleeps_and_wakes_with_its_deployment(world: World) -> None:
+    emu = world.emu
+    app = create_app(clock=world.clock)
+    link_sleep(emu, app, world.web, world.prod)
+    emu.sleep(world.v3.id)
+    emu.sleep(world.stage.id)  # another environment: not this app's
+    assert app[STATE_KEY].asleep
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        for expected in (502, 200):
+            async with session.get(server.make_url("/health")) as response:
+                assert response.status == expected
+    assert world.v3.status == "SUCCESS"
+    assert world.stage.status == "SLEEPING"
+
+
 async def test_replicas_are_instances_and_a_rollback_keeps_them(
     client: Client, world: World
 ) -> None:
@@ -853,6 +897,35 @@ async def test_rate_limit_headers_and_429(client: Client, world: World) -> None:
     again = await client.gql("{ __typename }")
     assert again.status == 200
     assert [r.fault for r in world.emu.requests].count("rate-limit") == 1
+
+
+@pytest.mark.parametrize(
+    ("unit", "reading"),
+    [
+        ("unix", lambda end, now: end),
+        ("seconds", lambda end, now: end - now),
+        ("unix_ms", lambda end, now: end * 1000),
+    ],
+)
+async def test_the_reset_header_comes_in_the_unit_asked_for(
+    client: Client, world: World, unit: str, reading: Any
+) -> None:
+    world.emu.set_faults(rate_window=60, reset_unit=unit)
+    now = world.clock.time()
+    reply = await client.gql("{ __typename }")
+    end = now - now % 60 + 60
+    assert int(reply.headers["X-RateLimit-Reset"]) == math.ceil(reading(end, now))
+
+
+async def test_the_request_log_keeps_the_source_but_never_a_token(
+    client: Client, world: World
+) -> None:
+    headers = {**AUTH, "x-source": "railguard-tests", "Cookie": "session=1"}
+    await client.gql("{ __typename }", headers=headers)
+    [sent] = world.emu.requests
+    assert sent.headers["x-source"] == "railguard-tests"
+    assert sent.query == {"source": "railguard-tests"}
+    assert {"authorization", "project-access-token", "cookie"}.isdisjoint(sent.headers)
 
 
 async def test_next_requests_get_5xx(client: Client, world: World) -> None:

@@ -15,7 +15,14 @@ from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.clock import FakeClock
-from monitor.sandbox.sample_app import MIB, REGISTRY_KEY, STATE_KEY, create_app, parse_args
+from monitor.sandbox.sample_app import (
+    MIB,
+    REGISTRY_KEY,
+    STATE_KEY,
+    WAKE_KEY,
+    create_app,
+    parse_args,
+)
 
 
 @pytest.fixture
@@ -204,10 +211,39 @@ async def test_control_state_round_trip(client: Client) -> None:
         "memory_bytes": 100 * MIB,
         "memory_limit_bytes": 512 * MIB,
         "release": "v8",
+        "asleep": False,
+        "cold_start": 0.0,
     }
     async with client.session.get(client.base + "/_control") as response:
         assert await response.json() == state
         assert response.headers["X-Release"] == "v8"
+
+
+async def test_a_sleeping_app_answers_its_first_request_502_and_wakes(
+    client: Client, app: web.Application
+) -> None:
+    woken: list[str] = []
+    app[WAKE_KEY].append(lambda: woken.append("woken"))
+    await client.control({"asleep": True})
+    assert woken == []  # the control route does not wake it
+    assert await client.statuses("/health", 3) == [502, 200, 200]
+    assert woken == ["woken"]
+    assert (await client.control({}))[1]["asleep"] is False
+    metrics = await client.metrics()
+    assert 'http_requests_total{code="502"}' not in metrics  # Railway's edge answered it
+
+
+async def test_a_cold_start_answers_502_until_it_is_over(session: aiohttp.ClientSession) -> None:
+    clock = FakeClock()
+    app = create_app(clock=clock)
+    app[STATE_KEY].update({"asleep": True, "cold_start": 5})
+    async with TestServer(app, host="127.0.0.1") as server:
+        client = Client(session, server.port)
+        assert await client.statuses("/work", 2) == [502, 502]  # any route wakes it
+        await clock.advance(4.9)
+        assert await client.statuses("/health", 1) == [502]
+        await clock.advance(0.1)
+        assert await client.statuses("/health", 2) == [200, 200]
 
 
 async def test_release_header_on_every_response(client: Client) -> None:
@@ -230,6 +266,8 @@ async def test_release_header_on_every_response(client: Client) -> None:
         ({"memory_bytes": -1}, "memory_bytes", "memory_bytes: must be a whole number"),
         ({"memory_bytes": 1.5}, "memory_bytes", "memory_bytes: must be a whole number"),
         ({"release": ""}, "release", "release: must be a non-empty string (got '')"),
+        ({"asleep": "yes"}, "asleep", "asleep: must be true or false (got 'yes')"),
+        ({"cold_start": -1}, "cold_start", "cold_start: must be between 0 and 3600 (got -1)"),
         ({"colour": "red"}, "colour", "colour: unknown field (known: mode, delay, error_ratio"),
     ],
 )

@@ -1,0 +1,130 @@
+"""Serverless services: not woken by railguard while asleep, and their cold start forgiven.
+
+Railway puts a serverless service to sleep (its active deployment turns SLEEPING) once it has
+sent nothing for 10 minutes; the next request wakes it, and that request, or any during the
+cold start, may get a 502. A probe or a scrape is such a request: it would wake the service
+(and keep it from ever sleeping), and its failure says nothing about the release. So, from
+the last Railway poll's view of the service's active deployment, :class:`SleepAware` wraps a
+source that sends requests to the app (health, exposition):
+
+- SLEEPING: the wrapped source is not asked; each of its signals is UNKNOWN, "service is
+  sleeping". A poll older than ``max_age`` is not trusted to say so (the probe goes out).
+- Woken (seen SLEEPING, now SUCCESS, the same deployment): a failing health sample is UNKNOWN
+  ("service is waking up") until the first healthy one, or ``cold_start`` after the poll that
+  showed it awake, whichever comes first. After that a failing release is judged as ever.
+
+UNKNOWN never causes a rollback. A new deployment replacing a sleeping one is a rollout, not a
+wake: it gets no allowance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Protocol
+
+from monitor.model import Sample, Signal, format_duration
+from monitor.railway.statuses import SLEEPING, SUCCESS
+from monitor.sources.base import Source
+
+
+class Active(Protocol):
+    """The service's active deployment, as the poller read it."""
+
+    @property
+    def id(self) -> str:
+        """Railway's deployment id."""
+        ...
+
+    @property
+    def status(self) -> str:
+        """Its DeploymentStatus."""
+        ...
+
+
+class Snapshot(Protocol):
+    """One poll's view of one service."""
+
+    @property
+    def at(self) -> float:
+        """When the poll's answer arrived."""
+        ...
+
+    @property
+    def active(self) -> Active | None:
+        """The newest deployment that went live, if any."""
+        ...
+
+
+class Deployments(Protocol):
+    """Where the wrapper reads the poller's latest view of a service."""
+
+    def latest(self, name: str) -> Snapshot | None:
+        """The newest snapshot of service ``name``, if any."""
+        ...
+
+
+class SleepAware:
+    """A source that asks nothing of a sleeping service and forgives its cold start."""
+
+    def __init__(
+        self,
+        inner: Source,
+        deployments: Deployments,
+        name: str,
+        *,
+        cold_start: float,
+        max_age: float,
+    ) -> None:
+        self.inner = inner
+        self.deployments = deployments
+        self.name = name
+        self.cold_start = cold_start
+        self.max_age = max_age
+        self.signals = inner.signals
+        self._slept: str | None = None  # the deployment last seen SLEEPING
+        self._woke_at: float | None = None  # when a poll first showed it awake again
+
+    async def collect(self, at: float) -> list[Sample]:
+        """The wrapped source's samples, unless the service sleeps or is waking up."""
+        snapshot = self.deployments.latest(self.name)
+        fresh = snapshot is not None and at - snapshot.at <= self.max_age
+        active = snapshot.active if snapshot is not None and fresh else None
+        if snapshot is not None and active is not None:  # a fresh view of the deployment
+            if active.status == SLEEPING:
+                self._slept, self._woke_at = active.id, None
+                return self._asleep(active, at)
+            if active.id != self._slept or active.status != SUCCESS:
+                self._slept = self._woke_at = None  # replaced (or crashed), not woken
+            elif self._woke_at is None:
+                self._woke_at = snapshot.at
+        samples = await self.inner.collect(at)
+        if self._woke_at is None:
+            return samples
+        if at - self._woke_at >= self.cold_start:
+            self._slept = self._woke_at = None
+            return samples
+        return [self._waking(sample) for sample in samples]
+
+    def _asleep(self, active: Active, at: float) -> list[Sample]:
+        reason = (
+            f"service is sleeping: Railway has deployment {active.id} SLEEPING (serverless); "
+            "not probed, a request would wake it"
+        )
+        detail: dict[str, Any] = {"deployment": active.id, "status": SLEEPING}
+        return [Sample(signal, at, None, reason, detail) for signal in sorted(self.signals)]
+
+    def _waking(self, sample: Sample) -> Sample:
+        """A failing health sample in the cold start is UNKNOWN; a healthy one ends it."""
+        if sample.signal is not Signal.HEALTH or sample.value is None:
+            return sample
+        assert self._woke_at is not None
+        if sample.value >= 1:
+            self._slept = self._woke_at = None  # awake and answering: the cold start is over
+            return sample
+        awake = format_duration(max(0.0, sample.at - self._woke_at))
+        reason = (
+            f"service is waking up (seen awake {awake} ago after SLEEPING, cold_start "
+            f"{format_duration(self.cold_start)}): {sample.reason}"
+        )
+        detail = {**sample.detail, "cold_start": True}
+        return replace(sample, value=None, reason=reason, detail=detail)
