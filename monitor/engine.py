@@ -98,6 +98,8 @@ def evaluate(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, V
         # A late sample would rewrite history the window has already moved past.
         reason = f"ignored out-of-order sample at {sample.at}: older than {latest}"
         return state, _verdict(rule, sample, state, state, (), None, reason)
+    if sample.idle:
+        return _evaluate_idle(rule, state, sample)
     if sample.value is None:
         return _evaluate_unknown(rule, state, sample)
     return _evaluate_known(rule, state, sample, sample.value)
@@ -171,6 +173,22 @@ def breach_start(rule: Rule, state: RuleState, sample: Sample) -> float:
     if previous is None or state.unknown_since is not None or sample.at - previous > rule.max_gap:
         return sample.at
     return min(sample.at, max(sample.window_start, previous))
+
+
+def _evaluate_idle(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, Verdict]:
+    """Nothing to measure by design (a sleeping service): nothing to judge. The rule rests
+    INACTIVE and is not blind (a sleep is no outage of railguard's sight); whatever it held
+    ends, and the first sample after the rest starts afresh."""
+    transitions: list[Transition] = []
+    notes = [f"idle ({sample.reason or 'nothing to measure'})"]
+    if state.blind:
+        transitions.append(Transition.SIGHT_RESTORED)
+        notes.append("no longer blind: nothing to see")
+    if state.phase is not Phase.INACTIVE:
+        transitions.append(Transition.RESET)
+        notes.append(f"{state.phase.value} reset")
+    new = RuleState()
+    return new, _verdict(rule, sample, state, new, tuple(transitions), None, "; ".join(notes))
 
 
 def _evaluate_unknown(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, Verdict]:

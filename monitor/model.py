@@ -63,7 +63,8 @@ class Sample:
 
     ``value`` None means UNKNOWN (no traffic, a failed scrape, a missing series): ``reason``
     then says why. ``detail`` keeps what a person needs to explain the value later
-    (status code, latency, counts).
+    (status code, latency, counts). ``idle`` (with ``value`` None): there is nothing to
+    measure by design, not for want of sight: the service sleeps (serverless) or is waking.
     """
 
     signal: Signal
@@ -71,6 +72,7 @@ class Sample:
     value: float | None
     reason: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
+    idle: bool = False
 
     @property
     def known(self) -> bool:
@@ -96,6 +98,7 @@ class Sample:
             "value": self.value,
             "reason": self.reason,
             "detail": dict(self.detail),
+            **({"idle": True} if self.idle else {}),
         }
 
     @classmethod
@@ -108,6 +111,7 @@ class Sample:
             value=None if value is None else float(value),
             reason=str(data.get("reason", "")),
             detail=dict(data.get("detail", {})),
+            idle=data.get("idle") is True,
         )
 
 

@@ -482,3 +482,45 @@ def test_twenty_seconds_of_breach_evidence_are_needed_not_less() -> None:
     assert state.phase is Phase.PENDING
     state, _ = evaluate(rule, state, rate(22, BAD, 2))
     assert state.phase is Phase.FIRING
+
+
+# -- idle: nothing to measure by design (a sleeping service) ----------------------------------
+
+
+def idle(t: float) -> Sample:
+    return Sample(Signal.ERROR_RATE, t, None, "service is sleeping", idle=True)
+
+
+def test_an_idle_run_never_goes_blind_and_the_next_sample_starts_afresh() -> None:
+    rule = make_rule(for_=20.0, max_gap=4.0)
+    state, verdicts = feed(rule, [rate(0, BAD), *(idle(t) for t in range(2, 60, 2))])
+    assert all(not v.transitions for v in verdicts[2:])
+    assert not state.blind
+    assert state == RuleState()
+    # Awake: an UNKNOWN does not count the sleep as silence; a breach starts from itself.
+    state, verdict = evaluate(rule, state, rate(60, UNK))
+    assert not verdict.transitions
+    state, verdict = evaluate(rule, state, rate(62, BAD, 2))
+    assert verdict.transitions == (Transition.PENDING,)
+    assert state.since == 62.0
+
+
+def test_falling_asleep_ends_what_the_rule_held() -> None:
+    rule = make_rule(for_=4.0, max_gap=4.0)
+    firing, _ = feed(rule, [rate(t, BAD) for t in range(0, 8, 2)])
+    assert firing.phase is Phase.FIRING
+    state, verdict = evaluate(rule, firing, idle(8))
+    assert verdict.transitions == (Transition.RESET,)
+    assert (state.phase, verdict.previous) == (Phase.INACTIVE, Phase.FIRING)
+    blind, _ = feed(rule, [rate(0, OK), rate(2, UNK), rate(10, UNK)])
+    assert blind.blind
+    state, verdict = evaluate(rule, blind, idle(12))
+    assert verdict.transitions == (Transition.SIGHT_RESTORED,)
+    assert not state.blind
+    assert "service is sleeping" in verdict.reason
+
+
+def test_an_idle_sample_round_trips() -> None:
+    sample = idle(3)
+    assert Sample.from_dict(sample.to_dict()) == sample
+    assert "idle" not in rate(3, OK).to_dict()

@@ -101,6 +101,10 @@ async def test_a_sleeping_service_is_not_probed_and_its_cold_start_is_not_a_brea
     assert all(r.startswith("service is sleeping") for r in reasons[4:]), reasons
     never_judged(stage)
     assert await trail(stage, "rule_firing") == []
+    # Asleep far longer than max_gap, and no rule went blind: a sleep is nothing to see, not
+    # an outage of railguard's sight (a blind alert each time a service sleeps would be noise).
+    assert not any(state.blind for state in worker(stage).states.values())
+    assert await trail(stage, "blind") == []
 
     stage.idle = False  # a user calls it: the request wakes it, the app starts for 8s
     reasons = await watch(stage, 20)
@@ -110,6 +114,7 @@ async def test_a_sleeping_service_is_not_probed_and_its_cold_start_is_not_a_brea
     assert (health.value, health.reason) == (1.0, "")
     never_judged(stage)
     assert await trail(stage, "rule_firing") == []
+    assert await trail(stage, "blind") == []
 
 
 async def test_a_bad_release_asleep_is_left_alone_and_rolled_back_once_awake(

@@ -72,7 +72,7 @@ def deployment_sample(
         detail["status_updated_at"] = active.status_updated_at
     if active.status == SLEEPING:
         reason = f"deployment {active.id} is asleep (serverless): not woken to be judged"
-        return Sample(Signal.DEPLOYMENT, at, None, reason, detail)
+        return Sample(Signal.DEPLOYMENT, at, None, reason, detail, idle=True)
     if active.status == CRASHED:
         return Sample(Signal.DEPLOYMENT, at, CRASHING, "", detail)
     if active.status != SUCCESS:

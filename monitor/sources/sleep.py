@@ -7,11 +7,13 @@ cold start, may get a 502. A probe or a scrape is such a request: it would wake 
 the last Railway poll's view of the service's active deployment, :class:`SleepAware` wraps a
 source that sends requests to the app (health, exposition):
 
-- SLEEPING: the wrapped source is not asked; each of its signals is UNKNOWN, "service is
+- SLEEPING: the wrapped source is not asked; each of its signals is *idle* (UNKNOWN with
+  nothing to measure by design: its rules rest INACTIVE and never go blind), "service is
   sleeping". A poll older than ``max_age`` is not trusted to say so (the probe goes out).
-- Woken (seen SLEEPING, now SUCCESS, the same deployment): a failing health sample is UNKNOWN
-  ("service is waking up") until the first healthy one, or ``cold_start`` after the poll that
-  showed it awake, whichever comes first. After that a failing release is judged as ever.
+- Woken (seen SLEEPING, now SUCCESS, the same deployment): a failing health sample or a failed
+  scrape is idle ("service is waking up") until the first healthy probe, or ``cold_start``
+  after the poll that showed it awake, whichever comes first. After that a failing release
+  is judged as ever.
 
 UNKNOWN never causes a rollback. A new deployment replacing a sleeping one is a rollout, not a
 wake: it gets no allowance.
@@ -111,20 +113,23 @@ class SleepAware:
             "not probed, a request would wake it"
         )
         detail: dict[str, Any] = {"deployment": active.id, "status": SLEEPING}
-        return [Sample(signal, at, None, reason, detail) for signal in sorted(self.signals)]
+        return [
+            Sample(signal, at, None, reason, detail, idle=True) for signal in sorted(self.signals)
+        ]
 
     def _waking(self, sample: Sample) -> Sample:
-        """A failing health sample in the cold start is UNKNOWN; a healthy one ends it."""
-        if sample.signal is not Signal.HEALTH or sample.value is None:
-            return sample
-        assert self._woke_at is not None
-        if sample.value >= 1:
+        """In the cold start, a failing probe or a failed scrape is idle; a healthy probe
+        ends the cold start. Known values (a scrape that answered) pass as they are."""
+        if sample.signal is Signal.HEALTH and sample.value is not None and sample.value >= 1:
             self._slept = self._woke_at = None  # awake and answering: the cold start is over
             return sample
+        if sample.value is not None and sample.signal is not Signal.HEALTH:
+            return sample
+        assert self._woke_at is not None
         awake = format_duration(max(0.0, sample.at - self._woke_at))
         reason = (
             f"service is waking up (seen awake {awake} ago after SLEEPING, cold_start "
             f"{format_duration(self.cold_start)}): {sample.reason}"
         )
         detail = {**sample.detail, "cold_start": True}
-        return replace(sample, value=None, reason=reason, detail=detail)
+        return replace(sample, value=None, reason=reason, detail=detail, idle=True)
