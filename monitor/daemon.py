@@ -209,6 +209,7 @@ class Daemon:
             clock=self.clock,
             metrics=self.metrics,
             latest=lambda name: self._workers[name].latest,
+            reconcile_window=self.plan.config.railway.reconcile_window,
         )
         poller = self.poller
 

@@ -131,6 +131,14 @@ class RailwayConfig(Strict):
     ] = 30.0
     reserve: float = Field(0.2, ge=0, lt=1)
     """The fraction of the hourly budget routine polling never spends (kept for rollbacks)."""
+    reconcile_window: Annotated[
+        Duration,
+        within(
+            1.0, 10 * 60.0, why_lo="Railway needs a moment to list a deployment it just created"
+        ),
+    ] = 20.0
+    """How long a rollback mutation whose answer was lost may still show up on Railway as a
+    new deployment: it is sent again only after this, and only if none did."""
 
 
 class TierPolicy(Strict):

@@ -38,6 +38,7 @@ import json
 import math
 import random
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.client import responses
@@ -110,6 +111,7 @@ class RailwayEmulator(EmulatorModel):
         super().__init__(clock, seed=seed, rollout=rollout)
         self.faults = faults or Faults()
         self.requests: list[RequestRecord] = []
+        self.in_flight: Counter[str] = Counter()  # requests held by the latency fault, by type
         self.mutations: list[MutationRecord] = []
         self._account_tokens = set(tokens)
         self._project_tokens: dict[str, Scope] = {}
@@ -170,9 +172,16 @@ class RailwayEmulator(EmulatorModel):
     # -- HTTP --------------------------------------------------------------------------------
 
     async def _graphql(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
         if self.faults.latency > 0:
-            await self.clock.sleep(self.faults.latency)
-        incoming = _read(await request.read(), self.clock.time())
+            # The request is on its way: a client killed now has sent it, Railway not run it.
+            operation = _read(raw, self.clock.time()).record.operation_type
+            self.in_flight[operation or "unknown"] += 1
+            try:
+                await self.clock.sleep(self.faults.latency)
+            finally:
+                self.in_flight[operation or "unknown"] -= 1
+        incoming = _read(raw, self.clock.time())
         incoming.record = dataclasses.replace(
             incoming.record, headers=_sent_headers(request), query=dict(request.query)
         )
