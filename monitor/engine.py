@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from monitor.model import Phase, Rule, Sample, for_slack, format_duration
+from monitor.model import Op, Phase, Rule, Sample, for_slack, format_duration
 
 
 class Transition(enum.StrEnum):
@@ -33,11 +33,14 @@ class RuleState:
     """What one rule remembers about one service between samples."""
 
     phase: Phase = Phase.INACTIVE
-    since: float | None = None  # when the breach of the current episode began (breach_start)
+    since: float | None = None  # when the breach of the current episode began (see _onset)
     last_known_at: float | None = None
     unknown_since: float | None = None  # first UNKNOWN of the current run; None after a known
     blind: bool = False
     window: tuple[Sample, ...] = ()  # the episode's known samples in [now - for_, now]
+    # A rate's excess measured so far, as (value x seconds, seconds): the last healthy sample's
+    # while INACTIVE, through the first breaching one's while PENDING (until it dates `since`).
+    lead: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form, so a pending episode survives a restart."""
@@ -48,6 +51,7 @@ class RuleState:
             "unknown_since": self.unknown_since,
             "blind": self.blind,
             "window": [sample.to_dict() for sample in self.window],
+            "lead": None if self.lead is None else list(self.lead),
         }
 
     @classmethod
@@ -60,6 +64,7 @@ class RuleState:
             unknown_since=_optional_float(data.get("unknown_since")),
             blind=bool(data.get("blind", False)),
             window=tuple(Sample.from_dict(item) for item in data.get("window", ())),
+            lead=_optional_pair(data.get("lead")),
         )
 
 
@@ -112,6 +117,9 @@ def _evaluate_known(
     transitions: list[Transition] = []
     notes: list[str] = []
     phase, since, window = state.phase, state.since, state.window
+    # What the samples so far measured of a rate's excess: only from an unbroken run of known
+    # samples (after an UNKNOWN or a gap, nothing says what the missing windows held).
+    lead = state.lead if state.unknown_since is None else None
 
     if state.last_known_at is not None and now - state.last_known_at > rule.max_gap:
         # The window is no longer covered: nothing says the breach went on during the gap.
@@ -119,7 +127,7 @@ def _evaluate_known(
             transitions.append(Transition.RESET)
             gap = _dur(now - state.last_known_at)
             notes.append(f"{phase.value} reset by a gap of {gap} (> max_gap {_dur(rule.max_gap)})")
-        phase, since, window = Phase.INACTIVE, None, ()
+        phase, since, window, lead = Phase.INACTIVE, None, (), None
     if state.blind:
         transitions.append(Transition.SIGHT_RESTORED)
         notes.append(f"sight restored after {_dur(now - _last_seen(state, now))}")
@@ -128,11 +136,21 @@ def _evaluate_known(
     negation = "" if breaching else "not "
     compared = f"{rule.signal.value} {value:g} {negation}{rule.op.value} {rule.threshold:g}"
     outcome = ""
+    measured = _measured(rule, sample, value)
     if phase is Phase.INACTIVE:
         if breaching:
-            phase, since, window = Phase.PENDING, breach_start(rule, state, sample), (sample,)
+            phase, since, window = Phase.PENDING, now, (sample,)
             transitions.append(Transition.PENDING)
+            if measured is not None:  # dated at the next breaching sample (_onset)
+                lead = _reach(rule, lead, measured)
+    elif lead is not None and since is not None and phase is Phase.PENDING:
+        if not breaching:
+            lead = None
+        elif sample.window_start >= since:  # a window wholly after the first: the level
+            since, lead = _onset(since, lead, value), None
+        # else: a window that overlaps the first (a Railway step read again): wait
     else:
+        lead = None
         start = now - rule.for_
         window = tuple(s for s in (*window, sample) if s.at >= start)
         hits = _hits(rule, window)
@@ -145,6 +163,8 @@ def _evaluate_known(
             if not strict:
                 outcome += f" ({hits}/{len(window)} breaching < tolerance {rule.tolerance:g})"
             phase, since, window = Phase.INACTIVE, None, ()
+    if phase is Phase.INACTIVE:
+        lead = None if breaching else measured  # the healthy window a breach may follow
 
     if phase is not Phase.INACTIVE:
         lasted = now - _or(since, now)
@@ -154,25 +174,52 @@ def _evaluate_known(
         of = "" if phase is Phase.FIRING else f" of {_dur(rule.for_)}"
         outcome = f" for {_dur(lasted)}{of} ({_hits(rule, window)}/{len(window)} samples breaching)"
 
-    new = RuleState(phase=phase, since=since, last_known_at=now, window=window)
+    new = RuleState(phase=phase, since=since, last_known_at=now, window=window, lead=lead)
     reason = "; ".join([*notes, compared + outcome])
     return new, _verdict(rule, sample, state, new, tuple(transitions), breaching, reason)
 
 
-def breach_start(rule: Rule, state: RuleState, sample: Sample) -> float:
-    """When the breach first seen in ``sample`` began, as far as the samples can tell.
+def _measured(rule: Rule, sample: Sample, value: float) -> tuple[float, float] | None:
+    """A rate's (value x span, span) for a rule that fires above a threshold; None for an
+    instant (a probe, a gauge) or another kind of rule."""
+    span = sample.at - sample.window_start
+    if rule.op not in (Op.GT, Op.GE) or span <= 0 or not 0 <= value < float("inf"):
+        return None
+    return value * span, span
 
-    A rate describes the window before its sample (the span since the previous scrape, a
-    Railway step): when that window breaches, the breach is on record from the window's
-    start, so ``for`` counts breach *evidence*, and a fault that begins just before a tick
-    (diluting that tick's window) still fires within ``for`` + one interval. Never earlier
-    than the previous sample, which was known and did not breach; an instant (a probe, a
-    gauge) or a first sample after a gap or an UNKNOWN dates from itself.
+
+def _reach(
+    rule: Rule, healthy: tuple[float, float] | None, first: tuple[float, float]
+) -> tuple[float, float]:
+    """The excess measured through the first breaching window, and how far before that
+    sample the fault can have begun: anywhere in its window, and in the healthy window before
+    only as far as that window's excess allows (a fault at or above the threshold covering a
+    share of it would show at least that share of the threshold)."""
+    volume, span = first
+    if healthy is None:
+        return volume, span
+    excess, length = healthy
+    share = length if rule.threshold <= 0 else min(length, excess / rule.threshold)
+    return volume + excess, span + share
+
+
+def _onset(first_at: float, lead: tuple[float, float], value: float) -> float:
+    """When a breach began, from the excess measured up to its first breaching sample.
+
+    A rate describes the window before its sample. A fault that begins inside a window shows
+    there diluted: the window's value is the fault's level times the share of the window it
+    covered. ``lead`` holds value x seconds of the last healthy window and of the first
+    breaching one, and how far back the fault can reach (:func:`_reach`); ``value``, the next
+    breaching window's (a whole window in the fault: its level). So the fault has run
+    lead / value seconds by the first breaching sample. Dated so, `for` counts the fault's own
+    time: neither the interval a fault just before a tick spends diluted below the threshold
+    (it would fire an interval late) nor the part of the first window before the fault (it
+    would fire early). Never further back than the reach, never after the first sample.
     """
-    previous = state.last_known_at
-    if previous is None or state.unknown_since is not None or sample.at - previous > rule.max_gap:
-        return sample.at
-    return min(sample.at, max(sample.window_start, previous))
+    volume, span = lead
+    if value <= 0:
+        return first_at
+    return min(first_at, max(first_at - span, first_at - volume / value))
 
 
 def _evaluate_idle(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, Verdict]:
@@ -262,3 +309,9 @@ def _dur(seconds: float) -> str:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _optional_pair(value: Any) -> tuple[float, float] | None:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    return float(value[0]), float(value[1])

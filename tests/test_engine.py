@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import pytest
 
 from monitor.engine import RuleState, Transition, Verdict, evaluate
-from monitor.model import Op, Phase, Rule, Sample, Signal
+from monitor.model import Op, Phase, Rule, Sample, Signal, for_slack
 
 BAD = 0.2  # breaches error_rate > 0.05
 OK = 0.01
@@ -437,41 +437,47 @@ def feed(rule: Rule, samples: Iterable[Sample]) -> tuple[RuleState, list[Verdict
 @pytest.mark.parametrize(
     ("samples", "since"),
     [
-        # A scrape delta over the 2s since the last (healthy) scrape: dated from its start.
-        ([rate(0, OK, 2), rate(2, OK, 2), rate(4, BAD, 2)], 2.0),
-        # A long window (rate[10s] every 2s) goes back to the previous sample only.
-        ([rate(0, OK, 10), rate(2, OK, 10), rate(4, BAD, 10)], 2.0),
-        # A Railway step that began after the previous sample: from the step's start.
-        ([rate(0, OK), rate(10, OK), rate(11, BAD, step_start=10.5)], 10.5),
+        # The fault (half the requests failing) began 0.5s into the [2, 4] delta, diluted there
+        # to 0.375; the next delta, wholly in it, gives its level: begun 1.5s before 4s.
+        ([rate(0, 0, 2), rate(2, 0, 2), rate(4, 0.375, 2), rate(6, 0.5, 2)], 2.5),
+        # A baseline of 1% errors before it moves the estimate by its share (0.02 x 2 / 0.5).
+        ([rate(0, OK, 2), rate(2, OK, 2), rate(4, 0.375, 2), rate(6, 0.5, 2)], 2.46),
+        # It began 0.1s before the tick at 2s (0.025 there, below the threshold) and the
+        # first breaching delta is whole: dated 0.1s before 2s, not from 4s.
+        ([rate(0, OK, 2), rate(2, 0.025, 2), rate(4, 0.5, 2), rate(6, 0.5, 2)], 1.9),
+        # A decaying fault would date it far back: never further than the healthy window's
+        # excess allows (1% of a 5% threshold: a fifth of its 2s).
+        ([rate(0, OK, 2), rate(2, OK, 2), rate(4, 0.5, 2), rate(6, 0.1, 2)], 1.6),
+        ([rate(0, 0, 2), rate(2, 0, 2), rate(4, 0.5, 2), rate(6, 0.1, 2)], 2.0),
+        # A rising one dates it no later than the first breaching sample.
+        ([rate(0, 0, 2), rate(2, 0, 2), rate(4, 0.1, 2), rate(6, 0.9, 2)], 4.0 - 0.2 / 0.9),
+        # A Railway step read again (its window overlaps the first): wait for a new window.
+        ([rate(0, OK), rate(10, OK, step_start=0), rate(11, 0.5, step_start=10.5)], 11.0),
         # An instant (a probe, a gauge): from itself.
-        ([rate(0, OK), rate(2, OK), rate(4, BAD)], 4.0),
-        # The first sample ever: from itself, whatever its window.
-        ([rate(4, BAD, 60)], 4.0),
-        # After a gap longer than max_gap (4s): from itself.
-        ([rate(0, OK, 2), rate(10, BAD, 10)], 10.0),
-        # After an UNKNOWN: from itself (nothing says the breach was absent before).
-        ([rate(0, OK, 2), rate(2, UNK, 2), rate(4, BAD, 4)], 4.0),
+        ([rate(0, OK), rate(2, OK), rate(4, BAD), rate(6, BAD)], 4.0),
+        # After an UNKNOWN: the missing window is not known to have been healthy.
+        ([rate(0, OK, 2), rate(2, UNK, 2), rate(4, 0.25, 2), rate(6, 0.5, 2)], 3.0),
     ],
 )
-def test_a_breach_is_dated_from_the_window_it_was_measured_over(
-    samples: list[Sample], since: float
-) -> None:
-    state, verdicts = feed(make_rule(for_=20.0, max_gap=4.0), samples)
-    assert Transition.PENDING in verdicts[-1].transitions
-    assert state.since == since
+def test_a_breach_is_dated_from_when_the_fault_began(samples: list[Sample], since: float) -> None:
+    state, _ = feed(make_rule(for_=20.0, max_gap=4.0), samples)
+    assert state.phase is Phase.PENDING
+    assert state.since == pytest.approx(since)
 
 
-def test_a_fault_just_before_a_tick_fires_within_for_and_one_interval() -> None:
-    # for = 20s at a 2s interval; the fault starts 0.1s before the tick at 2s, so the delta
-    # at 2s holds 0.1s of it (diluted below the threshold) and the first breaching delta is
-    # at 4s, over [2, 4]. Dated from its window's start, the rule fires at 22s = 1.9s + 20.1s
-    # after the fault: within for + one interval (21.9s); dated from 4s it would be 24s.
+@pytest.mark.parametrize("fault", [0.05, 0.3, 0.9, 1.5, 1.9, 1.95, 1.999])
+def test_a_fault_fires_within_for_and_one_interval_and_never_before_for(fault: float) -> None:
+    # for = 20s at a 2s interval; half the requests fail from `fault` on. Each delta holds the
+    # share of its 2s the fault covered; the one just after the fault may be diluted below the
+    # threshold (a fault just before a tick), and then the next delta is the first breach.
     rule = make_rule(for_=20.0, max_gap=4.0)
-    samples = [rate(0, OK, 2), rate(2, 0.025, 2)] + [rate(t, BAD, 2) for t in range(4, 26, 2)]
-    _, verdicts = feed(rule, samples)
-    fired = [v.at for v in verdicts if Transition.FIRING in v.transitions]
-    assert fired == [22.0]
-    assert fired[0] - 1.9 <= 20.0 + 2.0
+
+    def delta(t: float) -> float:
+        return 0.5 * min(2.0, max(0.0, t - fault)) / 2.0
+
+    _, verdicts = feed(rule, [rate(t, delta(t), 2) for t in range(0, 40, 2)])
+    (fired,) = [v.at for v in verdicts if Transition.FIRING in v.transitions]
+    assert 20.0 - for_slack(4.0) <= fired - fault <= 22.0
 
 
 def test_twenty_seconds_of_breach_evidence_are_needed_not_less() -> None:
