@@ -318,13 +318,6 @@ class Daemon:
         if latest is not None and latest.problem is not None:
             return f"Railway's answer about this service: {latest.problem}"
         return None
-        if poller.last_error is not None:
-            return f"the last Railway poll failed: {poller.last_error}"
-        age = poller.age(self.clock.time())
-        # Stale past a few intervals: the poller is stuck, not merely slowed by the budget.
-        if age is not None and age > 5 * poller.interval + 30.0:
-            return f"the last Railway poll answered {format_duration(age)} ago"
-        return None
 
     def _railway_poller(self, session: aiohttp.ClientSession) -> RailwayPoller | None:
         services = self.plan.railway_services
