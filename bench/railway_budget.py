@@ -10,6 +10,8 @@ the budget's level against the rollback reserve.
 
 Scenarios: the example as written (Hobby, 1,000 requests/hour) and the same config on the
 Free plan (100/hour), where routine polling must slow down instead of eating the reserve.
+Each poll asks the deployments with their instances and Railway's own ``platformStatus`` in
+the same request; the report says which root fields the polls asked.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ async def scenario(name: str, requests_per_hour: int | None, hours: float) -> di
         await app_runner.cleanup()
     answered = [r for r in emu.requests if r.status == 200]
     operations = Counter(r.operation_name for r in emu.requests)
+    ticks = [r for r in emu.requests if r.operation_name == "RailguardTick"]
+    document = daemon.poller.document if daemon.poller else ""
     return {
         "scenario": name,
         "requests_per_hour_limit": railway.requests_per_hour,
@@ -114,6 +118,10 @@ async def scenario(name: str, requests_per_hour: int | None, hours: float) -> di
         "reserve_touched": lowest < reserve - 1e-9,
         "polling_slowed_seconds": slowed_seconds,
         "polls": daemon.poller.polls if daemon.poller else 0,
+        # What every poll asks, in its one request (root fields as the emulator logged them).
+        "poll_fields": sorted({f for r in ticks for f in r.fields}),
+        "polls_with_platform_status": sum("platformStatus" in r.fields for r in ticks),
+        "instances_in_poll": "instances { id status }" in document,
     }
 
 
@@ -140,6 +148,13 @@ def report(results: list[dict[str, Any]]) -> str:
             f"{r['rate_limited_429']} | "
             f"{r['lowest_budget_level']:g} | {r['reserve']:g} | "
             f"{'yes' if r['reserve_touched'] else 'no'} | {r['polling_slowed_seconds']}s |"
+        )
+    for r in results:
+        ticks = r["operations"].get("RailguardTick", 0)
+        rows.append(
+            f"\n{r['scenario']}: each poll asks {', '.join(r['poll_fields'])} "
+            f"(instances: {'yes' if r['instances_in_poll'] else 'no'}); platformStatus in "
+            f"{r['polls_with_platform_status']} of {ticks} polls"
         )
     return "\n".join(rows)
 

@@ -39,6 +39,7 @@ log = structlog.get_logger("railguard.controller")
 RuleStates = Callable[[str], Mapping[str, RuleState]]
 Snapshot = Callable[[str], "tuple[float, Sequence[Deployment]] | None"]
 Blindness = Callable[[str], Awaitable[str | None]]
+Incident = Callable[[float], "str | None"]  # Railway's own trouble at a time, named; or None
 RETRY_MIN, RETRY_MAX = 5.0, 60.0  # backoff between drives of a rollback whose step failed
 
 
@@ -83,6 +84,7 @@ class RollbackController:
         rule_states: RuleStates,
         snapshot: Snapshot,
         blind: Blindness,
+        incident: Incident | None = None,
     ) -> None:
         self.services = {s.name: s for s in services}
         self.store = store
@@ -92,6 +94,7 @@ class RollbackController:
         self.rule_states = rule_states
         self.snapshot = snapshot
         self.blind = blind
+        self.incident = incident
         self.open: set[str] = set()  # services with an unfinished rollback to drive
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._retry_at: dict[str, tuple[float, float]] = {}  # name -> (monotonic, backoff)
@@ -226,6 +229,7 @@ class RollbackController:
             verdicts=Verdicts.of(stored.records),
             frozen=None if frozen is None else f"{frozen.reason} (by {frozen.actor})",
             blind=blind,
+            incident=None if self.incident is None else self.incident(now),
             last_auto=real[0] if real else None,
             auto_last_24h=today,
             dry_run_of_active=dry,

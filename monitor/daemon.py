@@ -193,6 +193,7 @@ class Daemon:
         run left open, before the first decision."""
         from monitor.controller import RollbackController
         from monitor.executor import RollbackExecutor
+        from monitor.platform_watch import PlatformWatch
         from monitor.releases import ReleaseTracker
 
         assert self.poller is not None, "built only with Railway services"
@@ -217,6 +218,10 @@ class Daemon:
             latest = poller.latest(name)
             return None if latest is None else (latest.at, latest.deployments)
 
+        def incident(now: float) -> str | None:
+            trouble = poller.incident(now)  # fresh and troubled, else None
+            return None if trouble is None else trouble.describe()
+
         self.controller = RollbackController(
             services=services,
             store=self.store,
@@ -226,6 +231,7 @@ class Daemon:
             rule_states=lambda name: self._workers[name].states,
             snapshot=snapshot,
             blind=self._control,
+            incident=incident,
         )
         self.switchboard.tracker = self.tracker
         self.switchboard.controller = self.controller
@@ -236,6 +242,7 @@ class Daemon:
             await tracker.observe(by_name[name], snapshot)
 
         self.poller.listener = observe
+        self.poller.platform_listener = PlatformWatch(self.store).observe
         try:
             await self.controller.reconcile()
         except RailguardError as e:  # Railway unreachable: the store keeps them for later

@@ -1,13 +1,14 @@
 """The decision trail's events, typed: every kind, and each kind's data.
 
 Everything railguard records about a service (a rule firing, a rollback and how it ended, a
-guard holding one back, an escalation, a deployment verified or failed, a freeze) is one of
-these events. Writers build a typed event and :func:`write_event` it, so a misspelt kind or a
-missing field is a type error; readers :func:`parse` what the store holds. The store keeps
-plain JSON written by every version of railguard that ran against it, so parsing forgives
-(:mod:`monitor.eventdata` writes and reads that JSON): unknown keys are ignored, missing or
-odd values take their defaults, and an unknown kind (or data that cannot be read at all)
-becomes a :class:`GenericEvent`, never an exception.
+guard holding one back, an escalation, a deployment verified or failed, a freeze), and about
+Railway itself (its incidents), is one of these events. Writers build a typed event and
+:func:`write_event` it, so a misspelt kind or a missing field is a type error; readers
+:func:`parse` what the store holds. The store keeps plain JSON written by every version of
+railguard that ran against it, so parsing forgives (:mod:`monitor.eventdata` writes and reads
+that JSON): unknown keys are ignored, missing or odd values take their defaults, and an
+unknown kind (or data that cannot be read at all) becomes a :class:`GenericEvent`, never an
+exception.
 
 The words for an event (titles and summaries for notifications, the digest and /status)
 come from one place: :func:`monitor.render.describe`.
@@ -44,6 +45,8 @@ class EventKind(enum.StrEnum):
     DEPLOYMENT_VERIFIED = "deployment_verified"
     FROZEN = "frozen"
     UNFROZEN = "unfrozen"
+    PLATFORM_INCIDENT = "platform_incident"
+    PLATFORM_INCIDENT_ENDED = "platform_incident_ended"
 
 
 RuleKind = Literal[
@@ -58,6 +61,7 @@ RollbackKind = Literal[
 ]
 DeploymentKind = Literal[EventKind.DEPLOYMENT_FAILED, EventKind.DEPLOYMENT_VERIFIED]
 FreezeKind = Literal[EventKind.FROZEN, EventKind.UNFROZEN]
+PlatformKind = Literal[EventKind.PLATFORM_INCIDENT, EventKind.PLATFORM_INCIDENT_ENDED]
 # Why a person is needed (an escalation's ``kind`` in the stored data).
 EscalationKind = Literal["loop_breaker", "no_known_good", "rollback_failed"]
 # How a rollback that began ends (RollbackExecutor.finish).
@@ -275,6 +279,36 @@ class FreezeEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformEvent:
+    """Railway's own trouble began or ended: about no service, recorded once per incident."""
+
+    kind: PlatformKind
+    key: str  # one incident from the next: Railway's incident (or maintenance) id, or unstable
+    notice: str | None = None  # incident | maintenance (None: "not stable", nothing named)
+    message: str = ""  # Railway's words for it
+    status: str | None = None  # INVESTIGATING, IDENTIFIED, MONITORING; INPROGRESS
+    url: str | None = None
+    since: float | None = None  # when Railway says it began
+    lasted_s: float | None = None  # ended: since the start event
+
+    def to_dict(self) -> dict[str, Any]:
+        return stored(self)
+
+    @classmethod
+    def from_dict(cls, kind: PlatformKind, data: Mapping[str, Any]) -> PlatformEvent:
+        return cls(
+            kind=kind,
+            key=text(data, "key", "?"),
+            notice=maybe_text(data, "notice"),
+            message=text(data, "message"),
+            status=maybe_text(data, "status"),
+            url=maybe_text(data, "url"),
+            since=number(data, "since"),
+            lasted_s=number(data, "lasted_s"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GenericEvent:
     """An event this version does not know (or cannot read): its kind and raw data."""
 
@@ -286,7 +320,15 @@ class GenericEvent:
         return dict(self.data)
 
 
-Event = RuleEvent | RollbackEvent | HoldEvent | EscalationEvent | DeploymentEvent | FreezeEvent
+Event = (
+    RuleEvent
+    | RollbackEvent
+    | HoldEvent
+    | EscalationEvent
+    | DeploymentEvent
+    | FreezeEvent
+    | PlatformEvent
+)
 AnyEvent = Event | GenericEvent
 
 
@@ -327,6 +369,8 @@ def _parse(kind: EventKind, data: Mapping[str, Any]) -> Event:
             return DeploymentEvent.from_dict(kind, data)
         case EventKind.FROZEN | EventKind.UNFROZEN:
             return FreezeEvent.from_dict(kind, data)
+        case EventKind.PLATFORM_INCIDENT | EventKind.PLATFORM_INCIDENT_ENDED:
+            return PlatformEvent.from_dict(kind, data)
 
 
 def from_record(record: EventRecord) -> AnyEvent:

@@ -26,6 +26,7 @@ from monitor.events import (
     FreezeEvent,
     GenericEvent,
     HoldEvent,
+    PlatformEvent,
     RollbackEvent,
     RuleEvent,
 )
@@ -161,12 +162,32 @@ def _describe(event: AnyEvent, releases: Mapping[str, str]) -> Words:
             if until is not None:
                 summary += f" (until {datetime.fromtimestamp(until, UTC):%Y-%m-%d %H:%M} UTC)"
             return Words(f"automatic rollback {kind.value}", summary, _facts(("actor", actor)))
+        case PlatformEvent():
+            return _platform(event)
         case GenericEvent(kind=kind, data=data, problem=problem):
             if problem is not None:
                 return Words(_kind_words(kind), f"(unreadable: {problem})")
             why = data.get("why") or data.get("reason") or ""
             return Words(_kind_words(kind), str(why), _facts(("rule", data.get("rule"))))
     raise AssertionError(f"not an event: {event!r}")  # pragma: no cover
+
+
+def _platform(event: PlatformEvent) -> Words:
+    """``Railway incident: Edge failing in us-west`` / ``Railway incident over: ...``."""
+    ended = event.kind is EventKind.PLATFORM_INCIDENT_ENDED
+    what = event.notice if event.notice in ("incident", "maintenance") else None
+    if what is None:
+        title = "Railway is stable again" if ended else "Railway says it is not stable"
+    else:
+        title = f"Railway {what}{' over' if ended else ''}: {event.message or '?'}"
+    if ended:
+        lasted = f"after {format_duration(event.lasted_s)}; " if event.lasted_s is not None else ""
+        summary = f"{lasted}automatic rollbacks are decided again"
+    else:
+        status = f"{event.status}: " if event.status else ""
+        summary = f"{status}automatic rollbacks are held until Railway is stable"
+    facts = _facts((what or "key", event.key), ("status", event.status), ("url", event.url))
+    return Words(title, summary, facts)
 
 
 def _rollback(event: RollbackEvent, moved_from: str, moved_to: str) -> Words:

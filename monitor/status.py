@@ -44,6 +44,8 @@ TIMELINE_KINDS: dict[EventKind, str] = {
     EventKind.DEPLOYMENT_VERIFIED: "info",
     EventKind.FROZEN: "warning",
     EventKind.UNFROZEN: "info",
+    EventKind.PLATFORM_INCIDENT: "warning",
+    EventKind.PLATFORM_INCIDENT_ENDED: "ok",
 }
 
 

@@ -101,11 +101,12 @@ async def test_railway_error_rate_fires_from_one_request_per_poll(
         assert web.latest[Signal.MEMORY].value == pytest.approx(0.2)
         api = daemon.scheduler.workers[1]
         assert api.states["error-rate"].phase is Phase.INACTIVE
-        # Two services, seven polls: seven requests, each asking about both services.
+        # Two services, seven polls: seven requests, each asking about both services (and
+        # about Railway itself: its incidents hold rollbacks).
         polls = [r for r in emu.requests if r.operation_name == "RailguardTick"]
         assert len(polls) == len(emu.requests) == 7
         assert sorted(polls[0].fields) == sorted(
-            ["deployments", "httpMetricsGroupedByStatus", "metrics"] * 2
+            ["deployments", "httpMetricsGroupedByStatus", "metrics"] * 2 + ["platformStatus"]
         )
     finally:
         await daemon.shutdown()

@@ -129,6 +129,8 @@ def outcome(decision: object) -> str:
 
 COMING = dep("fix", NOW - 30, "BUILDING", commit="c3")
 RESTORED = dep("restored", NOW - 200, "SUCCESS", commit="c1")  # GOOD's release, put back
+# Railway's incident as the controller names it (monitor.railway.platform.PlatformStatus).
+INCIDENT = '"Edge failing in every region" (INVESTIGATING, https://status.railway.com/i/1)'
 
 # One fact that makes each guard hold, in DESIGN's order.
 GUARD_FACTS: dict[str, dict[str, Any]] = {
@@ -208,6 +210,19 @@ GUARD_FACTS: dict[str, dict[str, Any]] = {
             "go:good",
         ),
         ("budget one below the limit", POLICY, {"auto_last_24h": 2}, "go:good"),
+        (
+            "Railway reports an incident of its own",
+            POLICY,
+            {"incident": INCIDENT},
+            "hold:platform_incident",
+        ),
+        (
+            "Railway's incident holds a dry run too",
+            replace_policy,
+            {"incident": INCIDENT},
+            "hold:platform_incident",
+        ),
+        ("Railway stable (unknown or stale is no incident)", POLICY, {"incident": None}, "go:good"),
         (
             "WAITING needs a person: not coming up by itself",
             POLICY,
@@ -327,6 +342,12 @@ def test_the_hold_says_why_with_railways_times() -> None:
     assert isinstance(coming, Hold)
     assert coming.deployment == "fix"
     assert "fix is BUILDING" in coming.why
+
+
+def test_a_platform_hold_names_railways_incident() -> None:
+    decision = decide(POLICY, facts(incident=INCIDENT))
+    assert isinstance(decision, Hold)
+    assert decision.why == f"Railway reports an incident: {INCIDENT}"
 
 
 def test_the_earliest_firing_rule_is_the_one_named() -> None:

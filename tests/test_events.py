@@ -26,6 +26,7 @@ from monitor.events import (
     FreezeEvent,
     GenericEvent,
     HoldEvent,
+    PlatformEvent,
     RollbackEvent,
     RuleEvent,
     parse,
@@ -193,7 +194,68 @@ FULL: list[tuple[Event, str, str, dict[str, str]]] = [
         "manual:ana: done",
         {},
     ),
+    (
+        PlatformEvent(
+            kind=EventKind.PLATFORM_INCIDENT,
+            key="inc-7",
+            notice="incident",
+            message="Edge network failing in every region",
+            status="INVESTIGATING",
+            url="https://status.railway.com/incidents/inc-7",
+            since=1.0,
+        ),
+        "Railway incident: Edge network failing in every region",
+        "INVESTIGATING: automatic rollbacks are held until Railway is stable",
+        {"incident": "inc-7", "url": "https://status.railway.com/incidents/inc-7"},
+    ),
+    (
+        PlatformEvent(
+            kind=EventKind.PLATFORM_INCIDENT_ENDED,
+            key="inc-7",
+            notice="incident",
+            message="Edge network failing in every region",
+            status="INVESTIGATING",
+            lasted_s=2520.0,
+        ),
+        "Railway incident over: Edge network failing in every region",
+        "after 42m; automatic rollbacks are decided again",
+        {"incident": "inc-7"},
+    ),
 ]
+
+# Railway's trouble without an incident: maintenance named, or nothing named.
+PLATFORM_WORDS = [
+    (
+        PlatformEvent(
+            kind=EventKind.PLATFORM_INCIDENT,
+            key="m-1",
+            notice="maintenance",
+            message="Database upgrade",
+            status="INPROGRESS",
+        ),
+        "Railway maintenance: Database upgrade",
+        "INPROGRESS: automatic rollbacks are held until Railway is stable",
+    ),
+    (
+        PlatformEvent(kind=EventKind.PLATFORM_INCIDENT, key="unstable"),
+        "Railway says it is not stable",
+        "automatic rollbacks are held until Railway is stable",
+    ),
+    (
+        PlatformEvent(kind=EventKind.PLATFORM_INCIDENT_ENDED, key="unstable"),
+        "Railway is stable again",
+        "automatic rollbacks are decided again",
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "title", "summary"), PLATFORM_WORDS)
+def test_railways_trouble_in_words_whatever_it_names(
+    event: PlatformEvent, title: str, summary: str
+) -> None:
+    said = describe(event)
+    assert (said.title, said.summary) == (title, summary)
+    assert parse(event.kind, event.to_dict()) == event
 
 
 def test_the_table_covers_every_kind() -> None:

@@ -10,13 +10,15 @@ leaves the event for the daily summary; ``off`` only logs and counts. One incide
 a rollback of the service runs the symptom alerts are held, since the rollback's own
 notifications tell the story. An incident still open after the tier's ``remind_every`` gets
 its last message again, marked as a reminder; at start the router replays the last week of
-routed events (sending nothing) to remember which incidents are still open. The words
-(title, text, fields) are :func:`monitor.render.describe`'s, as in the digest and on /status.
+routed events (sending nothing) to remember which incidents are still open. Railway's own
+incidents (about no service) are one incident at a time, sent to every channel that takes
+their severity (:func:`platform_severity`). The words (title, text, fields) are
+:func:`monitor.render.describe`'s, as in the digest and on /status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -36,15 +38,20 @@ from monitor.telemetry import Metrics
 log = structlog.get_logger("railguard.alerts")
 
 CURSOR = "alert-router"
-SYMPTOMS = frozenset({EventKind.RULE_FIRING, EventKind.BLIND})
+SYMPTOMS = frozenset({EventKind.RULE_FIRING, EventKind.BLIND, EventKind.PLATFORM_INCIDENT})
 RESOLVING = frozenset(
     {
         EventKind.RULE_RESOLVED,
         EventKind.ROLLBACK_SUCCEEDED,
         EventKind.SIGHT_RESTORED,
         EventKind.UNFROZEN,
+        EventKind.PLATFORM_INCIDENT_ENDED,
     }
 )
+# Railway's own incidents: about no service, one incident at a time.
+PLATFORM = frozenset({EventKind.PLATFORM_INCIDENT, EventKind.PLATFORM_INCIDENT_ENDED})
+PLATFORM_KEY = "railguard/railway/platform_incident"
+PLATFORM_TIER = "railway"  # its label in railguard_alerts_suppressed_total
 # Events about the health of the whole service rather than one rule.
 SERVICE_WIDE = frozenset(
     {
@@ -112,6 +119,7 @@ class Router:
         # Immediate incidents still open: key -> (the last message, when it was sent).
         self._last: dict[str, tuple[Notification, float]] = {}
         self._reminders = 0
+        self.platform_severity = platform_severity(self.services.values())
 
     async def restore(self, days: float = 7.0) -> int:
         """Rebuild the open incidents from recent events already routed (after a restart)."""
@@ -168,35 +176,44 @@ class Router:
         ``replay`` only rebuilds what the router remembers (open incidents), sending nothing.
         """
         service = self.services.get(event.service or "")
-        if service is None:
-            return
-        policy, kind = service.policy, event.kind
-        if kind == EventKind.DEPLOYMENT_VERIFIED and not policy.notify_verified:
-            return
-        typed = from_record(event)
-        key = self._key(service.name, kind, rule_of(typed))
-        status = Status.RESOLVED if kind in RESOLVING else Status.FIRING
-        # An incident's messages keep its severity, its resolve included (channels match them
-        # by it); a healthy deployment is news, not an incident, and never pages.
+        kind, typed = event.kind, from_record(event)
         verified = kind == EventKind.DEPLOYMENT_VERIFIED
-        severity = Severity.INFO if verified else Severity(policy.severity)
+        if service is not None:
+            policy = service.policy
+            if verified and not policy.notify_verified:
+                return
+            name, tier, delivery = service.name, service.tier, policy.delivery
+            key = self._key(service.name, kind, rule_of(typed))
+            # An incident's messages keep its severity, its resolve included (channels match
+            # them by it); a healthy deployment is news, not an incident, and never pages.
+            severity = Severity.INFO if verified else Severity(policy.severity)
+        elif event.service is None and kind in PLATFORM:
+            # Railway's incident: to every channel (no tier) that takes its severity, sent
+            # when a tier whose rollbacks it holds delivers at once (platform_severity).
+            name, tier, key = None, PLATFORM_TIER, PLATFORM_KEY
+            delivery = "off" if self.platform_severity is None else "immediate"
+            severity = self.platform_severity or Severity.INFO
+        else:
+            return
+        status = Status.RESOLVED if kind in RESOLVING else Status.FIRING
         if status is Status.FIRING and key in self._open and kind in SYMPTOMS:
             if not replay:
-                self.metrics.alerts_suppressed.labels(service.tier, "duplicate").inc()
+                self.metrics.alerts_suppressed.labels(tier, "duplicate").inc()
             return
         started = self._open.get(key, event.at)
         if status is Status.RESOLVED:
             self._open.pop(key, None)
         elif not verified:
             self._open.setdefault(key, event.at)
-        if policy.delivery != "immediate":
+        if delivery != "immediate":
             if not replay:
-                reason = "digest" if policy.delivery == "digest" else "off"
-                self.metrics.alerts_suppressed.labels(service.tier, reason).inc()
-                log.info("alert not sent now", service=service.name, kind=kind, delivery=reason)
+                reason = "digest" if delivery == "digest" else "off"
+                self.metrics.alerts_suppressed.labels(tier, reason).inc()
+                log.info("alert not sent now", service=name, kind=kind, delivery=reason)
             return
-        if not replay and kind in SYMPTOMS and await self._rollback_running(service.name):
-            self.metrics.alerts_suppressed.labels(service.tier, "held").inc()
+        held = not replay and kind in SYMPTOMS and name is not None
+        if held and await self._rollback_running(name or ""):
+            self.metrics.alerts_suppressed.labels(tier, "held").inc()
             return
         words = describe(typed)
         notification = Notification(
@@ -205,12 +222,12 @@ class Router:
             kind=kind,
             status=status,
             severity=severity,
-            title=f"{service.name}: {words.title}",
+            title=words.title if name is None else f"{name}: {words.title}",
             text=words.summary,
             at=event.at,
             started_at=started,
-            service=service.name,
-            tier=service.tier,
+            service=name,
+            tier=None if service is None else service.tier,
             fields=dict(words.facts),
             url=self.status_url,
         )
@@ -233,3 +250,18 @@ class Router:
 
     async def _rollback_running(self, service: str) -> bool:
         return bool(await self.store.rollbacks(service, unfinished=True, limit=1))
+
+
+def platform_severity(services: Iterable[ServicePlan]) -> Severity | None:
+    """How loudly Railway's own incident is told: as the loudest tier whose automatic
+    rollbacks it holds and that is told at once, but never a page (warning at most: nobody
+    here can fix Railway; a rollback it holds pages with its own tier's severity). None when
+    no such tier delivers at once."""
+    loud = [
+        Severity(s.policy.severity)
+        for s in services
+        if s.policy.auto_rollback and s.policy.delivery == "immediate"
+    ]
+    if not loud:
+        return None
+    return min(max(loud, key=lambda v: v.rank), Severity.WARNING, key=lambda v: v.rank)

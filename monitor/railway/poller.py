@@ -2,7 +2,8 @@
 
 Each service gets aliased fields in a single document: ``dN`` its recent deployments (for
 release tracking), ``hN`` its HTTP requests by status (error rate), ``mN`` its memory usage
-and limit by deployment. The document is built once; only the time window changes between
+and limit by deployment; ``platform`` is Railway's own status (its incidents: the
+platform_incident guard). The document is built once; only the time window changes between
 polls, so Railway's API budget pays one request per poll however many services there are.
 """
 
@@ -26,14 +27,19 @@ from monitor.railway.client import (
     RailwayClient,
     newest_live,
     parse_deployments,
-    shown,
 )
 from monitor.railway.deployment_signal import CrashWatch, deployment_sample
-from monitor.sources.exposition_checks import value_problem
+from monitor.railway.metrics import error_rate_sample, memory_sample
+from monitor.railway.platform import ALIAS as PLATFORM_ALIAS
+from monitor.railway.platform import FIELD as PLATFORM_FIELD
+from monitor.railway.platform import PlatformStatus, read_platform
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
 log = structlog.get_logger("railguard.railway")
 _YIELD_EVERY = 50  # services read between two yields to the event loop
+# Railway refused platformStatus (an error on its field nulls the whole answer): polls leave
+# it out this long, so a token that may not ask it costs one extra request per 10 minutes.
+PLATFORM_BACKOFF = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +70,9 @@ class ServiceSnapshot:
         return newest_live(self.deployments)
 
 
-def build_document(targets: Sequence[Target]) -> str:
-    """The tick's query: aliased fields per target, one ``$start``/``$end`` window."""
+def build_document(targets: Sequence[Target], *, platform: bool = True) -> str:
+    """The tick's query: aliased fields per target, one ``$start``/``$end`` window, and
+    Railway's own status (``platform``) as one more root field of the same request."""
     # GraphQL refuses declared variables no field uses: the window only when metrics are asked.
     windowed = any(t.error_rate is not None or t.memory is not None for t in targets)
     params = ["$start: DateTime!", "$end: DateTime!"] if windowed else []
@@ -89,8 +96,11 @@ def build_document(targets: Sequence[Target]) -> str:
                 f"sampleRateSeconds: {int(t.memory.sample_rate)}) "
                 f"{{ measurement tags {{ deploymentId }} values {{ ts value }} }}"
             )
+    if platform:
+        fields.append(PLATFORM_FIELD)
     body = "\n  ".join(fields)
-    return f"query RailguardTick({', '.join(params)}) {{\n  {body}\n}}\n"
+    declared = f"({', '.join(params)})" if params else ""
+    return f"query RailguardTick{declared} {{\n  {body}\n}}\n"
 
 
 def _blamed(targets: Sequence[Target], error: RailwayGraphQLError) -> dict[str, str]:
@@ -107,115 +117,6 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
-# Requests in one step past this are garbage, not traffic (a billion a second for a minute).
-MAX_REQUESTS_PER_STEP = 1e11
-# Memory in GB past this (1 EiB) is garbage, not a measurement.
-MAX_MEMORY_GB = 2.0**30
-
-
-def _real(value: Any) -> float | None:
-    """A JSON number as a finite float; None for anything else (a bool, a string, 1e400)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer past float's range
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _points(
-    group: Any, key: str, path: str, ceiling: float, what: str
-) -> list[tuple[float, float]] | str:
-    """The ``(ts, value)`` pairs of a group's ``key`` list, or why they are not usable."""
-    items = group.get(key) if isinstance(group, dict) else None
-    if not isinstance(items, list):
-        return f"{path}: unexpected entry {shown(group)}"
-    points = []
-    for item in items:
-        ts = _real(item.get("ts")) if isinstance(item, dict) else None
-        value = _real(item.get("value")) if isinstance(item, dict) else None
-        if ts is None or ts < 0:
-            return f"{path}: a timestamp that is not a time: {shown(item)}"
-        if value is None or not 0 <= value <= ceiling:
-            return f"{path}: {what} that is not a measurement: {shown(item)}"
-        points.append((ts, value))
-    return points
-
-
-def error_rate_sample(answer: Any, config: RailwayErrorRate, at: float, path: str) -> Sample:
-    """5xx / all requests in the newest complete step of ``httpMetricsGroupedByStatus``.
-
-    Any entry that is not a status code with finite, non-negative counts at real times makes
-    the sample UNKNOWN with the entry in the reason: garbage never becomes a rate.
-    """
-    if not isinstance(answer, list):
-        return Sample(Signal.ERROR_RATE, at, None, f"{path}: expected a list, got {shown(answer)}")
-    totals: dict[float, float] = {}
-    errors: dict[float, float] = {}
-    for group in answer:
-        status = group.get("statusCode") if isinstance(group, dict) else None
-        if isinstance(status, bool) or not isinstance(status, int) or not 0 <= status <= 999:
-            reason = f"{path}: unexpected entry {shown(group)}"
-            return Sample(Signal.ERROR_RATE, at, None, reason)
-        points = _points(group, "samples", path, MAX_REQUESTS_PER_STEP, "a request count")
-        if isinstance(points, str):
-            return Sample(Signal.ERROR_RATE, at, None, points)
-        for ts, value in points:
-            if ts + config.step <= at:  # the step still filling would understate the rate
-                totals[ts] = totals.get(ts, 0.0) + value
-                if 500 <= status <= 599:
-                    errors[ts] = errors.get(ts, 0.0) + value
-    if not totals:
-        return Sample(Signal.ERROR_RATE, at, None, "no requests recorded in the last steps")
-    step = max(totals)
-    total, failed = totals[step], errors.get(step, 0.0)
-    detail = {"requests": total, "errors": failed, "step_start": step, "step_s": config.step}
-    if total < config.min_requests:
-        reason = f"too little traffic: {total:g} requests < min_requests {config.min_requests}"
-        return Sample(Signal.ERROR_RATE, at, None, reason, detail)
-    rate = failed / total
-    problem = value_problem(Signal.ERROR_RATE, rate)
-    if problem:
-        return Sample(Signal.ERROR_RATE, at, None, problem, detail)
-    return Sample(Signal.ERROR_RATE, at, rate, "", detail)
-
-
-def memory_sample(answer: Any, active: Deployment | None, at: float, path: str) -> Sample:
-    """The active deployment's latest MEMORY_USAGE_GB / MEMORY_LIMIT_GB."""
-    if active is None:
-        return Sample(Signal.MEMORY, at, None, "no active deployment")
-    if not isinstance(answer, list):
-        return Sample(Signal.MEMORY, at, None, f"{path}: expected a list, got {shown(answer)}")
-    latest: dict[str, tuple[float, float]] = {}
-    for group in answer:
-        tags = group.get("tags") if isinstance(group, dict) else None
-        measurement = group.get("measurement") if isinstance(group, dict) else None
-        if not isinstance(tags, dict) or not isinstance(measurement, str):
-            return Sample(Signal.MEMORY, at, None, f"{path}: unexpected entry {shown(group)}")
-        if tags.get("deploymentId") != active.id:
-            continue
-        values = _points(group, "values", path, MAX_MEMORY_GB, "a memory size")
-        if isinstance(values, str):
-            return Sample(Signal.MEMORY, at, None, values)
-        if values:
-            latest[measurement] = max(values)
-    usage, limit = latest.get("MEMORY_USAGE_GB"), latest.get("MEMORY_LIMIT_GB")
-    if usage is None or limit is None:
-        missing = "usage" if usage is None else "limit"
-        reason = f"no memory {missing} for deployment {active.id}"
-        return Sample(Signal.MEMORY, at, None, reason)
-    detail = {"deployment": active.id, "usage_gb": usage[1], "limit_gb": limit[1]}
-    if not limit[1] > 0:
-        reason = f"memory limit {limit[1]:g} GB for deployment {active.id}"
-        return Sample(Signal.MEMORY, at, None, reason, detail)
-    ratio = usage[1] / limit[1]
-    problem = value_problem(Signal.MEMORY, ratio)
-    if problem:
-        return Sample(Signal.MEMORY, at, None, problem, detail)
-    return Sample(Signal.MEMORY, at, ratio, "", detail)
-
-
 class RailwayPoller:
     """Asks Railway about every target once per ``interval``; keeps the latest answers."""
 
@@ -226,14 +127,21 @@ class RailwayPoller:
         *,
         clock: Clock,
         interval: float,
+        platform: bool = True,
     ) -> None:
         self.client = client
         self.targets = tuple(targets)
         self.clock = clock
         self.interval = interval
-        self.document = build_document(self.targets)
+        self.ask_platform = platform  # ask Railway's own status with every poll
+        self.document = build_document(self.targets, platform=platform)
         # Told of every service's snapshot after each successful poll (release tracking).
         self.listener: Callable[[str, ServiceSnapshot], Awaitable[None]] | None = None
+        # Told of Railway's own status after each poll that could read it (its events).
+        self.platform_listener: Callable[[PlatformStatus], Awaitable[None]] | None = None
+        self.platform: PlatformStatus | None = None  # the last readable platformStatus
+        self.platform_problem: str | None = None  # why the last one was unknown, if it was
+        self._platform_off_until: float | None = None  # monotonic: Railway refused the field
         self.polls = 0
         self.early_polls = 0
         self.last_error: str | None = None  # what went wrong in the last poll, if anything
@@ -256,6 +164,22 @@ class RailwayPoller:
         """The newest snapshot of service ``name``."""
         return self._latest.get(name)
 
+    @property
+    def max_age(self) -> float:
+        """Past this age a poll's answer is stale: the poller is stuck, not merely slowed by
+        the budget (the daemon's monitor_blind check uses the same measure)."""
+        return 5 * self.interval + 30.0
+
+    def incident(self, now: float) -> PlatformStatus | None:
+        """Railway's own trouble per the last readable platformStatus, if it is not stale.
+
+        None when Railway is stable, when its status is unknown (never asked, unreadable,
+        refused) or older than :attr:`max_age`: only a fresh word from Railway holds."""
+        status = self.platform
+        if status is None or not status.troubled or now - status.at > self.max_age:
+            return None
+        return status
+
     def age(self, now: float) -> float | None:
         """Seconds since the last poll that answered (None before the first)."""
         return None if self._answered_at is None else now - self._answered_at
@@ -276,21 +200,33 @@ class RailwayPoller:
 
         Railway's root fields are non-null, so one alias that errors (a deleted environment,
         a token that cannot see one service) nulls the whole answer: the services it names
-        are asked about no more this poll, and the rest again, once, without them.
+        are asked about no more this poll, and the rest again, once, without them. An error
+        on platformStatus likewise: asked again without it, and left out for a while.
         """
         now = self.clock.time()
         failed: dict[str, str] = {}  # target name -> why Railway would not answer for it
         asked = self.targets
-        document = self.document
+        platform = self._platform_wanted()
+        document = self.document if platform else build_document(asked, platform=False)
+        refused: str | None = None  # Railway's error on platformStatus, if any
         while True:
             try:
                 data = await self.client.execute(document, self.variables(now, asked))
             except RailwayGraphQLError as e:
                 blamed = _blamed(asked, e)
-                if e.data is None and blamed and len(blamed) < len(asked) and not failed:
-                    failed = blamed
-                    asked = tuple(t for t in asked if t.name not in blamed)
-                    document = build_document(asked)
+                refused = e.paths.get(PLATFORM_ALIAS) if platform else None
+                some = bool(blamed) and len(blamed) < len(asked) and not failed
+                if e.data is None and (some or (refused is not None and not blamed)):
+                    # Ask again without what Railway refused, once each (Railway may name
+                    # one error at a time): the services it did not name are still news,
+                    # and its own status is unknown this poll.
+                    if refused is not None:
+                        platform = False
+                        self._platform_refused(refused)
+                    if some:
+                        failed = blamed
+                        asked = tuple(t for t in asked if t.name not in blamed)
+                    document = build_document(asked, platform=platform)
                     continue
                 if e.data is None:
                     self._failed(e)
@@ -315,9 +251,39 @@ class RailwayPoller:
             if target.name in failed and target not in asked:
                 self._latest[target.name] = self._snapshot(0, target, {}, at, failed[target.name])
         self.polls += 1
+        status = self._read_platform(data, at, refused) if platform else None
+        if status is not None and self.platform_listener is not None:
+            await self.platform_listener(status)
         if self.listener is not None:
             for target in self.targets:
                 await self.listener(target.name, self._latest[target.name])
+
+    def _platform_wanted(self) -> bool:
+        off = self._platform_off_until
+        return self.ask_platform and (off is None or self.clock.monotonic() >= off)
+
+    def _platform_refused(self, message: str) -> None:
+        self._platform_off_until = self.clock.monotonic() + PLATFORM_BACKOFF
+        self._platform_unknown(f"Railway refused platformStatus: {message}")
+
+    def _read_platform(
+        self, data: Mapping[str, Any], at: float, refused: str | None
+    ) -> PlatformStatus | None:
+        """Keep the status if it is readable; otherwise it is unknown (the last one ages)."""
+        if refused is not None:
+            self._platform_unknown(f"Railway refused platformStatus: {refused}")
+            return None
+        status = read_platform(data.get(PLATFORM_ALIAS), at)
+        if isinstance(status, str):
+            self._platform_unknown(status)
+            return None
+        self.platform, self.platform_problem = status, None
+        return status
+
+    def _platform_unknown(self, problem: str) -> None:
+        if self.platform_problem is None:  # said once, when it starts
+            log.warning("Railway's platform status is unknown (never an incident)", problem=problem)
+        self.platform_problem = problem
 
     def _failed(self, error: RailwayError) -> None:
         self.last_error = self.last_failure = str(error)

@@ -26,6 +26,9 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
                                   dropAfterCount, faultOperations, rateLimit, rateWindow,
                                   deployOutcome, resetUnit} (POST: only keys given)
     POST   tokens                {token?} an account token, or {token?, projectId, environmentId}
+    GET    platform / POST       Railway's own status (emulator_platform); POST {stable, error}
+    POST   platform/incident     {message, status=INVESTIGATING, url?, id?, at?}; DELETE: closed
+    POST   platform/maintenance  {message, status=INPROGRESS, url?, id?, at?}; DELETE: ended
     GET    requests / DELETE     the request and mutation log (DELETE clears it)
 
 A deployment is active by default when its status is SUCCESS; making one active REMOVEs the
@@ -173,6 +176,23 @@ class TrafficBody(Body):
     at: Time | None = None
 
 
+class PlatformBody(Body):
+    """Railway's own state (emulator_platform.Platform); only the keys given change."""
+
+    stable: bool | None = None
+    error: str | None = Field(None, min_length=1)
+
+
+class NoticeBody(Body):
+    """An incident or a maintenance on Railway's status page."""
+
+    message: str = Field(min_length=1)
+    status: str | None = None
+    url: str | None = None
+    id: str | None = Field(None, min_length=1)
+    at: Time | None = None
+
+
 class TokenBody(Body):
     """An account token, or a project token when projectId and environmentId are given."""
 
@@ -316,6 +336,28 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
         token = emu.add_project_token(b.project_id, b.environment_id, token=b.token)
         return {"token": token, "scope": "project"}
 
+    def set_platform(b: PlatformBody, _: web.Request) -> dict[str, Any]:
+        for key, value in b.model_dump(exclude_unset=True).items():
+            setattr(emu.platform, key, value)
+        return emu.platform.state()
+
+    def open_incident(b: NoticeBody, _: web.Request) -> dict[str, Any]:
+        status = b.status or "INVESTIGATING"
+        emu.platform.open_incident(b.message, status=status, url=b.url, id=b.id, at=unix(b.at))
+        return emu.platform.state()
+
+    def start_maintenance(b: NoticeBody, _: web.Request) -> dict[str, Any]:
+        status = b.status or "INPROGRESS"
+        emu.platform.start_maintenance(b.message, status=status, url=b.url, id=b.id, at=unix(b.at))
+        return emu.platform.state()
+
+    def ending(end: Callable[[], None]) -> Callable[[Body, web.Request], dict[str, Any]]:
+        def action(_b: Body, _r: web.Request) -> dict[str, Any]:
+            end()
+            return emu.platform.state()
+
+        return action
+
     def log() -> dict[str, Any]:
         return {
             "requests": [camel(r) for r in emu.requests],
@@ -344,6 +386,16 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
         web.get(f"{root}/faults", _reader(lambda: emu.faults.model_dump(by_alias=True))),
         web.post(f"{root}/faults", _endpoint(_FaultsPatch, set_faults)),
         web.post(f"{root}/tokens", _endpoint(TokenBody, add_token)),
+        web.get(f"{root}/platform", _reader(emu.platform.state)),
+        web.post(f"{root}/platform", _endpoint(PlatformBody, set_platform)),
+        web.post(f"{root}/platform/incident", _endpoint(NoticeBody, open_incident)),
+        web.delete(
+            f"{root}/platform/incident", _endpoint(Body, ending(emu.platform.close_incident))
+        ),
+        web.post(f"{root}/platform/maintenance", _endpoint(NoticeBody, start_maintenance)),
+        web.delete(
+            f"{root}/platform/maintenance", _endpoint(Body, ending(emu.platform.end_maintenance))
+        ),
         web.get(f"{root}/requests", _reader(log)),
         web.delete(f"{root}/requests", clear_log),
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import graphql
 
@@ -20,6 +20,9 @@ from monitor.sandbox.emulator_model import (
     Project,
     Service,
 )
+
+if TYPE_CHECKING:
+    from monitor.sandbox.emulator_platform import Platform
 
 T = TypeVar("T")
 NOT_AUTHORIZED = "Not Authorized"
@@ -59,6 +62,7 @@ class RequestContext:
     model: EmulatorModel
     scope: Scope | None
     mutations: list[MutationRecord] = field(default_factory=list)
+    platform: Platform | None = None  # Railway's own status (None: stable, nothing to say)
 
     def authorized(self) -> Scope:
         """The caller's scope, or Railway's "Not Authorized" error."""

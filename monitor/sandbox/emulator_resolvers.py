@@ -279,6 +279,13 @@ def _window(
     return start, end, step
 
 
+def q_platform_status(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+    """``platformStatus``: Railway's own incidents and maintenance (asked by anyone)."""
+    if ctx.platform is None:
+        return {"isStable": True, "incident": None, "maintenance": None}
+    return ctx.platform.answer()
+
+
 # -- mutations ---------------------------------------------------------------------------------
 
 
@@ -319,6 +326,7 @@ QUERIES: dict[str, Handler] = {
     "serviceInstance": q_service_instance,
     "metrics": q_metrics,
     "httpMetricsGroupedByStatus": q_http_by_status,
+    "platformStatus": q_platform_status,
 }
 MUTATIONS: dict[str, Handler] = {
     "deploymentRollback": m_rollback,

@@ -27,7 +27,8 @@ here as it is there. Behaviour chosen to match what Railway's API and its CLI sh
   A dropped request is logged with status 0 and fault ``drop`` or ``drop-after``.
 
 The control API under ``/_emulator/`` (see emulator_control) and the Python API inherited from
-:class:`EmulatorModel` build the world and set faults; ``requests`` and ``mutations`` record
+:class:`EmulatorModel` build the world and set faults; ``platform`` is Railway's own status
+(its incidents and maintenance: emulator_platform); ``requests`` and ``mutations`` record
 what reached the emulator.
 """
 
@@ -61,6 +62,7 @@ from monitor.railway.schema import load_schema
 from monitor.sandbox.emulator_control import Faults, camel, control_routes
 from monitor.sandbox.emulator_model import DEFAULT_ROLLOUT, EmulatorError, EmulatorModel
 from monitor.sandbox.emulator_nodes import MutationRecord, RequestContext, Scope
+from monitor.sandbox.emulator_platform import Platform
 from monitor.sandbox.emulator_resolvers import resolve_field
 
 __all__ = ["Faults", "MutationRecord", "RailwayEmulator", "RequestRecord", "Scope"]
@@ -113,6 +115,7 @@ class RailwayEmulator(EmulatorModel):
         self.requests: list[RequestRecord] = []
         self.in_flight: Counter[str] = Counter()  # requests held by the latency fault, by type
         self.mutations: list[MutationRecord] = []
+        self.platform = Platform(clock)  # Railway's own incidents and maintenance
         self._account_tokens = set(tokens)
         self._project_tokens: dict[str, Scope] = {}
         self._windows: dict[str, tuple[float, int]] = {}
@@ -167,6 +170,7 @@ class RailwayEmulator(EmulatorModel):
                 for (s, e), d in self.active.items()
             ],
             "crashLoops": [camel(loop) for loop in self.crash_loops],
+            "platform": self.platform.state(),
         }
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -247,7 +251,7 @@ class RailwayEmulator(EmulatorModel):
             document,
             variable_values=record.variables,
             operation_name=record.operation_name,
-            context_value=RequestContext(self, scope, self.mutations),
+            context_value=RequestContext(self, scope, self.mutations, self.platform),
             field_resolver=resolve_field,
         )
         # Errors with no path come from before execution (variables, operation name).

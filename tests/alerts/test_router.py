@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,3 +284,111 @@ async def test_a_digest_sent_early_covers_up_to_now_and_the_scheduled_one_goes_o
     (scheduled,) = await digest().send_due()
     assert scheduled.title == "staging daily summary 2023-11-15: 0 incidents, 1 rollbacks"
     assert await world.queued("chat") == [early.title, scheduled.title]
+
+
+# -- Railway's own incidents: about no service --------------------------------------------------
+
+
+async def record_platform(world: World, kind: str, **data: object) -> None:
+    await world.store.record_event(None, kind, world.clock.time(), data)
+
+
+async def test_railways_incident_is_one_incident_told_to_every_channel_that_takes_it(
+    world: World,
+) -> None:
+    incident = {"key": "inc-1", "notice": "incident", "message": "Edge failing"}
+    await record_platform(world, "platform_incident", status="INVESTIGATING", **incident)
+    await record_platform(world, "platform_incident", status="MONITORING", **incident)  # dup
+    await world.clock.advance(600)
+    await record_platform(world, "platform_incident_ended", lasted_s=600, **incident)
+    assert await world.router.route_new() == 3
+    # A warning, never a page (the pager takes critical only); no tier, so the staging-only
+    # chat channel hears it too: every guarded tier's rollbacks were held.
+    assert await world.queued("pager") == []
+    messages = [
+        Notification.from_dict(m.payload) for m in reversed(await world.store.outbox("chat"))
+    ]
+    assert [(m.title, m.status) for m in messages] == [
+        ("Railway incident: Edge failing", Status.FIRING),
+        ("Railway incident over: Edge failing", Status.RESOLVED),
+    ]
+    assert {m.key for m in messages} == {"railguard/railway/platform_incident"}
+    assert {m.severity for m in messages} == {Severity.WARNING}
+    assert {(m.service, m.tier) for m in messages} == {(None, None)}
+    assert messages[1].started_at == messages[0].at
+    assert world.suppressed("railway", "duplicate") == 1
+    await world.clock.advance(7200)
+    assert await world.router.remind() == 0  # over: nothing to remind of
+
+
+async def test_an_open_railway_incident_survives_a_router_restart(world: World) -> None:
+    await record_platform(world, "platform_incident", key="inc-1", notice="incident", message="x")
+    await world.router.route_new()
+    router = Router(
+        world.store,
+        world.outbox,
+        world.router.channels,
+        world.router.services,
+        clock=world.clock,
+        metrics=world.metrics,
+    )
+    await router.restore()
+    await record_platform(world, "platform_incident", key="inc-1", notice="incident", message="x")
+    await router.route_new()
+    assert await world.queued("chat") == ["Railway incident: x"]  # not told twice
+
+
+@pytest.mark.parametrize(
+    ("tiers", "expected"),
+    [
+        ({"production": ("critical", "immediate", True)}, Severity.WARNING),
+        ({"production": ("info", "immediate", True)}, Severity.INFO),
+        ({"production": ("critical", "digest", True)}, None),  # nobody is told at once
+        ({"production": ("critical", "immediate", False)}, None),  # nothing of it is held
+        (
+            {"production": ("critical", "off", True), "staging": ("info", "immediate", True)},
+            Severity.INFO,
+        ),
+    ],
+)
+def test_how_loudly_railways_incident_is_told(
+    tiers: dict[str, tuple[str, str, bool]], expected: Severity | None, write: Callable[..., Path]
+) -> None:
+    from monitor.alerts.router import platform_severity
+
+    text = ""
+    for tier, (severity, delivery, auto) in tiers.items():
+        text += (
+            f'[[services]]\nname = "{tier}"\ntier = "{tier}"\n'
+            f'health_url = "http://127.0.0.1:9/health"\n'
+            f'[tiers.{tier}]\nseverity = "{severity}"\ndelivery = "{delivery}"\n'
+            f'auto_rollback = {"true" if auto else "false"}\nrules = ["health-failing"]\n\n'
+        )
+    plan = build_plan(write(text), load_environment({}), {})
+    assert platform_severity(plan.services) == expected
+
+
+async def test_a_railway_incident_nobody_is_told_of_at_once_is_only_counted(
+    clock: FakeClock, tmp_path: Path, write: Callable[..., Path]
+) -> None:
+    plan = build_plan(
+        write(CONFIG.replace('tier = "production"', 'tier = "staging"')), load_environment({}), {}
+    )
+    store = await open_store(tmp_path / "quiet.db")
+    try:
+        metrics = Metrics(CollectorRegistry())
+        channels = {"all": ChannelConfig()}
+        outbox = Outbox(store, {"all": Recorder("all")}, clock=clock, metrics=metrics)
+        services = {s.name: s for s in plan.services}
+        router = Router(store, outbox, channels, services, clock=clock, metrics=metrics)
+        assert router.platform_severity is None
+        await store.record_event(None, "platform_incident", clock.time(), {"key": "unstable"})
+        await store.record_event(None, "rule_firing", clock.time(), {"rule": "r"})  # no service
+        await router.route_new()
+        assert await store.outbox("all") == []
+        value = metrics.registry.get_sample_value(
+            "railguard_alerts_suppressed_total", {"tier": "railway", "reason": "off"}
+        )
+        assert value == 1
+    finally:
+        await store.close()

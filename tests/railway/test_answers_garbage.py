@@ -1,6 +1,6 @@
 """Garbage in Railway's answers: an error of that request or an UNKNOWN sample for that one
-service, never an exception out of the client or the poller (property-based with hypothesis,
-derandomized for CI)."""
+service (an unknown platform status), never an exception out of the client or the poller
+(property-based with hypothesis, derandomized for CI)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from monitor.errors import RailwayError, RailwayProtocolError
 from monitor.model import Sample, Signal
 from monitor.railway.budget import RequestBudget
 from monitor.railway.client import Deployment, RailwayClient
-from monitor.railway.poller import RailwayPoller, Target, error_rate_sample, memory_sample
+from monitor.railway.metrics import error_rate_sample, memory_sample
+from monitor.railway.poller import RailwayPoller, Target
 from monitor.sources.exposition_checks import MAX_MEMORY_RATIO
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
@@ -253,14 +254,27 @@ def tick_answers(draw: st.DrawFn) -> bytes:
         "environmentId": "e",
         "instances": draw(st.one_of(st.just([{"id": "i", "status": "RUNNING"}]), JSON)),
     }
+    incident = {"id": "i", "message": "down", "status": draw(st.sampled_from(["IDENTIFIED", 5]))}
     data = {
         "d0": draw(st.one_of(st.just({"edges": [{"node": node}]}), JSON)),
         "h0": draw(st.one_of(HTTP, JSON)),
         "m0": draw(st.one_of(MEMORY_GROUPS, JSON)),
+        "platform": draw(
+            st.one_of(
+                st.fixed_dictionaries(
+                    {
+                        "isStable": st.one_of(st.booleans(), JSON),
+                        "incident": st.one_of(st.just(incident | {"url": "u"}), JSON),
+                    }
+                ),
+                JSON,
+            )
+        ),
     }
     body: Any = {"data": data}
     if draw(st.booleans()):
-        body["errors"] = [{"message": draw(JSON), "path": [draw(st.sampled_from(["h0", "d9"]))]}]
+        paths = st.sampled_from(["h0", "d9", "platform"])
+        body["errors"] = [{"message": draw(JSON), "path": [draw(paths)]}]
     text = json.dumps(body)
     how = draw(st.sampled_from(["json", "json", "json", "deep", "truncated"]))
     if how == "deep":
@@ -291,6 +305,8 @@ async def test_garbage_never_escapes_a_poll(body: bytes) -> None:
         target = Target("web", "s", "e", error_rate=ERROR_RATE, memory=MEMORY, deployment=True)
         poller = RailwayPoller(client, [target], clock=clock, interval=30)
         await poller.poll()  # never raises
+        assert poller.platform is None or poller.platform.at == AT
+        assert poller.platform is not None or poller.platform_problem or poller.last_failure
         snapshot = poller.latest("web")
         if snapshot is None:
             assert poller.last_failure

@@ -17,13 +17,8 @@ from monitor.clock import FakeClock
 from monitor.model import Signal
 from monitor.railway.budget import RequestBudget
 from monitor.railway.client import RailwayClient
-from monitor.railway.poller import (
-    RailwayPoller,
-    Target,
-    build_document,
-    error_rate_sample,
-    memory_sample,
-)
+from monitor.railway.metrics import error_rate_sample, memory_sample
+from monitor.railway.poller import RailwayPoller, Target, build_document
 from monitor.railway.schema import validate_document
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory, RailwaySource
@@ -91,6 +86,7 @@ def test_the_tick_document_validates_against_railways_schema() -> None:
     bare = build_document([Target("b", "s", "e")])
     assert validate_document(bare) == []
     assert "$start" not in bare
+    assert "platformStatus" in bare  # Railway's own status comes with every poll
 
 
 async def test_one_request_answers_every_service(world: World, clock: FakeClock) -> None:

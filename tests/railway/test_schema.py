@@ -51,6 +51,8 @@ def test_the_poll_document_with_deployment_targets_validates() -> None:
     document = build_document(targets)
     assert validate_document(document) == []
     assert document.count("instances { id status }") == 2
+    assert document.count("platformStatus { isStable incident {") == 1  # Railway's own status
+    assert validate_document(build_document(targets, platform=False)) == []
 
 
 def test_valid_rollback_and_batched_queries_pass() -> None:
