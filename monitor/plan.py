@@ -135,6 +135,9 @@ class Plan:
                 f"  {service.name} [{service.tier}] every {format_duration(service.interval)}"
                 f": {health}"
             )
+            if service.health is not None and service.health.release is not None:
+                where = service.health.release.describe()
+                lines.append(f"    release check: the answering deployment in the {where}")
             for signal in (Signal.ERROR_RATE, Signal.MEMORY):
                 source = getattr(service.config, signal.value)
                 if source is not None:

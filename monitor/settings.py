@@ -249,6 +249,12 @@ class ServiceConfig(Strict):
                 "service_id and environment_id go together: a Railway service is one "
                 "service in one environment"
             )
+        check = self.health_check
+        if check is not None and check.release is not None and self.service_id is None:
+            raise ValueError(
+                "health.release needs service_id and environment_id: an answer is compared "
+                "with the deployment Railway has active"
+            )
         return self
 
     @property

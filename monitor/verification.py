@@ -11,13 +11,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 from monitor.clock import Clock
 from monitor.events import RollbackEnd
-from monitor.model import Sample, Signal, format_duration
+from monitor.model import Sample, Signal, format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient
 from monitor.railway.statuses import NEVER_SERVING, SERVING
 from monitor.reconcile import SKEW, find_replacement
 from monitor.releases import went_live
+from monitor.sources.release import answered_by
 from monitor.store import RollbackRecord, Store
 
 LatestSamples = Callable[[str], Mapping[Signal, Sample]]
@@ -87,11 +88,11 @@ class Verification:
             replacement = await self.client.deployment(replacement.id, priority=Priority.CRITICAL)
             status = replacement.status
         live_at = went_live(replacement, self.clock.time())
-        while not self._recovered(service, record, live_at):
+        while (missing := self._unrecovered(service, record, live_at, replacement)) is not None:
             if self.clock.monotonic() > deadline:
                 why = (
                     "signals did not recover within "
-                    f"{format_duration(service.policy.rollback_timeout)}"
+                    f"{format_duration(service.policy.rollback_timeout)}{missing}"
                 )
                 return await self.finish(service, record, "failed", why, escalate=True)
             await self.clock.sleep(min(self.check_every, service.interval))
@@ -127,11 +128,16 @@ class Verification:
             {"rollback": record.id},
         )
 
-    def _recovered(self, service: ServicePlan, record: RollbackRecord, live_at: float) -> bool:
-        """Whether every signal that matters has a healthy sample taken after ``live_at``.
+    def _unrecovered(
+        self, service: ServicePlan, record: RollbackRecord, live_at: float, replacement: Deployment
+    ) -> str | None:
+        """None once every signal that matters has a healthy sample taken after ``live_at``;
+        until then what is still missing (": " and the reason).
 
         The rule that fired must be quiet (all rules, for a manual rollback), and so must the
-        health check when the service has one.
+        health check when the service has one. With a release check, that health sample must
+        be the replacement's own answer: during the overlap the deployment rolled back from
+        still answers, and its answers say nothing about the restored release.
         """
         checks: list[tuple[Signal, Callable[[float], bool]]] = [
             (rule.signal, rule.breaches)
@@ -141,10 +147,21 @@ class Verification:
         if service.health is not None and all(s is not Signal.HEALTH for s, _ in checks):
             checks.append((Signal.HEALTH, lambda value: value < 1))
         latest = self.latest(service.name)
+        health = service.health
+        if health is not None and health.release is not None:
+            sample = latest.get(Signal.HEALTH)
+            if not answered_by(sample, replacement.id):
+                last = sample and (sample.reason or sample.detail.get("unattributed"))
+                said = f" (the last answer: {last})" if last else ""
+                label = release_label(replacement.meta)
+                named = f"{replacement.id} ({label})" if label else replacement.id
+                return f": the replacement {named} was not seen answering{said}"
         for signal, breaches in checks:
             sample = latest.get(signal)
             if sample is None or sample.value is None:
-                return False
-            if sample.window_start < live_at - SKEW or breaches(sample.value):
-                return False
-        return True
+                return f": no known {signal} sample" + (f" ({sample.reason})" if sample else "")
+            if sample.window_start < live_at - SKEW:
+                return f": no {signal} sample taken since the replacement went live"
+            if breaches(sample.value):
+                return f": {signal} still breaches ({sample.reason or sample.value})"
+        return None

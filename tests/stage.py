@@ -24,7 +24,7 @@ from monitor.plan import build_plan
 from monitor.railway.client import Deployment
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sandbox.sample_app import STATE_KEY, create_app
-from monitor.sandbox.sandbox import HEALTHY, link_sleep
+from monitor.sandbox.sandbox import HEALTHY, link_sleep, plays
 from monitor.settings import load_environment
 from monitor.store import Store
 from monitor.telemetry import Metrics
@@ -163,8 +163,14 @@ class Stage:
         self._sync_app()
 
     def _sync_app(self) -> None:
+        active = self.emu.active.get((self.service, self.env))
+        meta = {} if active is None else self.emu.deployments[active].meta
         release = self.active_release()
-        wanted = {**HEALTHY, **self.behaviour.get(release or "", {}), "release": release or "-"}
+        wanted = {
+            **HEALTHY,
+            **self.behaviour.get(release or "", {}),
+            **plays(active or "", meta),
+        }
         if wanted != self._applied:  # re-applying a mode would restart its pattern
             self.app[STATE_KEY].update(wanted)
             self._applied = wanted

@@ -63,6 +63,7 @@ PLACES = (
     + [("daemon", k) for k in ("max_concurrent_probes", "shutdown_timeout", "stagger")]
     + [("services.rules.health-failing", k) for k in ("for", "threshold", "max_gap", "tolerance")]
     + [("services.health", k) for k in ("url", "timeout", "max_body_bytes", "expected_status")]
+    + [("services.health.release", k) for k in ("header", "json_path")]
     + [("", k) for k in ("rule_files", "status_url", "bogus")]
 )
 SERVICE_KEYS = ["interval", "health_url", "name", "tier", "service_id", "environment_id"]
@@ -269,6 +270,72 @@ def test_limits_name_the_key_and_the_value(
     assert code == 2, err
     assert expected in err
     assert f"(got {value})" in err or f"(got '{value.strip(chr(34))}')" in err, err
+
+
+RAILWAY_BASE = BASE.replace(
+    'health_url = "http://127.0.0.1:9/health"',
+    'service_id = "svc"\nenvironment_id = "env"\n'
+    'health = { url = "http://127.0.0.1:9/health", release = RELEASE }',
+)
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [
+        (
+            '{ header = "X Deployment" }',
+            "services[0].health.release.header: not an HTTP header name (write the name the app "
+            "sends, e.g. \"X-Railway-Deployment-Id\") (got 'X Deployment')",
+        ),
+        (
+            '{ json_path = "railway..id" }',
+            "services[0].health.release.json_path: not a json path (dotted keys, e.g. "
+            "\"railway.deployment_id\") (got 'railway..id')",
+        ),
+        ("{ header = 7 }", "services[0].health.release.header: Input should be a valid string"),
+        (
+            '{ header = "X-Railway-Deployment-Id", json_path = "deployment" }',
+            "services[0].health.release: set header or json_path (one of them): where the app "
+            "echoes RAILWAY_DEPLOYMENT_ID or RAILWAY_GIT_COMMIT_SHA",
+        ),
+        ("{ }", "services[0].health.release: set header or json_path (one of them)"),
+        ('{ header = "X-Id", commit = true }', "services[0].health.release.commit: unknown key"),
+        ('"X-Railway-Deployment-Id"', "services[0].health.release: Input should be"),
+    ],
+)
+def test_a_bad_release_check_names_the_key_and_the_value(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    secrets_set: None,
+    release: str,
+    expected: str,
+) -> None:
+    path = tmp_path / "railguard.toml"
+    path.write_text(RAILWAY_BASE.replace("RELEASE", release))
+    code, _, err = check(path, capsys)
+    assert code == 2, err
+    assert expected in err
+    assert_clean(code, err)
+
+
+def test_a_release_check_needs_railway_ids_and_a_get(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], secrets_set: None
+) -> None:
+    path = tmp_path / "railguard.toml"
+    text = RAILWAY_BASE.replace("RELEASE", '{ header = "X-Railway-Deployment-Id" }')
+    path.write_text(text.replace('service_id = "svc"\nenvironment_id = "env"\n', ""))
+    code, _, err = check(path, capsys)
+    assert code == 2
+    assert "services[0]: health.release needs service_id and environment_id" in err
+    head = RAILWAY_BASE.replace("RELEASE", '{ json_path = "deployment" }, method = "HEAD"')
+    path.write_text(head)
+    code, _, err = check(path, capsys)
+    assert code == 2
+    assert "services[0].health: a HEAD response has no body: release.json_path needs GET" in err
+    path.write_text(RAILWAY_BASE.replace("RELEASE", '{ header = "X-Railway-Deployment-Id" }'))
+    code, out, err = check(path, capsys)
+    assert code == 0, err
+    assert "release check: the answering deployment in the header X-Railway-Deployment-Id" in out
 
 
 def test_a_long_window_sampled_often_is_checked_quickly(

@@ -2,7 +2,11 @@
 
 Routes: ``GET /health`` (200 ``{"status": "ok"}``), ``GET /`` and ``GET /work`` (traffic),
 ``GET /metrics`` (Prometheus text) and ``GET``/``POST /_control`` (the fault switches). Every
-response carries the serving release in ``X-Release``.
+response carries the serving release in ``X-Release``; like an app that echoes Railway's
+``RAILWAY_DEPLOYMENT_ID`` and ``RAILWAY_GIT_COMMIT_SHA``, the app's own answers also carry
+the deployment it plays in ``X-Railway-Deployment-Id`` and its commit in
+``X-Railway-Git-Commit-Sha`` (when set), and ``/health`` says both in its JSON
+(``deployment``, ``commit``).
 
 Faults (``POST /_control`` with a JSON object; fields left out keep their value):
 
@@ -18,6 +22,11 @@ Faults (``POST /_control`` with a JSON object; fields left out keep their value)
   ``/_control`` wakes it and, as Railway's edge does while the app starts, gets a 502; so does
   every request for ``cold_start`` seconds after that. Waking calls the app's wake hooks
   (``WAKE_KEY``), through which the sandbox tells the emulator the deployment runs again.
+- ``deployment_id`` / ``commit``: the deployment the app plays and its commit ("": none).
+- ``overlap`` (seconds): a deploy's overlap (``RAILWAY_DEPLOYMENT_OVERLAP_SECONDS``). When the
+  release or deployment changes, the one replaced keeps answering ``/health`` and traffic
+  for this long, as it behaved then (its mode, error ratio, release, deployment); it answers
+  ``overlap_ratio`` (0..1, default all) of them, deterministically as ``error_ratio``.
 
 Run it alone with ``python -m monitor.sandbox.sample_app --port 8001``.
 """
@@ -27,152 +36,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from fractions import Fraction
-from typing import Any, Literal, cast, get_args
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import generate_latest
 
 from monitor.clock import Clock, SystemClock
+from monitor.sandbox.app_state import MIB, MODES, AppState, ControlError, Mode, Persona, label
+
+__all__ = [
+    "MIB",
+    "MODES",
+    "STATE_KEY",
+    "WAKE_KEY",
+    "AppState",
+    "ControlError",
+    "Mode",
+    "create_app",
+]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-Mode = Literal["ok", "error", "slow", "flap", "hang"]
-MODES: tuple[str, ...] = get_args(Mode)
-MIB = 1024 * 1024
-
-
-class ControlError(ValueError):
-    """A fault-control request named an unknown field or gave a bad value."""
-
-    def __init__(self, field: str, value: Any, message: str) -> None:
-        super().__init__(f"{field}: {message} (got {value!r})")
-        self.field = field
-        self.value = value
-
-
-@dataclass
-class AppState:
-    """What the sample app does now. Change it with :meth:`update` (or ``POST /_control``)."""
-
-    release: str = "v1"
-    mode: Mode = "ok"
-    delay: float = 10.0
-    error_ratio: float = 0.0
-    memory_bytes: int = 100 * MIB
-    memory_limit_bytes: int = 512 * MIB
-    asleep: bool = False
-    cold_start: float = 0.0
-    _traffic: int = field(default=0, init=False, repr=False)
-    _health: int = field(default=0, init=False, repr=False)
-    _waking_until: float | None = field(default=None, init=False, repr=False)
-
-    def update(self, changes: Mapping[str, Any]) -> None:
-        """Validate every change first, then apply them all (a bad field changes nothing)."""
-        checked = {name: _check_field(name, value) for name, value in changes.items()}
-        for name, value in checked.items():
-            setattr(self, name, value)
-        # A new mode or ratio starts its pattern afresh, so tests can count on it.
-        if "mode" in checked:
-            self._health = 0
-        if "error_ratio" in checked:
-            self._traffic = 0
-        if "asleep" in checked:
-            self._waking_until = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The public state, as ``GET /_control`` returns it."""
-        return {name: getattr(self, name) for name in _FIELDS}
-
-    def next_traffic_fails(self) -> bool:
-        """Count one traffic request; whether error_ratio makes it a 500."""
-        self._traffic += 1
-        ratio = Fraction(self.error_ratio).limit_denominator(10_000)
-        n = self._traffic
-        return (n * ratio.numerator) // ratio.denominator > (
-            (n - 1) * ratio.numerator
-        ) // ratio.denominator
-
-    def wakes(self, now: float) -> bool:
-        """Whether a request at ``now`` (monotonic) finds the app asleep: it starts waking."""
-        if not self.asleep:
-            return False
-        self.asleep = False
-        self._waking_until = now + self.cold_start
-        return True
-
-    def starting(self, now: float) -> bool:
-        """Whether a request at ``now`` (monotonic) falls in the cold start of a wake."""
-        if self._waking_until is not None and now >= self._waking_until:
-            self._waking_until = None
-        return self._waking_until is not None
-
-    def next_flap_fails(self) -> bool:
-        """Count one health request in ``flap`` mode; whether it fails."""
-        self._health += 1
-        return self._health % 2 == 1
-
-
-def _mode(value: Any) -> Mode:
-    if value not in MODES:
-        raise ValueError(f"must be one of {', '.join(MODES)}")
-    return cast(Mode, value)
-
-
-def _number(low: float, high: float) -> Callable[[Any], float]:
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("must be a number")
-        if not (low <= value <= high and math.isfinite(value)):
-            raise ValueError(f"must be between {low:g} and {high:g}")
-        return float(value)
-
-    return check
-
-
-def _bytes(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError("must be a whole number of bytes, 0 or more")
-    return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
-
-
-def _label(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("must be a non-empty string")
-    return value
-
-
-_FIELDS: dict[str, Callable[[Any], Any]] = {
-    "mode": _mode,
-    "delay": _number(0.0, 86_400.0),
-    "error_ratio": _number(0.0, 1.0),
-    "memory_bytes": _bytes,
-    "memory_limit_bytes": _bytes,
-    "release": _label,
-    "asleep": _flag,
-    "cold_start": _number(0.0, 3_600.0),
-}
-
-
-def _check_field(name: str, value: Any) -> Any:
-    check = _FIELDS.get(name)
-    if check is None:
-        raise ControlError(name, value, f"unknown field (known: {', '.join(_FIELDS)})")
-    try:
-        return check(value)
-    except ValueError as exc:
-        raise ControlError(name, value, str(exc)) from None
-
 
 STATE_KEY = web.AppKey("sample_app_state", AppState)
 REGISTRY_KEY = web.AppKey("sample_app_registry", CollectorRegistry)
@@ -180,16 +65,18 @@ _CLOCK_KEY = web.AppKey("sample_app_clock", Clock)
 _CLOSING_KEY = web.AppKey("sample_app_closing", asyncio.Event)
 _REQUESTS_KEY = web.AppKey("sample_app_requests", Counter)
 WAKE_KEY = web.AppKey("sample_app_wake_hooks", list[Callable[[], None]])
+_PERSONA_KEY = web.RequestKey("sample_app_persona", Persona)
 
 
 def create_app(*, release: str = "v1", clock: Clock | None = None) -> web.Application:
     """The sample app, with its own state and metrics registry (see the module docstring)."""
     app = web.Application(middlewares=[_sleeping])
-    state = AppState(release=_label(release))
+    clock = clock or SystemClock()
+    state = AppState(release=label(release), clock=clock)
     registry = CollectorRegistry()
     app[STATE_KEY] = state
     app[REGISTRY_KEY] = registry
-    app[_CLOCK_KEY] = clock or SystemClock()
+    app[_CLOCK_KEY] = clock
     app[_CLOSING_KEY] = asyncio.Event()
     app[WAKE_KEY] = []
     app[_REQUESTS_KEY] = Counter(
@@ -233,23 +120,38 @@ def _served(request: web.Request, response: web.Response) -> web.Response:
     return response
 
 
+def _answering(request: web.Request) -> Persona:
+    persona = request[_PERSONA_KEY] = request.app[STATE_KEY].answering()
+    return persona
+
+
+def _said(persona: Persona, status: str, **more: Any) -> dict[str, Any]:
+    """A health answer's JSON: how it is, and which release and deployment say so."""
+    said = {"status": status, **more, "release": persona.release}
+    if persona.deployment_id:
+        said["deployment"] = persona.deployment_id
+    if persona.commit:
+        said["commit"] = persona.commit
+    return said
+
+
 async def _health(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    mode = state.mode
+    state, persona = request.app[STATE_KEY], _answering(request)
+    mode = persona.mode
     if mode in ("hang", "slow"):
-        if await _wait(request.app, None if mode == "hang" else state.delay):
+        if await _wait(request.app, None if mode == "hang" else persona.delay):
             return web.json_response({"status": "shutting down"}, status=503)
     elif mode == "error" or (mode == "flap" and state.next_flap_fails()):
-        body = {"status": "error", "mode": mode, "release": state.release}
+        body = _said(persona, "error", mode=mode)
         return _served(request, web.json_response(body, status=500))
-    return _served(request, web.json_response({"status": "ok", "release": state.release}))
+    return _served(request, web.json_response(_said(persona, "ok")))
 
 
 async def _traffic(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    if state.mode == "error" or state.next_traffic_fails():
+    state, persona = request.app[STATE_KEY], _answering(request)
+    if persona.mode == "error" or state.next_traffic_fails(persona.error_ratio):
         return _served(request, web.Response(status=500, text="internal error\n"))
-    return _served(request, web.Response(text=f"served by {state.release}\n"))
+    return _served(request, web.Response(text=f"served by {persona.release}\n"))
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -278,7 +180,15 @@ async def _post_control(request: web.Request) -> web.Response:
 
 
 async def _stamp_release(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["X-Release"] = request.app[STATE_KEY].release
+    state = request.app[STATE_KEY]
+    persona = request.get(_PERSONA_KEY) or state.persona()
+    response.headers["X-Release"] = persona.release
+    if response.status == 502 and _PERSONA_KEY not in request:
+        return  # Railway's edge answered (the app is starting): no app headers
+    if persona.deployment_id:
+        response.headers["X-Railway-Deployment-Id"] = persona.deployment_id
+    if persona.commit:
+        response.headers["X-Railway-Git-Commit-Sha"] = persona.commit
 
 
 async def _release_waiters(app: web.Application) -> None:

@@ -8,6 +8,8 @@ release (sample app control fields: ``mode``, ``error_ratio``, ``memory_bytes``.
 railguard rolls back on the emulator, the app switches to the restored release at once, as
 Railway's router would. A deployment put to sleep (``PATCH deployments/{id}`` with
 ``status = "SLEEPING"``) puts its app to sleep, and the request that wakes the app wakes it.
+The app echoes the deployment it plays (id and commit), as an app echoing Railway's variables
+would; a release whose behaviour sets ``overlap`` keeps the one it replaced answering that long.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ TOKEN = "sandbox-token"
 SERVICE_ID = "svc-web"
 # A push takes 3s to serve; a rollback reuses the image and skips the build: 1.5s.
 ROLLOUT = (("INITIALIZING", 0.5), ("BUILDING", 1.5), ("DEPLOYING", 1.0))
-HEALTHY: dict[str, Any] = {"mode": "ok", "error_ratio": 0.0, "memory_bytes": 100 * 2**20}
+# What a release does unless its behaviour says otherwise: healthy, and no deploy overlap.
+HEALTHY: dict[str, Any] = {
+    "mode": "ok",
+    "error_ratio": 0.0,
+    "memory_bytes": 100 * 2**20,
+    "overlap": 0.0,
+    "overlap_ratio": 1.0,
+}
 
 
 class Sandbox:
@@ -106,7 +115,7 @@ class Sandbox:
             return
         release = str(deployment.meta.get("release", "-"))
         self.apps[tier][STATE_KEY].update(
-            {**HEALTHY, **self.behaviour.get(release, {}), "release": release}
+            {**HEALTHY, **self.behaviour.get(release, {}), **plays(deployment.id, deployment.meta)}
         )
 
     async def close(self) -> None:
@@ -134,6 +143,17 @@ def link_sleep(
 
     emulator.on_sleep.append(fall_asleep)
     app[WAKE_KEY].append(woken)
+
+
+def plays(deployment_id: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The sample app's identity fields for a deployment: what Railway would set in its
+    ``RAILWAY_DEPLOYMENT_ID`` and ``RAILWAY_GIT_COMMIT_SHA``, and its release label."""
+    commit = meta.get("commitHash")
+    return {
+        "release": str(meta.get("release", "-")),
+        "deployment_id": deployment_id,
+        "commit": commit if isinstance(commit, str) else "",
+    }
 
 
 def environment_id(tier: str) -> str:

@@ -22,6 +22,7 @@ from monitor.configtypes import MINUTE, Duration, HttpUrl, Strict, Text, Timeout
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
 from monitor.redact import redact_url
+from monitor.sources.release import ReleaseCheck, echo_in_header, echo_in_json
 
 MAX_REDIRECTS = 5
 # Shared by every check that expects any 2xx: a set per service costs 8 KB each.
@@ -45,6 +46,9 @@ class HealthCheck(Strict):
     # A serverless service woken from SLEEPING: failing probes this long after railguard saw
     # it awake (until the first healthy one) are UNKNOWN, never a breach (sources/sleep.py).
     cold_start: Annotated[Duration, within(0.0, 10 * MINUTE)] = 30.0
+    # Where the app echoes which deployment answered (sources/release.py): during a deploy's
+    # overlap, answers from the deployment being replaced say nothing about the new one.
+    release: ReleaseCheck | None = None
 
     @field_validator("expected_status")
     @classmethod
@@ -78,6 +82,8 @@ class HealthCheck(Strict):
             raise ValueError("json_equals needs json_path (the value to compare)")
         if self.method == "HEAD" and (self.body_contains is not None or self.json_path is not None):
             raise ValueError("a HEAD response has no body: body_contains and json_path need GET")
+        if self.method == "HEAD" and self.release is not None and self.release.json_path:
+            raise ValueError("a HEAD response has no body: release.json_path needs GET")
         return self
 
 
@@ -88,11 +94,13 @@ class HealthSource:
         "_body_limit",
         "_check",
         "_clock",
+        "_echo_path",
         "_expected",
         "_expected_text",
         "_headers",
         "_needle",
         "_path",
+        "_release",
         "_session",
         "_timeout",
         "_timeout_reason",
@@ -116,7 +124,10 @@ class HealthSource:
         self._expected_text = _describe_statuses(check.expected_status)
         self._needle = None if check.body_contains is None else check.body_contains.encode()
         self._path = None if check.json_path is None else tuple(check.json_path.split("."))
-        needs_body = self._needle is not None or self._path is not None
+        self._release = check.release
+        # The echo in the body is read whatever the status: an error page may say who sent it.
+        self._echo_path = None if check.release is None else check.release.json_path
+        needs_body = self._needle is not None or self._path is not None or bool(self._echo_path)
         self._body_limit = check.max_body_bytes if needs_body else None
 
     async def collect(self, at: float) -> list[Sample]:
@@ -127,6 +138,7 @@ class HealthSource:
         start = self._clock.monotonic()
         status: int | None = None
         error: str | None = None
+        echo: tuple[str | None, str] = (None, "no complete answer to say which deployment sent it")
         try:
             async with self._session.request(
                 self._check.method,
@@ -136,49 +148,105 @@ class HealthSource:
                 max_redirects=MAX_REDIRECTS,
             ) as response:
                 status = response.status
-                if status not in self._expected:
+                expected = status in self._expected
+                body = _Body()
+                if self._body_limit is not None and (expected or self._echo_path):
+                    body = await _Body.read(response, self._body_limit)
+                if not expected:
                     reason = f"status {status} (expected {self._expected_text})"
-                elif self._body_limit is None:
-                    reason = ""
                 else:
-                    reason = await self._check_body(response, self._body_limit)
+                    reason = self._check_body(body)
+                echo = self._echo(response, body)
         except TimeoutError as exc:
             reason, error = self._timeout_reason, _error_text(exc)
         except (aiohttp.ClientError, OSError) as exc:
             reason, error = describe_error(exc), _error_text(exc)
         latency_ms = round((self._clock.monotonic() - start) * 1000.0, 3)
+        detail: dict[str, Any] = {
+            "status": status,
+            "latency_ms": latency_ms,
+            "url": self._url_text,
+            "error": error,
+        }
+        if self._release is not None:
+            detail["echoed"] = echo[0]
+            if echo[0] is None:
+                detail["unattributed"] = echo[1]
         return [
             Sample(
                 signal=Signal.HEALTH,
                 at=at,
                 value=0.0 if reason else 1.0,
                 reason=reason,
-                detail={
-                    "status": status,
-                    "latency_ms": latency_ms,
-                    "url": self._url_text,
-                    "error": error,
-                },
+                detail=detail,
             )
         ]
 
-    async def _check_body(self, response: aiohttp.ClientResponse, limit: int) -> str:
-        """The reason the body fails the configured conditions, or "" when it passes."""
-        length = response.content_length
-        if length is not None and length > limit:
-            return f"body is {length} bytes, over max_body_bytes {limit}"
-        body = await _read_at_most(response.content, limit + 1)
-        if len(body) > limit:
-            return f"body is over max_body_bytes {limit}"
-        if self._needle is not None and self._needle not in body:
+    def _check_body(self, body: _Body) -> str:
+        """The reason the body fails the configured conditions, or "" when it passes.
+
+        Only the health conditions judge it: a body read just for the release check's echo
+        makes no health verdict.
+        """
+        if self._needle is None and self._path is None:
+            return ""
+        if body.problem:
+            return body.problem
+        if self._needle is not None and self._needle not in body.data:
             return f"body does not contain {self._check.body_contains!r}"
         if self._path is None:
             return ""
-        try:
-            document = json.loads(body)
-        except ValueError as exc:
-            return f"body is not valid JSON ({_first_line(exc)})"
+        document, problem = body.document()
+        if problem:
+            return problem
         return _json_condition(document, self._path, self._check)
+
+    def _echo(self, response: aiohttp.ClientResponse, body: _Body) -> tuple[str | None, str]:
+        """Which deployment the answer says sent it (the release check), or why not known."""
+        if self._release is None:
+            return None, ""
+        if self._release.header is not None:
+            return echo_in_header(response.headers, self._release.header)
+        assert self._echo_path is not None
+        if body.problem:
+            return None, body.problem
+        document, problem = body.document()
+        if problem:
+            return None, problem
+        return echo_in_json(document, self._echo_path)
+
+
+class _Body:
+    """A response body read up to a limit, parsed as JSON at most once."""
+
+    __slots__ = ("_document", "data", "problem")
+
+    def __init__(self, data: bytes = b"", problem: str = "") -> None:
+        self.data = data
+        self.problem = problem  # why the body could not be used: "" when it could
+        self._document: tuple[Any, str] | None = None
+
+    @classmethod
+    async def read(cls, response: aiohttp.ClientResponse, limit: int) -> _Body:
+        """At most ``limit`` bytes of the body: a huge or endless body costs no more."""
+        length = response.content_length
+        if length is not None and length > limit:
+            return cls(problem=f"body is {length} bytes, over max_body_bytes {limit}")
+        data = await _read_at_most(response.content, limit + 1)
+        if len(data) > limit:
+            return cls(problem=f"body is over max_body_bytes {limit}")
+        return cls(data)
+
+    def document(self) -> tuple[Any, str]:
+        """The body as JSON, or why it is not."""
+        if self._document is None:
+            try:
+                self._document = json.loads(self.data), ""
+            except ValueError as exc:
+                self._document = None, f"body is not valid JSON ({_first_line(exc)})"
+            except RecursionError:  # nested past what the parser can follow
+                self._document = None, "body is not valid JSON (nested too deeply)"
+        return self._document
 
 
 async def _read_at_most(content: aiohttp.StreamReader, size: int) -> bytes:

@@ -4,7 +4,8 @@ Adding a source is one file in this package and one line in :data:`SOURCES`. One
 instance serves every signal of its type for a service, so one scrape feeds error rate and
 memory alike, and one view of the Railway poll feeds every Railway signal (the deployment
 signal included, which needs no table). For a service on Railway, the sources that send
-requests to the app are wrapped so that a sleeping (serverless) service is not woken.
+requests to the app are wrapped so that a sleeping (serverless) service is not woken, and a
+health check with a release check counts only the active deployment's answers.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from monitor.sources.exposition import ExpositionSource
 from monitor.sources.health import HealthSource
 from monitor.sources.promql import PromQLSource
 from monitor.sources.railway import RailwaySource
+from monitor.sources.release import ReleaseAware
 from monitor.sources.sleep import SleepAware
 
 if TYPE_CHECKING:  # the poller brings the Railway client and graphql-core: only when used
@@ -97,11 +99,19 @@ def _sleep_aware(source: Source, ctx: SourceContext) -> Source:
     )
 
 
+def _release_aware(name: str, source: Source, ctx: SourceContext) -> Source:
+    health = ctx.service.health
+    if name != "health" or health is None or health.release is None or ctx.poller is None:
+        return source
+    return ReleaseAware(source, ctx.poller, ctx.service.name)
+
+
 def build_sources(ctx: SourceContext) -> list[tuple[str, Source]]:
     """The sources that feed the service's signals."""
     sources = _sources(ctx)
     if ctx.poller is None or not has_railway_ids(ctx.service.config):
         return sources
+    sources = [(n, _release_aware(n, s, ctx)) for n, s in sources]
     return [(n, _sleep_aware(s, ctx) if n in APP_FACING else s) for n, s in sources]
 
 

@@ -213,6 +213,10 @@ async def test_control_state_round_trip(client: Client) -> None:
         "release": "v8",
         "asleep": False,
         "cold_start": 0.0,
+        "deployment_id": "",
+        "commit": "",
+        "overlap": 0.0,
+        "overlap_ratio": 1.0,
     }
     async with client.session.get(client.base + "/_control") as response:
         assert await response.json() == state
