@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from monitor.clock import FakeClock
+from monitor.model import Signal
 from tests.stage import Stage, released, store_of
 from tests.stage import trail as events
 
@@ -126,6 +127,32 @@ async def test_one_services_failing_alias_does_not_hold_another_services_rollbac
     assert stage.applied_rollbacks() == [good]
     held = [e["guard"] for e in await events(stage, "rollback_held")]
     assert "monitor_blind" not in held
+
+
+async def test_two_refused_services_cost_one_request_each_then_sit_out(stage: Stage) -> None:
+    """Railway names one failing alias at a time: the poll asks again without each, then the
+    refused services sit out the batched poll (one request per poll again), and say why."""
+    stage.config_template += TWO_SERVICES + TWO_SERVICES.replace('"other"', '"third"').replace(
+        "no-such-service", "no-such-service-either"
+    )
+    good, _ = await released(stage)
+    await stage.run_for(30)
+    assert stage.applied_rollbacks() == [good]
+    held = [e["guard"] for e in await events(stage, "rollback_held")]
+    assert "monitor_blind" not in held
+    polls = [r for r in stage.emu.requests if r.operation_name == "RailguardTick"]
+    # Railway refuses: all three asked, then without one, then without the other; afterwards
+    # one request per poll.
+    assert [r.status for r in polls[:3]] == [200, 200, 200]
+    assert [bool(r.errors) for r in polls[:3]] == [True, True, False]
+    later = [r for r in polls[3:] if not r.errors]
+    assert len(later) == len(polls) - 3
+    assert stage.daemon is not None
+    (third,) = [w for w in stage.daemon.workers if w.plan.name == "third"]
+    sample = third.latest[Signal.ERROR_RATE]
+    assert sample.value is None
+    assert "Railway refused" in sample.reason
+    assert "asked again in" in sample.reason
 
 
 # -- 5. the replacement's meta names its release differently -----------------------------------

@@ -135,8 +135,9 @@ async def test_a_bad_release_asleep_is_left_alone_and_rolled_back_once_awake(
     assert stage.active_release() == "v1.1"
     (rollback,) = await store_of(stage).rollbacks("web")
     assert (rollback.from_deployment, rollback.state) == (bad, "succeeded")
-    # Judged on what it did awake: after the wake, the cold start and `for` (5s, less the
-    # engine's slack and a probe interval).
-    assert rollback.decided_at >= woken_at + COLD_START + 4
+    # Judged on what it did awake: its errors began when the app had started (its 8s cold
+    # start after the waking request), and a rule needs `for` (5s, less the engine's slack and
+    # a scrape interval) of them.
+    assert rollback.decided_at >= woken_at + APP_COLD_START + 5 - 0.1 - 1
     (evidence_start, *_) = sorted(s["at"] for s in rollback.evidence["samples"])
     assert evidence_start >= woken_at

@@ -20,7 +20,7 @@ import structlog
 
 from monitor.clock import Clock
 from monitor.errors import RailwayError, RailwayGraphQLError
-from monitor.model import Sample, Signal
+from monitor.model import Sample, Signal, format_duration
 from monitor.railway.client import (
     DEPLOYMENT_FIELDS,
     Deployment,
@@ -40,6 +40,8 @@ _YIELD_EVERY = 50  # services read between two yields to the event loop
 # Railway refused platformStatus (an error on its field nulls the whole answer): polls leave
 # it out this long, so a token that may not ask it costs one extra request per 10 minutes.
 PLATFORM_BACKOFF = 600.0
+REFUSED_BACKOFF = 300.0  # seconds a service Railway refused is left out of the batched poll
+MAX_REASKS = 3  # re-asks per poll without what Railway refused (it names one error at a time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,8 @@ class RailwayPoller:
         self._wake = asyncio.Event()
         self._last_early: float | None = None
         self._latest: dict[str, ServiceSnapshot] = {}
+        # target name -> (Railway's refusal, monotonic time to ask about it again)
+        self._refused: dict[str, tuple[str, float]] = {}
         self._answered_at: float | None = None
         # A crash loop is seen across polls: sightings of failing instances over 4 polls.
         window = max(120.0, 4 * interval)
@@ -204,27 +208,34 @@ class RailwayPoller:
         on platformStatus likewise: asked again without it, and left out for a while.
         """
         now = self.clock.time()
-        failed: dict[str, str] = {}  # target name -> why Railway would not answer for it
-        asked = self.targets
+        failed = self._still_refused()  # target name -> why Railway would not answer for it
+        asked = tuple(t for t in self.targets if t.name not in failed) or self.targets
+        if len(asked) == len(self.targets):
+            failed = {}
         platform = self._platform_wanted()
-        document = self.document if platform else build_document(asked, platform=False)
+        whole = len(asked) == len(self.targets) and platform
+        document = self.document if whole else build_document(asked, platform=platform)
         refused: str | None = None  # Railway's error on platformStatus, if any
+        reasks = 0
         while True:
             try:
                 data = await self.client.execute(document, self.variables(now, asked))
             except RailwayGraphQLError as e:
                 blamed = _blamed(asked, e)
                 refused = e.paths.get(PLATFORM_ALIAS) if platform else None
-                some = bool(blamed) and len(blamed) < len(asked) and not failed
-                if e.data is None and (some or (refused is not None and not blamed)):
-                    # Ask again without what Railway refused, once each (Railway may name
-                    # one error at a time): the services it did not name are still news,
-                    # and its own status is unknown this poll.
+                some = bool(blamed) and len(blamed) < len(asked)
+                retry = some or (refused is not None and not blamed)
+                if e.data is None and retry and reasks < MAX_REASKS:
+                    # Ask again without what Railway refused (it may name one error at a
+                    # time): the services it did not name are still news, and its own
+                    # status is unknown this poll. A refused service sits out a while.
+                    reasks += 1
                     if refused is not None:
                         platform = False
                         self._platform_refused(refused)
                     if some:
-                        failed = blamed
+                        failed |= blamed
+                        self._refuse(blamed)
                         asked = tuple(t for t in asked if t.name not in blamed)
                     document = build_document(asked, platform=platform)
                     continue
@@ -233,10 +244,14 @@ class RailwayPoller:
                     return
                 data = e.data  # partial data: the services that answered are still news
                 failed |= blamed
+                self._refuse(blamed)
             except RailwayError as e:
                 self._failed(e)
                 return
             break
+        for target in asked:
+            if target.name not in failed:
+                self._refused.pop(target.name, None)  # answered: asked with the others again
         self.last_error = "; ".join(sorted(set(failed.values()))) if failed else None
         self.last_failure = None
         at = self.clock.time()
@@ -257,6 +272,24 @@ class RailwayPoller:
         if self.listener is not None:
             for target in self.targets:
                 await self.listener(target.name, self._latest[target.name])
+
+    def _still_refused(self) -> dict[str, str]:
+        """The services Railway refused lately, with why, while they sit out."""
+        now = self.clock.monotonic()
+        return {
+            name: f"{why} (asked again in {format_duration(until - now)})"
+            for name, (why, until) in self._refused.items()
+            if until > now
+        }
+
+    def _refuse(self, blamed: Mapping[str, str]) -> None:
+        until = self.clock.monotonic() + REFUSED_BACKOFF
+        for name, why in blamed.items():
+            if name not in self._refused:
+                log.warning(
+                    "Railway refused a service; it sits out the batched poll", service=name, why=why
+                )
+            self._refused[name] = (why, until)
 
     def _platform_wanted(self) -> bool:
         off = self._platform_off_until
