@@ -15,7 +15,11 @@ the whole decision is tested as a table. The guards run in DESIGN's order, in on
 7. ``budget``          too many automatic rollbacks in 24h
 
 then the target (the newest known-good release older than the active one that Railway can
-still roll back to; none escalates) and, last, the dry run.
+still roll back to) and, last, the dry run. Railway keeps rollback images for 24h to 360h,
+by plan: a known-good release whose image is gone (``canRollback`` false) is skipped for an
+older one. With none left, the tier's ``rebuild`` deploys the newest known-good release's
+commit again (a build, so minutes rather than a rollback's seconds); without it, or without
+a commit, a person is told that retention ran out and what would bring the release back.
 """
 
 from __future__ import annotations
@@ -100,12 +104,17 @@ class Idle:
 
 @dataclass(frozen=True, slots=True)
 class Go:
-    """Roll ``active`` back to ``target`` (``dry_run``: record it, send nothing)."""
+    """Roll ``active`` back to ``target`` (``dry_run``: record it, send nothing).
+
+    ``rebuild``: Railway no longer has ``target``'s image, so its commit is built and
+    deployed again instead of rolled back to.
+    """
 
     active: Deployment
     target: Deployment
     firing: Firing
     dry_run: bool = False
+    rebuild: str | None = None  # the commit to build and deploy
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +158,19 @@ def decide(policy: TierPolicy, facts: Facts) -> Decision:
     if held is not None:
         return held
     target = choose_target(facts.deployments, active, facts.verdicts)
-    if target is None:
+    if target is not None:
+        return Go(active, target, chosen, dry_run=policy.dry_run)
+    expired = newest_known_good(facts.deployments, active, facts.verdicts)
+    if expired is None:
         why = (
             f"no known-good release older than {active.id} that Railway can roll back to "
             f"({len(facts.deployments)} deployments looked at)"
         )
         return Escalate("no_known_good", why, freeze=False)
-    return Go(active, target, chosen, dry_run=policy.dry_run)
+    commit = commit_of(expired)
+    if policy.rebuild and commit is not None:
+        return Go(active, expired, chosen, dry_run=policy.dry_run, rebuild=commit)
+    return Escalate("retention_expired", retention_ran_out(expired, commit), freeze=False)
 
 
 def _guards(policy: TierPolicy, facts: Facts, active: Deployment) -> Hold | Escalate | None:
@@ -222,25 +237,101 @@ def restored_by(
 def choose_target(
     deployments: Sequence[Deployment], active: Deployment, verdicts: Verdicts
 ) -> Deployment | None:
-    """The newest known-good release older than ``active`` that Railway can roll back to."""
+    """The newest known-good release older than ``active`` that Railway can roll back to
+    (one whose image Railway no longer keeps is skipped for an older one)."""
+    candidates = _known_good_before(deployments, active, verdicts)
+    return max((d for d in candidates if d.can_rollback), key=_created, default=None)
+
+
+def manual_target(
+    name: str,
+    deployments: Sequence[Deployment],
+    active: Deployment,
+    verdicts: Verdicts,
+    to: str | None,
+) -> Deployment | str:
+    """A manual rollback of service ``name``'s target: ``to`` if Railway can roll back to it,
+    else the automatic choice (:func:`choose_target`); or why there is none."""
+    if to is None:
+        target = choose_target(deployments, active, verdicts)
+        expired = newest_known_good(deployments, active, verdicts)
+        if target is None and expired is not None:
+            why = retention_ran_out(expired, commit_of(expired), manual=True)
+            return f"no rollback is possible: {why}"
+        if target is None:
+            return (
+                f"no known-good release older than {active.id} that Railway can roll back "
+                f"to ({len(deployments)} deployments looked at)"
+            )
+        return target
+    chosen = next((d for d in deployments if d.id == to), None)
+    if chosen is None:
+        return f"{to} is not one of {name}'s recent deployments"
+    if chosen.id == active.id:
+        return f"{to} is the active deployment already"
+    if not chosen.can_rollback:
+        commit = commit_of(chosen)
+        rebuild = f"; a rebuild of commit {commit} would bring it back" if commit else ""
+        return (
+            f"Railway cannot roll back to {to} (canRollback is false: its image is no longer "
+            f"kept){rebuild}"
+        )
+    return chosen
+
+
+def newest_known_good(
+    deployments: Sequence[Deployment], active: Deployment, verdicts: Verdicts
+) -> Deployment | None:
+    """The newest known-good release older than ``active``, whether or not Railway can still
+    roll back to it (when :func:`choose_target` finds none: the release retention took)."""
+    return max(_known_good_before(deployments, active, verdicts), key=_created, default=None)
+
+
+def _known_good_before(
+    deployments: Sequence[Deployment], active: Deployment, verdicts: Verdicts
+) -> list[Deployment]:
     leaving = release_key(active)
-    candidates = [
+    return [
         d
         for d in deployments
-        if d.created_at < active.created_at
-        and d.can_rollback
-        and release_key(d) != leaving
-        and verdicts.known_good(d)
+        if d.created_at < active.created_at and release_key(d) != leaving and verdicts.known_good(d)
     ]
-    return max(candidates, key=lambda d: d.created_at, default=None)
+
+
+def _created(deployment: Deployment) -> float:
+    return deployment.created_at
+
+
+def commit_of(deployment: Deployment) -> str | None:
+    """The commit a deployment was built from (Railway's ``meta.commitHash``), if any."""
+    commit = deployment.meta.get("commitHash")
+    return commit if isinstance(commit, str) and commit.strip() else None
+
+
+def retention_ran_out(expired: Deployment, commit: str | None, *, manual: bool = False) -> str:
+    """Why no rollback is possible when every known-good release's image is gone."""
+    name = release_label(expired.meta) or expired.id
+    gone = (
+        f"retention ran out: Railway no longer keeps an image of any known-good release "
+        f"(canRollback is false; images are kept 24h to 360h by plan), the newest being "
+        f"{name} ({expired.id})"
+    )
+    if commit is None:
+        return f"{gone}, which has no commit to rebuild from: deploy a good release by hand"
+    how = "deploy that commit in Railway" if manual else "rebuild = true on the tier does it"
+    return (
+        f"{gone}; a rebuild of commit {commit} would bring it back, in minutes rather than "
+        f"a rollback's seconds ({how})"
+    )
 
 
 def describe(decision: Decision) -> str:
     """The decision in one line (logs, the bench)."""
     match decision:
-        case Go(active=active, target=target, dry_run=dry):
+        case Go(active=active, target=target, dry_run=dry, rebuild=commit):
             to = release_label(target.meta) or target.id
-            return f"{'dry run: ' if dry else ''}roll {active.id} back to {to}"
+            how = f" by rebuilding commit {commit}" if commit is not None else ""
+            return f"{'dry run: ' if dry else ''}roll {active.id} back to {to}{how}"
         case Hold(guard=guard, why=why):
             return f"held ({guard}): {why}"
         case Escalate(kind=kind, why=why):

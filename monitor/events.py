@@ -39,6 +39,7 @@ class EventKind(enum.StrEnum):
     ROLLBACK_FAILED = "rollback_failed"
     ROLLBACK_ABANDONED = "rollback_abandoned"
     ROLLBACK_DRY_RUN = "rollback_dry_run"
+    REBUILD_SLOW = "rebuild_slow"  # a rebuild's deployment took longer than the 5-minute goal
     ROLLBACK_HELD = "rollback_held"
     ESCALATION = "escalation"
     DEPLOYMENT_FAILED = "deployment_failed"
@@ -58,12 +59,13 @@ RollbackKind = Literal[
     EventKind.ROLLBACK_FAILED,
     EventKind.ROLLBACK_ABANDONED,
     EventKind.ROLLBACK_DRY_RUN,
+    EventKind.REBUILD_SLOW,
 ]
 DeploymentKind = Literal[EventKind.DEPLOYMENT_FAILED, EventKind.DEPLOYMENT_VERIFIED]
 FreezeKind = Literal[EventKind.FROZEN, EventKind.UNFROZEN]
 PlatformKind = Literal[EventKind.PLATFORM_INCIDENT, EventKind.PLATFORM_INCIDENT_ENDED]
 # Why a person is needed (an escalation's ``kind`` in the stored data).
-EscalationKind = Literal["loop_breaker", "no_known_good", "rollback_failed"]
+EscalationKind = Literal["loop_breaker", "no_known_good", "retention_expired", "rollback_failed"]
 # How a rollback that began ends (RollbackExecutor.finish).
 RollbackEnd = Literal["succeeded", "failed", "abandoned"]
 
@@ -359,6 +361,7 @@ def _parse(kind: EventKind, data: Mapping[str, Any]) -> Event:
             | EventKind.ROLLBACK_FAILED
             | EventKind.ROLLBACK_ABANDONED
             | EventKind.ROLLBACK_DRY_RUN
+            | EventKind.REBUILD_SLOW
         ):
             return RollbackEvent.from_dict(kind, data)
         case EventKind.ROLLBACK_HELD:

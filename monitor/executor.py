@@ -6,7 +6,8 @@ out and records each step in the store before the next one, so a crash, a lost a
 failed step leaves a record the next evaluation can drive on from. :meth:`drive` is that: it
 takes a rollback in whatever state the store has it and moves it to a terminal state.
 Exceptions (Railway unreachable after retries, the store busy) leave the record unfinished and
-propagate: the caller counts them, and the next evaluation drives it again.
+propagate: the caller counts them, and the next evaluation drives it again. A rebuild (no
+rollback image left: rebuild.py) is driven the same way, with its own mutation and timeout.
 """
 
 from __future__ import annotations
@@ -18,26 +19,18 @@ from typing import Any
 import structlog
 
 from monitor.clock import Clock
-from monitor.decision import Go, choose_target
+from monitor.decision import Go, manual_target
 from monitor.errors import (
     RailguardError,
     RailwayError,
     RailwayProtocolError,
     RailwayTransientError,
 )
-from monitor.events import (
-    ROLLBACK_ENDED,
-    EscalationEvent,
-    EventKind,
-    RollbackEnd,
-    RollbackEvent,
-    RollbackKind,
-    write_event,
-)
-from monitor.model import format_duration, release_label
+from monitor.events import EventKind
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient, newest_live
+from monitor.rebuild import Rebuilds, rebuild_evidence, rebuild_reason
 from monitor.reconcile import KNOWN, Follow, Send, Wait, settle_intent
 from monitor.releases import Verdicts
 from monitor.store import RollbackRecord, RollbackTrigger, Store
@@ -55,8 +48,13 @@ class RollbackRefused(RailguardError):
     """A requested rollback cannot be carried out; the message says why."""
 
 
-class RollbackExecutor(Verification):
-    """Carries out automatic and manual rollbacks, one at a time per service."""
+class RollbackExecutor(Rebuilds, Verification):
+    """Carries out automatic and manual rollbacks (and rebuilds), one at a time per service.
+
+    Its parts: :class:`~monitor.rebuild.Rebuilds` (what a rebuild does differently),
+    :class:`~monitor.verification.Verification` (following the replacement and verifying it)
+    and :class:`~monitor.audit.RollbackAudit` (ending a rollback, escalating).
+    """
 
     def __init__(
         self,
@@ -84,6 +82,7 @@ class RollbackExecutor(Verification):
         self.max_attempts = max_attempts
         self._locks: dict[str, asyncio.Lock] = {}
         self._deadlines: dict[int, float] = {}  # rollback id -> monotonic deadline, this run
+        self._said: set[tuple[int, str]] = set()
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -108,7 +107,11 @@ class RollbackExecutor(Verification):
         started: float,
     ) -> RollbackRecord:
         """An automatic rollback the controller decided: intent, then :meth:`drive`."""
-        evidence = {"rule": go.firing.rule, "samples": [s.to_dict() for s in go.firing.evidence]}
+        evidence = {
+            "rule": go.firing.rule,
+            "samples": [s.to_dict() for s in go.firing.evidence],
+            **rebuild_evidence(go),
+        }
         record = await self._begin(
             service,
             go.active,
@@ -116,7 +119,7 @@ class RollbackExecutor(Verification):
             "auto",
             "railguard",
             go.firing.rule,
-            go.firing.reason,
+            rebuild_reason(go, go.firing.reason),
             evidence,
             [d.id for d in deployments],
             attempt=True,  # sent right away: the write-ahead and the intent are one write
@@ -128,10 +131,11 @@ class RollbackExecutor(Verification):
     async def dry_run(self, service: ServicePlan, go: Go) -> RollbackRecord:
         """Record what a live run would do for this incident, and send nothing."""
         now = self.clock.time()
-        evidence = self._evidence(go.active, go.target, go)
+        evidence = self._evidence(go.active, go.target, go) | rebuild_evidence(go)
+        what = "would roll back" if go.rebuild is None else f"would rebuild commit {go.rebuild}"
 
         def would(record: RollbackRecord) -> tuple[str, Mapping[str, Any]]:
-            event = self._event(record, EventKind.ROLLBACK_DRY_RUN, "would roll back")
+            event = self._event(record, EventKind.ROLLBACK_DRY_RUN, what)
             return event.kind.value, event.to_dict()
 
         record = await self.store.begin_rollback(
@@ -141,7 +145,7 @@ class RollbackExecutor(Verification):
             "auto",
             "railguard",
             go.firing.rule,
-            go.firing.reason,
+            rebuild_reason(go, go.firing.reason),
             evidence,
             now,
             dry_run=True,
@@ -154,6 +158,7 @@ class RollbackExecutor(Verification):
             rollback=record.id,
             from_deployment=go.active.id,
             to_deployment=go.target.id,
+            rebuild=go.rebuild,
         )
         return record
 
@@ -169,7 +174,12 @@ class RollbackExecutor(Verification):
             active = newest_live(current)
             if active is None:
                 raise RollbackRefused(f"{name} has no active deployment to roll back from")
-            target = await self._manual_target(service, active, current, to)
+            verdicts = Verdicts()
+            if to is None:
+                verdicts = Verdicts.of(await self.store.deployments(service.name, limit=200))
+            target = manual_target(name, current, active, verdicts, to)
+            if isinstance(target, str):
+                raise RollbackRefused(target)
             record = await self._begin(
                 service,
                 active,
@@ -184,31 +194,6 @@ class RollbackExecutor(Verification):
         return await self.drive(
             service, record, deployments=current, started=self.clock.monotonic()
         )
-
-    async def _manual_target(
-        self,
-        service: ServicePlan,
-        active: Deployment,
-        current: Sequence[Deployment],
-        to: str | None,
-    ) -> Deployment:
-        if to is None:
-            verdicts = Verdicts.of(await self.store.deployments(service.name, limit=200))
-            target = choose_target(current, active, verdicts)
-            if target is None:
-                raise RollbackRefused(
-                    f"no known-good release older than {active.id} that Railway can roll back "
-                    f"to ({len(current)} deployments looked at)"
-                )
-            return target
-        chosen = next((d for d in current if d.id == to), None)
-        if chosen is None:
-            raise RollbackRefused(f"{to} is not one of {service.name}'s recent deployments")
-        if chosen.id == active.id:
-            raise RollbackRefused(f"{to} is the active deployment already")
-        if not chosen.can_rollback:
-            raise RollbackRefused(f"Railway cannot roll back to {to} (canRollback is false)")
-        return chosen
 
     async def _begin(
         self,
@@ -302,7 +287,7 @@ class RollbackExecutor(Verification):
             # From when Railway has the mutation (or, after a restart or a failed step, from
             # when this run first followed it): the replacement's time to recover.
             deadline = self._deadlines.setdefault(
-                record.id, self.clock.monotonic() + service.policy.rollback_timeout
+                record.id, self.clock.monotonic() + self.timeout_of(service, record)
             )
             result = await self._follow(service, record, replacement, deadline)
             self._deadlines.pop(record.id, None)
@@ -341,7 +326,7 @@ class RollbackExecutor(Verification):
                 # Our own time from the decision to the mutation, Railway's latency left out.
                 self.metrics.rollback_decision.observe(max(0.0, self.clock.monotonic() - started))
             try:
-                accepted = await self.client.rollback(record.to_deployment)
+                accepted, new = await self._mutate(service, record)
             except (RailwayTransientError, RailwayProtocolError) as e:
                 # Lost, or garbled (which proves Railway got it): Railway's deployments say.
                 in_flight = not isinstance(e, RailwayTransientError) or e.maybe_applied
@@ -361,7 +346,9 @@ class RollbackExecutor(Verification):
             if not accepted:
                 why = "Railway answered false"
                 return await self.finish(service, record, "failed", why, escalate=True)
-            record = await self.store.advance_rollback(record.id, "sent", at=self.clock.time())
+            record = await self.store.advance_rollback(
+                record.id, "sent", at=self.clock.time(), new_deployment=new
+            )
             return record, None
 
     async def _next_attempt(
@@ -412,78 +399,3 @@ class RollbackExecutor(Verification):
         if redecide and record.trigger == "auto" and self.still_wanted is not None:
             return await self.still_wanted(service, record, current)
         return None
-
-    # -- ending ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _event(
-        record: RollbackRecord,
-        kind: RollbackKind,
-        why: str,
-        *,
-        took_s: float | None = None,
-        trigger: RollbackTrigger | None = None,
-        actor: str | None = None,
-    ) -> RollbackEvent:
-        return RollbackEvent(
-            kind=kind,
-            rollback=record.id,
-            rule=record.rule,
-            from_=record.from_deployment,
-            to=record.to_deployment,
-            from_release=release_label(record.evidence.get("from_meta") or {}),
-            to_release=release_label(record.evidence.get("target_meta") or {}),
-            new=record.new_deployment,
-            why=why,
-            reason=record.reason,
-            took_s=took_s,
-            trigger=trigger,
-            actor=actor,
-        )
-
-    async def finish(
-        self,
-        service: ServicePlan,
-        record: RollbackRecord,
-        state: RollbackEnd,
-        why: str,
-        *,
-        escalate: bool = False,
-        live_at: float | None = None,
-    ) -> RollbackRecord:
-        """End a rollback in ``state`` and say so (audit event, metrics, log; maybe escalate)."""
-        now = self.clock.time()
-        record = await self.store.advance_rollback(
-            record.id, state, at=now, error=None if state == "succeeded" else why, live_at=live_at
-        )
-        self._deadlines.pop(record.id, None)
-        self.metrics.rollbacks.labels(service.name, service.tier, record.trigger, state).inc()
-        if state == "succeeded":
-            self.metrics.rollback_duration.labels(service.name, service.tier).observe(
-                now - record.decided_at
-            )
-        event = self._event(record, ROLLBACK_ENDED[state], why, took_s=now - record.decided_at)
-        await write_event(self.store, service.name, event, now)
-        (log.info if state == "succeeded" else log.warning)(
-            f"rollback {state}",
-            service=service.name,
-            rollback=record.id,
-            why=why,
-            took=format_duration(now - record.decided_at),
-        )
-        if escalate:
-            failed = EscalationEvent(escalation="rollback_failed", why=why, failed=event)
-            await self.escalate(service, failed, freeze=True)
-        return record
-
-    async def escalate(self, service: ServicePlan, event: EscalationEvent, *, freeze: bool) -> None:
-        """A person is needed: an escalation event (it pages), and maybe a freeze."""
-        now, why = self.clock.time(), event.why
-        await write_event(self.store, service.name, event, now)
-        log.error(
-            "escalation: a person is needed", service=service.name, kind=event.escalation, why=why
-        )
-        if freeze:
-            await self.store.freeze(service.name, why, "railguard", now)
-            self.metrics.frozen.labels(service.name, service.tier).set(1)
-            log.error("automatic rollback frozen", service=service.name, why=why)

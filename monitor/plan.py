@@ -121,6 +121,9 @@ class Plan:
         lines.append("tiers:")
         for name, policy in sorted(self.config.tiers.items()):
             rollback = "auto-rollback" if policy.auto_rollback else "no rollback"
+            if policy.auto_rollback and policy.rebuild:
+                timeout = format_duration(policy.rebuild_timeout)
+                rollback += f" (or a rebuild within {timeout} when no image is left)"
             delivery: str = policy.delivery
             if delivery == "digest":
                 delivery = f"digest at {policy.digest_at} UTC"

@@ -25,6 +25,13 @@ SKEW = 5.0  # seconds of clock difference tolerated between railguard and Railwa
 
 
 KNOWN = "known_deployments"  # the intent's evidence key: Railway's deployment ids at the time
+REBUILD = "rebuild_commit"  # the intent's evidence key of a rebuild: the commit deployed again
+
+
+def rebuild_commit(record: RollbackRecord) -> str | None:
+    """The commit a rollback deploys again when it is a rebuild (no image was left), else None."""
+    commit = record.evidence.get(REBUILD)
+    return commit if isinstance(commit, str) and commit else None
 
 
 def find_replacement(
@@ -35,8 +42,9 @@ def find_replacement(
     A replacement is a deployment that was not on Railway's list when the intent was written
     (the ids it keeps; an intent without them falls back to "created after the decision",
     which trusts the two clocks to within ``SKEW``), and is neither the deployment left nor
-    the target. One running the target's release is preferred; the release is not required,
-    since Railway may describe a rebuilt image differently from the commit it came from.
+    the target. One running the target's release (or built from its commit: a rebuild makes a
+    new image of it) is preferred; neither is required, since Railway may describe a rebuilt
+    image differently from the commit it came from.
     """
     if record.new_deployment is not None:
         known = next((d for d in deployments if d.id == record.new_deployment), None)
@@ -50,10 +58,14 @@ def find_replacement(
         fresh = [d for d in deployments if d.created_at >= record.decided_at - SKEW]
     fresh = [d for d in fresh if d.id not in (record.from_deployment, record.to_deployment)]
     target = next((d for d in deployments if d.id == record.to_deployment), None)
-    if target is not None:
-        wanted = release_key(target)
-        same = [d for d in fresh if release_key(d) == wanted]
-        fresh = same or fresh
+    wanted = release_key(target) if target is not None else None
+    commit = rebuild_commit(record) or (target.meta.get("commitHash") if target else None)
+    same = [
+        d
+        for d in fresh
+        if release_key(d) == wanted or (commit and d.meta.get("commitHash") == commit)
+    ]
+    fresh = same or fresh
     return min(fresh, key=lambda d: d.created_at, default=None)
 
 

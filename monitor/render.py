@@ -59,6 +59,7 @@ _ROLLBACK_STATES: dict[EventKind, str] = {
     EventKind.ROLLBACK_FAILED: "failed",
     EventKind.ROLLBACK_ABANDONED: "abandoned",
     EventKind.ROLLBACK_DRY_RUN: "dry run",
+    EventKind.REBUILD_SLOW: "past the 5-minute deploy goal",
 }
 
 
@@ -191,8 +192,9 @@ def _platform(event: PlatformEvent) -> Words:
 
 
 def _rollback(event: RollbackEvent, moved_from: str, moved_to: str) -> Words:
+    noun = "rebuild" if event.kind is EventKind.REBUILD_SLOW else "rollback"
     title = (
-        f"rollback #{event.rollback if event.rollback is not None else '?'} "
+        f"{noun} #{event.rollback if event.rollback is not None else '?'} "
         f"{_ROLLBACK_STATES[event.kind]}: {moved_from} → {moved_to}"
     )
     took = None if event.took_s is None else format_duration(event.took_s)

@@ -164,6 +164,22 @@ class TierPolicy(Strict):
     """Tell the channels when a deployment is verified healthy (bake passed)."""
     remind_every: Annotated[Duration, within(0.0, 7 * DAY)] = 3600.0
     """Repeat an open incident's last message this often ("0s": never)."""
+    rebuild: bool = False
+    """With no rollback image left (Railway's retention), deploy the newest known-good
+    release's commit again (a build: minutes, not a 2-minute rollback). Off: escalate."""
+    rebuild_timeout: Annotated[
+        Duration,
+        within(60.0, HOUR, why_lo="no build is up and verified sooner"),
+    ] = 600.0
+    """How long a rebuild may take to build, go live and recover."""
+
+    @field_validator("rebuild", mode="before")
+    @classmethod
+    def _a_real_boolean(cls, value: Any) -> Any:
+        # It sends a deploy to Railway: "yes", "off" or 1 must not be guessed at.
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false (a TOML boolean, without quotes)")
+        return value
 
 
 DEFAULT_TIERS: dict[str, dict[str, Any]] = {

@@ -38,6 +38,7 @@ TIMELINE_KINDS: dict[EventKind, str] = {
     EventKind.ROLLBACK_SUCCEEDED: "ok",
     EventKind.ROLLBACK_FAILED: "critical",
     EventKind.ROLLBACK_ABANDONED: "warning",
+    EventKind.REBUILD_SLOW: "warning",
     EventKind.ROLLBACK_HELD: "warning",
     EventKind.ESCALATION: "critical",
     EventKind.DEPLOYMENT_FAILED: "warning",

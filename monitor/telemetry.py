@@ -156,7 +156,16 @@ class Metrics:
         )
         self.rollback_duration = Histogram(
             "railguard_rollback_duration_seconds",
-            "Rollback time: decision to the replacement serving healthily (target under 2m).",
+            "Rollback time: decision to the replacement serving healthily (target under 2m); "
+            "rebuilds are in railguard_rebuild_duration_seconds.",
+            service,
+            buckets=DEPLOY_BUCKETS,
+            registry=r,
+        )
+        self.rebuild_duration = Histogram(
+            "railguard_rebuild_duration_seconds",
+            "Deploy time of a rebuild (no rollback image was left): its deployment created to "
+            "SUCCESS (goal under 5 minutes).",
             service,
             buckets=DEPLOY_BUCKETS,
             registry=r,

@@ -2,34 +2,32 @@
 
 A mixin of :class:`~monitor.executor.RollbackExecutor`: the replacement must reach SUCCESS and
 the signals that matter must be healthy on samples taken after it went live, within
-``rollback_timeout``; the release rolled back from is marked BAD on the way.
+``rollback_timeout`` (a rebuild: ``rebuild_timeout``); the release rolled back from is marked
+BAD on the way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from monitor.clock import Clock
-from monitor.events import RollbackEnd
+from monitor.audit import RollbackAudit
 from monitor.model import Sample, Signal, format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient
 from monitor.railway.statuses import NEVER_SERVING, SERVING
-from monitor.reconcile import SKEW, find_replacement
+from monitor.reconcile import SKEW, find_replacement, rebuild_commit
 from monitor.releases import went_live
 from monitor.sources.release import answered_by
-from monitor.store import RollbackRecord, Store
+from monitor.store import RollbackRecord
 
 LatestSamples = Callable[[str], Mapping[Signal, Sample]]
 
 
-class Verification:
+class Verification(RollbackAudit):
     """The follow-and-verify half of the executor (see the module docstring)."""
 
-    store: Store
     client: RailwayClient
-    clock: Clock
     latest: LatestSamples
     check_every: float
 
@@ -37,17 +35,14 @@ class Verification:
         """Railway's newest deployments of the service (the executor asks them)."""
         raise NotImplementedError
 
-    async def finish(
-        self,
-        service: ServicePlan,
-        record: RollbackRecord,
-        state: RollbackEnd,
-        why: str,
-        *,
-        escalate: bool = False,
-        live_at: float | None = None,
-    ) -> RollbackRecord:
-        """End a rollback (the executor records and says it)."""
+    def timeout_of(self, service: ServicePlan, record: RollbackRecord) -> float:
+        """How long the replacement may take to recover (rebuild.py says)."""
+        raise NotImplementedError
+
+    async def _deploy_progress(
+        self, service: ServicePlan, record: RollbackRecord, replacement: Deployment
+    ) -> None:
+        """Each look at the replacement while it comes up, and once when it serves."""
         raise NotImplementedError
 
     async def _follow(
@@ -73,30 +68,27 @@ class Verification:
             record = await self.store.advance_rollback(
                 record.id, "deploying", at=self.clock.time(), new_deployment=replacement.id
             )
-        status = replacement.status
+        status, timeout = replacement.status, format_duration(self.timeout_of(service, record))
+        what = "the replacement" if rebuild_commit(record) is None else "the rebuilt deployment"
         while status not in SERVING:
             if status in NEVER_SERVING:
-                why = f"the replacement {replacement.id} is {status}"
+                why = f"{what} {replacement.id} is {status}"
                 return await self.finish(service, record, "failed", why, escalate=True)
+            await self._deploy_progress(service, record, replacement)
             if self.clock.monotonic() > deadline:
-                why = (
-                    f"the replacement is still {status} after "
-                    f"{format_duration(service.policy.rollback_timeout)}"
-                )
+                why = f"{what} is still {status} after {timeout}"
                 return await self.finish(service, record, "failed", why, escalate=True)
             await self.clock.sleep(self.check_every)
             replacement = await self.client.deployment(replacement.id, priority=Priority.CRITICAL)
             status = replacement.status
+        await self._deploy_progress(service, record, replacement)
         live_at = went_live(replacement, self.clock.time())
         while (missing := self._unrecovered(service, record, live_at, replacement)) is not None:
             if self.clock.monotonic() > deadline:
-                why = (
-                    "signals did not recover within "
-                    f"{format_duration(service.policy.rollback_timeout)}{missing}"
-                )
+                why = f"signals did not recover within {timeout}{missing}"
                 return await self.finish(service, record, "failed", why, escalate=True)
             await self.clock.sleep(min(self.check_every, service.interval))
-        why = "the replacement serves healthily"
+        why = f"{what} serves healthily"
         return await self.finish(service, record, "succeeded", why, live_at=live_at)
 
     async def _mark_bad(

@@ -54,6 +54,8 @@ PLACES = (
             "grace",
             "cooldown",
             "rollback_timeout",
+            "rebuild",
+            "rebuild_timeout",
             "max_rollbacks_per_day",
             "remind_every",
             "digest_at",

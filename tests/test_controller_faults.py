@@ -312,11 +312,11 @@ async def test_a_healthy_fix_is_not_rolled_back_for_its_predecessors_errors(
 # -- 11. a flapping rule while no rollback is possible pages again and again ------------------
 
 
-async def test_a_flapping_rule_escalates_no_known_good_once_per_incident(
+async def test_a_flapping_rule_escalates_once_per_incident_when_no_image_is_left(
     stage: Stage,
 ) -> None:
-    """v2 is bad, nothing older can be rolled back to (canRollback false): one escalation
-    for the incident on v2, not one per flap of the rule (each one pages)."""
+    """v2 is bad, nothing older can be rolled back to (canRollback false: retention ran out):
+    one escalation for the incident on v2, not one per flap of the rule (each one pages)."""
     stage.deploy("v1", ago=7200)
     good = stage.deploy("v1.1", ago=3600)
     await stage.start_daemon()
@@ -331,7 +331,7 @@ async def test_a_flapping_rule_escalates_no_known_good_once_per_incident(
         await stage.run_for(2)
     assert stage.applied_rollbacks() == []
     kinds = [e["kind"] for e in await events(stage, "escalation")]
-    assert kinds == ["no_known_good"], kinds
+    assert kinds == ["retention_expired"], kinds
 
 
 # -- 12. the restored release crash-loops: loop breaker, never a second rollback --------------

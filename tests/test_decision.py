@@ -21,9 +21,12 @@ from monitor.decision import (
     Hold,
     Idle,
     choose_target,
+    commit_of,
     decide,
     describe,
+    manual_target,
     restored_by,
+    retention_ran_out,
 )
 from monitor.railway import statuses
 from monitor.railway.client import Deployment
@@ -116,8 +119,8 @@ def facts(**kw: Any) -> Facts:
 
 def outcome(decision: object) -> str:
     match decision:
-        case Go(target=target, dry_run=dry):
-            return f"{'dry' if dry else 'go'}:{target.id}"
+        case Go(target=target, dry_run=dry, rebuild=commit):
+            return f"{'dry' if dry else 'go'}:{target.id}{':rebuild' if commit else ''}"
         case Hold(guard=guard):
             return f"hold:{guard}"
         case Escalate(kind=kind, freeze=freeze):
@@ -128,6 +131,9 @@ def outcome(decision: object) -> str:
 
 
 COMING = dep("fix", NOW - 30, "BUILDING", commit="c3")
+GOOD_EXPIRED = replace(GOOD, can_rollback=False)  # Railway no longer keeps its image
+OLDER_EXPIRED = replace(OLDER, can_rollback=False)
+REBUILD = POLICY.model_copy(update={"rebuild": True})
 RESTORED = dep("restored", NOW - 200, "SUCCESS", commit="c1")  # GOOD's release, put back
 # Railway's incident as the controller names it (monitor.railway.platform.PlatformStatus).
 INCIDENT = '"Edge failing in every region" (INVESTIGATING, https://status.railway.com/i/1)'
@@ -201,6 +207,45 @@ GUARD_FACTS: dict[str, dict[str, Any]] = {
             POLICY,
             {"deployments": (BAD, replace(GOOD, can_rollback=False), OLDER)},
             "go:older",
+        ),
+        (
+            "no image left of any known-good release: retention ran out",
+            POLICY,
+            {"deployments": (BAD, GOOD_EXPIRED, OLDER_EXPIRED)},
+            "escalate:retention_expired",
+        ),
+        (
+            "no image left, rebuild on: the newest known-good release's commit is rebuilt",
+            REBUILD,
+            {"deployments": (BAD, GOOD_EXPIRED, OLDER_EXPIRED)},
+            "go:good:rebuild",
+        ),
+        (
+            "rebuild on, but an older known-good image is left: a rollback, not a build",
+            REBUILD,
+            {"deployments": (BAD, GOOD_EXPIRED, OLDER)},
+            "go:older",
+        ),
+        (
+            "rebuild on, but the release has no commit to build",
+            REBUILD,
+            {
+                "deployments": (BAD, replace(GOOD_EXPIRED, meta={"imageDigest": "sha256:1"})),
+                "verdicts": Verdicts(good=frozenset({"image:sha256:1"})),
+            },
+            "escalate:retention_expired",
+        ),
+        (
+            "a dry run records the rebuild it would send",
+            REBUILD.model_copy(update={"dry_run": True}),
+            {"deployments": (BAD, GOOD_EXPIRED, OLDER_EXPIRED)},
+            "dry:good:rebuild",
+        ),
+        (
+            "no known-good release at all is not retention",
+            REBUILD,
+            {"deployments": (BAD, GOOD_EXPIRED), "verdicts": Verdicts()},
+            "escalate:no_known_good",
         ),
         ("grace ends exactly at grace", POLICY, {"live_at": NOW - 300}, "go:good"),
         (
@@ -390,3 +435,49 @@ def test_a_rule_the_engine_fired_within_its_slack_is_judged() -> None:
     assert outcome(decide(policy, facts(firing=(just_short,)))) == "go:good"
     too_short = replace(FIRING, since=NOW - 118.0)
     assert outcome(decide(policy, facts(firing=(too_short,)))) == "idle"
+
+
+def test_retention_running_out_says_which_release_and_which_commit() -> None:
+    expired = facts(deployments=(BAD, GOOD_EXPIRED, OLDER_EXPIRED))
+    decision = decide(POLICY, expired)
+    assert isinstance(decision, Escalate)
+    assert (decision.kind, decision.freeze) == ("retention_expired", False)
+    assert "retention ran out" in decision.why
+    assert "the newest being c1 (good)" in decision.why  # its release label, and its id
+    assert "a rebuild of commit c1 would bring it back" in decision.why
+    assert "rebuild = true on the tier" in decision.why
+    rebuild = decide(REBUILD, expired)
+    assert isinstance(rebuild, Go)
+    assert (rebuild.target, rebuild.rebuild) == (GOOD_EXPIRED, "c1")
+    assert describe(rebuild) == "roll bad back to c1 by rebuilding commit c1"
+    no_commit = replace(GOOD_EXPIRED, meta={"release": "v1"})
+    assert "no commit to rebuild from" in retention_ran_out(no_commit, commit_of(no_commit))
+    manual = retention_ran_out(GOOD_EXPIRED, "c1", manual=True)
+    assert manual.endswith("(deploy that commit in Railway)")
+
+
+@pytest.mark.parametrize(
+    ("to", "deployments", "expected"),
+    [
+        (None, (BAD, GOOD, OLDER), "good"),
+        (None, (BAD, GOOD_EXPIRED, OLDER), "older"),
+        (None, (BAD, GOOD_EXPIRED, OLDER_EXPIRED), "no rollback is possible: retention ran out"),
+        (None, (BAD,), "no known-good release older than bad"),
+        ("older", (BAD, GOOD, OLDER), "older"),
+        ("nope", (BAD, GOOD), "nope is not one of web's recent deployments"),
+        ("bad", (BAD, GOOD), "bad is the active deployment already"),
+        (
+            "good",
+            (BAD, GOOD_EXPIRED),
+            "canRollback is false: its image is no longer kept); a rebuild of commit c1",
+        ),
+    ],
+)
+def test_a_manual_target_is_the_one_asked_for_or_the_automatic_choice(
+    to: str | None, deployments: tuple[Deployment, ...], expected: str
+) -> None:
+    chosen = manual_target("web", deployments, BAD, VERDICTS, to)
+    if isinstance(chosen, Deployment):
+        assert chosen.id == expected
+    else:
+        assert expected in chosen

@@ -221,6 +221,30 @@ FULL: list[tuple[Event, str, str, dict[str, str]]] = [
         "after 42m; automatic rollbacks are decided again",
         {"incident": "inc-7"},
     ),
+    (
+        RollbackEvent(
+            kind=EventKind.REBUILD_SLOW,
+            rollback=7,
+            from_release="v2",
+            to_release="v1",
+            new="dep-8",
+            why="the rebuild of commit abc (dep-8) has been deploying for 5m3s, past the 5m goal",
+            took_s=310.0,
+        ),
+        "rebuild #7 past the 5-minute deploy goal: v2 → v1",
+        "the rebuild of commit abc (dep-8) has been deploying for 5m3s, past the 5m goal; "
+        "5m10s after the decision",
+        {"new": "dep-8", "took": "5m10s"},
+    ),
+    (
+        EscalationEvent(
+            escalation="retention_expired",
+            why="retention ran out: ... a rebuild of commit abc would bring it back",
+        ),
+        "a person is needed (retention_expired)",
+        "retention ran out: ... a rebuild of commit abc would bring it back",
+        {"kind": "retention_expired"},
+    ),
 ]
 
 # Railway's trouble without an incident: maintenance named, or nothing named.
@@ -428,6 +452,7 @@ async def consumers(clock: FakeClock, tmp_path: Path, write) -> AsyncIterator[Co
         FULL[5][0],  # rollback_succeeded
         FULL[6][0],  # rollback_failed
         FULL[11][0],  # escalation after a failed rollback
+        FULL[-2][0],  # rebuild_slow
         parse(*OLD_DATA[2][:2]),  # an older version's rollback: no release labels
         parse(*OLD_DATA[3][:2]),  # an older version's escalation after a failed rollback
     ],

@@ -152,6 +152,20 @@ def test_the_target_missing_from_the_list_takes_any_new_deployment() -> None:
     assert found.id == "other"
 
 
+def test_a_rebuild_is_found_by_its_commit_whatever_its_new_image() -> None:
+    # A build makes a new image: the release key (its digest) differs, the commit does not.
+    imaged = replace(GOOD, meta={"commitHash": "c1", "imageDigest": "sha256:old"})
+    rebuilt = replace(REPLACEMENT, meta={"commitHash": "c1", "imageDigest": "sha256:new"})
+    found = find_replacement(intent(), [SOMEONE_ELSE, rebuilt, BAD, imaged])
+    assert found is not None
+    assert found.id == "new"
+    # The target gone from Railway's list, the intent's own commit still says which it is.
+    rebuild = intent(evidence={"rebuild_commit": "c1"})
+    found = find_replacement(rebuild, [SOMEONE_ELSE, rebuilt, BAD])
+    assert found is not None
+    assert found.id == "new"
+
+
 def test_the_reason_says_how_long_and_which_attempt() -> None:
     settled = settle_intent(intent(attempts=2), (BAD, GOOD), T0 + 30, window=20.0)
     assert isinstance(settled, Send)

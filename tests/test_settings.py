@@ -66,6 +66,16 @@ def test_tier_override_merges_onto_defaults(write: Write) -> None:
     assert plan.config.tiers["custom"].rules == ("health-failing",)
 
 
+def test_rebuild_is_off_unless_a_tier_turns_it_on(write: Write) -> None:
+    plan = plan_of(write, SERVICE + '[tiers.production]\nrebuild = true\nrebuild_timeout = "15m"\n')
+    production, staging = plan.config.tiers["production"], plan.config.tiers["staging"]
+    assert (production.rebuild, production.rebuild_timeout) == (True, 900.0)
+    assert (staging.rebuild, staging.rebuild_timeout) == (False, 600.0)
+    described = plan.describe()
+    assert "production: auto-rollback (or a rebuild within 15m when no image is left)" in described
+    assert "staging: auto-rollback, " in described
+
+
 def test_service_overrides_window_and_threshold(write: Write) -> None:
     plan = plan_of(
         write,
@@ -155,6 +165,28 @@ def test_env_expansion(write: Write) -> None:
             SERVICE + '[services.rules.health-failing]\nmax_gap = "5s"\n',
             "services[0].rules.health-failing (web): can never fire: max_gap 5s is shorter",
             id="max_gap below interval",
+        ),
+        pytest.param(
+            SERVICE + '[tiers.staging]\nrebuild = "yes"\n',
+            "tiers.staging.rebuild: must be true or false (a TOML boolean, without quotes) "
+            "(got 'yes')",
+            id="rebuild not a boolean",
+        ),
+        pytest.param(
+            SERVICE + "[tiers.staging]\nrebuild = 1\n",
+            "tiers.staging.rebuild: must be true or false",
+            id="rebuild a number",
+        ),
+        pytest.param(
+            SERVICE + '[tiers.staging]\nrebuild_timeout = "30s"\n',
+            "tiers.staging.rebuild_timeout: must be at least 1m: no build is up and verified "
+            "sooner (got '30s')",
+            id="rebuild timeout too short",
+        ),
+        pytest.param(
+            SERVICE + '[tiers.staging]\nrebuild_timeout = "2h"\n',
+            "tiers.staging.rebuild_timeout: must be at most 1h (got '2h')",
+            id="rebuild timeout too long",
         ),
         pytest.param("services = [", "not valid TOML", id="toml syntax"),
         pytest.param(

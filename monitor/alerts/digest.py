@@ -33,6 +33,7 @@ LISTED = frozenset(
         EventKind.RULE_FIRING,
         EventKind.ROLLBACK_SUCCEEDED,
         EventKind.ROLLBACK_FAILED,
+        EventKind.REBUILD_SLOW,
         EventKind.ESCALATION,
     }
 )

@@ -62,6 +62,15 @@ REDEPLOY_MUTATION = f"""mutation DeploymentRedeploy($id: String!) {{
   deploymentRedeploy(id: $id) {{ {DEPLOYMENT_FIELDS} }}
 }}"""
 RESTART_MUTATION = "mutation DeploymentRestart($id: String!) { deploymentRestart(id: $id) }"
+# Builds and deploys one commit of the service's source (a rebuild, when no rollback image is
+# left); Railway answers the new deployment's id. The CLI sends it without commitSha.
+DEPLOY_COMMIT_MUTATION = """mutation ServiceInstanceDeploy(
+  $environmentId: String!, $serviceId: String!, $commitSha: String!
+) {
+  serviceInstanceDeployV2(
+    environmentId: $environmentId, serviceId: $serviceId, commitSha: $commitSha
+  )
+}"""
 
 AUTH_MARKERS = ("not authorized", "unauthorized", "unauthenticated", "not authenticated")
 
@@ -419,6 +428,24 @@ class RailwayClient:
             retry_unsafe=False,
         )
         return bool(_field(data, "data", "deploymentRollback", bool))
+
+    async def deploy_commit(self, service_id: str, environment_id: str, commit_sha: str) -> str:
+        """Build and deploy ``commit_sha`` of the service (``serviceInstanceDeployV2``); returns
+        the new deployment's id. Like :meth:`rollback`, CRITICAL and never resent."""
+        variables = {"serviceId": service_id, "environmentId": environment_id}
+        data = await self.execute(
+            DEPLOY_COMMIT_MUTATION,
+            variables | {"commitSha": commit_sha},
+            priority=Priority.CRITICAL,
+            retry_unsafe=False,
+        )
+        new: str = _field(data, "data", "serviceInstanceDeployV2", str)
+        if not new.strip() or len(new) > 200:
+            # Garbled, not refused: Railway may have started the deploy (the caller reconciles).
+            raise RailwayProtocolError(
+                f"serviceInstanceDeployV2: expected a deployment id, got {shown(new)}"
+            )
+        return new
 
     # -- one attempt -------------------------------------------------------------------------
 

@@ -15,6 +15,9 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
     PATCH  deployments/{id}      {status?, canRollback?}  (SLEEPING: a serverless sleep, which
                                  the sandbox's app follows; the request that wakes the app
                                  makes it SUCCESS again)
+    POST   retention             {hours} images are kept this long after their deployment was
+                                 created (null: for ever, the default); older deployments'
+                                 canRollback is false (see emulator_images)
     POST   crash-loops           {deploymentId, period=5, maxRestarts=10 (null: for ever)}
                                  the live deployment's process exits every period seconds
     DELETE crash-loops/{deploymentId}  ends its crash loop (200 whether or not one ran)
@@ -127,6 +130,12 @@ class DeploymentPatch(Body):
 
     status: str | None = None
     can_rollback: bool | None = None
+
+
+class RetentionBody(Body):
+    """How long images are kept (hours; None: for ever)."""
+
+    hours: float | None = Field(gt=0, allow_inf_nan=False)
 
 
 class CrashLoopBody(Body):
@@ -297,6 +306,9 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
             emu.set_deployment(deployment_id, status=b.status, can_rollback=b.can_rollback)
         )
 
+    def set_retention(b: RetentionBody, _: web.Request) -> dict[str, Any]:
+        return {"hours": emu.set_image_retention(b.hours).hours}
+
     def start_crash_loop(b: CrashLoopBody, _: web.Request) -> dict[str, Any]:
         d = emu.crash_loop(b.deployment_id, period=b.period, max_restarts=b.max_restarts)
         return camel(d)
@@ -377,6 +389,7 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
         web.post(f"{root}/services", _endpoint(ChildBody, add_service)),
         web.post(f"{root}/deployments", _endpoint(DeploymentBody, add_deployment)),
         web.patch(f"{root}/deployments/{{id}}", _endpoint(DeploymentPatch, patch_deployment)),
+        web.post(f"{root}/retention", _endpoint(RetentionBody, set_retention)),
         web.post(f"{root}/crash-loops", _endpoint(CrashLoopBody, start_crash_loop)),
         web.delete(f"{root}/crash-loops/{{deploymentId}}", _endpoint(Body, stop_crash_loop)),
         web.post(f"{root}/memory", _endpoint(MemoryBody, set_memory)),

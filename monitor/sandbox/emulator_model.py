@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from monitor.clock import Clock
 from monitor.railway.schema import load_schema
 from monitor.railway.statuses import LIVE
+from monitor.sandbox.emulator_images import HOUR, ImageRetention
 from monitor.sandbox.emulator_instances import CrashLoop, CrashLoops, Instance, reset_instances
 
 # A new deployment's statuses before it settles, with how long each lasts (seconds).
@@ -149,6 +150,7 @@ class EmulatorModel:
         self.on_activate: list[Callable[[Deployment], None]] = []
         # Called with a deployment Railway puts to sleep (the sandbox's apps sleep with it).
         self.on_sleep: list[Callable[[Deployment], None]] = []
+        self.images = ImageRetention(clock)  # canRollback: how long images are kept
         self._statuses = enum_values("DeploymentStatus")
         self._measurements = enum_values("MetricMeasurement")
 
@@ -234,6 +236,14 @@ class EmulatorModel:
         if can_rollback is not None:
             deployment.can_rollback = can_rollback
         return deployment
+
+    def set_image_retention(self, hours: float | None) -> ImageRetention:
+        """Keep images ``hours`` after their deployment was created (None: for ever); an older
+        deployment's ``canRollback`` is false (see emulator_images)."""
+        if hours is not None and not (hours > 0 and math.isfinite(hours)):
+            raise EmulatorError("hours must be a positive number (or null: for ever)", "hours")
+        self.images.retention = None if hours is None else hours * HOUR
+        return self.images
 
     def set_metric(
         self, deployment_id: str, measurement: str, value: float, *, at: float | None = None

@@ -95,7 +95,7 @@ def deployment_node(ctx: RequestContext, d: Deployment) -> dict[str, Any]:
         "createdAt": iso(d.created_at),
         "updatedAt": iso(d.updated_at),
         "statusUpdatedAt": iso(d.updated_at),
-        "canRollback": d.can_rollback,
+        "canRollback": model.images.kept(d),
         "canRedeploy": True,
         "deploymentStopped": d.status == "REMOVED",
         "suggestAddServiceDomain": False,

@@ -13,6 +13,7 @@ from typing import Any
 
 import graphql
 
+from monitor.sandbox.emulator_images import rebuild_of
 from monitor.sandbox.emulator_model import Deployment, EmulatorError, Environment, Service
 from monitor.sandbox.emulator_nodes import (
     NOT_AUTHORIZED,
@@ -292,7 +293,7 @@ def q_platform_status(ctx: RequestContext, args: dict[str, Any]) -> dict[str, An
 def m_rollback(ctx: RequestContext, args: dict[str, Any]) -> bool:
     """``deploymentRollback(id)``: redeploy the release of an OLD deployment."""
     d = _visible_deployment(ctx, args["id"])
-    if not d.can_rollback:
+    if not ctx.model.images.kept(d):
         raise graphql.GraphQLError("Deployment cannot be rolled back")
     ctx.model.start_deployment(d, rollback=True)
     return True
@@ -303,6 +304,22 @@ def m_redeploy(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
     d = _visible_deployment(ctx, args["id"])
     new = ctx.model.start_deployment(d, rollback=bool(args.get("usePreviousImageTag")))
     return deployment_node(ctx, new)
+
+
+def m_deploy_v2(ctx: RequestContext, args: dict[str, Any]) -> str:
+    """``serviceInstanceDeployV2(environmentId, serviceId, commitSha)``: build and deploy a
+    commit (the latest without one); the new deployment's id (see emulator_images)."""
+    model = ctx.model
+    service, env = _instance(ctx, args)
+    build = rebuild_of(
+        model.newest_first(), service.id, env.id, args.get("commitSha"), now=model.clock.time()
+    )
+    if build is None:
+        raise graphql.GraphQLError("No commit to deploy: the service has no source")
+    new = model.deploy(
+        service.id, env.id, meta=build.meta, static_url=build.static_url, replicas=build.replicas
+    )
+    return new.id
 
 
 def m_restart(ctx: RequestContext, args: dict[str, Any]) -> bool:
@@ -333,4 +350,5 @@ MUTATIONS: dict[str, Handler] = {
     "deploymentRedeploy": m_redeploy,
     "deploymentRestart": m_restart,
     "deploymentRemove": m_remove,
+    "serviceInstanceDeployV2": m_deploy_v2,
 }

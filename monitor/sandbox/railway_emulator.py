@@ -26,6 +26,10 @@ here as it is there. Behaviour chosen to match what Railway's API and its CLI sh
   with those operation names (a dropped ``DeploymentRollback`` while polls go through, say).
   A dropped request is logged with status 0 and fault ``drop`` or ``drop-after``.
 
+- Image retention (emulator_images): with a retention set, a deployment older than it has
+  ``canRollback`` false and ``deploymentRollback`` refuses it; ``serviceInstanceDeployV2``
+  builds a commit again (BUILDING on the rollout model) and answers the new deployment's id.
+
 The control API under ``/_emulator/`` (see emulator_control) and the Python API inherited from
 :class:`EmulatorModel` build the world and set faults; ``platform`` is Railway's own status
 (its incidents and maintenance: emulator_platform); ``requests`` and ``mutations`` record
@@ -164,13 +168,16 @@ class RailwayEmulator(EmulatorModel):
             "projects": [camel(p) for p in self.projects.values()],
             "environments": [camel(e) for e in self.environments.values()],
             "services": [camel(s) for s in self.services.values()],
-            "deployments": [camel(d) for d in self.newest_first()],
+            "deployments": [
+                camel(d) | {"canRollback": self.images.kept(d)} for d in self.newest_first()
+            ],
             "active": [
                 {"serviceId": s, "environmentId": e, "deploymentId": d}
                 for (s, e), d in self.active.items()
             ],
             "crashLoops": [camel(loop) for loop in self.crash_loops],
             "platform": self.platform.state(),
+            "imageRetentionHours": self.images.hours,
         }
 
     # -- HTTP --------------------------------------------------------------------------------

@@ -577,7 +577,7 @@ def test_every_document_validates_against_railways_schema(name: str, document: s
 def test_the_documents_cover_what_railguard_sends() -> None:
     names = {n for n, _ in documents()}
     assert {"DEPLOYMENT_QUERY", "DEPLOYMENTS_QUERY", "ROLLBACK_MUTATION"} <= names
-    assert {"REDEPLOY_MUTATION", "RESTART_MUTATION"} <= names
+    assert {"REDEPLOY_MUTATION", "RESTART_MUTATION", "DEPLOY_COMMIT_MUTATION"} <= names
 
 
 @pytest.mark.parametrize(
@@ -681,6 +681,45 @@ async def test_a_rollback_answer_that_is_not_a_boolean_is_a_protocol_error(
     await canned((200, '{"data": {"deploymentRollback": "yes"}}', {}))
     with pytest.raises(RailwayProtocolError, match=r"data\.deploymentRollback: expected a boolean"):
         await world.client().rollback("d1")
+
+
+async def test_a_commit_is_deployed_and_the_new_deployment_named(world: World) -> None:
+    world.emu.deployments[world.good.id].meta["commitHash"] = "c0ffee"
+    new = await world.client().deploy_commit(world.web, world.env, "c0ffee")
+    (call,) = world.emu.mutation_calls("serviceInstanceDeployV2")
+    assert call.arguments == {
+        "environmentId": world.env,
+        "serviceId": world.web,
+        "commitSha": "c0ffee",
+    }
+    built = world.emu.deployments[new]
+    assert (built.status, built.meta) == ("INITIALIZING", {"v": 2, "commitHash": "c0ffee"})
+    (request,) = world.emu.requests
+    assert (request.operation_name, request.status) == ("ServiceInstanceDeploy", 200)
+
+
+async def test_a_dropped_deploy_is_not_resent_and_may_have_been_applied(world: World) -> None:
+    world.emu.set_faults(drop_after_count=1)
+    with pytest.raises(RailwayTransientError) as caught:
+        await world.client().deploy_commit(world.web, world.env, "c0ffee")
+    assert caught.value.maybe_applied
+    assert len(world.emu.mutation_calls("serviceInstanceDeployV2")) == 1  # applied, once
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ('{"data": {"serviceInstanceDeployV2": true}}', "expected a string"),
+        ('{"data": {"serviceInstanceDeployV2": " "}}', "expected a deployment id"),
+        ('{"data": {"serviceInstanceDeployV2": "' + "x" * 300 + '"}}', "expected a deployment id"),
+    ],
+)
+async def test_a_deploy_answer_that_is_no_id_is_a_protocol_error(
+    world: World, canned: Any, body: str, match: str
+) -> None:
+    await canned((200, body, {}))
+    with pytest.raises(RailwayProtocolError, match=match):
+        await world.client().deploy_commit("s", "e", "c0ffee")
 
 
 async def test_critical_reads_use_the_reserve(world: World) -> None:
