@@ -107,7 +107,7 @@ def test_the_three_tier_example_passes_check_with_railway_variables_set(
 def test_railway_gives_the_bounded_shutdown_the_time_it_needs() -> None:
     from monitor.settings import DaemonConfig
 
-    # SIGTERM, then SIGKILL after drainingSeconds (Railway's default is 3s): the shutdown
+    # SIGTERM, then SIGKILL after drainingSeconds (Railway's default is 0s): the shutdown
     # budget plus a second for open requests must fit, with a second to spare.
     draining = RAILWAY["deploy"]["drainingSeconds"]
     assert isinstance(draining, int)  # Railway's parser wants a number, not a string
