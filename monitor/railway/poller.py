@@ -36,7 +36,7 @@ from monitor.railway.platform import PlatformStatus, read_platform
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
 log = structlog.get_logger("railguard.railway")
-_YIELD_EVERY = 50  # services read between two yields to the event loop
+_YIELD_EVERY = 10  # services read between two yields to the event loop
 # Railway refused platformStatus (an error on its field nulls the whole answer): polls leave
 # it out this long, so a token that may not ask it costs one extra request per 10 minutes.
 PLATFORM_BACKOFF = 600.0
@@ -270,8 +270,10 @@ class RailwayPoller:
         if status is not None and self.platform_listener is not None:
             await self.platform_listener(status)
         if self.listener is not None:
-            for target in self.targets:
+            for i, target in enumerate(self.targets):
                 await self.listener(target.name, self._latest[target.name])
+                if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+                    await asyncio.sleep(0)  # a listener that writes nothing never yields
 
     def _still_refused(self) -> dict[str, str]:
         """The services Railway refused lately, with why, while they sit out."""
