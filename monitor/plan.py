@@ -17,6 +17,9 @@ from monitor.alerts.channels import channel_name
 from monitor.configtypes import Expansions
 from monitor.errors import ConfigError
 from monitor.model import Rule, Signal, format_duration
+from monitor.pr_config import EXAMPLE, PrEnvironmentsConfig, PrService, fill
+from monitor.pr_config import service_name as pr_service_name
+from monitor.railway.environments import PrEnvironment
 from monitor.redact import Redactor
 from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
 from monitor.settings import (
@@ -91,6 +94,22 @@ class Plan:
     """How whatever describes the plan shows its URLs and messages (secrets hidden)."""
 
     @property
+    def project_id(self) -> str | None:
+        """The Railway project (``railway.project_id``, else ``RAILWAY_PROJECT_ID``)."""
+        return self.config.railway.project_id or self.env.railway_project_id
+
+    @property
+    def pr_environments(self) -> PrEnvironmentsConfig | None:
+        """``[pr_environments]`` when enabled."""
+        prs = self.config.pr_environments
+        return prs if prs is not None and prs.enabled else None
+
+    def pr_every(self) -> float:
+        """Seconds between two looks for PR environments (never more often than polls)."""
+        prs = self.pr_environments
+        return 0.0 if prs is None else max(prs.every, self.config.railway.poll_interval)
+
+    @property
     def railway_services(self) -> tuple[ServicePlan, ...]:
         """The services railguard asks Railway about (those with both Railway ids)."""
         return tuple(s for s in self.services if has_railway_ids(s.config))
@@ -99,7 +118,8 @@ class Plan:
         """Routine polling's cost: one batched request per poll for all Railway services."""
         if not self.railway_services:
             return 0.0
-        return 3600.0 / self.config.railway.poll_interval
+        looks = 3600.0 / self.pr_every() if self.pr_environments is not None else 0.0
+        return 3600.0 / self.config.railway.poll_interval + looks
 
     def run_problems(self) -> list[str]:
         """What `check` may pass but `run` cannot start without (secrets absent here)."""
@@ -109,6 +129,11 @@ class Plan:
             return [
                 f"services {names} are on Railway, but neither RAILWAY_API_TOKEN nor "
                 "RAILWAY_PROJECT_TOKEN is set"
+            ]
+        if self.pr_environments is not None and not env.railway_api_token:
+            return [
+                "pr_environments needs RAILWAY_API_TOKEN: a project token sees one environment, "
+                "not the project's PR environments"
             ]
         return []
 
@@ -154,6 +179,7 @@ class Plan:
                     f"{format_duration(rule.max_gap)}{extra})"
                 )
             lines += [f"    {skip.name}: skipped: {skip.why}" for skip in service.skipped]
+        lines += self._describe_pr_environments()
         channels = self.config.channels
         if not channels:
             lines.append("channels: none configured (alerts go to the log)")
@@ -179,6 +205,21 @@ class Plan:
         )
         lines += [f"warning: {problem}" for problem in self.run_problems()]
         return "\n".join(lines)
+
+    def _describe_pr_environments(self) -> list[str]:
+        prs = self.pr_environments
+        if prs is None:
+            return []
+        lines = [
+            f"pr environments: the project {self.project_id}'s, looked for every "
+            f"{format_duration(self.pr_every())}, guarded as tier {prs.tier}:"
+        ]
+        for pr in prs.services:
+            health = (
+                "no health check" if pr.health_url is None else self.redactor.url(pr.health_url)
+            )
+            lines.append(f"  {pr.from_} -> {pr.from_}.<environment>: {health}")
+        return lines
 
 
 def _channel_url(channel: Any) -> str | None:
@@ -233,9 +274,8 @@ def _cadence(service: ServiceConfig, signal: Signal, railway: RailwayConfig) -> 
 
 
 def _plan_service(
-    index: int, service: ServiceConfig, config: Config, rules: Mapping[str, LoadedRule], where: str
+    here: str, service: ServiceConfig, config: Config, rules: Mapping[str, LoadedRule]
 ) -> ServicePlan:
-    here = f"{where}: services[{index}]"
     policy = config.tiers.get(service.tier)
     if policy is None:
         raise ConfigError(
@@ -293,10 +333,10 @@ def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None =
                     f"(known: {', '.join(sorted(rules))})"
                 )
     services = tuple(
-        _plan_service(i, service, config, rules, str(path))
+        _plan_service(f"{path}: services[{i}]", service, config, rules)
         for i, service in enumerate(config.services)
     )
-    return Plan(
+    plan = Plan(
         path=path,
         config=config,
         env=env,
@@ -304,3 +344,83 @@ def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None =
         rules=rules,
         redactor=_redactor(env, expansions),
     )
+    _check_pr_environments(plan)
+    return plan
+
+
+def _pr_service(
+    template: ServiceConfig, pr: PrService, tier: str, env: PrEnvironment
+) -> ServiceConfig:
+    """A template's service in one PR environment: its Railway service (services are
+    per project, instances per environment), its checks, on the PR environment's id."""
+    check = None
+    if pr.health_url is not None:
+        url = fill(
+            pr.health_url, environment=env.name, environment_id=env.id, service=template.name
+        )
+        health = template.health_check
+        check = HealthCheck(url=url) if health is None else health.model_copy(update={"url": url})
+
+    def railway(source: Any) -> Any:  # the app's own exposition or PromQL: the base's, not its
+        return source if getattr(source, "source", None) == "railway" else None
+
+    return template.model_copy(
+        update={
+            "name": pr_service_name(template.name, env.name),
+            "tier": tier,
+            "environment_id": env.id,
+            "health_url": None,
+            "health": check,
+            "error_rate": railway(template.error_rate),
+            "memory": railway(template.memory),
+        }
+    )
+
+
+def pr_service_plans(plan: Plan, env: PrEnvironment) -> tuple[ServicePlan, ...]:
+    """The services railguard guards in PR environment ``env`` (``[pr_environments]``)."""
+    prs = plan.config.pr_environments
+    if prs is None or not prs.enabled:
+        return ()
+    by_name = {s.name: s for s in plan.config.services}
+    out = []
+    for i, pr in enumerate(prs.services):
+        here = f"{plan.path}: pr_environments.services[{i}]"
+        template = by_name.get(pr.from_)
+        if template is None:
+            raise ConfigError(
+                f"{here}.from: no configured service named {pr.from_!r} "
+                f"(services: {', '.join(sorted(by_name)[:10])})"
+            )
+        if not has_railway_ids(template):
+            raise ConfigError(
+                f"{here}.from: service {pr.from_!r} has no service_id and environment_id: "
+                "a PR environment is found on Railway, and so is the service in it"
+            )
+        config = _pr_service(template, pr, prs.tier, env)
+        policy_rules = plan.config.tiers[prs.tier].rules
+        config = config.model_copy(
+            update={"rules": {k: v for k, v in config.rules.items() if k in policy_rules}}
+        )
+        out.append(_plan_service(here, config, plan.config, plan.rules))
+    return tuple(out)
+
+
+def _check_pr_environments(plan: Plan) -> None:
+    """``[pr_environments]``: a project to look in, a tier, and services that can be planned
+    in any PR environment (tried on an example one, so mistakes show at start)."""
+    prs = plan.config.pr_environments
+    if prs is None or not prs.enabled:
+        return
+    where = f"{plan.path}: pr_environments"
+    if plan.project_id is None:
+        raise ConfigError(
+            f"{where}: needs railway.project_id (or RAILWAY_PROJECT_ID): the project whose "
+            "PR environments railguard guards"
+        )
+    if prs.tier not in plan.config.tiers:
+        raise ConfigError(
+            f"{where}.tier: no tier named {prs.tier!r} "
+            f"(tiers: {', '.join(sorted(plan.config.tiers))})"
+        )
+    pr_service_plans(plan, PrEnvironment(EXAMPLE["environment_id"], EXAMPLE["environment"]))

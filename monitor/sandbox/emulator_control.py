@@ -110,6 +110,12 @@ class ChildBody(NameBody):
     project_id: str
 
 
+class EnvironmentBody(ChildBody):
+    """An environment to create; ``ephemeral``: a PR environment."""
+
+    ephemeral: bool = False
+
+
 class DeploymentBody(Body):
     """A deployment to record."""
 
@@ -279,8 +285,11 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
     def add_project(b: NameBody, _: web.Request) -> dict[str, Any]:
         return camel(emu.add_project(b.name, id=b.id))
 
-    def add_environment(b: ChildBody, _: web.Request) -> dict[str, Any]:
-        return camel(emu.add_environment(b.project_id, b.name, id=b.id))
+    def add_environment(b: EnvironmentBody, _: web.Request) -> dict[str, Any]:
+        return camel(emu.add_environment(b.project_id, b.name, id=b.id, ephemeral=b.ephemeral))
+
+    def delete_environment(_b: Body, request: web.Request) -> dict[str, Any]:
+        return camel(emu.delete_environment(request.match_info["id"]))
 
     def add_service(b: ChildBody, _: web.Request) -> dict[str, Any]:
         return camel(emu.add_service(b.project_id, b.name, id=b.id))
@@ -385,7 +394,8 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
     return [
         web.get(f"{root}/state", _reader(emu.state)),
         web.post(f"{root}/projects", _endpoint(NameBody, add_project)),
-        web.post(f"{root}/environments", _endpoint(ChildBody, add_environment)),
+        web.post(f"{root}/environments", _endpoint(EnvironmentBody, add_environment)),
+        web.delete(f"{root}/environments/{{id}}", _endpoint(Body, delete_environment)),
         web.post(f"{root}/services", _endpoint(ChildBody, add_service)),
         web.post(f"{root}/deployments", _endpoint(DeploymentBody, add_deployment)),
         web.patch(f"{root}/deployments/{{id}}", _endpoint(DeploymentPatch, patch_deployment)),
