@@ -20,8 +20,9 @@ import structlog
 
 from monitor.errors import RailguardError
 from monitor.events import EventKind, PrEnvironmentEvent, PrEnvironmentKind, write_event
-from monitor.plan import ServicePlan, pr_service_plans
+from monitor.plan import ServicePlan
 from monitor.pr_config import service_name as pr_service_name
+from monitor.pr_plan import pr_service_plans
 from monitor.railway.environments import DOCUMENT, PrEnvironment, read_environments
 from monitor.telemetry import Metrics
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import ConfigError
-from monitor.plan import Plan, build_plan, pr_service_plans
+from monitor.plan import Plan, build_plan
 from monitor.pr_config import fill, service_name
+from monitor.pr_plan import pr_service_plans
 from monitor.railway.environments import PrEnvironment
 from monitor.settings import load_environment
 

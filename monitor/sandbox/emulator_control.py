@@ -7,7 +7,8 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
 
     GET    state                 the whole world
     POST   projects              {name, id?}
-    POST   environments          {projectId, name, id?}
+    POST   environments          {projectId, name, id?, ephemeral=false} (true: a PR environment)
+    DELETE environments/{id}     a PR closed: the environment goes, with its deployments
     POST   services              {projectId, name, id?}
     POST   deployments           {serviceId, environmentId, status=SUCCESS, active?,
                                   canRollback=true, meta={}, createdAt?, staticUrl?,
