@@ -125,14 +125,17 @@ class PrEnvironments:
                 names=taken,
             )
             return
+        self.guarded[env.id] = (env, plans)
         workers = [daemon.worker(p) for p in plans]
         if daemon.store is not None:
-            await daemon.restore_rule_states(workers)  # railguard restarted during the PR
+            try:
+                await daemon.restore_rule_states(workers)  # railguard restarted during the PR
+            except RailguardError as e:  # a busy store: the rules start afresh
+                log.warning("could not restore rule states", environment=env.name, error=str(e))
         for worker, service in zip(workers, plans, strict=True):
             daemon._workers[service.name] = worker
             for table in self._service_maps():
                 table[service.name] = service
-        self.guarded[env.id] = (env, plans)
         self._retarget()
         assert daemon.scheduler is not None
         for worker in workers:

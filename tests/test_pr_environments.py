@@ -116,6 +116,14 @@ async def test_a_pr_environment_is_guarded_while_it_lives_then_dropped(
     assert snapshot is not None
     assert snapshot.active is not None
     assert snapshot.active.meta.get("release") == "pr-7"
+    document = await daemon.status_document()
+    shown = {entry["name"]: entry for entry in document["services"]}
+    assert shown[NAME]["policy"] == {
+        "auto_rollback": False,
+        "severity": "info",
+        "delivery": "off",
+    }
+    assert shown[NAME]["railway"] is not None
     guarded = await store_of(s).events(NAME, kinds=["pr_environment_guarded"])
     assert [dict(e.data) for e in guarded] == [
         {"environment": "web-pr-7", "environment_id": env["id"], "template": "web"}
@@ -172,3 +180,56 @@ async def test_a_pr_environment_is_guarded_while_it_lives_then_dropped(
     await s.run_for(10)
     assert pr_app.hits == hits  # nothing probes it any more
     assert s.rollbacks_sent() == []
+
+
+class Listings:
+    """Railway's answers to the PR environments query, one per look (a fake client)."""
+
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+
+    async def execute(self, document: str, variables: dict[str, Any]) -> Any:
+        assert "isEphemeral: true" in document
+        return self.answers.pop(0)
+
+
+def listing(*envs: tuple[str, str], more: bool = False) -> dict[str, Any]:
+    edges = [{"node": {"id": id, "name": name, "isEphemeral": True}} for id, name in envs]
+    return {"project": {"environments": {"edges": edges, "pageInfo": {"hasNextPage": more}}}}
+
+
+async def test_only_a_whole_listing_drops_and_configured_environments_stay_configured(
+    stage: tuple[Stage, PrApp],
+) -> None:
+    s, _ = stage
+    s.deploy("v1", ago=7200)
+    daemon = await s.start_daemon()
+    await daemon.supervisor.stop()  # the loops: this test looks by itself
+    watcher = prs(s)
+    fake = Listings()
+    watcher.client = fake  # type: ignore[assignment]
+    fake.answers = [
+        listing(("env-a", "web-pr-1"), ("env-b", "web-pr-2")),
+        listing(("env-a", "web-pr-1"), more=True),  # one page of more: nothing is dropped
+        listing(("env-a", "web-pr-1"), (s.env, "production-copy")),  # configured: not a PR's
+        listing(("env-c", "web pr 1")),  # "web.web-pr-1" after all: the name is taken
+        listing(),
+    ]
+    await watcher.look()
+    assert names(s) == ["web", "web.web-pr-1", "web.web-pr-2"]
+    await watcher.look()
+    assert names(s) == ["web", "web.web-pr-1", "web.web-pr-2"]
+    await watcher.look()
+    assert names(s) == ["web", "web.web-pr-1"]
+    assert set(watcher.guarded) == {"env-a"}
+    await watcher.look()  # env-a is gone, and env-c's service would be named as its was
+    assert names(s) == ["web"]
+    assert set(watcher.guarded) == set()
+    await watcher.look()
+    assert names(s) == ["web"]
+    assert daemon_metric(s, "railguard_services", {"tier": "preview"}) == 0.0
+
+
+def daemon_metric(stage: Stage, name: str, labels: dict[str, str]) -> float | None:
+    assert stage.daemon is not None
+    return stage.daemon.metrics.registry.get_sample_value(name, labels)
