@@ -13,13 +13,19 @@ only Railway answering without an environment drops it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from monitor.errors import RailguardError
-from monitor.events import EventKind, PrEnvironmentEvent, PrEnvironmentKind, write_event
+from monitor.events import (
+    EventKind,
+    PrEnvironmentEvent,
+    PrEnvironmentKind,
+    from_record,
+    write_event,
+)
 from monitor.plan import ServicePlan
 from monitor.pr_config import service_name as pr_service_name
 from monitor.pr_plan import pr_service_plans
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from monitor.supervisor import Supervisor
 
 log = structlog.get_logger("railguard.pr_environments")
+LEFT_BEHIND_EVENTS = 1000  # how far back a start looks for PR environments guarded before
 
 
 def forget_service(metrics: Metrics, name: str) -> int:
@@ -62,6 +69,7 @@ class PrEnvironments:
         self.looks = 0
         self.last_problem: str | None = None  # why the last look changed nothing, if it did
         self.last_beat: float | None = None
+        self._settled = False  # whether a whole listing has answered since the start
 
     def start(self, supervisor: Supervisor) -> None:
         """Run :meth:`run` under the supervisor."""
@@ -104,7 +112,10 @@ class PrEnvironments:
         if not listing.complete:  # a page only: the rest may still exist
             return
         for id in [id for id in self.guarded if id not in listed]:
-            await self._drop(id)
+            await self._drop(*self.guarded.pop(id))
+        if not self._settled:
+            self._settled = True
+            await self._left_behind(listed)
 
     def _configured(self, environment_id: str) -> bool:
         """Whether a configured service already guards that environment (by hand)."""
@@ -134,7 +145,7 @@ class PrEnvironments:
                 log.warning("could not restore rule states", environment=env.name, error=str(e))
         for worker, service in zip(workers, plans, strict=True):
             daemon._workers[service.name] = worker
-            for table in self._service_maps():
+            for table in self._service_maps(router=True):
                 table[service.name] = service
         self._retarget()
         assert daemon.scheduler is not None
@@ -145,33 +156,64 @@ class PrEnvironments:
             log.info("guarding PR environment", environment=env.name, service=service.name)
             await self._event(EventKind.PR_ENVIRONMENT_GUARDED, env, service)
 
-    async def _drop(self, environment_id: str) -> None:
+    async def _drop(self, env: PrEnvironment, plans: tuple[ServicePlan, ...]) -> None:
         daemon = self.daemon
-        env, plans = self.guarded.pop(environment_id)
         self._retarget()
         for service in plans:
             if daemon.scheduler is not None:
                 await daemon.scheduler.remove(service.name)
             daemon._workers.pop(service.name, None)
-            for table in self._service_maps():
+            for table in self._service_maps(router=False):
                 table.pop(service.name, None)
-            if daemon.store is not None:
-                for rule in service.rules:
-                    try:
-                        await daemon.store.delete_rule_state(service.name, rule.name)
-                    except RailguardError as e:
-                        log.warning("could not delete a rule state", error=str(e))
+            await self._delete_rule_states(service.name, [r.name for r in service.rules])
             forget_service(daemon.metrics, service.name)
             log.info("dropped PR environment", environment=env.name, service=service.name)
             await self._event(EventKind.PR_ENVIRONMENT_DROPPED, env, service)
         self._count()
 
-    def _service_maps(self) -> list[dict[str, ServicePlan]]:
-        """The controller's and the executor's services (the router's keep them: its
-        events about a dropped service still route)."""
+    async def _left_behind(self, listed: Mapping[str, PrEnvironment]) -> None:
+        """PR environments an earlier run guarded that closed while railguard was down (the
+        first whole listing after a start is the first word on them): their rule states
+        are deleted and their end recorded, as if seen going."""
+        store = self.daemon.store
+        if store is None:
+            return
+        kinds = [EventKind.PR_ENVIRONMENT_GUARDED.value, EventKind.PR_ENVIRONMENT_DROPPED.value]
+        try:
+            events = await store.events(kinds=kinds, limit=LEFT_BEHIND_EVENTS)
+        except RailguardError as e:
+            log.warning("could not read which PR environments were guarded", error=str(e))
+            return
+        newest: dict[str, PrEnvironmentEvent] = {}
+        for record in events:  # newest first: a service's last word on it wins
+            typed = from_record(record)
+            if record.service is not None and isinstance(typed, PrEnvironmentEvent):
+                newest.setdefault(record.service, typed)
+        for name, last in newest.items():
+            gone = last.environment_id not in listed and last.environment_id not in self.guarded
+            if last.kind is EventKind.PR_ENVIRONMENT_GUARDED and gone:
+                # Every rule railguard knows: the tier's rules may have changed since.
+                await self._delete_rule_states(name, list(self.daemon.plan.rules))
+                env = PrEnvironment(last.environment_id, last.environment)
+                log.info("dropped PR environment closed while railguard was down", service=name)
+                await self._record(EventKind.PR_ENVIRONMENT_DROPPED, env, name, last.template)
+
+    async def _delete_rule_states(self, service: str, rules: Sequence[str]) -> None:
+        store = self.daemon.store
+        if store is None:
+            return
+        for rule in rules:
+            try:
+                await store.delete_rule_state(service, rule)
+            except RailguardError as e:
+                log.warning("could not delete a rule state", service=service, error=str(e))
+
+    def _service_maps(self, *, router: bool) -> list[dict[str, ServicePlan]]:
+        """The controller's and the executor's services, and the router's (which keeps a
+        dropped service's: its last events still route by its tier)."""
         daemon = self.daemon
         maps = [x.services for x in (daemon.controller, daemon.executor) if x is not None]
-        if daemon.router is not None:
+        if router and daemon.router is not None:
             maps.append(daemon.router.services)
         return maps
 
@@ -202,13 +244,17 @@ class PrEnvironments:
             if prs is None
             else {pr_service_name(pr.from_, env.name): pr.from_ for pr in prs.services}
         )
+        await self._record(kind, env, service.name, templates.get(service.name, "?"))
+
+    async def _record(
+        self, kind: PrEnvironmentKind, env: PrEnvironment, service: str, template: str
+    ) -> None:
+        store = self.daemon.store
+        assert store is not None
         event = PrEnvironmentEvent(
-            kind=kind,
-            environment=env.name,
-            environment_id=env.id,
-            template=templates.get(service.name, "?"),
+            kind=kind, environment=env.name, environment_id=env.id, template=template
         )
         try:
-            await write_event(store, service.name, event, self.daemon.clock.time())
+            await write_event(store, service, event, self.daemon.clock.time())
         except RailguardError as e:
             log.warning("could not record an event", error=str(e))

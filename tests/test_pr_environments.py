@@ -233,3 +233,40 @@ async def test_only_a_whole_listing_drops_and_configured_environments_stay_confi
 def daemon_metric(stage: Stage, name: str, labels: dict[str, str]) -> float | None:
     assert stage.daemon is not None
     return stage.daemon.metrics.registry.get_sample_value(name, labels)
+
+
+async def test_across_restarts_a_pr_keeps_its_pending_rule_and_one_closed_meanwhile_is_dropped(
+    stage: tuple[Stage, PrApp], tmp_path: Path
+) -> None:
+    from monitor.store import open_store
+
+    s, pr_app = stage
+    s.deploy("v1", ago=7200)
+    project = next(iter(s.emu.projects))
+    seven = s.emu.add_environment(project, "web-pr-7", ephemeral=True)
+    eight = s.emu.add_environment(project, "web-pr-8", ephemeral=True)
+    for env in (seven, eight):
+        s.emu.add_deployment(s.service, env.id, meta=release_meta(env.name))
+    async with await open_store(tmp_path / "state.db") as store:
+        await s.start_daemon(store=store)
+        await s.run_for(2)
+        assert names(s) == ["web", "web.web-pr-7", "web.web-pr-8"]
+        pr_app.app[STATE_KEY].update({"mode": "error"})  # both PRs' probes fail (one app)
+        await s.run_for(3)
+        assert (await store.rule_states("web.web-pr-7"))["health-failing"]["phase"] == "pending"
+        await s.stop_daemon()
+
+        s.emu.delete_environment(eight.id)  # PR 8 closes while railguard is down
+        daemon = await s.start_daemon(store=store)
+        await until(lambda: prs(s).looks >= 1 and prs(s).last_problem is None, "a look")
+        await s.run_for(1)
+        assert names(s) == ["web", "web.web-pr-7"]
+        assert daemon._workers["web.web-pr-7"].states["health-failing"].phase is Phase.PENDING
+        assert await store.rule_states("web.web-pr-8") == {}
+        dropped = await store.events("web.web-pr-8", kinds=["pr_environment_dropped"])
+        assert [dict(e.data) for e in dropped] == [
+            {"environment": "web-pr-8", "environment_id": eight.id, "template": "web"}
+        ]
+        await s.run_for(10)  # the next look: nothing left behind twice
+        assert len(await store.events("web.web-pr-8", kinds=["pr_environment_dropped"])) == 1
+        await s.stop_daemon()
