@@ -70,6 +70,7 @@ class PrEnvironments:
         self.last_problem: str | None = None  # why the last look changed nothing, if it did
         self.last_beat: float | None = None
         self._settled = False  # whether a whole listing has answered since the start
+        self._unguarded: set[str] = set()  # listed, but a service has its services' name
 
     def start(self, supervisor: Supervisor) -> None:
         """Run :meth:`run` under the supervisor."""
@@ -130,12 +131,15 @@ class PrEnvironments:
             return
         taken = [p.name for p in plans if p.name in daemon._workers]
         if taken:
-            log.warning(
-                "PR environment not guarded: a service already has its name",
-                environment=env.name,
-                names=taken,
-            )
+            if env.id not in self._unguarded:  # said once, not at every look
+                self._unguarded.add(env.id)
+                log.warning(
+                    "PR environment not guarded: a service already has its name",
+                    environment=env.name,
+                    names=taken,
+                )
             return
+        self._unguarded.discard(env.id)
         self.guarded[env.id] = (env, plans)
         workers = [daemon.worker(p) for p in plans]
         if daemon.store is not None:
