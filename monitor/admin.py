@@ -28,7 +28,7 @@ from monitor.clock import Clock
 from monitor.configtypes import DurationTooLong, parse_duration, shown
 from monitor.errors import RailguardError
 from monitor.events import EventKind, FreezeEvent, write_event
-from monitor.plan import Plan, ServicePlan
+from monitor.plan import Plan, ServicePlan, has_railway_ids
 from monitor.tasks import Background
 from monitor.telemetry import Metrics
 
@@ -292,11 +292,13 @@ class AdminAPI:
     # -- helpers -------------------------------------------------------------------------
 
     def _service(self, name: str) -> ServicePlan:
-        plan = self.daemon.plan
+        plan, executor = self.daemon.plan, self.daemon.executor
         service = next((s for s in plan.services if s.name == name), None)
+        if service is None and executor is not None:  # a PR environment's, while it lives
+            service = executor.services.get(name)
         if service is None:
             raise Problem(404, f"no service named {shown(name)}")
-        if service not in plan.railway_services:
+        if not has_railway_ids(service.config):
             raise Problem(
                 409,
                 f"{name} has no Railway ids (service_id, environment_id): railguard only "
@@ -316,6 +318,8 @@ class AdminAPI:
         daemon = self.daemon
         status = daemon.status()
         railway = {s.name: s for s in daemon.plan.railway_services}
+        if daemon.executor is not None:  # PR environments' services too
+            railway |= daemon.executor.services
         now = daemon.clock.time()
         for entry in cast(list[dict[str, Any]], status.get("services", [])):
             service = railway.get(entry["name"])

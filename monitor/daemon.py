@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core 
     from monitor.alerts.router import Router
     from monitor.controller import RollbackController
     from monitor.executor import RollbackExecutor
+    from monitor.pr_environments import PrEnvironments
     from monitor.railway.budget import RequestBudget
     from monitor.railway.client import Deployment, RailwayClient
     from monitor.railway.poller import RailwayPoller, ServiceSnapshot, Target
@@ -104,6 +105,7 @@ class Daemon:
         self.poller: RailwayPoller | None = None
         self.railway: RailwayClient | None = None
         self.budget: RequestBudget | None = None
+        self.pr_environments: PrEnvironments | None = None
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:
@@ -118,24 +120,12 @@ class Daemon:
             connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
             headers={"User-Agent": f"railguard/{__version__}"},
         )
-        semaphore = asyncio.Semaphore(limit)
+        self._semaphore = asyncio.Semaphore(limit)
         self.poller = self._railway_poller(self.session)
-        workers = [
-            ServiceWorker(
-                service,
-                build_sources(SourceContext(service, self.session, self.clock, self.poller)),
-                clock=self.clock,
-                metrics=self.metrics,
-                semaphore=semaphore,
-                sink=self.switchboard.on_verdict,
-                after_tick=self.switchboard.after_tick,
-                redactor=self.plan.redactor,
-            )
-            for service in self.plan.services
-        ]
+        workers = [self.worker(service) for service in self.plan.services]
         self._workers = {w.plan.name: w for w in workers}
         if self.store is not None:
-            await self._restore_rule_states()
+            await self.restore_rule_states(workers)
         if self.poller is not None:
             await self._start_rollbacks()
         self.switchboard.store = self.store
@@ -148,6 +138,11 @@ class Daemon:
         )
         if self.serve_http:
             await self._start_server()
+        if self.plan.pr_environments is not None and self.poller is not None:
+            from monitor.pr_environments import PrEnvironments
+
+            self.pr_environments = PrEnvironments(self)
+            self.pr_environments.start(self.supervisor)
         if self.poller is not None:
             poller = self.poller
             # A poll may spend minutes in retries (5 attempts, 15s timeouts, backoff).
@@ -175,12 +170,26 @@ class Daemon:
             config=str(self.plan.path),
         )
 
-    async def _restore_rule_states(self) -> None:
+    def worker(self, service: ServicePlan) -> ServiceWorker:
+        """The worker that ticks ``service`` (started by the scheduler)."""
+        assert self.session is not None
+        return ServiceWorker(
+            service,
+            build_sources(SourceContext(service, self.session, self.clock, self.poller)),
+            clock=self.clock,
+            metrics=self.metrics,
+            semaphore=self._semaphore,
+            sink=self.switchboard.on_verdict,
+            after_tick=self.switchboard.after_tick,
+            redactor=self.plan.redactor,
+        )
+
+    async def restore_rule_states(self, workers: Sequence[ServiceWorker]) -> None:
         """Pending episodes survive a restart; a firing rule comes back pending, so the
         first breaching sample after the restart decides afresh (and can act)."""
         assert self.store is not None
-        for name, worker in self._workers.items():
-            saved = await self.store.rule_states(name)
+        for worker in workers:
+            saved = await self.store.rule_states(worker.plan.name)
             for rule in worker.plan.rules:
                 if rule.name in saved:
                     state = RuleState.from_dict(saved[rule.name])
@@ -236,10 +245,11 @@ class Daemon:
         self.switchboard.tracker = self.tracker
         self.switchboard.controller = self.controller
         by_name = {s.name: s for s in services}
-        tracker = self.tracker
+        tracker, workers = self.tracker, self._workers
 
         async def observe(name: str, snapshot: ServiceSnapshot) -> None:
-            await tracker.observe(by_name[name], snapshot)
+            if name in workers:  # a PR environment's service may have gone meanwhile
+                await tracker.observe(workers[name].plan, snapshot)
 
         self.poller.listener = observe
         self.poller.platform_listener = PlatformWatch(self.store).observe

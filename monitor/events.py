@@ -48,6 +48,8 @@ class EventKind(enum.StrEnum):
     UNFROZEN = "unfrozen"
     PLATFORM_INCIDENT = "platform_incident"
     PLATFORM_INCIDENT_ENDED = "platform_incident_ended"
+    PR_ENVIRONMENT_GUARDED = "pr_environment_guarded"
+    PR_ENVIRONMENT_DROPPED = "pr_environment_dropped"
 
 
 RuleKind = Literal[
@@ -64,6 +66,7 @@ RollbackKind = Literal[
 DeploymentKind = Literal[EventKind.DEPLOYMENT_FAILED, EventKind.DEPLOYMENT_VERIFIED]
 FreezeKind = Literal[EventKind.FROZEN, EventKind.UNFROZEN]
 PlatformKind = Literal[EventKind.PLATFORM_INCIDENT, EventKind.PLATFORM_INCIDENT_ENDED]
+PrEnvironmentKind = Literal[EventKind.PR_ENVIRONMENT_GUARDED, EventKind.PR_ENVIRONMENT_DROPPED]
 # Why a person is needed (an escalation's ``kind`` in the stored data).
 EscalationKind = Literal["loop_breaker", "no_known_good", "retention_expired", "rollback_failed"]
 # How a rollback that began ends (RollbackExecutor.finish).
@@ -311,6 +314,28 @@ class PlatformEvent:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PrEnvironmentEvent:
+    """A service in a PR environment began to be guarded, or was dropped with its environment."""
+
+    kind: PrEnvironmentKind
+    environment: str  # Railway's name for the PR environment
+    environment_id: str
+    template: str  # the configured service it copies
+
+    def to_dict(self) -> dict[str, Any]:
+        return stored(self)
+
+    @classmethod
+    def from_dict(cls, kind: PrEnvironmentKind, data: Mapping[str, Any]) -> PrEnvironmentEvent:
+        return cls(
+            kind=kind,
+            environment=text(data, "environment", "?"),
+            environment_id=text(data, "environment_id", "?"),
+            template=text(data, "template", "?"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GenericEvent:
     """An event this version does not know (or cannot read): its kind and raw data."""
 
@@ -330,6 +355,7 @@ Event = (
     | DeploymentEvent
     | FreezeEvent
     | PlatformEvent
+    | PrEnvironmentEvent
 )
 AnyEvent = Event | GenericEvent
 
@@ -374,6 +400,8 @@ def _parse(kind: EventKind, data: Mapping[str, Any]) -> Event:
             return FreezeEvent.from_dict(kind, data)
         case EventKind.PLATFORM_INCIDENT | EventKind.PLATFORM_INCIDENT_ENDED:
             return PlatformEvent.from_dict(kind, data)
+        case EventKind.PR_ENVIRONMENT_GUARDED | EventKind.PR_ENVIRONMENT_DROPPED:
+            return PrEnvironmentEvent.from_dict(kind, data)
 
 
 def from_record(record: EventRecord) -> AnyEvent:

@@ -17,6 +17,7 @@ from monitor.alerts.channels import channel_name
 from monitor.configtypes import Expansions
 from monitor.errors import ConfigError
 from monitor.model import Rule, Signal, format_duration
+from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import Redactor
 from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
 from monitor.settings import (
@@ -91,6 +92,22 @@ class Plan:
     """How whatever describes the plan shows its URLs and messages (secrets hidden)."""
 
     @property
+    def project_id(self) -> str | None:
+        """The Railway project (``railway.project_id``, else ``RAILWAY_PROJECT_ID``)."""
+        return self.config.railway.project_id or self.env.railway_project_id
+
+    @property
+    def pr_environments(self) -> PrEnvironmentsConfig | None:
+        """``[pr_environments]`` when enabled."""
+        prs = self.config.pr_environments
+        return prs if prs is not None and prs.enabled else None
+
+    def pr_every(self) -> float:
+        """Seconds between two looks for PR environments (never more often than polls)."""
+        prs = self.pr_environments
+        return 0.0 if prs is None else max(prs.every, self.config.railway.poll_interval)
+
+    @property
     def railway_services(self) -> tuple[ServicePlan, ...]:
         """The services railguard asks Railway about (those with both Railway ids)."""
         return tuple(s for s in self.services if has_railway_ids(s.config))
@@ -99,7 +116,8 @@ class Plan:
         """Routine polling's cost: one batched request per poll for all Railway services."""
         if not self.railway_services:
             return 0.0
-        return 3600.0 / self.config.railway.poll_interval
+        looks = 3600.0 / self.pr_every() if self.pr_environments is not None else 0.0
+        return 3600.0 / self.config.railway.poll_interval + looks
 
     def run_problems(self) -> list[str]:
         """What `check` may pass but `run` cannot start without (secrets absent here)."""
@@ -109,6 +127,11 @@ class Plan:
             return [
                 f"services {names} are on Railway, but neither RAILWAY_API_TOKEN nor "
                 "RAILWAY_PROJECT_TOKEN is set"
+            ]
+        if self.pr_environments is not None and not env.railway_api_token:
+            return [
+                "pr_environments needs RAILWAY_API_TOKEN: a project token sees one environment, "
+                "not the project's PR environments"
             ]
         return []
 
@@ -154,6 +177,7 @@ class Plan:
                     f"{format_duration(rule.max_gap)}{extra})"
                 )
             lines += [f"    {skip.name}: skipped: {skip.why}" for skip in service.skipped]
+        lines += self._describe_pr_environments()
         channels = self.config.channels
         if not channels:
             lines.append("channels: none configured (alerts go to the log)")
@@ -179,6 +203,21 @@ class Plan:
         )
         lines += [f"warning: {problem}" for problem in self.run_problems()]
         return "\n".join(lines)
+
+    def _describe_pr_environments(self) -> list[str]:
+        prs = self.pr_environments
+        if prs is None:
+            return []
+        lines = [
+            f"pr environments: the project {self.project_id}'s, looked for every "
+            f"{format_duration(self.pr_every())}, guarded as tier {prs.tier}:"
+        ]
+        for pr in prs.services:
+            health = (
+                "no health check" if pr.health_url is None else self.redactor.url(pr.health_url)
+            )
+            lines.append(f"  {pr.from_} -> {pr.from_}.<environment>: {health}")
+        return lines
 
 
 def _channel_url(channel: Any) -> str | None:
@@ -232,10 +271,9 @@ def _cadence(service: ServiceConfig, signal: Signal, railway: RailwayConfig) -> 
     return service.interval
 
 
-def _plan_service(
-    index: int, service: ServiceConfig, config: Config, rules: Mapping[str, LoadedRule], where: str
+def plan_service(
+    here: str, service: ServiceConfig, config: Config, rules: Mapping[str, LoadedRule]
 ) -> ServicePlan:
-    here = f"{where}: services[{index}]"
     policy = config.tiers.get(service.tier)
     if policy is None:
         raise ConfigError(
@@ -293,10 +331,10 @@ def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None =
                     f"(known: {', '.join(sorted(rules))})"
                 )
     services = tuple(
-        _plan_service(i, service, config, rules, str(path))
+        plan_service(f"{path}: services[{i}]", service, config, rules)
         for i, service in enumerate(config.services)
     )
-    return Plan(
+    plan = Plan(
         path=path,
         config=config,
         env=env,
@@ -304,3 +342,7 @@ def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None =
         rules=rules,
         redactor=_redactor(env, expansions),
     )
+    from monitor.pr_plan import check_pr_environments  # it builds on this module
+
+    check_pr_environments(plan)
+    return plan

@@ -27,6 +27,7 @@ from monitor.events import (
     GenericEvent,
     HoldEvent,
     PlatformEvent,
+    PrEnvironmentEvent,
     RollbackEvent,
     RuleEvent,
 )
@@ -165,6 +166,13 @@ def _describe(event: AnyEvent, releases: Mapping[str, str]) -> Words:
             return Words(f"automatic rollback {kind.value}", summary, _facts(("actor", actor)))
         case PlatformEvent():
             return _platform(event)
+        case PrEnvironmentEvent(kind=kind, environment=env, environment_id=id, template=template):
+            what = "guarded" if kind is EventKind.PR_ENVIRONMENT_GUARDED else "dropped (it is gone)"
+            return Words(
+                f"PR environment {env} {what}",
+                f"{template} in PR environment {env}",
+                _facts(("environment_id", id)),
+            )
         case GenericEvent(kind=kind, data=data, problem=problem):
             if problem is not None:
                 return Words(_kind_words(kind), f"(unreadable: {problem})")

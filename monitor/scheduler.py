@@ -238,6 +238,28 @@ class Scheduler:
             task = asyncio.create_task(self._run(worker, offset), name=f"tick:{worker.plan.name}")
             self._tasks[task] = worker
 
+    def add(self, worker: ServiceWorker) -> None:
+        """Start ticking one more worker (a service that appeared: its first tick now)."""
+        self.workers += (worker,)
+        if self.running:
+            task = asyncio.create_task(self._run(worker, 0.0), name=f"tick:{worker.plan.name}")
+            self._tasks[task] = worker
+
+    async def remove(self, name: str) -> ServiceWorker | None:
+        """Stop and forget worker ``name`` (a tick in flight is cancelled: the service is
+        gone); returns it, or None if there is none."""
+        worker = next((w for w in self.workers if w.plan.name == name), None)
+        if worker is None:
+            return None
+        self.workers = tuple(w for w in self.workers if w is not worker)
+        tasks = [t for t, w in self._tasks.items() if w is worker]
+        for task in tasks:
+            task.cancel()
+            del self._tasks[task]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._busy.discard(worker)
+        return worker
+
     async def _run(self, worker: ServiceWorker, offset: float) -> None:
         interval = worker.plan.interval
         labels = (worker.plan.name, worker.plan.tier)

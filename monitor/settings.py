@@ -40,6 +40,7 @@ from monitor.configtypes import (
     within,
 )
 from monitor.errors import ConfigError
+from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import redact_url
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionMemory
 from monitor.sources.health import HealthCheck
@@ -306,6 +307,7 @@ class Config(Strict):
     channels: tuple[ChannelSettings, ...] = ()
     status_url: Text | None = None
     """railguard's public /status URL, linked from notifications."""
+    pr_environments: PrEnvironmentsConfig | None = None
 
     @field_validator("services")
     @classmethod

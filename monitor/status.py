@@ -17,7 +17,7 @@ from monitor.clock import Clock
 from monitor.decision import choose_target
 from monitor.events import EventKind, from_record
 from monitor.model import release_label
-from monitor.plan import Plan
+from monitor.plan import Plan, has_railway_ids
 from monitor.releases import Verdicts, release_key
 from monitor.render import Words, deployments_of, describe
 from monitor.scheduler import ServiceWorker
@@ -98,19 +98,18 @@ async def status_document(daemon: Observed) -> dict[str, Any]:
     """The whole document (see README, "The status page")."""
     labels = Labels(daemon.store)
     now = daemon.clock.time()
-    plan_by_name = {s.name: s for s in daemon.plan.services}
-    railway = {s.name for s in daemon.plan.railway_services}
     services = []
-    for worker in daemon.workers:
+    for worker in daemon.workers:  # PR environments' services too: each worker has its plan
         entry = worker.snapshot()
-        policy = plan_by_name[worker.plan.name].policy
+        policy = worker.plan.policy
         entry["policy"] = {
             "auto_rollback": policy.auto_rollback,
             "severity": policy.severity,
             "delivery": policy.delivery,
         }
         name = worker.plan.name
-        entry["railway"] = await _releases(daemon, labels, name, now) if name in railway else None
+        railway = has_railway_ids(worker.plan.config)
+        entry["railway"] = await _releases(daemon, labels, name, now) if railway else None
         services.append(entry)
     return {
         "version": __version__,

@@ -27,6 +27,7 @@ from monitor.events import (
     GenericEvent,
     HoldEvent,
     PlatformEvent,
+    PrEnvironmentEvent,
     RollbackEvent,
     RuleEvent,
     parse,
@@ -220,6 +221,28 @@ FULL: list[tuple[Event, str, str, dict[str, str]]] = [
         "Railway incident over: Edge network failing in every region",
         "after 42m; automatic rollbacks are decided again",
         {"incident": "inc-7"},
+    ),
+    (
+        PrEnvironmentEvent(
+            kind=EventKind.PR_ENVIRONMENT_GUARDED,
+            environment="web-pr-7",
+            environment_id="env-7",
+            template="web",
+        ),
+        "PR environment web-pr-7 guarded",
+        "web in PR environment web-pr-7",
+        {"environment_id": "env-7"},
+    ),
+    (
+        PrEnvironmentEvent(
+            kind=EventKind.PR_ENVIRONMENT_DROPPED,
+            environment="web-pr-7",
+            environment_id="env-7",
+            template="web",
+        ),
+        "PR environment web-pr-7 dropped (it is gone)",
+        "web in PR environment web-pr-7",
+        {"environment_id": "env-7"},
     ),
     (
         RollbackEvent(

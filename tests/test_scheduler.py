@@ -219,3 +219,41 @@ async def test_stalled_services_are_reported(clock: FakeClock, metrics: Metrics)
     assert scheduler.stalled(clock.monotonic()) == ["web"]
     source.hang.set()
     await scheduler.stop(grace=1)
+
+
+async def test_workers_added_tick_at_once_and_removed_ones_stop(
+    clock: FakeClock, metrics: Metrics
+) -> None:
+    first, later = ScriptedHealth(clock), ScriptedHealth(clock)
+    later.hang = asyncio.Event()  # removed mid-tick: the tick is cancelled
+    scheduler = Scheduler(
+        [make_worker(clock, metrics, first)[0]], clock=clock, metrics=metrics, stagger=False
+    )
+    added = make_worker(clock, metrics, later, service_plan("pr"))[0]
+    scheduler.start()
+    await clock.advance(5)
+    scheduler.add(added)
+    await clock.advance(0)
+    assert later.calls == [5.0]
+    assert [w.plan.name for w in scheduler.workers] == ["web", "pr"]
+    assert await scheduler.remove("pr") is added
+    assert await scheduler.remove("pr") is None
+    assert [w.plan.name for w in scheduler.workers] == ["web"]
+    assert scheduler.stalled(clock.monotonic() + 60) == ["web"]  # "pr" is not missed
+    later.hang.set()
+    await clock.advance(20)
+    assert later.calls == [5.0]
+    assert first.calls == [0.0, 10.0, 20.0]
+    assert await scheduler.stop(grace=1) == 0
+
+
+async def test_a_worker_added_before_start_starts_with_the_others(
+    clock: FakeClock, metrics: Metrics
+) -> None:
+    source = ScriptedHealth(clock)
+    scheduler = Scheduler([], clock=clock, metrics=metrics, stagger=False)
+    scheduler.add(make_worker(clock, metrics, source)[0])
+    scheduler.start()
+    await clock.advance(0)
+    assert source.calls == [0.0]
+    await scheduler.stop(grace=1)

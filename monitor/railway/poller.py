@@ -136,7 +136,6 @@ class RailwayPoller:
         self.clock = clock
         self.interval = interval
         self.ask_platform = platform  # ask Railway's own status with every poll
-        self.document = build_document(self.targets, platform=platform)
         # Told of every service's snapshot after each successful poll (release tracking).
         self.listener: Callable[[str, ServiceSnapshot], Awaitable[None]] | None = None
         # Told of Railway's own status after each poll that could read it (its events).
@@ -155,9 +154,21 @@ class RailwayPoller:
         # target name -> (Railway's refusal, monotonic time to ask about it again)
         self._refused: dict[str, tuple[str, float]] = {}
         self._answered_at: float | None = None
+        self._crashes: dict[str, CrashWatch] = {}
+        self.retarget(self.targets)
+
+    def retarget(self, targets: Sequence[Target]) -> None:
+        """Ask about ``targets`` from the next poll on (PR environments come and go)."""
+        self.targets = tuple(targets)
+        self.document = build_document(self.targets, platform=self.ask_platform)
+        names = {t.name for t in self.targets}
+        for gone in set(self._latest) - names:
+            del self._latest[gone]
+        for gone in set(self._refused) - names:
+            del self._refused[gone]
         # A crash loop is seen across polls: sightings of failing instances over 4 polls.
-        window = max(120.0, 4 * interval)
-        self._crashes = {t.name: CrashWatch(window) for t in self.targets}
+        window = max(120.0, 4 * self.interval)
+        self._crashes = {t.name: self._crashes.get(t.name) or CrashWatch(window) for t in targets}
         self._window = 3 * max(
             [t.error_rate.step for t in targets if t.error_rate]
             + [t.memory.sample_rate for t in targets if t.memory]
@@ -255,7 +266,10 @@ class RailwayPoller:
         self.last_error = "; ".join(sorted(set(failed.values()))) if failed else None
         self.last_failure = None
         at = self.clock.time()
+        current = set(self._crashes)  # a target dropped while this poll was out is not news
         for i, target in enumerate(asked):
+            if target.name not in current:
+                continue
             self._latest[target.name] = self._snapshot(i, target, data, at, failed.get(target.name))
             if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                 # A thousand services' answers take a few hundred ms to read: let the ticks
@@ -271,7 +285,8 @@ class RailwayPoller:
             await self.platform_listener(status)
         if self.listener is not None:
             for i, target in enumerate(self.targets):
-                await self.listener(target.name, self._latest[target.name])
+                if (snapshot := self._latest.get(target.name)) is not None:  # added since: later
+                    await self.listener(target.name, snapshot)
                 if i % _YIELD_EVERY == _YIELD_EVERY - 1:
                     await asyncio.sleep(0)  # a listener that writes nothing never yields
 

@@ -7,7 +7,8 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
 
     GET    state                 the whole world
     POST   projects              {name, id?}
-    POST   environments          {projectId, name, id?}
+    POST   environments          {projectId, name, id?, ephemeral=false} (true: a PR environment)
+    DELETE environments/{id}     a PR closed: the environment goes, with its deployments
     POST   services              {projectId, name, id?}
     POST   deployments           {serviceId, environmentId, status=SUCCESS, active?,
                                   canRollback=true, meta={}, createdAt?, staticUrl?,
@@ -108,6 +109,12 @@ class ChildBody(NameBody):
     """An environment or service to create in a project."""
 
     project_id: str
+
+
+class EnvironmentBody(ChildBody):
+    """An environment to create; ``ephemeral``: a PR environment."""
+
+    ephemeral: bool = False
 
 
 class DeploymentBody(Body):
@@ -279,8 +286,11 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
     def add_project(b: NameBody, _: web.Request) -> dict[str, Any]:
         return camel(emu.add_project(b.name, id=b.id))
 
-    def add_environment(b: ChildBody, _: web.Request) -> dict[str, Any]:
-        return camel(emu.add_environment(b.project_id, b.name, id=b.id))
+    def add_environment(b: EnvironmentBody, _: web.Request) -> dict[str, Any]:
+        return camel(emu.add_environment(b.project_id, b.name, id=b.id, ephemeral=b.ephemeral))
+
+    def delete_environment(_b: Body, request: web.Request) -> dict[str, Any]:
+        return camel(emu.delete_environment(request.match_info["id"]))
 
     def add_service(b: ChildBody, _: web.Request) -> dict[str, Any]:
         return camel(emu.add_service(b.project_id, b.name, id=b.id))
@@ -385,7 +395,8 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
     return [
         web.get(f"{root}/state", _reader(emu.state)),
         web.post(f"{root}/projects", _endpoint(NameBody, add_project)),
-        web.post(f"{root}/environments", _endpoint(ChildBody, add_environment)),
+        web.post(f"{root}/environments", _endpoint(EnvironmentBody, add_environment)),
+        web.delete(f"{root}/environments/{{id}}", _endpoint(Body, delete_environment)),
         web.post(f"{root}/services", _endpoint(ChildBody, add_service)),
         web.post(f"{root}/deployments", _endpoint(DeploymentBody, add_deployment)),
         web.patch(f"{root}/deployments/{{id}}", _endpoint(DeploymentPatch, patch_deployment)),

@@ -61,6 +61,7 @@ class Environment:
     project_id: str
     name: str
     created_at: float
+    ephemeral: bool = False  # a PR environment: Railway creates and deletes it with the PR
 
 
 @dataclass
@@ -166,11 +167,24 @@ class EmulatorModel:
         self.projects[project.id] = project
         return project
 
-    def add_environment(self, project_id: str, name: str, *, id: str | None = None) -> Environment:
-        """Create an environment in a project."""
+    def add_environment(
+        self, project_id: str, name: str, *, id: str | None = None, ephemeral: bool = False
+    ) -> Environment:
+        """Create an environment in a project (``ephemeral``: a PR environment)."""
         self.project(project_id)
-        env = Environment(id or self.new_id(), project_id, name, self.clock.time())
+        env = Environment(id or self.new_id(), project_id, name, self.clock.time(), ephemeral)
         self.environments[env.id] = env
+        return env
+
+    def delete_environment(self, environment_id: str) -> Environment:
+        """Delete an environment with its deployments (a PR closed): asked about, Railway
+        answers "Environment not found" from then on."""
+        env = self.environment(environment_id)
+        del self.environments[env.id]
+        for deployment in [d for d in self.deployments.values() if d.environment_id == env.id]:
+            self._crash_loops.stop(deployment)
+            del self.deployments[deployment.id]
+            self.active.pop((deployment.service_id, env.id), None)
         return env
 
     def add_service(self, project_id: str, name: str, *, id: str | None = None) -> Service:

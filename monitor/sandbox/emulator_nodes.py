@@ -125,9 +125,7 @@ def project_node(ctx: RequestContext, p: Project) -> dict[str, Any]:
         "prDeploys": False,
         "botPrEnvironments": False,
         "focusedPrEnvironments": False,
-        "environments": _lazy_connection(
-            ctx, envs, environment_node, lambda e: scope.allows(e.project_id, e.id)
-        ),
+        "environments": _environments(ctx, envs, scope),
         "services": _lazy_connection(ctx, services, service_node),
         "deployments": _deployments_of(ctx, lambda d: d.project_id == p.id),
     }
@@ -138,7 +136,7 @@ def environment_node(ctx: RequestContext, e: Environment) -> dict[str, Any]:
     return common(e.id, e.created_at) | {
         "name": e.name,
         "projectId": e.project_id,
-        "isEphemeral": False,
+        "isEphemeral": e.ephemeral,
         "canAccess": True,
         "deployments": _deployments_of(ctx, lambda d: d.environment_id == e.id),
     }
@@ -160,6 +158,22 @@ def service_node(ctx: RequestContext, s: Service) -> dict[str, Any]:
 def common(id: str, created_at: float) -> dict[str, Any]:
     """Fields every top-level object has."""
     return {"id": id, "createdAt": iso(created_at), "updatedAt": iso(created_at), "deletedAt": None}
+
+
+def _environments(ctx: RequestContext, envs: list[Environment], scope: Scope) -> Any:
+    """A project's environments, honouring ``isEphemeral`` (true: only PR environments)."""
+
+    def resolve(_info: Any, **args: Any) -> dict[str, Any]:
+        wanted = args.pop("isEphemeral", None)
+        args.pop("sort", None)
+        nodes = [
+            environment_node(ctx, e)
+            for e in envs
+            if scope.allows(e.project_id, e.id) and wanted in (None, e.ephemeral)
+        ]
+        return connection(nodes, args)
+
+    return resolve
 
 
 def _deployments_of(ctx: RequestContext, keep: Callable[[Deployment], bool]) -> Any:

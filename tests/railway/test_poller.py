@@ -290,3 +290,57 @@ async def test_no_active_deployment_is_unknown(clock: FakeClock) -> None:
     await poller.poll()
     sample = poller.latest("web").samples[Signal.DEPLOYMENT]  # type: ignore[union-attr]
     assert (sample.value, sample.reason) == (None, "no active deployment")
+
+
+async def test_retargeted_it_asks_about_the_new_targets_and_forgets_the_old(
+    world: World, clock: FakeClock
+) -> None:
+    web, api, docs = world.targets
+    poller = RailwayPoller(world.client, [web, api], clock=clock, interval=30)
+    seen: list[str] = []
+
+    async def listener(name: str, _snapshot: Any) -> None:
+        seen.append(name)
+
+    poller.listener = listener
+    await poller.poll()
+    assert poller.latest("api") is not None
+    poller.retarget([web, docs])
+    assert "docs" in {t.name for t in poller.targets}
+    assert poller.latest("api") is None
+    seen.clear()
+    await poller.poll()
+    assert seen == ["web", "docs"]
+    assert poller.document.count("deployments(") == 2
+    assert validate_document(poller.document) == []
+
+
+async def test_a_target_retargeted_during_a_poll_is_not_news(
+    world: World, clock: FakeClock
+) -> None:
+    web, api, docs = world.targets
+    gate, sent = asyncio.Event(), asyncio.Event()
+
+    class Held:
+        """The client, holding each answer until the gate opens."""
+
+        async def execute(self, document: str, variables: Any, **kw: Any) -> Any:
+            sent.set()
+            await gate.wait()
+            return await world.client.execute(document, variables, **kw)
+
+    poller = RailwayPoller(cast(RailwayClient, Held()), [web, api], clock=clock, interval=30)
+    seen: list[str] = []
+
+    async def listener(name: str, _snapshot: Any) -> None:
+        seen.append(name)
+
+    poller.listener = listener
+    polling = asyncio.ensure_future(poller.poll())
+    await sent.wait()
+    poller.retarget([web, docs])  # api dropped, docs added while the answer is on its way
+    gate.set()
+    await polling
+    assert poller.latest("api") is None
+    assert poller.latest("docs") is None  # asked about from the next poll on
+    assert seen == ["web"]
