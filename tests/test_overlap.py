@@ -126,6 +126,8 @@ async def rolled_back_with_overlap(stage: Stage, overlap: float) -> tuple[str, s
     """v2 is bad on memory only (its health answers fine); the rollback to v1.1 overlaps v2
     by ``overlap`` seconds. Returns v1.1's and v2's ids."""
     stage.behaviour = {"v2": {"memory_bytes": 500 * MIB}, "v1.1": {"overlap": overlap}}
+    # Railway too keeps the replaced deployment running (SUCCESS) through the overlap.
+    stage.emu.overlap[stage.service] = overlap
     return await released(stage)
 
 

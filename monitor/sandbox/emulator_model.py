@@ -152,6 +152,9 @@ class EmulatorModel:
         # Called with a deployment Railway puts to sleep (the sandbox's apps sleep with it).
         self.on_sleep: list[Callable[[Deployment], None]] = []
         self.images = ImageRetention(clock)  # canRollback: how long images are kept
+        # RAILWAY_DEPLOYMENT_OVERLAP_SECONDS per service id: how long a replaced deployment
+        # keeps running (SUCCESS) after its replacement went live, before it is REMOVED.
+        self.overlap: dict[str, float] = {}
         self._statuses = enum_values("DeploymentStatus")
         self._measurements = enum_values("MetricMeasurement")
 
@@ -475,9 +478,21 @@ class EmulatorModel:
         self.active[key] = deployment.id
         if previous is not None and previous != deployment.id:
             old = self.deployments[previous]
-            self._set_status(old, "REMOVED", at=at)
+            overlap = self.overlap.get(deployment.service_id, 0.0)
+            if overlap > 0 and old.status == "SUCCESS":
+                self._spawn(self._retire(old, overlap))
+            else:
+                self._set_status(old, "REMOVED", at=at)
         for listener in self.on_activate:
             listener(deployment)
+
+    async def _retire(self, old: Deployment, overlap: float) -> None:
+        """The overlap: the replaced deployment serves on, then is REMOVED (unless something
+        else happened to it meanwhile: it crashed, or a rollback made it active again)."""
+        await self.clock.sleep(overlap)
+        key = (old.service_id, old.environment_id)
+        if old.status == "SUCCESS" and self.active.get(key) != old.id:
+            self._set_status(old, "REMOVED")
 
     def _set_status(self, deployment: Deployment, status: str, *, at: float | None = None) -> None:
         when = self.clock.time() if at is None else at
