@@ -282,9 +282,14 @@ class ReleaseTracker:
         ordered = sorted(history, key=lambda d: d.created_at)
         for older, newer in itertools.pairwise(ordered):
             served = newer.created_at - older.created_at
+            # A release whose image Railway no longer keeps is no rollback target; it is worth
+            # knowing only when the tier may rebuild it from its commit.
+            usable = older.can_rollback or (
+                service.policy.rebuild and bool(str(older.meta.get("commitHash") or "").strip())
+            )
             if (
                 older.status == "REMOVED"
-                and older.can_rollback
+                and usable
                 and older.id not in bad
                 and served >= service.policy.bake
             ):

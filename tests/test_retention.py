@@ -209,3 +209,35 @@ async def test_a_dry_run_records_the_rebuild_it_would_send(stage: Stage) -> None
     assert record.evidence["rebuild_commit"] == commit("v1.1")
     (would,) = await events(stage, "rollback_dry_run")
     assert would["why"] == f"would rebuild commit {commit('v1.1')}"
+
+
+async def test_a_fresh_start_with_every_image_expired_still_rebuilds(stage: Stage) -> None:
+    """railguard starts with no store, after Railway dropped every image it could roll back
+    to: with rebuild on, Railway's history still tells it which release served well."""
+    stage.tier_extra = "rebuild = true"
+    stage.emu.set_image_retention(24)
+    stage.deploy("v1", ago=30 * HOUR)
+    stage.deploy("v1.1", ago=25 * HOUR)
+    stage.deploy("v2", ago=60)  # bad, and live before railguard starts
+    await stage.start_daemon()
+    await stage.run_for(40)
+    assert rebuilds(stage) == [
+        {"environmentId": stage.env, "serviceId": stage.service, "commitSha": commit("v1.1")}
+    ]
+    assert stage.active_release() == "v1.1"
+
+
+async def test_a_fresh_start_without_rebuild_infers_no_expired_release(stage: Stage) -> None:
+    stage.emu.set_image_retention(24)
+    stage.deploy("v1", ago=30 * HOUR)
+    stage.deploy("v1.1", ago=25 * HOUR)
+    stage.deploy("v2", ago=60)
+    await stage.start_daemon()
+    await stage.run_for(40)
+    assert rebuilds(stage) == []
+    assert stage.applied_rollbacks() == []
+    assert [r.verdict for r in await store_of(stage).deployments("web")] == [
+        "unverified",
+        "unverified",
+        "unverified",
+    ]
