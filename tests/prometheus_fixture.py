@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -85,14 +87,13 @@ def openmetrics() -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="session", name="prometheus")
-def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
-    """A Prometheus serving :func:`openmetrics`, started once per test session."""
+@contextmanager
+def backfilled(root: Path, text: str) -> Iterator[str]:
+    """A Prometheus serving the OpenMetrics ``text`` (timestamped samples), at its URL."""
     prometheus = servers.binary(["prometheus"], "prometheus")
     promtool = servers.binary(["promtool"], "prometheus")
-    root = tmp_path_factory.mktemp("prometheus")
     source, data, config = root / "backfill.om", root / "data", root / "prometheus.yml"
-    source.write_text(openmetrics())
+    source.write_text(text)
     backfill = subprocess.run(
         [promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(source), str(data)],
         capture_output=True,
@@ -114,6 +115,13 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
         root / "prometheus.log",
     )
     try:
-        yield Prometheus(url)
+        yield url
     finally:
         servers.stop(process)
+
+
+@pytest.fixture(scope="session", name="prometheus")
+def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """A Prometheus serving :func:`openmetrics`, started once per test session."""
+    with backfilled(tmp_path_factory.mktemp("prometheus"), openmetrics()) as url:
+        yield Prometheus(url)
