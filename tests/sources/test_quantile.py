@@ -258,6 +258,10 @@ CASES: dict[str, dict[str, tuple[int, ...]]] = {
     "spread": {"": (3, 7, 20, 40, 80, 30, 9, 6, 3, 1, 1, 0)},
     "tail": {"": (0, 0, 0, 0, 10, 10, 10, 10, 10, 10, 10, 30)},
     "fast": {"": (50, 30, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0)},
+    "first": {"": (100, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)},
+    # Buckets read at different moments: the cumulative deltas go down (10, 6, 8, ...), and
+    # both force them up to 10 (ensureMonotonic).
+    "torn": {"": (10, -4, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0)},
     "summed": {
         'handler="a"': (0, 0, 0, 5, 5, 5, 5, 5, 0, 0, 0, 0),
         'handler="b"': (1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 40),
