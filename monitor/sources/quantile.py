@@ -131,6 +131,8 @@ def bucket_quantile(q: float, cumulative: Mapping[float, float]) -> Quantile:
         return Quantile(None, "no +Inf bucket")
     # Prometheus forces the counts to be non-decreasing (ensureMonotonic): buckets read at
     # slightly different moments can disagree by the observations that came in between.
+    # Newer versions first also flatten steps under 1e-12 relative (float noise from sums
+    # of rates); whole-numbered deltas of counts below 2**53 never have such steps.
     counts: list[float] = []
     highest = -math.inf
     for bound in bounds:
