@@ -132,7 +132,7 @@ def bucket_quantile(q: float, cumulative: Mapping[float, float]) -> Quantile:
     # Prometheus forces the counts to be non-decreasing (ensureMonotonic): buckets read at
     # slightly different moments can disagree by the observations that came in between.
     # Newer versions first also flatten steps under 1e-12 relative (float noise from sums
-    # of rates); whole-numbered deltas of counts below 2**53 never have such steps.
+    # of rates): between whole counts that takes over 10**12 observations in one step.
     counts: list[float] = []
     highest = -math.inf
     for bound in bounds:
