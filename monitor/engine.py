@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from monitor.model import Op, Phase, Rule, Sample, for_slack, format_duration
+from monitor.model import Op, Phase, Rule, Sample, Signal, for_slack, format_duration
 
 
 class Transition(enum.StrEnum):
@@ -180,10 +180,14 @@ def _evaluate_known(
 
 
 def _measured(rule: Rule, sample: Sample, value: float) -> tuple[float, float] | None:
-    """A rate's (value x span, span) for a rule that fires above a threshold; None for an
-    instant (a probe, a gauge) or another kind of rule."""
+    """An error rate's (value x span, span) for a rule that fires above a threshold; None for
+    an instant (a probe, a gauge), another kind of rule, or another signal: the estimate in
+    :func:`_onset` holds for a share of requests failing (a fault dilutes it linearly in its
+    window, from a baseline near zero), not for a level like memory or a quantile."""
     span = sample.at - sample.window_start
-    if rule.op not in (Op.GT, Op.GE) or span <= 0 or not 0 <= value < float("inf"):
+    if rule.signal is not Signal.ERROR_RATE or rule.op not in (Op.GT, Op.GE):
+        return None
+    if span <= 0 or not 0 <= value <= 1:
         return None
     return value * span, span
 

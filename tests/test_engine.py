@@ -530,3 +530,15 @@ def test_an_idle_sample_round_trips() -> None:
     sample = idle(3)
     assert Sample.from_dict(sample.to_dict()) == sample
     assert "idle" not in rate(3, OK).to_dict()
+
+
+def test_only_an_error_rate_is_dated_from_its_onset() -> None:
+    # A level (memory, a quantile) does not dilute from zero: a windowed memory sample after a
+    # healthy one dates its breach from itself.
+    rule = make_rule(signal=Signal.MEMORY, threshold=0.9, for_=20.0, max_gap=4.0)
+
+    def memory(t: float, value: float) -> Sample:
+        return Sample(Signal.MEMORY, t, value, detail={"span_s": 2.0})
+
+    state, _ = feed(rule, [memory(0, 0.5), memory(2, 0.5), memory(4, 0.95), memory(6, 0.95)])
+    assert (state.phase, state.since) == (Phase.PENDING, 4.0)
