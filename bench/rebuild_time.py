@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.rollback_time import DEFAULTS_CONFIG as ROLLBACK_CONFIG  # noqa: E402
 from monitor.clock import FakeClock  # noqa: E402
 from monitor.rebuild import DEPLOY_GOAL  # noqa: E402
 from monitor.telemetry import configure_logging  # noqa: E402
@@ -40,25 +41,10 @@ BAD = {"v2": {"error_ratio": 0.5}}
 HOUR = 3600.0
 INITIALIZING, DEPLOYING = 5.0, 20.0
 
-DEFAULTS_CONFIG = """
-[railway]
-poll_interval = "30s"
-
-[tiers.production]
-grace = "{grace}"
-rebuild = true
-{tier_extra}
-
-[[services]]
-name = "web"
-tier = "production"
-service_id = "{service}"
-environment_id = "{env}"
-interval = "15s"
-health = {{ url = "{app}/health" }}
-error_rate = {{ source = "exposition", url = "{app}/metrics", min_requests = 5 }}
-memory = {{ source = "exposition", url = "{app}/metrics", limit_metric = "app_memory_limit_bytes" }}
-"""
+# rollback_time's production service and default windows, on a tier that may rebuild.
+DEFAULTS_CONFIG = ROLLBACK_CONFIG.replace(
+    'grace = "{grace}"\n', 'grace = "{grace}"\nrebuild = true\n', 1
+)
 
 
 async def one_rebuild(tmp: Path, build: float) -> dict[str, Any]:

@@ -328,8 +328,7 @@ class Daemon:
         if poller.last_failure is not None:
             return f"the last Railway poll failed: {poller.last_failure}"
         age = poller.age(self.clock.time())
-        # Stale past a few intervals: the poller is stuck, not merely slowed by the budget.
-        if age is not None and age > 5 * poller.interval + 30.0:
+        if age is not None and age > poller.max_age:  # stuck, not merely slowed by the budget
             return f"the last Railway poll answered {format_duration(age)} ago"
         latest = poller.latest(name)
         if latest is not None and latest.problem is not None:

@@ -20,11 +20,13 @@ from prometheus_client import CollectorRegistry
 
 from monitor.clock import Clock, FakeClock
 from monitor.daemon import Daemon
+from monitor.model import Signal
 from monitor.plan import build_plan
 from monitor.railway.client import Deployment
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sandbox.sample_app import STATE_KEY, create_app
 from monitor.sandbox.sandbox import HEALTHY, link_sleep, plays
+from monitor.scheduler import ServiceWorker
 from monitor.settings import load_environment
 from monitor.store import Store
 from monitor.telemetry import Metrics
@@ -231,13 +233,36 @@ def store_of(stage: Stage) -> Store:
     return stage.daemon.store
 
 
-async def released(stage: Stage, bad: str = "v2") -> tuple[str, str]:
-    """v1.1 serves and bakes to known-good; then ``bad`` goes live. Returns their ids."""
+async def known_good(stage: Stage) -> str:
+    """v1 served for hours, v1.1 bakes to known-good under railguard's eyes; its id."""
     stage.deploy("v1", ago=7200)
     good = stage.deploy("v1.1", ago=3600)
     await stage.start_daemon()
     await stage.run_for(12)
-    return good.id, stage.deploy(bad).id
+    return good.id
+
+
+async def released(stage: Stage, bad: str = "v2") -> tuple[str, str]:
+    """v1.1 serves and bakes to known-good; then ``bad`` goes live. Returns their ids."""
+    good = await known_good(stage)
+    return good, stage.deploy(bad).id
+
+
+def worker(stage: Stage) -> ServiceWorker:
+    """The running daemon's worker for ``web``."""
+    assert stage.daemon is not None
+    (web,) = stage.daemon.workers
+    return web
+
+
+async def watch(stage: Stage, seconds: float) -> list[str]:
+    """Run the stage; the health samples' reasons, one per half second."""
+    reasons = []
+    for _ in range(round(seconds / 0.5)):
+        await stage.run_for(0.5)
+        sample = worker(stage).latest.get(Signal.HEALTH)
+        reasons.append("" if sample is None else sample.reason)
+    return reasons
 
 
 async def trail(stage: Stage, kind: str) -> list[dict[str, Any]]:

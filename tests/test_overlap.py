@@ -15,8 +15,7 @@ import pytest
 
 from monitor.clock import FakeClock
 from monitor.model import Signal
-from monitor.scheduler import ServiceWorker
-from tests.stage import CONFIG, Stage, released, store_of
+from tests.stage import CONFIG, Stage, known_good, released, store_of, watch, worker
 
 HEADER = "X-Railway-Deployment-Id"
 # The stage's health check, with the release check (the app echoes its deployment id).
@@ -33,31 +32,6 @@ async def stage(clock: FakeClock, tmp_path: Path) -> AsyncIterator[Stage]:
     await stage.start_servers()
     yield stage
     await stage.close()
-
-
-def worker(stage: Stage) -> ServiceWorker:
-    assert stage.daemon is not None
-    (web,) = stage.daemon.workers
-    return web
-
-
-async def watch(stage: Stage, seconds: float) -> list[str]:
-    """Run the stage; the health samples' reasons, one per half second."""
-    reasons = []
-    for _ in range(round(seconds / 0.5)):
-        await stage.run_for(0.5)
-        sample = worker(stage).latest.get(Signal.HEALTH)
-        reasons.append("" if sample is None else sample.reason)
-    return reasons
-
-
-async def known_good(stage: Stage) -> str:
-    """v1 served for hours, v1.1 bakes to known-good under railguard's eyes; its id."""
-    stage.deploy("v1", ago=7200)
-    good = stage.deploy("v1.1", ago=3600)
-    await stage.start_daemon()
-    await stage.run_for(12)
-    return good.id
 
 
 def test_the_stage_config_has_the_release_check() -> None:

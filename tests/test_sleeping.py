@@ -11,9 +11,8 @@ import pytest
 from monitor.clock import FakeClock
 from monitor.model import Phase, Signal
 from monitor.sandbox.sample_app import STATE_KEY
-from monitor.scheduler import ServiceWorker
 from tests.helpers import until
-from tests.stage import CONFIG, Stage, store_of, trail
+from tests.stage import CONFIG, Stage, known_good, store_of, trail, watch, worker
 
 # The app answers 502 this long after the request that woke it: longer than the health rule's
 # `for` (5s), so only the cold-start allowance keeps a healthy release from being rolled back.
@@ -32,21 +31,6 @@ async def stage(clock: FakeClock, tmp_path: Path) -> AsyncIterator[Stage]:
     stage.app[STATE_KEY].update({"cold_start": APP_COLD_START})
     yield stage
     await stage.close()
-
-
-def worker(stage: Stage) -> ServiceWorker:
-    assert stage.daemon is not None
-    (web,) = stage.daemon.workers
-    return web
-
-
-async def known_good(stage: Stage) -> str:
-    """v1 served for hours, v1.1 bakes to known-good under railguard's eyes; its id."""
-    stage.deploy("v1", ago=7200)
-    good = stage.deploy("v1.1", ago=3600)
-    await stage.start_daemon()
-    await stage.run_for(12)
-    return good.id
 
 
 async def fall_asleep(stage: Stage, deployment: str) -> None:
@@ -70,16 +54,6 @@ async def fall_asleep(stage: Stage, deployment: str) -> None:
         return active is not None and active.status == "SLEEPING"
 
     await until(seen_asleep, "a poll that sees the service asleep")
-
-
-async def watch(stage: Stage, seconds: float) -> list[str]:
-    """Run the stage; the health samples' reasons, one per half second."""
-    reasons = []
-    for _ in range(round(seconds / 0.5)):
-        await stage.run_for(0.5)
-        sample = worker(stage).latest.get(Signal.HEALTH)
-        reasons.append("" if sample is None else sample.reason)
-    return reasons
 
 
 def never_judged(stage: Stage) -> None:
