@@ -338,3 +338,52 @@ async def test_a_rollback_that_reached_railway_is_followed_after_a_restart(
     assert (await store.deployment("web", bad.id)).verdict == "bad"  # type: ignore[union-attr]
     await stage.stop_daemon()
     await store.close()
+
+
+async def test_an_intent_killed_before_its_counted_mutation_left_is_sent_once_after_the_window(
+    stage: Stage, tmp_path: Path
+) -> None:
+    """SIGKILL right after the intent (with its first attempt counted) was written and before
+    the mutation left: Railway shows no replacement, so after the reconcile window the same
+    intent is sent, once, and the rollback ends."""
+    from monitor.store import open_store
+
+    stage.deploy("v1", ago=7200)
+    good = stage.deploy("v1.1", ago=3600)
+    bad = stage.deploy("v2", ago=600)
+    store = await open_store(tmp_path / "state.db")
+    now = stage.clock.time()
+    await store.upsert_deployment(
+        "web",
+        id=bad.id,
+        status="SUCCESS",
+        created_at=now - 600,
+        can_rollback=True,
+        meta={},
+        seen_at=now - 600,
+        live=True,
+    )
+    intent = await store.begin_rollback(
+        "web",
+        bad.id,
+        good.id,
+        "auto",
+        "railguard",
+        "error-rate",
+        "test",
+        {},
+        now - 1,
+        dry_run=False,
+        attempt=True,
+    )
+    assert intent.attempts == 1
+    stage.behaviour = {"v2": {"error_ratio": 0.5}}
+    await stage.start_daemon(store=store)
+    await stage.run_for(10)
+    assert stage.rollbacks_sent() == []  # within the window Railway may still apply it
+    await stage.run_for(40)
+    assert stage.rollbacks_sent() == [good.id]
+    (record,) = await store.rollbacks("web")
+    assert (record.state, record.attempts) == ("succeeded", 2), record.error
+    await stage.stop_daemon()
+    await store.close()
