@@ -258,6 +258,20 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 """A duration string in the file (``"3m"``), seconds once validated."""
 
 Number = Annotated[float, BeforeValidator(_percent), AfterValidator(_finite_number)]
+"""A number, or a percentage string such as ``"5%"``."""
+
+
+def _threshold(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, str):
+        return expand_in(value, info).strip()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f'a threshold is a number, "5%" or "500ms" (got {shown(value)})')
+    return _finite_number(float(value))
+
+
+Threshold = Annotated[float | str, BeforeValidator(_threshold)]
+"""A rule threshold as written: a number, a percentage or a duration; which forms a signal
+takes is decided with the signal (:func:`monitor.rules.threshold_value`)."""
 """A finite number; ``"5%"`` is accepted and means 0.05."""
 
 HttpUrl = Annotated[str, BeforeValidator(_expand_text), AfterValidator(_http_url)]

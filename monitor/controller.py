@@ -64,8 +64,11 @@ def _reason(rule: Rule, state: RuleState, now: float) -> str:
     if last is None or last.value is None:
         compared = rule.describe()
     else:
-        compared = f"{rule.signal.value} {last.value:g} {rule.op.value} {rule.threshold:g}"
-    hits = sum(1 for s in window if s.value is not None and rule.breaches(s.value))
+        compared = f"{rule.signal.value} {rule.shown(last.value)} {rule.describe_limit()}"
+        said = last.detail.get("vs_baseline")
+        if isinstance(said, dict) and isinstance(said.get("text"), str):
+            compared += f" ({said['text']})"
+    hits = sum(1 for s in window if rule.breached(s))
     lasted = format_duration(max(0.0, now - since))
     return f"{compared} for {lasted} ({hits}/{len(window)} samples breaching)"
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from monitor.baseline import Reference, judge
 from monitor.model import Op, Phase, Rule, Sample, Signal, for_slack, format_duration
 
 
@@ -88,9 +89,13 @@ class Verdict:
         return Transition.FIRING in self.transitions
 
 
-def evaluate(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, Verdict]:
+def evaluate(
+    rule: Rule, state: RuleState, sample: Sample, reference: Reference | None = None
+) -> tuple[RuleState, Verdict]:
     """Feed one sample (``sample.at`` is now) to ``rule`` and return the new state and verdict.
 
+    ``reference`` is the baseline a baseline rule compares with (:mod:`monitor.baseline`):
+    without one, a sample its fixed threshold does not already clear is UNKNOWN.
     Raises ValueError if the sample measures another signal than the rule's.
     """
     if sample.signal is not rule.signal:
@@ -105,13 +110,32 @@ def evaluate(rule: Rule, state: RuleState, sample: Sample) -> tuple[RuleState, V
         return state, _verdict(rule, sample, state, state, (), None, reason)
     if sample.idle:
         return _evaluate_idle(rule, state, sample)
-    if sample.value is None:
+    value = sample.value
+    if value is None:
         return _evaluate_unknown(rule, state, sample)
-    return _evaluate_known(rule, state, sample, sample.value)
+    compared = _compared(rule, value)
+    if rule.baseline is not None and rule.breaches(value):
+        judgment = judge(rule.baseline, rule.signal, sample, reference)
+        if judgment.breaching is None:  # nothing to compare with: no evidence either way
+            blank = replace(sample, value=None, reason=judgment.text)
+            return _evaluate_unknown(rule, state, blank)
+        mark = {**judgment.evidence, "breaching": judgment.breaching, "text": judgment.text}
+        sample = replace(sample, detail={**sample.detail, "vs_baseline": mark})
+        compared = judgment.text if rule.threshold is None else f"{compared}; {judgment.text}"
+    return _evaluate_known(rule, state, sample, value, compared)
+
+
+def _compared(rule: Rule, value: float) -> str:
+    """``error_rate 0.07 > 0.05``: the sample against the fixed threshold, if the rule has one."""
+    shown = f"{rule.signal.value} {rule.shown(value)}"
+    if rule.threshold is None:
+        return shown
+    negation = "" if rule.breaches(value) else "not "
+    return f"{shown} {negation}{rule.op.value} {rule.shown(rule.threshold)}"
 
 
 def _evaluate_known(
-    rule: Rule, state: RuleState, sample: Sample, value: float
+    rule: Rule, state: RuleState, sample: Sample, value: float, compared: str
 ) -> tuple[RuleState, Verdict]:
     now = sample.at
     transitions: list[Transition] = []
@@ -132,9 +156,7 @@ def _evaluate_known(
         transitions.append(Transition.SIGHT_RESTORED)
         notes.append(f"sight restored after {_dur(now - _last_seen(state, now))}")
 
-    breaching = rule.breaches(value)
-    negation = "" if breaching else "not "
-    compared = f"{rule.signal.value} {value:g} {negation}{rule.op.value} {rule.threshold:g}"
+    breaching = rule.breached(sample)
     outcome = ""
     measured = _measured(rule, sample, value)
     if phase is Phase.INACTIVE:
@@ -187,6 +209,8 @@ def _measured(rule: Rule, sample: Sample, value: float) -> tuple[float, float] |
     span = sample.at - sample.window_start
     if rule.signal is not Signal.ERROR_RATE or rule.op not in (Op.GT, Op.GE):
         return None
+    if rule.baseline is not None or rule.threshold is None:
+        return None  # the limit moves with the baseline: no fixed level to date from
     if span <= 0 or not 0 <= value <= 1:
         return None
     return value * span, span
@@ -203,7 +227,8 @@ def _reach(
     if healthy is None:
         return volume, span
     excess, length = healthy
-    share = length if rule.threshold <= 0 else min(length, excess / rule.threshold)
+    threshold = rule.threshold or 0.0  # _measured returns None without one
+    share = length if threshold <= 0 else min(length, excess / threshold)
     return volume + excess, span + share
 
 
@@ -294,7 +319,7 @@ def _verdict(
 
 
 def _hits(rule: Rule, window: tuple[Sample, ...]) -> int:
-    return sum(1 for s in window if s.value is not None and rule.breaches(s.value))
+    return sum(1 for s in window if rule.breached(s))
 
 
 def _or(value: float | None, default: float) -> float:

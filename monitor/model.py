@@ -17,11 +17,62 @@ class Signal(enum.StrEnum):
     ERROR_RATE = "error_rate"  # 5xx / total over the last step, 0.0 .. 1.0
     MEMORY = "memory"  # usage / limit, 0.0 .. (can exceed 1.0 briefly)
     DEPLOYMENT = "deployment"  # Railway's view: 1.0 the active deployment runs, 0.0 crashing
+    # Request latency in seconds, as a quantile of the requests in a window (or of probes).
+    LATENCY_P50 = "latency_p50"
+    LATENCY_P90 = "latency_p90"
+    LATENCY_P95 = "latency_p95"
+    LATENCY_P99 = "latency_p99"
 
     @property
     def bounds(self) -> tuple[float, float]:
         """The lowest and highest value this signal can take."""
-        return _BOUNDS[self]
+        return _BOUNDS.get(self, (0.0, math.inf))
+
+    @property
+    def quantile(self) -> float | None:
+        """0.95 for latency_p95; None for a signal that is no quantile."""
+        return _QUANTILES.get(self)
+
+    @property
+    def table(self) -> str | None:
+        """The service's config table that says where the signal comes from: ``latency`` for
+        every latency quantile; None for health (its own keys) and deployment (automatic)."""
+        if self in _QUANTILES:
+            return "latency"
+        return None if self in (Signal.HEALTH, Signal.DEPLOYMENT) else self.value
+
+    @property
+    def rate(self) -> bool:
+        """A share of requests (0..1), shown as a percentage."""
+        return self in (Signal.ERROR_RATE, Signal.MEMORY)
+
+    def show(self, value: float) -> str:
+        """A value as a person reads it: ``5%``, ``812ms``, ``1.2s``, ``healthy``."""
+        if self is Signal.HEALTH:
+            return {1.0: "healthy", 0.0: "failing"}.get(value, f"{value:g}")
+        if self is Signal.DEPLOYMENT:
+            return {1.0: "running", 0.0: "crashing"}.get(value, f"{value:g}")
+        if self.rate:
+            return f"{value * 100:.3g}%"
+        if self in _QUANTILES:
+            return show_seconds(value)
+        return f"{value:g}"
+
+
+LATENCY_SIGNALS = (Signal.LATENCY_P50, Signal.LATENCY_P90, Signal.LATENCY_P95, Signal.LATENCY_P99)
+_QUANTILES = {Signal.LATENCY_P50: 0.5, Signal.LATENCY_P90: 0.9, Signal.LATENCY_P95: 0.95}
+_QUANTILES[Signal.LATENCY_P99] = 0.99
+
+
+def show_seconds(seconds: float) -> str:
+    """A latency for people: ``0.8123`` -> ``812ms``, ``1.25`` -> ``1.25s``, 4e-05 -> ``40µs``."""
+    if not math.isfinite(seconds):
+        return f"{seconds}s"
+    if seconds >= 1 or seconds == 0:
+        return f"{seconds:.3g}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g}ms"
+    return f"{seconds * 1e6:.3g}µs"
 
 
 _BOUNDS: dict[Signal, tuple[float, float]] = {
@@ -116,31 +167,76 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class Baseline:
+    """How a rule compares a signal with the previous known-good release's recorded value.
+
+    A sample breaches when its value is above ``factor`` x the baseline, each side backed by
+    at least ``min_requests`` observations; for an error rate the rise must also be
+    significant at ``confidence`` (a one-sided two-proportion test), so a few errors in
+    sparse traffic never decide.
+    """
+
+    factor: float
+    min_requests: int = 100
+    confidence: float = 0.95
+
+    def describe(self) -> str:
+        """``2x baseline``."""
+        return f"{self.factor:g}x baseline"
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A rollback rule as evaluated for one service (windows already resolved).
 
     Fires when the signal breaches ``op threshold`` for ``for_`` seconds, with no gap longer
     than ``max_gap`` seconds between known samples. ``tolerance`` is the fraction of
     breaching samples within the last ``for_`` seconds that suffices (1.0 = every sample).
+    A rule with a ``baseline`` also (or, without a ``threshold``, only) compares each sample
+    with the previous known-good release's (:mod:`monitor.baseline`).
     """
 
     name: str
     signal: Signal
     op: Op
-    threshold: float
+    threshold: float | None
     for_: float
     max_gap: float
     tolerance: float = 1.0
     description: str = ""
+    baseline: Baseline | None = None
 
     def breaches(self, value: float) -> bool:
-        """Whether a known value breaches this rule."""
-        return self.op.breaches(value, self.threshold)
+        """Whether a known value breaches the rule's fixed threshold (a baseline-only rule has
+        none: every value passes it, and the baseline comparison decides)."""
+        return self.threshold is None or self.op.breaches(value, self.threshold)
+
+    def breached(self, sample: Sample) -> bool:
+        """Whether a sample the engine judged breached the rule: its fixed threshold and, for
+        a baseline rule, the comparison recorded with it (``detail["vs_baseline"]``)."""
+        if sample.value is None or not self.breaches(sample.value):
+            return False
+        if self.baseline is None:
+            return True
+        mark = sample.detail.get("vs_baseline")
+        return isinstance(mark, Mapping) and mark.get("breaching") is True
+
+    def shown(self, value: float) -> str:
+        """A value of the rule's signal as the rule's own text writes it."""
+        return self.signal.show(value) if self.signal.quantile is not None else f"{value:g}"
 
     def describe(self) -> str:
         """``error_rate > 0.05 for 2m``: the rule in one line."""
-        window = format_duration(self.for_)
-        return f"{self.signal.value} {self.op.value} {self.threshold:g} for {window}"
+        return f"{self.signal.value} {self.describe_limit()} for {format_duration(self.for_)}"
+
+    def describe_limit(self) -> str:
+        """``> 0.05``, ``> 500ms and > 1.5x baseline``: what a breaching value is."""
+        parts = []
+        if self.threshold is not None:
+            parts.append(f"{self.op.value} {self.shown(self.threshold)}")
+        if self.baseline is not None:
+            parts.append(f"{self.op.value} {self.baseline.describe()}")
+        return " and ".join(parts)
 
 
 class Phase(enum.StrEnum):

@@ -16,11 +16,12 @@ from pydantic import SecretStr
 from monitor.alerts.channels import channel_name
 from monitor.configtypes import Expansions
 from monitor.errors import ConfigError
-from monitor.model import Rule, Signal, format_duration
+from monitor.model import LATENCY_SIGNALS, Rule, Signal, format_duration
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import Redactor
 from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
 from monitor.settings import (
+    SIGNAL_TABLES,
     Config,
     Environment,
     RailwayConfig,
@@ -72,6 +73,14 @@ class ServicePlan:
     def signals(self) -> frozenset[Signal]:
         """The signals its rules need."""
         return frozenset(rule.signal for rule in self.rules)
+
+    @property
+    def latency_signals(self) -> tuple[Signal, ...]:
+        """The latency quantiles its rules watch (p95 alone when only the table asks)."""
+        if self.config.latency is None:
+            return ()
+        wanted = tuple(s for s in LATENCY_SIGNALS if s in self.signals)
+        return wanted or (Signal.LATENCY_P95,)
 
     @property
     def wants_deployment(self) -> bool:
@@ -164,12 +173,17 @@ class Plan:
             if service.health is not None and service.health.release is not None:
                 where = service.health.release.describe()
                 lines.append(f"    release check: the answering deployment in the {where}")
-            for signal in (Signal.ERROR_RATE, Signal.MEMORY):
-                source = getattr(service.config, signal.value)
+            for table in SIGNAL_TABLES:
+                source = getattr(service.config, table)
                 if source is not None:
                     url = getattr(source, "url", None)
                     where = f" {shown(url)}" if isinstance(url, str) else ""
-                    lines.append(f"    {signal.value} from {source.source}{where}")
+                    what = table
+                    if table == "latency":
+                        what = "latency " + "/".join(
+                            s.value.removeprefix("latency_") for s in service.latency_signals
+                        )
+                    lines.append(f"    {what} from {source.source}{where}")
             for rule in service.rules:
                 extra = "" if rule.tolerance >= 1 else f", tolerance {rule.tolerance:g}"
                 lines.append(
@@ -255,12 +269,19 @@ def source_type(service: ServiceConfig, signal: Signal) -> str | None:
         return "health" if service.health_check is not None else None
     if signal is Signal.DEPLOYMENT:  # automatic: Railway knows every service it runs
         return "railway" if has_railway_ids(service) else None
-    config = getattr(service, signal.value)
+    table = signal.table
+    config = None if table is None else getattr(service, table)
     return None if config is None else str(config.source)
 
 
 NO_RAILWAY_IDS = (
     "the deployment signal comes from Railway and needs the service's service_id and environment_id"
+)
+
+
+NO_RELEASES = (
+    "a baseline is a known-good release's own record, and releases come from Railway: it needs "
+    "the service's service_id and environment_id"
 )
 
 
@@ -287,7 +308,9 @@ def plan_service(
                 f"(its rules: {', '.join(policy.rules) or 'none'})"
             )
     uses_railway = [
-        s.value for s in (Signal.ERROR_RATE, Signal.MEMORY) if source_type(service, s) == "railway"
+        table
+        for table in SIGNAL_TABLES
+        if getattr(getattr(service, table), "source", None) == "railway"
     ]
     if uses_railway and not (service.service_id and service.environment_id):
         raise ConfigError(
@@ -302,10 +325,16 @@ def plan_service(
             # Not a mistake: without Railway ids there is nothing to watch, nor to roll back.
             skipped.append(SkippedRule(name, NO_RAILWAY_IDS))
             continue
+        if spec.baseline is not None and not has_railway_ids(service):
+            skipped.append(SkippedRule(name, NO_RELEASES))
+            continue
         cadence = _cadence(service, spec.signal, config.railway)
-        rule = spec.resolve(cadence, service.rules.get(name))
+        try:
+            rule = spec.resolve(cadence, service.rules.get(name))
+        except ValueError as e:  # the override's threshold does not fit the rule's signal
+            raise ConfigError(f"{here}.rules.{name}.threshold ({service.name}): {e}") from e
         if source_type(service, rule.signal) is None:
-            key = "health_url" if rule.signal is Signal.HEALTH else rule.signal.value
+            key = "health_url" if rule.signal is Signal.HEALTH else str(rule.signal.table)
             raise ConfigError(
                 f"{here} ({service.name}): rule {name!r} of tier {service.tier!r} needs the "
                 f"{rule.signal.value} signal, but the service has no {key!r}: add it, or "

@@ -16,22 +16,83 @@ can never fire, or always fires, or cannot be covered by its samples is refused 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from monitor.configtypes import DAY, Duration, Number, Strict, within
+from monitor.baseline import Reference
+from monitor.configtypes import DAY, Duration, Strict, Threshold, parse_duration, shown, within
 from monitor.engine import RuleState, evaluate
 from monitor.errors import ConfigError
-from monitor.model import Op, Phase, Rule, Sample, Signal, format_duration
+from monitor.model import (
+    LATENCY_SIGNALS,
+    Baseline,
+    Op,
+    Phase,
+    Rule,
+    Sample,
+    Signal,
+    format_duration,
+)
 from monitor.settings import WINDOW_WHY, RuleOverride, format_validation_error, read_toml
 
 RULE_NAME = r"^[a-z0-9][a-z0-9-]*$"
 DRY_RUN_SAMPLES = 100
 """The most samples the dry run feeds a rule per phase, however long its window."""
+
+
+# Signals a baseline may compare: measured over requests, so each side has a count to test.
+BASELINE_SIGNALS = frozenset({Signal.ERROR_RATE, *LATENCY_SIGNALS})
+
+
+def threshold_value(signal: Signal, raw: float | str) -> float:
+    """A threshold as written -> the signal's unit: ``"5%"`` -> 0.05 for a rate, ``"500ms"`` ->
+    0.5 for a latency, a number as it is. Raises ValueError saying which forms fit."""
+    value = _threshold_value(signal, raw)
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number (got {shown(raw)})")
+    return value
+
+
+def _threshold_value(signal: Signal, raw: float | str) -> float:
+    if isinstance(raw, float | int):
+        return float(raw)
+    if signal.quantile is not None:
+        if raw.endswith("%"):
+            raise ValueError(
+                f'{signal.value} is a duration: write the threshold as "500ms" or "1.5s", '
+                f"not {shown(raw)}"
+            )
+        return parse_duration(raw)
+    if raw.endswith("%"):
+        try:
+            return float(raw[:-1]) / 100.0
+        except ValueError:
+            raise ValueError(f"not a percentage: {shown(raw)}") from None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(
+            f'not a number or a percentage such as "5%": {shown(raw)}'
+            + (" (durations are for latency signals)" if raw[-1:].isalpha() else "")
+        ) from None
+
+
+class BaselineSpec(Strict):
+    """``baseline = { factor = 2 }``: breach above 2x the previous known-good release's value."""
+
+    factor: float = Field(gt=1, le=1000)
+    min_requests: int = Field(100, ge=10, le=10**9)
+    """Observations each side needs (the sample's window, and the baseline release's)."""
+    confidence: float = Field(0.95, ge=0.5, lt=1)
+    """For an error rate: how sure the one-sided proportion test must be that it rose."""
+
+    def resolve(self) -> Baseline:
+        """The model the engine uses."""
+        return Baseline(self.factor, self.min_requests, self.confidence)
 
 
 class RuleSpec(Strict):
@@ -41,24 +102,57 @@ class RuleSpec(Strict):
     description: str = ""
     signal: Signal
     op: Op
-    threshold: Number
+    threshold: Threshold | None = None
+    baseline: BaselineSpec | None = None
     for_: Annotated[Duration, within(0.0, DAY, why_hi=WINDOW_WHY)] = Field(alias="for")
     max_gap: Annotated[Duration, within(0.0, DAY, above=True)] | None = None
     tolerance: float = Field(1.0, gt=0, le=1)
 
+    @field_validator("threshold")
+    @classmethod
+    def _unit(cls, value: float | str | None, info: ValidationInfo) -> float | None:
+        signal = info.data.get("signal")
+        if value is None or signal is None:  # no signal: its own error says so
+            return None if value is None else 0.0
+        return threshold_value(signal, value)
+
+    @model_validator(mode="after")
+    def _comparison(self) -> RuleSpec:
+        if self.baseline is None:
+            if self.threshold is None:
+                raise ValueError("threshold: a rule needs a threshold, a baseline, or both")
+            return self
+        if self.signal not in BASELINE_SIGNALS:
+            names = ", ".join(sorted(s.value for s in BASELINE_SIGNALS))
+            raise ValueError(
+                f"baseline: {self.signal.value} is not measured over requests, so it has no "
+                f"baseline to compare with (baseline rules watch {names})"
+            )
+        if self.op not in (Op.GT, Op.GE):
+            raise ValueError(
+                f"baseline: a baseline rule fires on a rise above the baseline: op must be > "
+                f"or >=, not {self.op.value}"
+            )
+        return self
+
     def resolve(self, interval: float, override: RuleOverride | None = None) -> Rule:
-        """The rule as evaluated for a service probed every ``interval`` seconds."""
+        """The rule as evaluated for a service probed every ``interval`` seconds.
+
+        Raises ValueError when the override's threshold does not fit the signal.
+        """
         o = override or RuleOverride()
         max_gap = o.max_gap if o.max_gap is not None else self.max_gap
+        threshold = self.threshold if o.threshold is None else o.threshold
         return Rule(
             name=self.name,
             signal=self.signal,
             op=self.op,
-            threshold=self.threshold if o.threshold is None else o.threshold,
+            threshold=None if threshold is None else threshold_value(self.signal, threshold),
             for_=self.for_ if o.for_ is None else o.for_,
             max_gap=2 * interval if max_gap is None else max_gap,
             tolerance=self.tolerance if o.tolerance is None else o.tolerance,
             description=self.description,
+            baseline=None if self.baseline is None else self.baseline.resolve(),
         )
 
 
@@ -123,7 +217,10 @@ def _candidates(signal: Signal, threshold: float) -> Iterable[float]:
 
 
 def check_domain(rule: Rule) -> str | None:
-    """Whether the rule can both fire and stay quiet on the values its signal can take."""
+    """Whether the rule can both fire and stay quiet on the values its signal can take (a
+    rule with no fixed threshold is left to its baseline, whose factor is checked at load)."""
+    if rule.threshold is None:
+        return None
     outcomes = {rule.breaches(v) for v in _candidates(rule.signal, rule.threshold)}
     lo, hi = rule.signal.bounds
     span = f"{lo:g}..{hi:g}" if math.isfinite(hi) else f"{lo:g} and up"
@@ -143,11 +240,39 @@ def check_domain(rule: Rule) -> str | None:
     return None
 
 
-def _breaching_and_healthy(rule: Rule) -> tuple[float, float]:
-    values = list(_candidates(rule.signal, rule.threshold))
-    breaching = next(v for v in values if rule.breaches(v))
-    healthy = next(v for v in values if not rule.breaches(v))
-    return breaching, healthy
+@dataclass(frozen=True, slots=True)
+class _Trial:
+    """What the dry run feeds a rule: a breaching and a healthy sample, and a baseline."""
+
+    bad: float
+    good: float
+    reference: Reference | None = None
+    detail: Mapping[str, float] = field(default_factory=dict)
+
+    def sample(self, rule: Rule, at: float, value: float) -> Sample:
+        detail = dict(self.detail)
+        if "requests" in detail:
+            detail["errors"] = value * detail["requests"]
+        return Sample(rule.signal, at, value, detail=detail)
+
+
+def _trial(rule: Rule) -> _Trial:
+    if rule.threshold is not None and rule.baseline is None:
+        values = list(_candidates(rule.signal, rule.threshold))
+        breaching = next(v for v in values if rule.breaches(v))
+        healthy = next(v for v in values if not rule.breaches(v))
+        return _Trial(breaching, healthy)
+    assert rule.baseline is not None
+    # A baseline well inside the signal's range, plenty of requests on both sides, and a
+    # fault at twice the limit (and past the fixed threshold, if there is one).
+    factor, requests = rule.baseline.factor, 100.0 * rule.baseline.min_requests
+    base = min(0.01, 0.25 / factor) if rule.signal is Signal.ERROR_RATE else 0.1
+    bad = 2 * factor * base
+    if rule.threshold is not None:
+        bad = max(bad, *(v for v in _candidates(rule.signal, rule.threshold) if rule.breaches(v)))
+    bad = min(bad, rule.signal.bounds[1])
+    reference = Reference("dry run", base, requests, base * requests)
+    return _Trial(bad, base, reference, {"requests": requests})
 
 
 def dry_run(rule: Rule, interval: float) -> str | None:
@@ -171,7 +296,8 @@ def dry_run(rule: Rule, interval: float) -> str | None:
             f"can never fire: max_gap {format_duration(rule.max_gap)} is shorter than the "
             f"interval {format_duration(interval)}, so every sample breaks the window"
         )
-    bad, good = _breaching_and_healthy(rule)
+    trial = _trial(rule)
+    bad, good = trial.bad, trial.good
     deadline = rule.for_ + interval
     step, tested = interval, rule
     if deadline > DRY_RUN_SAMPLES * interval:
@@ -183,7 +309,7 @@ def dry_run(rule: Rule, interval: float) -> str | None:
         t = k * step
         if t > deadline:
             break
-        state, verdict = evaluate(tested, state, Sample(rule.signal, t, bad))
+        state, verdict = evaluate(tested, state, trial.sample(rule, t, bad), trial.reference)
         if verdict.fired:
             fired_at = t
             break
@@ -200,7 +326,7 @@ def dry_run(rule: Rule, interval: float) -> str | None:
         t = fired_at + k * step
         if t > fired_at + rule.for_ + step:
             break
-        state, _ = evaluate(tested, state, Sample(rule.signal, t, good))
+        state, _ = evaluate(tested, state, trial.sample(rule, t, good), trial.reference)
     if state.phase is Phase.INACTIVE:
         return None
     return f"dry run: healthy {rule.signal.value} values ({good:g}) did not clear the rule"

@@ -13,7 +13,7 @@ import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     AfterValidator,
@@ -33,16 +33,16 @@ from monitor.configtypes import (
     Duration,
     Expansions,
     HttpUrl,
-    Number,
     Strict,
     Text,
+    Threshold,
     shown,
     within,
 )
 from monitor.errors import ConfigError
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import redact_url
-from monitor.sources.exposition import ExpositionErrorRate, ExpositionMemory
+from monitor.sources.exposition import ExpositionErrorRate, ExpositionLatency, ExpositionMemory
 from monitor.sources.health import HealthCheck
 from monitor.sources.promql import PromQLErrorRate, PromQLMemory
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
@@ -210,7 +210,7 @@ class RuleOverride(Strict):
     """A service's changes to one of its tier's rules."""
 
     for_: Annotated[Duration, within(0.0, DAY, why_hi=WINDOW_WHY)] | None = Field(None, alias="for")
-    threshold: Number | None = None
+    threshold: Threshold | None = None
     max_gap: Annotated[Duration, within(0.0, DAY, above=True)] | None = None
     tolerance: float | None = Field(None, gt=0, le=1)
 
@@ -222,7 +222,24 @@ ErrorRateSource = Annotated[
 MemorySource = Annotated[
     ExpositionMemory | RailwayMemory | PromQLMemory, Field(discriminator="source")
 ]
-SOURCE_TYPES = frozenset({"exposition", "railway", "promql"})
+# One table for every latency quantile: the rules say which quantiles (latency_p95, ...).
+LatencySource = Annotated[Union[ExpositionLatency], Field(discriminator="source")]  # noqa: UP007
+SOURCE_TYPES = frozenset({"exposition", "railway", "promql", "health"})
+SIGNAL_TABLES = ("error_rate", "memory", "latency")
+"""The service's keys that choose a signal's source."""
+
+
+def _tags(union: Any) -> tuple[str, ...]:
+    """The ``source`` values a discriminated union of source models takes."""
+    members = get_args(get_args(union)[0]) or (get_args(union)[0],)
+    return tuple(sorted(get_args(m.model_fields["source"].annotation)[0] for m in members))
+
+
+TABLE_SOURCES = {
+    "error_rate": _tags(ErrorRateSource),
+    "memory": _tags(MemorySource),
+    "latency": _tags(LatencySource),
+}
 
 
 class ServiceConfig(Strict):
@@ -245,9 +262,10 @@ class ServiceConfig(Strict):
     ] = 15.0
     error_rate: ErrorRateSource | None = None
     memory: MemorySource | None = None
+    latency: LatencySource | None = None
     rules: dict[str, RuleOverride] = {}
 
-    @field_validator("health", "error_rate", "memory")
+    @field_validator("health", "error_rate", "memory", "latency")
     @classmethod
     def _body_limit(cls, value: Any) -> Any:
         limit = getattr(value, "max_body_bytes", None)
@@ -408,7 +426,7 @@ def _user_location(loc: Sequence[int | str]) -> list[int | str]:
     for part in loc:
         if isinstance(part, str) and part.startswith("function-"):
             continue
-        if part in SOURCE_TYPES and out and out[-1] in ("error_rate", "memory"):
+        if part in SOURCE_TYPES and out and out[-1] in SIGNAL_TABLES:
             continue
         if part in CHANNELS and len(out) >= 2 and out[-2] == "channels":
             continue
@@ -463,6 +481,8 @@ def format_validation_error(
             ctx = item.get("ctx", {})
             tag_key = str(ctx.get("discriminator", "'source'")).strip("'")
             known = sorted(SOURCE_TYPES if tag_key == "source" else CHANNELS)
+            if tag_key == "source" and loc and loc[-1] in TABLE_SOURCES:
+                known = list(TABLE_SOURCES[str(loc[-1])])  # what this table takes
             tag = ctx.get("tag")
             message = (
                 f"unknown {tag_key} {tag!r}" if tag is not None else f"missing key {tag_key!r}"

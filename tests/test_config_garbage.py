@@ -254,7 +254,7 @@ def test_named_mistakes_in_a_service(
         ("tiers.staging", "max_rollbacks_per_day = 1000", "max_rollbacks_per_day: Input should be"),
         ("daemon", 'shutdown_timeout = "1h"', "daemon.shutdown_timeout: must be at most 10m"),
         ("railway", "requests_per_hour = 1000000000", "railway.requests_per_hour"),
-        ("services.rules.health-failing", "threshold = inf", "threshold: Input should be a finite"),
+        ("services.rules.health-failing", "threshold = inf", "threshold: must be a finite number"),
     ],
 )
 def test_limits_name_the_key_and_the_value(

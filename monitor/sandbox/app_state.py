@@ -31,6 +31,7 @@ class Persona:
     mode: Mode
     delay: float
     error_ratio: float
+    latency: float = 0.0
 
 
 class ControlError(ValueError):
@@ -50,6 +51,7 @@ class AppState:
     mode: Mode = "ok"
     delay: float = 10.0
     error_ratio: float = 0.0
+    latency: float = 0.0
     memory_bytes: int = 100 * MIB
     memory_limit_bytes: int = 512 * MIB
     asleep: bool = False
@@ -92,7 +94,13 @@ class AppState:
     def persona(self) -> Persona:
         """The release the app serves now."""
         return Persona(
-            self.release, self.deployment_id, self.commit, self.mode, self.delay, self.error_ratio
+            self.release,
+            self.deployment_id,
+            self.commit,
+            self.mode,
+            self.delay,
+            self.error_ratio,
+            self.latency,
         )
 
     def answering(self) -> Persona:
@@ -186,6 +194,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "mode": _mode,
     "delay": _number(0.0, 86_400.0),
     "error_ratio": _number(0.0, 1.0),
+    "latency": _number(0.0, 60.0),
     "memory_bytes": _bytes,
     "memory_limit_bytes": _bytes,
     "release": label,

@@ -16,6 +16,8 @@ Faults (``POST /_control`` with a JSON object; fields left out keep their value)
 - ``error_ratio`` (0..1): the fraction of traffic requests answered with 500, whatever the
   mode. Deterministic: the n-th request fails when ``floor(n * ratio)`` goes up, so 0.5 fails
   every second request.
+- ``latency`` (seconds): how long each traffic request is recorded as taking in the
+  ``http_request_duration_seconds`` histogram (simulated: the app answers at once).
 - ``memory_bytes`` / ``memory_limit_bytes``: what /metrics reports as the process's resident
   memory and its limit. ``delay``: seconds for ``slow``. ``release``: the release label.
 - ``asleep``: Railway has the service asleep (serverless). The next request on any route but
@@ -40,7 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from monitor.clock import Clock, SystemClock
@@ -64,6 +66,7 @@ REGISTRY_KEY = web.AppKey("sample_app_registry", CollectorRegistry)
 _CLOCK_KEY = web.AppKey("sample_app_clock", Clock)
 _CLOSING_KEY = web.AppKey("sample_app_closing", asyncio.Event)
 _REQUESTS_KEY = web.AppKey("sample_app_requests", Counter)
+_DURATION_KEY = web.AppKey("sample_app_durations", Histogram)
 WAKE_KEY = web.AppKey("sample_app_wake_hooks", list[Callable[[], None]])
 _PERSONA_KEY = web.RequestKey("sample_app_persona", Persona)
 
@@ -81,6 +84,11 @@ def create_app(*, release: str = "v1", clock: Clock | None = None) -> web.Applic
     app[WAKE_KEY] = []
     app[_REQUESTS_KEY] = Counter(
         "http_requests", "Requests served, by status code.", ["code"], registry=registry
+    )
+    app[_DURATION_KEY] = Histogram(
+        "http_request_duration_seconds",
+        "Traffic requests' duration as the app records it (see the latency switch).",
+        registry=registry,
     )
     Gauge(
         "process_resident_memory_bytes", "Simulated resident memory.", registry=registry
@@ -149,6 +157,7 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _traffic(request: web.Request) -> web.Response:
     state, persona = request.app[STATE_KEY], _answering(request)
+    request.app[_DURATION_KEY].observe(persona.latency)
     if persona.mode == "error" or state.next_traffic_fails(persona.error_ratio):
         return _served(request, web.Response(status=500, text="internal error\n"))
     return _served(request, web.Response(text=f"served by {persona.release}\n"))

@@ -1,21 +1,19 @@
-"""The exposition source: error rate and memory read from the app's own Prometheus /metrics.
+"""The exposition source: error rate, memory and latency from the app's own Prometheus /metrics.
 
-Error rate is the growth of the 5xx requests counter over the growth of all requests between
-two scrapes; memory is a resident-memory gauge over a limit (fixed, or another gauge). What
-keeps a value from being measured (a failed scrape, a missing series, a counter reset, too
-little traffic) makes the sample UNKNOWN with a reason, never a breach.
+The readers (:mod:`.exposition_readers`) turn what a scrape found into samples. What keeps a
+value from being measured (a failed scrape, a missing series, a counter reset, too little
+traffic) makes the sample UNKNOWN with a reason, never a breach.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, Literal
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from prometheus_client.samples import Sample as PromSample
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -30,14 +28,13 @@ from monitor.configtypes import HttpUrl, Strict, Timeout, expand_in
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
 from monitor.redact import redact_url
-from monitor.sources.exposition_checks import (
-    MAX_SERIES,
-    Key,
-    counters,
-    gauge_sum,
-    name_problem,
-    series_text,
-    value_problem,
+from monitor.sources.exposition_checks import MAX_SERIES, name_problem
+from monitor.sources.exposition_readers import (
+    ErrorRateReader,
+    Found,
+    LatencyReader,
+    MemoryReader,
+    Reader,
 )
 from monitor.sources.health import describe_error
 
@@ -57,9 +54,6 @@ _SIZE_UNITS: dict[str, int] = {"": 1, "b": 1} | {
     for base, suffixes in ((1000, ("b",)), (1024, ("ib", "i")))
     for suffix in suffixes
 }
-
-Found = dict[str, list[PromSample]]
-"""The parsed samples a scrape needs, by sample name."""
 
 
 def parse_size(value: Any) -> int:
@@ -94,7 +88,7 @@ Size = Annotated[int, BeforeValidator(_size)]
 MetricName = Annotated[str, AfterValidator(_metric_name)]
 
 
-class _Scrape(Strict):
+class Scrape(Strict):
     """What both exposition signals share: where to scrape and how patiently."""
 
     source: Literal["exposition"]
@@ -105,7 +99,7 @@ class _Scrape(Strict):
     """Only series carrying these label values count (``{ handler = "/api" }``)."""
 
 
-class ExpositionErrorRate(_Scrape):
+class ExpositionErrorRate(Scrape):
     """``error_rate = { source = "exposition", url = "...", min_requests = 20 }``."""
 
     metric: MetricName = "http_requests_total"
@@ -115,7 +109,20 @@ class ExpositionErrorRate(_Scrape):
     min_requests: int = Field(default=10, ge=1)
 
 
-class ExpositionMemory(_Scrape):
+class ExpositionLatency(Scrape):
+    """``latency = { source = "exposition", url = "..." }``: a request-duration histogram.
+
+    Its ``_bucket`` series (seconds); each quantile a rule asks for is interpolated in the
+    buckets' growth between two scrapes.
+    """
+
+    metric: MetricName = "http_request_duration_seconds"
+    """The histogram's name, without ``_bucket``."""
+    min_requests: int = Field(default=10, ge=1)
+    """Fewer observations than this between two scrapes make the quantile UNKNOWN."""
+
+
+class ExpositionMemory(Scrape):
     """``memory = { source = "exposition", url = "...", limit = "512MiB" }``.
 
     The limit is fixed (``limit``) or read from a gauge (``limit_metric``), which ``labels``
@@ -139,35 +146,12 @@ class ExpositionMemory(_Scrape):
         return self
 
 
-def _selector(metric: str, labels: Mapping[str, str]) -> str:
-    if not labels:
-        return metric
-    return metric + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
-
-
-class _Reader:
-    """Turns what a scrape found into one signal's sample."""
-
-    __slots__ = ("_filter", "_selector", "names", "scrape", "url")
-    signal: Signal
-
-    def __init__(self, config: _Scrape, metric: str, names: frozenset[str]) -> None:
-        self.scrape = config
-        self.url = config.url
-        self.names = names
-        self._filter = tuple(config.labels.items())
-        self._selector = _selector(metric, config.labels)
-
-    def _unknown(self, at: float, reason: str, detail: dict[str, Any]) -> Sample:
-        return Sample(self.signal, at, None, reason=reason, detail=detail)
-
-
 class _Target:
     """One URL to scrape, with the union of what its signals need from it."""
 
     __slots__ = ("limit", "names", "text", "timeout", "timeout_reason", "too_large", "url")
 
-    def __init__(self, readers: Sequence[_Reader]) -> None:
+    def __init__(self, readers: Sequence[Reader]) -> None:
         self.url = URL(readers[0].url)
         self.text = redact_url(readers[0].url)
         # Signals sharing a URL share one scrape, so it gets the more generous settings.
@@ -177,113 +161,6 @@ class _Target:
         self.limit = max(r.scrape.max_body_bytes for r in readers)
         self.too_large = f"exposition larger than {self.limit} bytes"
         self.names = frozenset[str]().union(*(r.names for r in readers))
-
-
-class _ErrorRateReader(_Reader):
-    """Turns successive scrapes into 5xx / total over each step."""
-
-    __slots__ = ("_baseline", "_config", "_names", "_since")
-    signal = Signal.ERROR_RATE
-
-    def __init__(self, config: ExpositionErrorRate) -> None:
-        base = config.metric.removesuffix("_total")
-        # The parser names the family without ``_total`` but keeps it on the samples; an
-        # untyped counter keeps whatever name it was exposed under.
-        self._names = (base, base + "_total")
-        super().__init__(config, config.metric, frozenset(self._names))
-        self._config = config
-        self._baseline: dict[Key, float] | None = None
-        self._since = 0.0
-
-    def read(self, at: float, url: str, found: Found | str, now: float) -> Sample:
-        # Whatever makes a scrape unusable (a failure, garbage in a series, a series missing
-        # beside present ones) keeps the baseline: the next good scrape then measures the
-        # delta over the longer span, which is still a true rate, and garbage never becomes
-        # part of what later steps are measured from.
-        if isinstance(found, str):
-            return self._unknown(at, found, {"url": url})
-        samples = [s for name in self._names for s in found.get(name, ())]
-        current = counters(samples, self._filter, self._config.status_label)
-        if isinstance(current, str):
-            return self._unknown(at, current, {"url": url})
-        if not current:
-            return self._unknown(at, f"no {self._selector} series in the exposition", {"url": url})
-        previous, since = self._baseline, self._since
-        if previous is None:
-            self._baseline, self._since = current, now
-            return self._unknown(at, "first scrape: no rate yet", {"url": url})
-        span = round(now - since, 3)
-        down = next((k for k, v in current.items() if v < previous.get(k, 0.0)), None)
-        if down is not None:
-            # A restart: the counters start again from what exists now.
-            self._baseline, self._since = current, now
-            reason = f"counter reset: {self._show(down)} went down"
-            return self._unknown(at, reason, {"url": url, "span_s": span})
-        lost = next((k for k in previous if k not in current), None)
-        if lost is not None:
-            # Without it the rate is computed from what remains: 5xx / 5xx when the one that
-            # went missing is the 2xx series. It stays UNKNOWN until the series is back or
-            # the counters reset.
-            reason = f"a missing series beside a present one: {self._show(lost)} is gone"
-            return self._unknown(at, reason, {"url": url, "span_s": span})
-        self._baseline, self._since = current, now
-        total = errors = 0.0
-        for key, value in current.items():
-            delta = value - previous.get(key, 0.0)  # a new series: all of its count is new
-            total += delta
-            if key[0].startswith("5"):
-                errors += delta
-        detail = {"url": url, "requests": total, "errors": errors, "span_s": span}
-        least = self._config.min_requests
-        if total < least:
-            reason = f"too little traffic: {total:g} requests < min_requests {least}"
-            return self._unknown(at, reason, detail)
-        rate = errors / total
-        problem = value_problem(self.signal, rate)
-        if problem:
-            return self._unknown(at, problem, detail)
-        return Sample(self.signal, at, rate, detail=detail)
-
-    def _show(self, key: Key) -> str:
-        return series_text(self._names[-1], dict(sorted(key[1])))
-
-
-class _MemoryReader(_Reader):
-    """Turns one scrape into usage / limit."""
-
-    __slots__ = ("_config",)
-    signal = Signal.MEMORY
-
-    def __init__(self, config: ExpositionMemory) -> None:
-        names = frozenset(n for n in (config.metric, config.limit_metric) if n is not None)
-        super().__init__(config, config.metric, names)
-        self._config = config
-
-    def read(self, at: float, url: str, found: Found | str, now: float) -> Sample:
-        if isinstance(found, str):
-            return self._unknown(at, found, {"url": url})
-        config = self._config
-        usage = gauge_sum(found.get(config.metric, ()), self._filter, config.metric)
-        if isinstance(usage, str):
-            return self._unknown(at, usage, {"url": url})
-        if usage is None:
-            return self._unknown(at, f"no {self._selector} series in the exposition", {"url": url})
-        limit: float | str | None = config.limit
-        if config.limit_metric is not None:
-            limit = gauge_sum(found.get(config.limit_metric, ()), (), config.limit_metric)
-        if isinstance(limit, str):
-            return self._unknown(at, limit, {"url": url, "usage_bytes": usage})
-        detail = {"url": url, "usage_bytes": usage, "limit_bytes": limit}
-        if limit is None:
-            reason = f"no {config.limit_metric} series in the exposition (limit_metric)"
-        elif limit <= 0:
-            reason = f"memory limit {config.limit_metric} is {limit:g}"
-        else:
-            ratio = usage / limit
-            reason = value_problem(self.signal, ratio)
-            if not reason:
-                return Sample(self.signal, at, ratio, detail=detail)
-        return self._unknown(at, reason, detail)
 
 
 def _parse(text: str, names: frozenset[str]) -> Found | str:
@@ -324,19 +201,25 @@ class ExpositionSource:
         *,
         error_rate: ExpositionErrorRate | None = None,
         memory: ExpositionMemory | None = None,
+        latency: ExpositionLatency | None = None,
+        quantiles: Iterable[Signal] = (Signal.LATENCY_P95,),
     ) -> None:
-        if error_rate is None and memory is None:
-            raise ProbeError("an exposition source needs error_rate, memory or both")
+        if error_rate is None and memory is None and latency is None:
+            raise ProbeError("an exposition source needs error_rate, memory or latency")
         self._session = session
         self._clock = clock
-        readers: list[_ErrorRateReader | _MemoryReader] = []
+        readers: list[Reader] = []
         if error_rate is not None:
-            readers.append(_ErrorRateReader(error_rate))
+            readers.append(ErrorRateReader(error_rate))
         if memory is not None:
-            readers.append(_MemoryReader(memory))
+            readers.append(MemoryReader(memory))
+        if latency is not None:
+            readers.append(LatencyReader(latency, sorted(set(quantiles))))
         self._readers = tuple(readers)
         self._targets = {r.url: _Target([s for s in readers if s.url == r.url]) for r in readers}
-        self.signals = frozenset(r.signal for r in readers)
+        self.signals = frozenset(r.signal for r in readers if r.signal.quantile is None)
+        if latency is not None:
+            self.signals |= frozenset(quantiles)
 
     async def collect(self, at: float) -> list[Sample]:
         """Scrape each URL once and return one sample per configured signal."""
@@ -347,7 +230,11 @@ class ExpositionSource:
             outcomes = await asyncio.gather(*map(self._scrape, targets.values()))
         found = dict(zip(targets, outcomes, strict=True))
         now = self._clock.monotonic()
-        return [r.read(at, targets[r.url].text, found[r.url], now) for r in self._readers]
+        return [
+            sample
+            for r in self._readers
+            for sample in r.samples(at, targets[r.url].text, found[r.url], now)
+        ]
 
     async def _scrape(self, target: _Target) -> Found | str:
         """The samples ``target``'s signals need, or the reason there are none."""

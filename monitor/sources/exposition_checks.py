@@ -26,6 +26,9 @@ MAX_BYTES = float(2**60)
 MAX_MEMORY_RATIO = 1000.0
 """Usage may exceed the limit briefly, but not a thousandfold: such a ratio is garbage."""
 
+MAX_LATENCY = 86400.0
+"""A request quantile over a day is garbage, not a measurement (no client waits that long)."""
+
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 Key = tuple[str, frozenset[tuple[str, str]]]
@@ -128,6 +131,8 @@ def value_problem(signal: Signal, value: float) -> str:
     low, high = signal.bounds
     if signal is Signal.MEMORY:
         high = min(high, MAX_MEMORY_RATIO)
+    elif signal.quantile is not None:
+        high = min(high, MAX_LATENCY)
     if low <= value <= high:
         return ""
     return f"{signal} would be {value:g}, outside {low:g}..{high:g}"

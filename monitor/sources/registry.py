@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from monitor.clock import Clock
-from monitor.model import Signal
+from monitor.model import LATENCY_SIGNALS, Signal
 from monitor.plan import ServicePlan, has_railway_ids
 from monitor.sources.base import Source
 from monitor.sources.exposition import ExpositionSource
@@ -42,12 +42,21 @@ class SourceContext:
     poller: RailwayPoller | None
 
 
+def _latency(configs: Mapping[Signal, Any]) -> tuple[Any, tuple[Signal, ...]]:
+    """The latency table (shared by every quantile) and the quantiles asked of it."""
+    quantiles = tuple(s for s in LATENCY_SIGNALS if s in configs)
+    return (configs[quantiles[0]] if quantiles else None), quantiles
+
+
 def _exposition(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
+    latency, quantiles = _latency(configs)
     return ExpositionSource(
         ctx.session,
         ctx.clock,
         error_rate=configs.get(Signal.ERROR_RATE),
         memory=configs.get(Signal.MEMORY),
+        latency=latency,
+        quantiles=quantiles,
     )
 
 
@@ -76,9 +85,20 @@ SOURCES: dict[str, SourceFactory] = {
     "promql": _promql,
 }
 
-# Signals configured by a table on the service (``error_rate = { source = ... }``).
+# Signals configured by a table on the service (``error_rate = { source = ... }``; the
+# ``latency`` table serves every quantile the rules ask for: ServicePlan.latency_signals).
 # Signal.DEPLOYMENT has none: it always comes from the "railway" source.
 TABLE_SIGNALS = (Signal.ERROR_RATE, Signal.MEMORY)
+
+
+def table_signals(service: ServicePlan) -> dict[Signal, Any]:
+    """Each table-configured signal the service samples, with its table."""
+    configs: dict[Signal, Any] = {}
+    for signal in (*TABLE_SIGNALS, *service.latency_signals):
+        config = getattr(service.config, str(signal.table))
+        if config is not None:
+            configs[signal] = config
+    return configs
 
 
 # Sources that send requests to the app itself: while Railway has the service asleep they are
@@ -121,10 +141,8 @@ def _sources(ctx: SourceContext) -> list[tuple[str, Source]]:
     if service.health is not None:
         sources.append(("health", HealthSource(service.health, ctx.session, ctx.clock)))
     by_type: dict[str, dict[Signal, Any]] = defaultdict(dict)
-    for signal in TABLE_SIGNALS:
-        config = getattr(service.config, signal.value)
-        if config is not None:
-            by_type[config.source][signal] = config
+    for signal, config in table_signals(service).items():
+        by_type[config.source][signal] = config
     if service.wants_deployment:  # no table: the plan keeps the rule only with Railway ids
         by_type["railway"][Signal.DEPLOYMENT] = None
     for kind, configs in by_type.items():

@@ -208,6 +208,7 @@ async def test_control_state_round_trip(client: Client) -> None:
         "mode": "slow",
         "delay": 2.5,
         "error_ratio": 0.0,
+        "latency": 0.0,
         "memory_bytes": 100 * MIB,
         "memory_limit_bytes": 512 * MIB,
         "release": "v8",

@@ -593,7 +593,7 @@ async def test_closed_session_is_a_probe_error(exposer: Exposer, clock: FakeCloc
 
 
 def test_a_source_needs_a_signal(session: aiohttp.ClientSession, clock: FakeClock) -> None:
-    with pytest.raises(ProbeError, match="needs error_rate, memory or both"):
+    with pytest.raises(ProbeError, match="needs error_rate, memory or latency"):
         ExpositionSource(session, clock)
 
 

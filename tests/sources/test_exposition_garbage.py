@@ -27,11 +27,10 @@ from monitor.sources.exposition import (
     ExpositionErrorRate,
     ExpositionMemory,
     ExpositionSource,
-    _ErrorRateReader,
-    _MemoryReader,
     _parse,
 )
 from monitor.sources.exposition_checks import MAX_MEMORY_RATIO
+from monitor.sources.exposition_readers import ErrorRateReader, MemoryReader
 
 CTX = {"environ": {}}
 URL = "http://127.0.0.1:9/metrics"
@@ -141,7 +140,7 @@ def scrapes(draw: st.DrawFn) -> tuple[list[tuple[float, float]], list[str], list
 
 
 def run_rate(bodies: Sequence[str]) -> list[Sample]:
-    reader = _ErrorRateReader(rate_config())
+    reader = ErrorRateReader(rate_config())
     samples = []
     for i, body in enumerate(bodies):
         found = _parse(body, reader.names)
@@ -195,7 +194,7 @@ def test_garbage_in_the_2xx_series_never_raises_the_error_rate(
     st.integers(1, 4),
 )
 def test_any_exposition_gives_a_sane_error_rate(lines: list[str], scrapes_n: int) -> None:
-    reader = _ErrorRateReader(rate_config())
+    reader = ErrorRateReader(rate_config())
     for i in range(scrapes_n):
         body = "\n".join(lines[i:] + lines[:i]) + "\n"
         assert_sane(reader.read(1000.0 + i, URL, _parse(body, reader.names), float(i)))
@@ -225,7 +224,7 @@ def test_any_exposition_gives_a_sane_memory_ratio(
 ) -> None:
     body = "".join(f"{name}{labels} {value}\n" for name, labels, value in series)
     limit = {"limit": "1GiB"} if fixed else {"limit_metric": "app_memory_limit_bytes"}
-    reader = _MemoryReader(memory_config(**limit))
+    reader = MemoryReader(memory_config(**limit))
     assert_sane(reader.read(1000.0, URL, _parse(body, reader.names), 0.0))
 
 
@@ -254,7 +253,7 @@ def test_any_exposition_gives_a_sane_memory_ratio(
     ],
 )
 def test_each_kind_of_garbage_names_the_series_and_the_problem(body: str, reason: str) -> None:
-    reader = _ErrorRateReader(rate_config())
+    reader = ErrorRateReader(rate_config())
     sample = reader.read(1.0, URL, _parse(err_line(5) + "\n" + body, reader.names), 0.0)
     assert sample.value is None
     assert sample.reason.startswith(reason)
@@ -290,7 +289,7 @@ def test_each_kind_of_garbage_names_the_series_and_the_problem(body: str, reason
     ],
 )
 def test_memory_garbage_is_unknown(body: str, fields: dict[str, Any], reason: str) -> None:
-    reader = _MemoryReader(memory_config(**fields))
+    reader = MemoryReader(memory_config(**fields))
     sample = reader.read(1.0, URL, _parse(body, reader.names), 0.0)
     assert sample.value is None
     assert reason in sample.reason
