@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-from monitor.model import Baseline, Sample, Signal
+from monitor.model import Baseline, Rule, Sample, Signal
 
 # Sketch buckets grow by 2%: a quantile read back from it is within 1% of what was added.
 _GAMMA = 1.02
@@ -57,6 +57,9 @@ class Judgment:
     breaching: bool | None  # None: nothing to compare (no baseline, too few requests)
     text: str
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    # No baseline (none yet, or too thin): nothing to judge by design, as for a sleeping
+    # service; the rule rests instead of going blind (and a release can bake meanwhile).
+    baseless: bool = False
 
 
 def observations(sample: Sample) -> float | None:
@@ -88,13 +91,14 @@ def judge(baseline: Baseline, signal: Signal, sample: Sample, ref: Reference | N
     value, name = sample.value, _name(signal)
     least = baseline.min_requests
     if ref is None:
-        return Judgment(None, f"no baseline yet for {name}: no earlier known-good release has one")
+        said = f"no baseline yet for {name}: no earlier known-good release has a record of it"
+        return Judgment(None, said, baseless=True)
     if ref.requests < least:
-        return Judgment(
-            None,
+        said = (
             f"baseline too thin: release {ref.release} recorded {_count(ref.requests)} requests"
-            f" < min_requests {least}",
+            f" < min_requests {least}"
         )
+        return Judgment(None, said, baseless=True)
     n = observations(sample)
     if n is None:
         return Judgment(None, f"{name} {signal.show(value)}: the sample says no request count")
@@ -125,13 +129,23 @@ def judge(baseline: Baseline, signal: Signal, sample: Sample, ref: Reference | N
         breaching = value > limit and z >= needed
         if value > limit and not breaching:
             sure = f"{baseline.confidence:.0%}"
-            return Judgment(
-                False, f"{head}: above {baseline.factor:g}x but not significant at {sure}", evidence
-            )
+            said = f"{head}: above {baseline.factor:g}x the baseline of {ref.release}, but not "
+            return Judgment(False, said + f"significant at {sure}", evidence)
     else:
         breaching = value > limit
     verb = "above" if breaching else "within"
-    return Judgment(breaching, f"{head} {verb} {baseline.factor:g}x baseline", evidence)
+    said = f"{head} {verb} {baseline.factor:g}x the baseline of {ref.release}"
+    return Judgment(breaching, said, evidence)
+
+
+def breaches_now(rule: Rule, sample: Sample, reference: Reference | None) -> bool:
+    """Whether a known sample breaches ``rule`` as the engine would judge it; a baseline rule
+    with nothing to compare with says no (it holds nothing up, it proves nothing either)."""
+    if sample.value is None or not rule.breaches(sample.value):
+        return False
+    if rule.baseline is None:
+        return True
+    return judge(rule.baseline, rule.signal, sample, reference).breaching is True
 
 
 def _rise(x1: float, n1: float, x0: float, n0: float, factor: float) -> float:

@@ -67,7 +67,13 @@ def _reason(rule: Rule, state: RuleState, now: float) -> str:
         compared = f"{rule.signal.value} {rule.shown(last.value)} {rule.describe_limit()}"
         said = last.detail.get("vs_baseline")
         if isinstance(said, dict) and isinstance(said.get("text"), str):
-            compared += f" ({said['text']})"
+            # The comparison as the engine wrote it, after the fixed threshold if any.
+            fixed = f"{rule.signal.value} {rule.shown(last.value)} {rule.op.value} "
+            compared = (
+                said["text"]
+                if rule.threshold is None
+                else (f"{fixed}{rule.shown(rule.threshold)}; {said['text']}")
+            )
     hits = sum(1 for s in window if rule.breached(s))
     lasted = format_duration(max(0.0, now - since))
     return f"{compared} for {lasted} ({hits}/{len(window)} samples breaching)"

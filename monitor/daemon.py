@@ -173,7 +173,7 @@ class Daemon:
     def worker(self, service: ServicePlan) -> ServiceWorker:
         """The worker that ticks ``service`` (started by the scheduler)."""
         assert self.session is not None
-        return ServiceWorker(
+        worker = ServiceWorker(
             service,
             build_sources(SourceContext(service, self.session, self.clock, self.poller)),
             clock=self.clock,
@@ -183,6 +183,8 @@ class Daemon:
             after_tick=self.switchboard.after_tick,
             redactor=self.plan.redactor,
         )
+        worker.baselines = self.switchboard.baselines
+        return worker
 
     async def restore_rule_states(self, workers: Sequence[ServiceWorker]) -> None:
         """Pending episodes survive a restart; a firing rule comes back pending, so the
@@ -200,6 +202,7 @@ class Daemon:
     async def _start_rollbacks(self) -> None:
         """Release tracking, the executor and the controller; then settle what a previous
         run left open, before the first decision."""
+        from monitor.baselines import BaselineBook, watched
         from monitor.controller import RollbackController
         from monitor.executor import RollbackExecutor
         from monitor.platform_watch import PlatformWatch
@@ -244,6 +247,12 @@ class Daemon:
         )
         self.switchboard.tracker = self.tracker
         self.switchboard.controller = self.controller
+        if any(watched(s) for s in services):
+            book = BaselineBook(self.store, self.tracker, clock=self.clock)
+            self.switchboard.baselines = book
+            self.executor.reference = book.reference
+            for worker in self._workers.values():
+                worker.baselines = book
         by_name = {s.name: s for s in services}
         tracker, workers = self.tracker, self._workers
 
@@ -410,6 +419,11 @@ class Daemon:
         results = await asyncio.gather(*drains)
         if self.scheduler is not None:
             cancelled = int(results[0])
+        if self.switchboard.baselines is not None:
+            try:  # the last minute of each release's record (a failure loses only that)
+                await self.switchboard.baselines.flush_all()
+            except RailguardError as e:
+                log.warning("could not save release summaries", error=str(e))
         if self._runner is not None:
             await self._runner.cleanup()
         if self.session is not None:

@@ -117,7 +117,9 @@ def evaluate(
     if rule.baseline is not None and rule.breaches(value):
         judgment = judge(rule.baseline, rule.signal, sample, reference)
         if judgment.breaching is None:  # nothing to compare with: no evidence either way
-            blank = replace(sample, value=None, reason=judgment.text)
+            blank = replace(sample, value=None, reason=judgment.text, idle=judgment.baseless)
+            if judgment.baseless:  # no baseline is no outage of sight: the rule rests
+                return _evaluate_idle(rule, state, blank)
             return _evaluate_unknown(rule, state, blank)
         mark = {**judgment.evidence, "breaching": judgment.breaching, "text": judgment.text}
         sample = replace(sample, detail={**sample.detail, "vs_baseline": mark})

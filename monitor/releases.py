@@ -122,6 +122,9 @@ class _Service:
     # what changed, so 1,000 services polled every few seconds are not 3,000 writes a poll.
     seen: dict[str, tuple[str, bool, bool]] | None = None
     gauged: bool = False
+    # The previous known-good release (its key and a label): what baselines compare with.
+    baseline: tuple[str, str] | None = None
+    observed_at: float | None = None  # the time of the poll the tracker last took
 
 
 class ReleaseTracker:
@@ -153,6 +156,15 @@ class ReleaseTracker:
     def live_since(self, name: str) -> float | None:
         """When the active deployment went live (or was first seen live)."""
         return self._state(name).live_since
+
+    def observed_at(self, name: str) -> float | None:
+        """When the poll the tracker last took (and ``active`` describes) was answered."""
+        return self._state(name).observed_at
+
+    def baseline_release(self, name: str) -> tuple[str, str] | None:
+        """The release a baseline rule compares the active one with: the newest known-good
+        release other than the active one's, as ``(release key, label)``; None if none."""
+        return self._state(name).baseline
 
     def note_trouble(self, name: str, at: float) -> None:
         """A rule of ``name`` left INACTIVE or went blind: the bake starts over."""
@@ -201,6 +213,7 @@ class ReleaseTracker:
         if not state.inferred:
             state.inferred = True
             await self._infer(service, snapshot.deployments, now)
+        state.observed_at = now
         if active is None:
             state.active = state.live_since = state.bake_start = None
             return
@@ -305,6 +318,20 @@ class ReleaseTracker:
 
     async def verdicts(self, service: ServicePlan) -> Verdicts:
         """The service's release verdicts (and the known-good gauge brought up to date)."""
-        verdicts = Verdicts.of(await self.store.deployments(service.name, limit=200))
+        records = await self.store.deployments(service.name, limit=200)
+        verdicts = Verdicts.of(records)
         self.metrics.known_good.labels(service.name, service.tier).set(verdicts.count)
+        state = self._state(service.name)
+        active = None if state.active is None else release_key(state.active)
+        good = [
+            r
+            for r in records
+            if r.verdict == "good" and not verdicts.is_bad(r) and release_key(r) != active
+        ]
+        newest = max(good, key=lambda r: (r.live_at or r.created_at, r.created_at), default=None)
+        state.baseline = (
+            None
+            if newest is None
+            else (release_key(newest), release_label(newest.meta) or newest.id)
+        )
         return verdicts

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -23,6 +24,9 @@ from monitor.plan import ServicePlan
 from monitor.redact import Redactor
 from monitor.sources.base import Source
 from monitor.telemetry import Metrics
+
+if TYPE_CHECKING:
+    from monitor.baselines import BaselineBook
 
 log = structlog.get_logger("railguard.scheduler")
 
@@ -66,6 +70,8 @@ class ServiceWorker:
         self.sink = sink
         self.states: dict[str, RuleState] = {rule.name: RuleState() for rule in plan.rules}
         self.latest: dict[Signal, Sample] = {}
+        # Each release's record and each baseline rule's baseline (services on Railway).
+        self.baselines: BaselineBook | None = None
         self.last_started: float | None = None
         self.ticks = 0  # completed ticks
         labels = (plan.name, plan.tier)
@@ -135,10 +141,14 @@ class ServiceWorker:
         self.metrics.probes.labels(*self._labels, sample.signal.value, _outcome(sample)).inc()
 
     async def _evaluate(self, sample: Sample) -> None:
+        book = self.baselines
         for rule in self.plan.rules:
             if rule.signal is not sample.signal:
                 continue
-            state, verdict = evaluate(rule, self.states[rule.name], sample)
+            reference = None
+            if rule.baseline is not None and book is not None:
+                reference = book.reference(self.plan.name, rule.signal)
+            state, verdict = evaluate(rule, self.states[rule.name], sample, reference)
             self.states[rule.name] = state
             if not verdict.transitions:
                 continue
@@ -160,6 +170,9 @@ class ServiceWorker:
             )
             if self.sink is not None:
                 await self._deliver(verdict)
+        if book is not None:
+            troubled = any(s.phase is not Phase.INACTIVE or s.blind for s in self.states.values())
+            book.record(self.plan, sample, troubled)
 
     async def _deliver(self, verdict: Verdict) -> None:
         assert self.sink is not None

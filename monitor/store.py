@@ -36,7 +36,7 @@ from ``intent``, since after ``sent`` the mutation did reach Railway.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -436,6 +436,22 @@ class Store(Protocol):
 
     async def set_cursor(self, name: str, value: str) -> None:
         """Save a position."""
+        ...
+
+    # -- release summaries, the baselines (monitor/store_baselines.py)
+
+    async def save_summaries(
+        self, service: str, release: str, summaries: Mapping[str, Mapping[str, Any]], at: float
+    ) -> None:
+        """Keep one release's summaries by signal, replacing older ones."""
+        ...
+
+    async def summaries(self, service: str) -> dict[str, dict[str, Any]]:
+        """Every kept summary of a service: ``{release: {signal: data}}``."""
+        ...
+
+    async def forget_summaries(self, service: str, keep: Iterable[str]) -> None:
+        """Drop a service's summaries of every release but ``keep``."""
         ...
 
 

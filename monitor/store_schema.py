@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from monitor.errors import StoreError
+from monitor.store_baselines import V4 as BASELINES_V4
 from monitor.store_outbox import V2 as OUTBOX_V2
 
 # Times are DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 4 bytes and would round Unix
@@ -102,6 +103,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "deployments, rollbacks, rule state, freezes, events", _V1),
     (2, "alert outbox and event cursors", OUTBOX_V2),
     (3, "rollback attempts (a mutation resent only when Railway provably did not apply it)", _V3),
+    (4, "release summaries (the baselines later releases are judged against)", BASELINES_V4),
 ]
 
 HINT = (

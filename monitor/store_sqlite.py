@@ -33,6 +33,7 @@ from monitor.store import (
     check_transition,
     transition_columns,
 )
+from monitor.store_baselines import BaselineStore
 from monitor.store_db import Database, Job
 from monitor.store_outbox import OutboxStore
 from monitor.store_schema import HINT, configure, migrate
@@ -91,7 +92,7 @@ def _insert_event(
     return int(db.execute(sql, params).lastrowid or 0)
 
 
-class SQLiteStore(OutboxStore):
+class SQLiteStore(OutboxStore, BaselineStore):
     """The :class:`~monitor.store.Store` on a SQLite file; open it with ``open_store``."""
 
     def __init__(self, path: Path, db: Database) -> None:

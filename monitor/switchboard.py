@@ -17,6 +17,7 @@ from monitor.plan import ServicePlan
 from monitor.scheduler import VerdictSink
 
 if TYPE_CHECKING:
+    from monitor.baselines import BaselineBook
     from monitor.controller import RollbackController
     from monitor.releases import ReleaseTracker
     from monitor.store import Store
@@ -45,6 +46,7 @@ class Switchboard:
         self.store: Store | None = None
         self.tracker: ReleaseTracker | None = None
         self.controller: RollbackController | None = None
+        self.baselines: BaselineBook | None = None
 
     async def on_verdict(self, service: ServicePlan, verdict: Verdict) -> None:
         """Every rule transition: persist it, record what people hear of, note trouble."""
@@ -66,6 +68,9 @@ class Switchboard:
             await self.sink(service, verdict)
 
     async def after_tick(self, service: ServicePlan) -> None:
-        """Every evaluation of a service: the controller decides from what is."""
+        """Every evaluation of a service: the baselines are brought up to date, and the
+        controller decides from what is."""
+        if self.baselines is not None:
+            await self.baselines.after_tick(service)
         if self.controller is not None:
             await self.controller.evaluate(service)

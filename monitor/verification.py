@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from monitor.audit import RollbackAudit
-from monitor.model import Sample, Signal, format_duration, release_label
+from monitor.baseline import Reference, breaches_now
+from monitor.model import Rule, Sample, Signal, format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient
@@ -30,6 +31,9 @@ class Verification(RollbackAudit):
     client: RailwayClient
     latest: LatestSamples
     check_every: float
+    # A baseline rule's baseline (monitor/baselines.py); one it cannot compare with holds
+    # nothing up: the health check and the other rules still must be quiet.
+    reference: Callable[[str, Signal], Reference | None] = staticmethod(lambda name, signal: None)
 
     async def deployments(self, service: ServicePlan) -> list[Deployment]:
         """Railway's newest deployments of the service (the executor asks them)."""
@@ -131,13 +135,18 @@ class Verification(RollbackAudit):
         be the replacement's own answer: during the overlap the deployment rolled back from
         still answers, and its answers say nothing about the restored release.
         """
-        checks: list[tuple[Signal, Callable[[float], bool]]] = [
-            (rule.signal, rule.breaches)
+
+        def judged(rule: Rule) -> Callable[[Sample], bool]:
+            reference = self.reference(service.name, rule.signal)
+            return lambda sample: breaches_now(rule, sample, reference)
+
+        checks: list[tuple[Signal, Callable[[Sample], bool]]] = [
+            (rule.signal, judged(rule))
             for rule in service.rules
             if record.rule is None or rule.name == record.rule
         ]
         if service.health is not None and all(s is not Signal.HEALTH for s, _ in checks):
-            checks.append((Signal.HEALTH, lambda value: value < 1))
+            checks.append((Signal.HEALTH, lambda sample: (sample.value or 0.0) < 1))
         latest = self.latest(service.name)
         health = service.health
         if health is not None and health.release is not None:
@@ -154,6 +163,6 @@ class Verification(RollbackAudit):
                 return f": no known {signal} sample" + (f" ({sample.reason})" if sample else "")
             if sample.window_start < live_at - SKEW:
                 return f": no {signal} sample taken since the replacement went live"
-            if breaches(sample.value):
+            if breaches(sample):
                 return f": {signal} still breaches ({sample.reason or sample.value})"
         return None

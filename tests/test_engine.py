@@ -7,8 +7,9 @@ from collections.abc import Iterable, Sequence
 
 import pytest
 
+from monitor.baseline import Reference
 from monitor.engine import RuleState, Transition, Verdict, evaluate
-from monitor.model import Op, Phase, Rule, Sample, Signal, for_slack
+from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal, for_slack
 
 BAD = 0.2  # breaches error_rate > 0.05
 OK = 0.01
@@ -542,3 +543,107 @@ def test_only_an_error_rate_is_dated_from_its_onset() -> None:
 
     state, _ = feed(rule, [memory(0, 0.5), memory(2, 0.5), memory(4, 0.95), memory(6, 0.95)])
     assert (state.phase, state.since) == (Phase.PENDING, 4.0)
+
+
+# -- baseline rules: each sample compared with the previous known-good release's record
+
+
+def _counted(t: float, value: float | None, requests: float = 5000.0) -> Sample:
+    detail = {"requests": requests, "errors": (value or 0.0) * requests, "span_s": 15.0}
+    return Sample(Signal.ERROR_RATE, t, value, detail=detail)
+
+
+def _regression(**overrides: object) -> Rule:
+    fields: dict[str, object] = {"threshold": 0.01, "baseline": Baseline(2.0, 200, 0.95)}
+    fields.update(overrides)
+    return make_rule(for_=60.0, **fields)
+
+
+BASE = Reference("v1 (abc1234)", 0.001, 100_000.0, 100.0)
+
+
+def _feed(rule: Rule, points: Iterable[Point], reference: Reference | None) -> list[Verdict]:
+    state, verdicts = RuleState(), []
+    for t, value in points:
+        state, verdict = evaluate(rule, state, _counted(t, value), reference)
+        verdicts.append(verdict)
+    return verdicts
+
+
+def test_a_baseline_rule_fires_on_a_regression_and_explains_it() -> None:
+    verdicts = _feed(_regression(), every(0, 60, 0.02), BASE)
+    assert verdicts[-1].fired
+    assert (
+        "error rate 2% vs baseline 0.1% (20x, 5,000 requests) above 2x the baseline of v1 (abc1234)"
+        in (verdicts[-1].reason)
+    )
+    mark = verdicts[-1].evidence[-1].detail["vs_baseline"]
+    assert mark["breaching"] is True
+    assert mark["baseline"]["release"] == "v1 (abc1234)"
+
+
+def test_a_rate_like_its_baseline_is_healthy_even_above_the_floor() -> None:
+    same = Reference("v1", 0.03, 100_000.0, 3000.0)
+    verdicts = _feed(_regression(), every(0, 300, 0.03), same)
+    assert all(v.phase is Phase.INACTIVE and v.breaching is False for v in verdicts)
+
+
+def test_without_a_baseline_a_baseline_rule_rests_never_breaching() -> None:
+    verdicts = _feed(_regression(), every(0, 300, 0.5), None)
+    assert all(v.phase is Phase.INACTIVE and v.breaching is None for v in verdicts)
+    assert "no baseline yet" in verdicts[0].reason
+    # Nothing to compare with is no outage of sight: never blind (the release may bake).
+    assert not any(v.blind for v in verdicts)
+    thin = Reference("v1", 0.001, 150.0, 0.15)
+    assert not any(v.blind or v.breaching for v in _feed(_regression(), every(0, 300, 0.5), thin))
+
+
+def test_too_few_requests_for_the_comparison_is_unknown() -> None:
+    rule, state = _regression(), RuleState()
+    for t in (0.0, 15.0, 30.0, 45.0):
+        state, verdict = evaluate(rule, state, _counted(t, 0.5, requests=50), BASE)
+        assert verdict.breaching is None
+    assert verdict.blind
+    assert "too few requests to compare with the baseline: 50 < min_requests 200" in (
+        verdict.reason
+    )
+
+
+def test_under_the_floor_needs_no_baseline() -> None:
+    # 0.5% is under the rule's 1% whatever the baseline says: a known, healthy sample.
+    verdicts = _feed(_regression(), every(0, 60, 0.005), None)
+    assert all(v.breaching is False and not v.blind for v in verdicts)
+
+
+def test_a_tolerant_baseline_rule_counts_the_comparisons() -> None:
+    rule = _regression(tolerance=0.5)
+    points = [(t, 0.02 if i % 2 == 0 else 0.0015) for i, (t, _) in enumerate(every(0, 90, 0.0))]
+    verdicts = _feed(rule, points, BASE)
+    assert any(v.fired for v in verdicts)  # half of them regress: enough at tolerance 0.5
+    strict = _feed(_regression(), points, BASE)
+    assert not any(v.fired for v in strict)
+
+
+def test_a_baseline_rule_is_not_dated_from_an_onset_estimate() -> None:
+    rule = _regression()
+    state = RuleState()
+    for t, value in ((0.0, 0.0015), (15.0, 0.008), (30.0, 0.03)):
+        state, _ = evaluate(rule, state, _counted(t, value), BASE)
+    assert state.phase is Phase.PENDING
+    assert state.since == 30.0  # the first breaching sample, not a moment before it
+    assert state.lead is None
+
+
+def test_a_latency_rule_compares_durations() -> None:
+    rule = make_rule(
+        signal=Signal.LATENCY_P95, threshold=None, baseline=Baseline(1.5, 100), for_=30.0
+    )
+    reference = Reference("v1", 0.24, 50_000.0)
+    state, verdicts = RuleState(), []
+    for t, value in every(0, 30, 0.72):
+        sample = Sample(Signal.LATENCY_P95, t, value, detail={"requests": 1940})
+        state, verdict = evaluate(rule, state, sample, reference)
+        verdicts.append(verdict)
+    assert verdicts[-1].fired
+    assert "p95 720ms vs baseline 240ms (3x, 1,940 requests)" in verdicts[-1].reason
+    assert rule.describe() == "latency_p95 > 1.5x baseline for 30s"
