@@ -8,7 +8,7 @@ from pathlib import Path
 import graphql
 import pytest
 
-from monitor.railway.poller import Target, build_document
+from monitor.railway.document import Target, build_document
 from monitor.railway.schema import check_document, describe, load_schema, validate_document
 from monitor.sources.railway import RailwayErrorRate
 
