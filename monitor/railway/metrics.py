@@ -123,10 +123,8 @@ def _durations(answer: Any, path: str) -> dict[float, dict[str, float]] | str:
         return f"{path}: expected {{samples: [...]}}, got {shown(answer)}"
     steps: dict[float, dict[str, float]] = {}
     for item in items:
-        ts = _real(item.get("ts")) if isinstance(item, dict) else None
-        if ts is None or ts < 0:
+        if not isinstance(item, dict) or (ts := _real(item.get("ts"))) is None or ts < 0:
             return f"{path}: a timestamp that is not a time: {shown(item)}"
-        assert isinstance(item, dict)
         quantiles: dict[str, float] = {}
         for key in QUANTILE_FIELDS.values():
             value = _real(item.get(key))
