@@ -27,7 +27,7 @@ from monitor.model import Phase, format_duration
 from monitor.plan import Plan, ServicePlan
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
-from monitor.sources.railway import RailwayErrorRate, RailwayMemory
+from monitor.sources.railway import RailwayErrorRate, RailwayLatency, RailwayMemory
 from monitor.sources.registry import SourceContext, build_sources
 from monitor.supervisor import Supervisor
 from monitor.switchboard import Switchboard
@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core 
     from monitor.pr_environments import PrEnvironments
     from monitor.railway.budget import RequestBudget
     from monitor.railway.client import Deployment, RailwayClient
-    from monitor.railway.poller import RailwayPoller, ServiceSnapshot, Target
+    from monitor.railway.document import Target
+    from monitor.railway.poller import RailwayPoller, ServiceSnapshot
     from monitor.releases import ReleaseTracker
     from monitor.store import Store
 
@@ -52,18 +53,21 @@ SWITCH_INTERVAL = 0.0002  # seconds; see startup()
 
 def railway_target(service: ServicePlan) -> Target:
     """The poller's view of a service with Railway ids."""
-    from monitor.railway.poller import Target
+    from monitor.railway.document import Target
 
     config = service.config
     assert config.service_id is not None
     assert config.environment_id is not None
-    error_rate, memory = config.error_rate, config.memory
+    error_rate, memory, latency = config.error_rate, config.memory, config.latency
+    railway_latency = latency if isinstance(latency, RailwayLatency) else None
     return Target(
         name=service.name,
         service_id=config.service_id,
         environment_id=config.environment_id,
         error_rate=error_rate if isinstance(error_rate, RailwayErrorRate) else None,
         memory=memory if isinstance(memory, RailwayMemory) else None,
+        latency=railway_latency,
+        quantiles=service.latency_signals if railway_latency is not None else (),
         deployment=service.wants_deployment,
     )
 

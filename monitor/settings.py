@@ -13,7 +13,7 @@ import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -45,7 +45,7 @@ from monitor.redact import redact_url
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionLatency, ExpositionMemory
 from monitor.sources.health import HealthCheck
 from monitor.sources.promql import PromQLErrorRate, PromQLMemory
-from monitor.sources.railway import RailwayErrorRate, RailwayMemory
+from monitor.sources.railway import RailwayErrorRate, RailwayLatency, RailwayMemory
 
 DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -223,7 +223,7 @@ MemorySource = Annotated[
     ExpositionMemory | RailwayMemory | PromQLMemory, Field(discriminator="source")
 ]
 # One table for every latency quantile: the rules say which quantiles (latency_p95, ...).
-LatencySource = Annotated[Union[ExpositionLatency], Field(discriminator="source")]  # noqa: UP007
+LatencySource = Annotated[ExpositionLatency | RailwayLatency, Field(discriminator="source")]
 SOURCE_TYPES = frozenset({"exposition", "railway", "promql", "health"})
 SIGNAL_TABLES = ("error_rate", "memory", "latency")
 """The service's keys that choose a signal's source."""

@@ -136,3 +136,19 @@ def test_railway_signals_need_railway_ids(write: Callable[..., Path]) -> None:
     )
     with pytest.raises(ConfigError, match="from source 'railway' need the service's service_id"):
         build_plan(write(text), load_environment({}), {})
+
+
+def test_check_says_where_latency_comes_from(
+    write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAILWAY_API_TOKEN", TOKEN)
+    text = CONFIG.format(web="s1", api="s2", env="e1").replace(
+        'memory = { source = "railway", sample_rate = "10s" }\n\n[services.rules.error-rate]',
+        'memory = { source = "railway", sample_rate = "10s" }\n'
+        'latency = { source = "railway", step = "10s" }\n\n[services.rules.error-rate]',
+    )
+    out = io.StringIO()
+    assert main(["check", "--config", str(write(text))], stdout=out) == 0
+    web = out.getvalue().split("  web [production]")[1].split("  api [production]")[0]
+    assert "    latency p95 from railway\n" in web
+    assert "latency" not in out.getvalue().split("  api [production]")[1]

@@ -282,3 +282,43 @@ def test_source_mistakes(write: Write, table: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
         plan_of(write, SERVICE + f"error_rate = {table}\n")
     assert expected in str(caught.value)
+
+
+RAILWAY_SERVICE = SERVICE + 'service_id = "s1"\nenvironment_id = "e1"\n'
+
+
+def test_railway_latency_table_defaults_and_keys(write: Write) -> None:
+    from monitor.sources.railway import RailwayLatency
+
+    plan = plan_of(write, RAILWAY_SERVICE + 'latency = { source = "railway" }\n')
+    latency = plan.services[0].config.latency
+    assert latency == RailwayLatency(source="railway", step=60.0, min_requests=10)
+    text = RAILWAY_SERVICE + 'latency = { source = "railway", step = "30s", min_requests = 3 }\n'
+    latency = plan_of(write, text).services[0].config.latency
+    assert isinstance(latency, RailwayLatency)
+    assert (latency.step, latency.min_requests) == (30.0, 3)
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        pytest.param('{ source = "railway", step = "0s" }', "services[0].latency.step", id="step"),
+        pytest.param(
+            '{ source = "railway", min_requests = 0 }',
+            "services[0].latency.min_requests",
+            id="min_requests",
+        ),
+        pytest.param(
+            '{ source = "railway", url = "http://x" }', "services[0].latency.url", id="extra"
+        ),
+        pytest.param(
+            '{ source = "promql" }',
+            "services[0].latency: unknown source 'promql' (one of: exposition, railway)",
+            id="source",
+        ),
+    ],
+)
+def test_railway_latency_mistakes(write: Write, table: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        plan_of(write, RAILWAY_SERVICE + f"latency = {table}\n")
+    assert expected in str(caught.value)

@@ -1,10 +1,9 @@
 """One batched GraphQL request per poll for every service railguard watches on Railway.
 
-Each service gets aliased fields in a single document: ``dN`` its recent deployments (for
-release tracking), ``hN`` its HTTP requests by status (error rate), ``mN`` its memory usage
-and limit by deployment; ``platform`` is Railway's own status (its incidents: the
-platform_incident guard). The document is built once; only the time window changes between
-polls, so Railway's API budget pays one request per poll however many services there are.
+Each service gets aliased fields in a single document (monitor/railway/document.py: its
+deployments, HTTP requests by status, request durations, memory) and Railway's own status
+is one more field. The document is built once; only the time window changes between polls,
+so Railway's API budget pays one request per poll however many services there are.
 """
 
 from __future__ import annotations
@@ -20,41 +19,23 @@ import structlog
 
 from monitor.clock import Clock
 from monitor.errors import RailwayError, RailwayGraphQLError
-from monitor.model import Sample, Signal, format_duration
-from monitor.railway.client import (
-    DEPLOYMENT_FIELDS,
-    Deployment,
-    RailwayClient,
-    newest_live,
-    parse_deployments,
-)
+from monitor.model import LATENCY_SIGNALS, Sample, Signal, format_duration
+from monitor.railway.client import Deployment, RailwayClient, newest_live, parse_deployments
 from monitor.railway.deployment_signal import CrashWatch, deployment_sample
-from monitor.railway.metrics import error_rate_sample, memory_sample
+from monitor.railway.document import Target, asks_window, blamed_by, build_document, counts_alias
+from monitor.railway.metrics import error_rate_sample, latency_samples, memory_sample
 from monitor.railway.platform import ALIAS as PLATFORM_ALIAS
-from monitor.railway.platform import FIELD as PLATFORM_FIELD
 from monitor.railway.platform import PlatformStatus, read_platform
-from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 
 log = structlog.get_logger("railguard.railway")
 _YIELD_EVERY = 10  # services read between two yields to the event loop
 # Railway refused platformStatus (an error on its field nulls the whole answer): polls leave
 # it out this long, so a token that may not ask it costs one extra request per 10 minutes.
 PLATFORM_BACKOFF = 600.0
+# Samples that do not depend on the deployments answer (an unreadable one leaves them be).
+_DEPLOYMENT_FREE = frozenset({Signal.ERROR_RATE, *LATENCY_SIGNALS})
 REFUSED_BACKOFF = 300.0  # seconds a service Railway refused is left out of the batched poll
 MAX_REASKS = 3  # re-asks per poll without what Railway refused (it names one error at a time)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One service as the poller asks Railway about it."""
-
-    name: str
-    service_id: str
-    environment_id: str
-    error_rate: RailwayErrorRate | None = None
-    memory: RailwayMemory | None = None
-    deployment: bool = False  # a rule watches the active deployment's status (Signal.DEPLOYMENT)
-    deployments: int = 10  # how much history each poll fetches
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,49 +51,6 @@ class ServiceSnapshot:
     def active(self) -> Deployment | None:
         """The active deployment: the newest that went live, even if it crashed since."""
         return newest_live(self.deployments)
-
-
-def build_document(targets: Sequence[Target], *, platform: bool = True) -> str:
-    """The tick's query: aliased fields per target, one ``$start``/``$end`` window, and
-    Railway's own status (``platform``) as one more root field of the same request."""
-    # GraphQL refuses declared variables no field uses: the window only when metrics are asked.
-    windowed = any(t.error_rate is not None or t.memory is not None for t in targets)
-    params = ["$start: DateTime!", "$end: DateTime!"] if windowed else []
-    fields = []
-    for i, t in enumerate(targets):
-        params += [f"$s{i}: String!", f"$e{i}: String!"]
-        ids = f"serviceId: $s{i}, environmentId: $e{i}"
-        fields.append(
-            f"d{i}: deployments(input: {{{ids}}}, first: {t.deployments}) "
-            f"{{ edges {{ node {{ {DEPLOYMENT_FIELDS} }} }} }}"
-        )
-        if t.error_rate is not None:
-            fields.append(
-                f"h{i}: httpMetricsGroupedByStatus({ids}, startDate: $start, endDate: $end, "
-                f"stepSeconds: {int(t.error_rate.step)}) {{ statusCode samples {{ ts value }} }}"
-            )
-        if t.memory is not None:
-            fields.append(
-                f"m{i}: metrics({ids}, startDate: $start, endDate: $end, "
-                f"measurements: [MEMORY_USAGE_GB, MEMORY_LIMIT_GB], groupBy: [DEPLOYMENT_ID], "
-                f"sampleRateSeconds: {int(t.memory.sample_rate)}) "
-                f"{{ measurement tags {{ deploymentId }} values {{ ts value }} }}"
-            )
-    if platform:
-        fields.append(PLATFORM_FIELD)
-    body = "\n  ".join(fields)
-    declared = f"({', '.join(params)})" if params else ""
-    return f"query RailguardTick{declared} {{\n  {body}\n}}\n"
-
-
-def _blamed(targets: Sequence[Target], error: RailwayGraphQLError) -> dict[str, str]:
-    """The targets whose aliases an error names (``d3``, ``h3``, ``m3`` are target 3)."""
-    blamed: dict[str, str] = {}
-    for alias, message in error.paths.items():
-        index = alias[1:]
-        if alias[:1] in ("d", "h", "m") and index.isdigit() and int(index) < len(targets):
-            blamed.setdefault(targets[int(index)].name, message)
-    return blamed
 
 
 def _iso(t: float) -> str:
@@ -172,6 +110,7 @@ class RailwayPoller:
         self._window = 3 * max(
             [t.error_rate.step for t in targets if t.error_rate]
             + [t.memory.sample_rate for t in targets if t.memory]
+            + [t.latency.step for t in targets if t.latency]
             + [60.0]
         )
 
@@ -203,7 +142,7 @@ class RailwayPoller:
         """The variables of the document for ``targets`` (default all) at ``now``."""
         targets = self.targets if targets is None else targets
         values: dict[str, Any] = {}
-        if any(t.error_rate is not None or t.memory is not None for t in targets):
+        if any(asks_window(t) for t in targets):
             values |= {"start": _iso(now - self._window), "end": _iso(now)}
         for i, t in enumerate(targets):
             values[f"s{i}"] = t.service_id
@@ -232,7 +171,7 @@ class RailwayPoller:
             try:
                 data = await self.client.execute(document, self.variables(now, asked))
             except RailwayGraphQLError as e:
-                blamed = _blamed(asked, e)
+                blamed = blamed_by(asked, e)
                 refused = e.paths.get(PLATFORM_ALIAS) if platform else None
                 some = bool(blamed) and len(blamed) < len(asked)
                 retry = some or (refused is not None and not blamed)
@@ -355,6 +294,18 @@ class RailwayPoller:
             samples[Signal.ERROR_RATE] = error_rate_sample(
                 data.get(f"h{i}"), target.error_rate, at, f"h{i}"
             )
+        if target.latency is not None:
+            counts = counts_alias(i, target)
+            for sample in latency_samples(
+                data.get(f"p{i}"),
+                data.get(counts),
+                target.latency,
+                target.quantiles,
+                at,
+                f"p{i}",
+                requests_path=counts,
+            ):
+                samples[sample.signal] = sample
         if target.memory is not None:
             samples[Signal.MEMORY] = memory_sample(data.get(f"m{i}"), snapshot.active, at, f"m{i}")
         if target.deployment:
@@ -363,7 +314,7 @@ class RailwayPoller:
         if problem is not None:
             samples = {
                 s: Sample(s, at, None, problem)
-                if s is not Signal.ERROR_RATE or refused is not None
+                if s not in _DEPLOYMENT_FREE or refused is not None
                 else sample
                 for s, sample in samples.items()
             }

@@ -24,8 +24,9 @@ defaults to now on the emulator's clock. A POST that succeeds answers 201.
     DELETE crash-loops/{deploymentId}  ends its crash loop (200 whether or not one ran)
     POST   memory                {deploymentId, usageGb, limitGb, at?}
     POST   metrics               {deploymentId, measurement, value, at?}
-    POST   http                  {serviceId, environmentId, statusCode, count, at?}
-    POST   traffic               {serviceId, environmentId, rps, errorRatio=0, errorStatus=500, at?}
+    POST   http                  {serviceId, environmentId, statusCode, count, at?, latencyMs=50}
+    POST   traffic               {serviceId, environmentId, rps, errorRatio=0, errorStatus=500, at?,
+                                  latencyMs=50, latencySigma=0.5} (log-normal request durations)
     GET    faults / POST faults  {latency, errorStatus, errorCount, errorRatio, dropCount,
                                   dropAfterCount, faultOperations, rateLimit, rateWindow,
                                   deployOutcome, resetUnit} (POST: only keys given)
@@ -50,12 +51,18 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from monitor.sandbox.emulator_model import EmulatorError, EmulatorNotFound
+from monitor.sandbox.emulator_model import (
+    DEFAULT_LATENCY_MS,
+    DEFAULT_LATENCY_SIGMA,
+    EmulatorError,
+    EmulatorNotFound,
+)
 
 if TYPE_CHECKING:
     from monitor.sandbox.railway_emulator import RailwayEmulator
 
 B = TypeVar("B", bound="Body")
+DAY_MS = 86_400_000.0
 Time = float | datetime
 
 
@@ -179,6 +186,7 @@ class HttpBody(Body):
     status_code: int = Field(ge=100, le=599)
     count: float = Field(ge=0)
     at: Time | None = None
+    latency_ms: float = Field(DEFAULT_LATENCY_MS, gt=0, le=DAY_MS)
 
 
 class TrafficBody(Body):
@@ -190,6 +198,8 @@ class TrafficBody(Body):
     error_ratio: float = Field(0.0, ge=0, le=1)
     error_status: int = Field(500, ge=500, le=599)
     at: Time | None = None
+    latency_ms: float = Field(DEFAULT_LATENCY_MS, gt=0, le=DAY_MS, description="median")
+    latency_sigma: float = Field(DEFAULT_LATENCY_SIGMA, ge=0, le=5, description="log spread")
 
 
 class PlatformBody(Body):
@@ -335,7 +345,14 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
         return OK
 
     def record_http(b: HttpBody, _: web.Request) -> dict[str, Any]:
-        emu.record_http(b.service_id, b.environment_id, b.status_code, b.count, at=unix(b.at))
+        emu.record_http(
+            b.service_id,
+            b.environment_id,
+            b.status_code,
+            b.count,
+            at=unix(b.at),
+            latency_ms=b.latency_ms,
+        )
         return OK
 
     def set_traffic(b: TrafficBody, _: web.Request) -> dict[str, Any]:
@@ -346,6 +363,8 @@ def control_routes(emu: RailwayEmulator) -> list[web.RouteDef]:
             error_ratio=b.error_ratio,
             error_status=b.error_status,
             at=unix(b.at),
+            latency_ms=b.latency_ms,
+            latency_sigma=b.latency_sigma,
         )
         return OK
 

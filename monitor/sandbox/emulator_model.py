@@ -98,23 +98,33 @@ class Deployment:
         reset_instances(self)
 
 
+# How long requests take unless told (emulator_latency: a log-normal median and spread).
+DEFAULT_LATENCY_MS = 50.0
+DEFAULT_LATENCY_SIGMA = 0.5
+
+
 @dataclass(frozen=True)
 class Traffic:
-    """Steady traffic to a service from ``start`` on, until the next Traffic replaces it."""
+    """Steady traffic to a service from ``start`` on, until the next Traffic replaces it.
+
+    Its requests take log-normal times: median ``latency_ms``, spread ``latency_sigma``."""
 
     start: float
     rps: float
     error_ratio: float
     error_status: int
+    latency_ms: float = DEFAULT_LATENCY_MS
+    latency_sigma: float = DEFAULT_LATENCY_SIGMA
 
 
 @dataclass(frozen=True)
 class HttpCount:
-    """``count`` requests answered with ``status`` at time ``at``."""
+    """``count`` requests answered with ``status`` at time ``at``, each in ``latency_ms``."""
 
     at: float
     status: int
     count: float
+    latency_ms: float = DEFAULT_LATENCY_MS
 
 
 def enum_values(name: str) -> frozenset[str]:
@@ -287,12 +297,14 @@ class EmulatorModel:
         count: float,
         *,
         at: float | None = None,
+        latency_ms: float = DEFAULT_LATENCY_MS,
     ) -> None:
         """Record ``count`` requests answered with ``status`` at ``at`` (default now)."""
         self._instance_key(service_id, environment_id)
+        _check_latency(latency_ms, 0.0)
         when = self.clock.time() if at is None else at
         self.http.setdefault((service_id, environment_id), []).append(
-            HttpCount(when, status, count)
+            HttpCount(when, status, count, latency_ms)
         )
 
     def set_traffic(
@@ -304,16 +316,21 @@ class EmulatorModel:
         error_ratio: float = 0.0,
         error_status: int = 500,
         at: float | None = None,
+        latency_ms: float = DEFAULT_LATENCY_MS,
+        latency_sigma: float = DEFAULT_LATENCY_SIGMA,
     ) -> None:
-        """From ``at`` (default now) on the service serves ``rps``, a share of them failing."""
+        """From ``at`` (default now) on the service serves ``rps``, a share of them failing,
+        each request taking a log-normal time (median ``latency_ms``, spread ``latency_sigma``)."""
         self._instance_key(service_id, environment_id)
         if rps < 0:
             raise EmulatorError("rps must not be negative", "rps")
         if not 0.0 <= error_ratio <= 1.0:
             raise EmulatorError("errorRatio must be between 0 and 1", "errorRatio")
+        _check_latency(latency_ms, latency_sigma)
         start = self.clock.time() if at is None else at
         segments = self.traffic.setdefault((service_id, environment_id), [])
-        bisect.insort(segments, Traffic(start, rps, error_ratio, error_status), key=_start)
+        segment = Traffic(start, rps, error_ratio, error_status, latency_ms, latency_sigma)
+        bisect.insort(segments, segment, key=_start)
 
     # -- lookups -----------------------------------------------------------------------------
 
@@ -521,6 +538,13 @@ class EmulatorModel:
 
 def _start(traffic: Traffic) -> float:
     return traffic.start
+
+
+def _check_latency(latency_ms: float, sigma: float) -> None:
+    if not 0 < latency_ms <= 86_400_000:
+        raise EmulatorError("latencyMs must be above 0 and at most a day", "latencyMs")
+    if not 0 <= sigma <= 5:
+        raise EmulatorError("latencySigma must be between 0 and 5", "latencySigma")
 
 
 def _get(table: Mapping[str, T], key: str, kind: str, field_name: str) -> T:

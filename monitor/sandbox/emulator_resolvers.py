@@ -14,6 +14,7 @@ from typing import Any
 import graphql
 
 from monitor.sandbox.emulator_images import rebuild_of
+from monitor.sandbox.emulator_latency import duration_samples
 from monitor.sandbox.emulator_model import Deployment, EmulatorError, Environment, Service
 from monitor.sandbox.emulator_nodes import (
     NOT_AUTHORIZED,
@@ -265,6 +266,26 @@ def q_http_by_status(ctx: RequestContext, args: dict[str, Any]) -> list[dict[str
     ]
 
 
+def q_http_duration(ctx: RequestContext, args: dict[str, Any]) -> dict[str, Any]:
+    """``httpDurationMetrics``: request-duration quantiles in ms per ``stepSeconds`` bucket,
+    of the same requests httpMetricsGroupedByStatus counts (emulator_latency); ``method`` and
+    ``path`` are not modelled (every request matches)."""
+    model = ctx.model
+    service, env = _instance(ctx, args)
+    start, end, step = _window(ctx, args, "stepSeconds", inclusive=False)
+    first = math.floor(start / step) * step
+    key = (service.id, env.id)
+    samples = duration_samples(
+        model.traffic.get(key, []),
+        model.http.get(key, []),
+        range(first, math.ceil(end), step),
+        step,
+        model.clock.time(),
+        args.get("statusCode"),
+    )
+    return {"samples": samples}
+
+
 def _window(
     ctx: RequestContext, args: dict[str, Any], step_arg: str, *, inclusive: bool
 ) -> tuple[float, float, int]:
@@ -343,6 +364,7 @@ QUERIES: dict[str, Handler] = {
     "serviceInstance": q_service_instance,
     "metrics": q_metrics,
     "httpMetricsGroupedByStatus": q_http_by_status,
+    "httpDurationMetrics": q_http_duration,
     "platformStatus": q_platform_status,
 }
 MUTATIONS: dict[str, Handler] = {

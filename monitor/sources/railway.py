@@ -1,5 +1,5 @@
-"""The "railway" source: error rate and memory from Railway's own metrics, no instrumentation,
-and the deployment signal from Railway's deployment and instance statuses.
+"""The "railway" source: error rate, latency and memory from Railway's own metrics, no
+instrumentation, and the deployment signal from Railway's deployment and instance statuses.
 
 The numbers come from the batched :class:`~monitor.railway.poller.RailwayPoller`, which asks
 Railway once per poll for every service; this source hands each service the samples of the
@@ -23,6 +23,16 @@ class RailwayErrorRate(Strict):
     source: Literal["railway"]
     min_requests: int = Field(10, ge=1)
     step: Duration = Field(60.0, ge=1)
+
+
+class RailwayLatency(Strict):
+    """``latency = { source = "railway" }``: request-duration quantiles of Railway's edge proxy
+    from ``httpDurationMetrics`` (milliseconds there, seconds here), the step's request count
+    from ``httpMetricsGroupedByStatus``."""
+
+    source: Literal["railway"]
+    step: Duration = Field(60.0, ge=1)
+    min_requests: int = Field(10, ge=1)
 
 
 class RailwayMemory(Strict):

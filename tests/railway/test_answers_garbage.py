@@ -22,8 +22,9 @@ from monitor.errors import RailwayError, RailwayProtocolError
 from monitor.model import Sample, Signal
 from monitor.railway.budget import RequestBudget
 from monitor.railway.client import Deployment, RailwayClient
+from monitor.railway.document import Target
 from monitor.railway.metrics import error_rate_sample, memory_sample
-from monitor.railway.poller import RailwayPoller, Target
+from monitor.railway.poller import RailwayPoller
 from monitor.sources.exposition_checks import MAX_MEMORY_RATIO
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory
 

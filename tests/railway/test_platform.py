@@ -18,8 +18,9 @@ from monitor.errors import RailwayGraphQLError
 from monitor.railway import platform
 from monitor.railway.budget import RequestBudget
 from monitor.railway.client import RailwayClient
+from monitor.railway.document import Target, build_document
 from monitor.railway.platform import PlatformStatus, read_platform
-from monitor.railway.poller import PLATFORM_BACKOFF, RailwayPoller, Target, build_document
+from monitor.railway.poller import PLATFORM_BACKOFF, RailwayPoller
 from monitor.railway.schema import load_schema, validate_document
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sources.railway import RailwayErrorRate

@@ -17,8 +17,9 @@ from monitor.clock import FakeClock
 from monitor.model import Signal
 from monitor.railway.budget import RequestBudget
 from monitor.railway.client import RailwayClient
+from monitor.railway.document import Target, build_document
 from monitor.railway.metrics import error_rate_sample, memory_sample
-from monitor.railway.poller import RailwayPoller, Target, build_document
+from monitor.railway.poller import RailwayPoller
 from monitor.railway.schema import validate_document
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sources.railway import RailwayErrorRate, RailwayMemory, RailwaySource

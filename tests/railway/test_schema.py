@@ -8,9 +8,10 @@ from pathlib import Path
 import graphql
 import pytest
 
-from monitor.railway.poller import Target, build_document
+from monitor.model import Signal
+from monitor.railway.document import Target, build_document
 from monitor.railway.schema import check_document, describe, load_schema, validate_document
-from monitor.sources.railway import RailwayErrorRate
+from monitor.sources.railway import RailwayErrorRate, RailwayLatency, RailwayMemory
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "railway"
 PACKAGED = Path(__file__).resolve().parents[2] / "monitor" / "railway" / "schema.json"
@@ -53,6 +54,27 @@ def test_the_poll_document_with_deployment_targets_validates() -> None:
     assert document.count("instances { id status }") == 2
     assert document.count("platformStatus { isStable incident {") == 1  # Railway's own status
     assert validate_document(build_document(targets, platform=False)) == []
+
+
+def test_the_poll_document_with_latency_targets_validates() -> None:
+    rate = RailwayErrorRate(source="railway")
+    latency = RailwayLatency(source="railway")
+    slow_steps = RailwayLatency(source="railway", step=30)
+    p95 = (Signal.LATENCY_P95,)
+    targets = [
+        Target("a", "s", "e", latency=latency, quantiles=p95),  # its own request counts
+        Target("b", "s", "e", rate, latency=latency, quantiles=p95),  # shares the error rate's
+        Target("c", "s", "e", rate, RailwayMemory(source="railway"), slow_steps, p95, True),
+    ]
+    document = build_document(targets)
+    assert validate_document(document) == []
+    assert document.count("httpDurationMetrics(") == 3
+    assert document.count("samples { ts p50 p90 p95 p99 }") == 3
+    assert "n0: httpMetricsGroupedByStatus(" in document
+    assert "n1:" not in document  # b's latency steps are its error rate's: h1 serves both
+    assert "n2: httpMetricsGroupedByStatus(serviceId: $s2, environmentId: $e2, " in document
+    assert "stepSeconds: 30) { statusCode" in document
+    assert validate_document(build_document(targets[:1], platform=False)) == []
 
 
 def test_valid_rollback_and_batched_queries_pass() -> None:
