@@ -607,6 +607,8 @@ def test_latency_defaults_and_queries() -> None:
         'histogram_quantile(0.5, sum by (le) (rate(rpc_seconds_bucket{a="1", b!~"x|y"}[90s])))'
     )
     assert latency("http://p", range="1500ms").count_query.endswith("[1500ms]))")
+    braces = latency("http://p", selector='path=~"/v[0-9]{1,2}/.*"')
+    assert braces.count_query.endswith('_count{path=~"/v[0-9]{1,2}/.*"}[2m]))')
     assert latency("http://p", range="1h").count_query.endswith("[1h]))")
 
 
@@ -620,7 +622,6 @@ def test_latency_defaults_and_queries() -> None:
             {"query": "q", "requests_query": "r", "metric": "m", "range": "1m"},
             "metric and range build the default query: with query, write them into it",
         ),
-        ({"selector": 'a="1"}, {b="2"'}, "is label matchers"),
         ({"metric": "http-latency"}, "is not a Prometheus metric name"),
         ({"range": "0s"}, "at least 1s"),
         ({"range": 120}, "durations are strings with a unit"),
