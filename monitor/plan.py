@@ -30,6 +30,7 @@ from monitor.settings import (
     load_config,
 )
 from monitor.sources.health import HealthCheck
+from monitor.sources.promql import QUANTILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +345,21 @@ def plan_service(
         if problem:
             raise ConfigError(f"{here}.rules.{name} ({service.name}): {problem}")
         resolved.append(rule)
-    return ServicePlan(config=service, policy=policy, rules=tuple(resolved), skipped=tuple(skipped))
+    plan = ServicePlan(config=service, policy=policy, rules=tuple(resolved), skipped=tuple(skipped))
+    _check_latency_query(here, plan)
+    return plan
+
+
+def _check_latency_query(here: str, plan: ServicePlan) -> None:
+    """A written latency query serves several quantiles only with ``{quantile}`` in it."""
+    query = getattr(plan.config.latency, "query", None)
+    wanted = plan.latency_signals
+    if isinstance(query, str) and QUANTILE not in query and len(wanted) > 1:
+        names = ", ".join(s.value for s in wanted)
+        raise ConfigError(
+            f"{here}.latency.query ({plan.name}): its rules want {names}, but the query has no "
+            f"{QUANTILE} to put each quantile in: write histogram_quantile({QUANTILE}, ...)"
+        )
 
 
 def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None = None) -> Plan:

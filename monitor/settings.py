@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,7 +45,8 @@ from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import redact_url
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionLatency, ExpositionMemory
 from monitor.sources.health import HealthCheck
-from monitor.sources.promql import PromQLErrorRate, PromQLMemory
+from monitor.sources.probe_latency import HealthLatency
+from monitor.sources.promql import PromQLErrorRate, PromQLLatency, PromQLMemory
 from monitor.sources.railway import RailwayErrorRate, RailwayLatency, RailwayMemory
 
 DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
@@ -223,7 +225,10 @@ MemorySource = Annotated[
     ExpositionMemory | RailwayMemory | PromQLMemory, Field(discriminator="source")
 ]
 # One table for every latency quantile: the rules say which quantiles (latency_p95, ...).
-LatencySource = Annotated[ExpositionLatency | RailwayLatency, Field(discriminator="source")]
+LatencySource = Annotated[
+    ExpositionLatency | RailwayLatency | PromQLLatency | HealthLatency,
+    Field(discriminator="source"),
+]
 SOURCE_TYPES = frozenset({"exposition", "railway", "promql", "health"})
 SIGNAL_TABLES = ("error_rate", "memory", "latency")
 """The service's keys that choose a signal's source."""
@@ -273,6 +278,23 @@ class ServiceConfig(Strict):
             raise ValueError(
                 f"max_body_bytes: must be between 1 and {MAX_BODY_BYTES} (got {shown(limit)})"
             )
+        return value
+
+    @field_validator("latency")
+    @classmethod
+    def _probe_latency(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, HealthLatency):
+            return value
+        data = info.data  # the fields before this one that passed (a failed one has its error)
+        if data.keys() >= {"health", "health_url"} and data["health"] is data["health_url"] is None:
+            raise ValueError(
+                "source 'health' times the health probe, but the service has no health check: "
+                "add health_url (or [services.health]), or take latency from another source"
+            )
+        interval = data.get("interval")
+        problem = value.too_short(interval) if isinstance(interval, float) else ""
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ and asking for ``prometheus``. Without the ``prometheus`` and ``promtool`` binar
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +36,10 @@ PERIOD = 600
 """Each phase lasts 10 minutes: failing (10% 5xx), then healthy (0%), then idle."""
 MEMORY_BYTES = 256 * 1024 * 1024
 MEMORY_LIMIT_BYTES = 512 * 1024 * 1024
+LATENCY_BOUNDS = ("0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf")
+LATENCY_GROWTH = ((2, 3, 3, 1, 0, 1, 0), (6, 3, 1, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0, 0))
+"""Per phase (failing, healthy, idle), what each step adds to each latency bucket (not
+cumulative): the failing phase is slower (its 10 requests reach 2.5s), the healthy one fast."""
 """Bounds a broken start only; Prometheus is ready in well under a second."""
 
 
@@ -62,7 +67,8 @@ class Prometheus:
 
 
 def openmetrics() -> str:
-    """The backfill: request counters by status over three phases, and two memory gauges.
+    """The backfill: request counters by status over three phases, two memory gauges, and a
+    request-duration histogram.
 
     Per step, the failing phase adds 9 requests with status 200 and 1 with 500, the healthy
     phase 10 with 200, the idle phase nothing.
@@ -83,8 +89,26 @@ def openmetrics() -> str:
     ):
         lines += [f"# TYPE {name} gauge", f"# HELP {name} Memory."]
         lines += [f'{name}{{job="web"}} {value} {START + i * STEP}' for i in steps]
+    lines += latency_histogram(steps)
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
+
+
+def latency_histogram(steps: range) -> list[str]:
+    """``http_request_duration_seconds`` by phase (:data:`LATENCY_GROWTH`), with ``_count``."""
+    name = "http_request_duration_seconds"
+    lines = [f"# TYPE {name} histogram", f"# HELP {name} Request latency."]
+    counts = [0] * len(LATENCY_BOUNDS)
+    for i in steps:
+        at = START + i * STEP
+        cumulative = list(itertools.accumulate(counts))
+        for le, n in zip(LATENCY_BOUNDS, cumulative, strict=True):
+            lines.append(f'{name}_bucket{{job="web",le="{le}"}} {n} {at}')
+        lines.append(f'{name}_count{{job="web"}} {cumulative[-1]} {at}')
+        lines.append(f'{name}_sum{{job="web"}} 0 {at}')
+        growth = LATENCY_GROWTH[min(i * STEP // PERIOD, 2)]
+        counts = [n + g for n, g in zip(counts, growth, strict=True)]
+    return lines
 
 
 @contextmanager

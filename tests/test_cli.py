@@ -56,6 +56,26 @@ def test_check_says_which_rules_a_service_cannot_have(write: Write) -> None:
     ) in out.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("table", "line"),
+    [
+        (
+            '{ source = "promql", url = "http://127.0.0.1:9/prom", selector = \'job="web"\' }',
+            "    latency p95 from promql http://127.0.0.1:9/prom",
+        ),
+        ('{ source = "health" }', "    latency p95 from health"),
+        (
+            '{ source = "exposition", url = "http://127.0.0.1:9/metrics" }',
+            "    latency p95 from exposition http://127.0.0.1:9/metrics",
+        ),
+    ],
+)
+def test_check_says_where_latency_comes_from(write: Write, table: str, line: str) -> None:
+    out = io.StringIO()
+    assert main(["check", "--config", str(write(GOOD + f"latency = {table}\n"))], stdout=out) == 0
+    assert line + "\n" in out.getvalue()
+
+
 def test_bad_config_exits_2_naming_the_key(
     write: Write, capsys: pytest.CaptureFixture[str]
 ) -> None:

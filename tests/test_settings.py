@@ -10,7 +10,9 @@ import pytest
 
 from monitor.configtypes import parse_duration
 from monitor.errors import ConfigError
+from monitor.model import Signal
 from monitor.plan import build_plan
+from monitor.rules import builtin_rules_path
 from monitor.settings import load_environment
 
 Write = Callable[..., Path]
@@ -199,6 +201,36 @@ def test_env_expansion(write: Write) -> None:
             "not a percentage: 'lots%'",
             id="bad percentage",
         ),
+        pytest.param(
+            SERVICE.replace('health_url = "http://127.0.0.1:9/health"', "")
+            + 'latency = { source = "health" }\n',
+            "services[0].latency: source 'health' times the health probe, but the service has "
+            "no health check: add health_url (or [services.health]), or take latency from "
+            "another source",
+            id="latency from health without a health check",
+        ),
+        pytest.param(
+            SERVICE + 'latency = { source = "health", window = "1m" }\n',
+            "services[0].latency: window 1m holds about 4 probes at the service's interval 15s, "
+            "fewer than min_probes 5: the quantiles would never be known",
+            id="latency window too short for min_probes",
+        ),
+        pytest.param(
+            SERVICE + 'latency = { source = "health", min_probes = 0 }\n',
+            "services[0].latency.min_probes: Input should be greater than or equal to 1",
+            id="latency from health: field error names the key without the union tag",
+        ),
+        pytest.param(
+            SERVICE + 'latency = { source = "lightstep" }\n',
+            "services[0].latency: unknown source 'lightstep' "
+            "(one of: exposition, health, promql, railway)",
+            id="latency from a source that has none",
+        ),
+        pytest.param(
+            SERVICE + 'latency = { source = "promql", url = "http://p:9090", query = "q" }\n',
+            "services[0].latency: query needs requests_query too",
+            id="latency query without requests_query",
+        ),
     ],
 )
 def test_config_mistakes_name_key_and_value(write: Write, text: str, expected: str) -> None:
@@ -312,8 +344,9 @@ def test_railway_latency_table_defaults_and_keys(write: Write) -> None:
             '{ source = "railway", url = "http://x" }', "services[0].latency.url", id="extra"
         ),
         pytest.param(
-            '{ source = "promql" }',
-            "services[0].latency: unknown source 'promql' (one of: exposition, railway)",
+            '{ source = "nope" }',
+            "services[0].latency: unknown source 'nope' "
+            "(one of: exposition, health, promql, railway)",
             id="source",
         ),
     ],
@@ -322,3 +355,39 @@ def test_railway_latency_mistakes(write: Write, table: str, expected: str) -> No
     with pytest.raises(ConfigError) as caught:
         plan_of(write, RAILWAY_SERVICE + f"latency = {table}\n")
     assert expected in str(caught.value)
+
+
+LATENCY_RULES = """
+[[rules]]
+name = "latency-p95"
+signal = "latency_p95"
+op = ">"
+threshold = "500ms"
+for = "2m"
+
+[[rules]]
+name = "latency-p99"
+signal = "latency_p99"
+op = ">"
+threshold = "2s"
+for = "2m"
+"""
+
+
+def test_a_latency_query_for_several_quantiles_needs_a_place_for_them(write: Write) -> None:
+    write(LATENCY_RULES, "latency.toml")
+    text = (
+        f'rule_files = ["{builtin_rules_path()}", "latency.toml"]\n'
+        '[tiers.preview]\nrules = ["latency-p95", "latency-p99"]\n'
+        + SERVICE
+        + 'latency = { source = "promql", url = "http://p:9090", requests_query = "r", '
+        'query = "histogram_quantile(0.95, x)" }\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        plan_of(write, text)
+    assert "services[0].latency.query (web): its rules want latency_p95, latency_p99, but " in str(
+        caught.value
+    )
+    templated = text.replace("(0.95, x)", "({quantile}, x)")
+    (service,) = plan_of(write, templated).services
+    assert service.latency_signals == (Signal.LATENCY_P95, Signal.LATENCY_P99)

@@ -3,7 +3,8 @@
 Health is never UNKNOWN. Whatever keeps the probe from a good answer (timeout, refused or
 reset connection, DNS failure, an unexpected status, a body condition not met) is a failing
 sample whose ``reason`` says which, so the engine and the people reading an incident see the
-same cause.
+same cause. With ``latency = { source = "health" }`` the probes' response times also give
+latency quantiles (:mod:`.probe_latency`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import aiohttp
@@ -22,6 +24,7 @@ from monitor.configtypes import MINUTE, Duration, HttpUrl, Strict, Text, Timeout
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
 from monitor.redact import redact_url
+from monitor.sources.probe_latency import HealthLatency, ProbeTimes
 from monitor.sources.release import ReleaseCheck, echo_in_header, echo_in_json
 
 MAX_REDIRECTS = 5
@@ -88,7 +91,8 @@ class HealthCheck(Strict):
 
 
 class HealthSource:
-    """Probes one health endpoint; each collect yields exactly one HEALTH sample."""
+    """Probes one health endpoint; each collect yields one HEALTH sample, and with ``latency``
+    one sample per quantile of the recent probes' response times."""
 
     __slots__ = (
         "_body_limit",
@@ -104,13 +108,21 @@ class HealthSource:
         "_session",
         "_timeout",
         "_timeout_reason",
+        "_times",
         "_url",
         "_url_text",
+        "signals",
     )
 
-    signals = frozenset({Signal.HEALTH})
-
-    def __init__(self, check: HealthCheck, session: aiohttp.ClientSession, clock: Clock) -> None:
+    def __init__(
+        self,
+        check: HealthCheck,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        *,
+        latency: HealthLatency | None = None,
+        quantiles: Iterable[Signal] = (Signal.LATENCY_P95,),
+    ) -> None:
         self._check = check
         self._session = session
         self._clock = clock
@@ -129,9 +141,12 @@ class HealthSource:
         self._echo_path = None if check.release is None else check.release.json_path
         needs_body = self._needle is not None or self._path is not None or bool(self._echo_path)
         self._body_limit = check.max_body_bytes if needs_body else None
+        self._times = None if latency is None else ProbeTimes(latency, sorted(set(quantiles)))
+        self.signals = frozenset({Signal.HEALTH, *(self._times.signals if self._times else ())})
 
     async def collect(self, at: float) -> list[Sample]:
-        """Probe once and report 1.0 (healthy) or 0.0 (failing, with the reason)."""
+        """Probe once and report 1.0 (healthy) or 0.0 (failing, with the reason), then the
+        latency quantiles (if asked for) with this probe among them."""
         if self._session.closed:
             # Not a fact about the target: aiohttp would raise a bare RuntimeError.
             raise ProbeError(f"cannot probe {self._url_text}: the HTTP session is closed")
@@ -161,7 +176,8 @@ class HealthSource:
             reason, error = self._timeout_reason, _error_text(exc)
         except (aiohttp.ClientError, OSError) as exc:
             reason, error = describe_error(exc), _error_text(exc)
-        latency_ms = round((self._clock.monotonic() - start) * 1000.0, 3)
+        elapsed = self._clock.monotonic() - start
+        latency_ms = round(elapsed * 1000.0, 3)
         detail: dict[str, Any] = {
             "status": status,
             "latency_ms": latency_ms,
@@ -172,15 +188,12 @@ class HealthSource:
             detail["echoed"] = echo[0]
             if echo[0] is None:
                 detail["unattributed"] = echo[1]
-        return [
-            Sample(
-                signal=Signal.HEALTH,
-                at=at,
-                value=0.0 if reason else 1.0,
-                reason=reason,
-                detail=detail,
-            )
-        ]
+        health = Sample(Signal.HEALTH, at, 0.0 if reason else 1.0, reason=reason, detail=detail)
+        if self._times is None:
+            return [health]
+        # Any answer took that long, whatever its status; no answer has no response time.
+        self._times.record(start, None if error is not None else elapsed)
+        return [health, *self._times.samples(at, self._clock.monotonic())]
 
     def _check_body(self, body: _Body) -> str:
         """The reason the body fails the configured conditions, or "" when it passes.

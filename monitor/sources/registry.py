@@ -1,6 +1,8 @@
 """Which source feeds which signal: the registry keyed by a signal table's ``source`` key.
 
-Adding a source is one file in this package and one line in :data:`SOURCES`. One source
+Adding a source is one file in this package and one line in :data:`SOURCES` (the health
+probe, which every service with a health check has, is built apart: it also times itself for
+``latency = { source = "health" }``). One source
 instance serves every signal of its type for a service, so one scrape feeds error rate and
 memory alike, and one view of the Railway poll feeds every Railway signal (the deployment
 signal included, which needs no table). For a service on Railway, the sources that send
@@ -68,11 +70,14 @@ def _railway(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
 
 
 def _promql(configs: Mapping[Signal, Any], ctx: SourceContext) -> Source:
+    latency, quantiles = _latency(configs)
     return PromQLSource(
         ctx.session,
         ctx.clock,
         error_rate=configs.get(Signal.ERROR_RATE),
         memory=configs.get(Signal.MEMORY),
+        latency=latency,
+        quantiles=quantiles,
     )
 
 
@@ -138,11 +143,18 @@ def build_sources(ctx: SourceContext) -> list[tuple[str, Source]]:
 def _sources(ctx: SourceContext) -> list[tuple[str, Source]]:
     service = ctx.service
     sources: list[tuple[str, Source]] = []
-    if service.health is not None:
-        sources.append(("health", HealthSource(service.health, ctx.session, ctx.clock)))
     by_type: dict[str, dict[Signal, Any]] = defaultdict(dict)
     for signal, config in table_signals(service).items():
         by_type[config.source][signal] = config
+    # Latency from the health probe's response times: the health source measures it.
+    latency, quantiles = _latency(by_type.pop("health", {}))
+    if service.health is not None:
+        health = HealthSource(
+            service.health, ctx.session, ctx.clock, latency=latency, quantiles=quantiles
+        )
+        sources.append(("health", health))
+    else:
+        assert latency is None, "the config refuses latency from health without a health check"
     if service.wants_deployment:  # no table: the plan keeps the rule only with Railway ids
         by_type["railway"][Signal.DEPLOYMENT] = None
     for kind, configs in by_type.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,13 @@ from pydantic import ValidationError
 from monitor.clock import FakeClock
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal
-from monitor.sources.promql import MAX_BODY_BYTES, PromQLErrorRate, PromQLMemory, PromQLSource
+from monitor.sources.promql import (
+    MAX_BODY_BYTES,
+    PromQLErrorRate,
+    PromQLLatency,
+    PromQLMemory,
+    PromQLSource,
+)
 from tests.prometheus_fixture import PERIOD, Prometheus, prometheus_server  # noqa: F401
 
 ENVIRON = {"PROM_TOKEN": "s3cret"}
@@ -38,6 +45,15 @@ def memory(url: str, query: str = MEMORY, **fields: Any) -> PromQLMemory:
     return PromQLMemory.model_validate(
         {"source": "promql", "url": url, "query": query, **fields}, context={"environ": ENVIRON}
     )
+
+
+def latency(url: str, **fields: Any) -> PromQLLatency:
+    return PromQLLatency.model_validate(
+        {"source": "promql", "url": url, **fields}, context={"environ": ENVIRON}
+    )
+
+
+P50, P95, P99 = Signal.LATENCY_P50, Signal.LATENCY_P95, Signal.LATENCY_P99
 
 
 @pytest.fixture
@@ -234,6 +250,8 @@ class FakePrometheus:
     def __init__(self) -> None:
         self.status = 200
         self.body: bytes = b'{"status":"success","data":{"resultType":"scalar","result":[0,"0.5"]}}'
+        self.by_query: dict[str, bytes] = {}
+        """Answers to particular queries (any other gets ``body``)."""
         self.hang = False
         self.requests: list[web.Request] = []
         self.gather = 0
@@ -250,7 +268,8 @@ class FakePrometheus:
             await self.release.wait()
         if self.gather:
             await self.arrived.wait()
-        return web.Response(body=self.body, status=self.status, content_type="application/json")
+        body = self.by_query.get(request.query.get("query", ""), self.body)
+        return web.Response(body=body, status=self.status, content_type="application/json")
 
 
 @pytest.fixture
@@ -366,7 +385,7 @@ async def test_long_bodies_are_clipped_in_reasons(
 
 
 async def test_needs_a_signal_and_an_open_session(session: aiohttp.ClientSession) -> None:
-    with pytest.raises(ProbeError, match="needs error_rate, memory or both"):
+    with pytest.raises(ProbeError, match="needs error_rate, memory or latency"):
         PromQLSource(session, FakeClock())
     closed = aiohttp.ClientSession()
     await closed.close()
@@ -415,3 +434,202 @@ def test_config_errors(
     document = {"source": "promql", "url": "http://prometheus:9090", "query": "up", **fields}
     with pytest.raises(ValidationError, match=message):
         model.model_validate(document, context={"environ": ENVIRON})
+
+
+# -- latency --------------------------------------------------------------------------------
+
+BUCKETS = 'http_request_duration_seconds_bucket{job="web"}[2m]'
+COUNT = 'http_request_duration_seconds_count{job="web"}[2m]'
+
+
+async def ask(session: aiohttp.ClientSession, url: str, query: str, at: float) -> float:
+    """Prometheus' own answer to ``query`` at ``at``: one series' value."""
+    params = {"query": query, "time": str(at)}
+    async with session.get(f"{url}/api/v1/query", params=params) as response:
+        body = await response.json()
+    assert body["status"] == "success", body
+    (series,) = body["data"]["result"]
+    return float(series["value"][1])
+
+
+@pytest.mark.parametrize("phase", ["failing", "healthy"])
+async def test_latency_is_prometheus_own_histogram_quantile(
+    prometheus: Prometheus, session: aiohttp.ClientSession, phase: str
+) -> None:
+    at = getattr(prometheus, phase)
+    config = latency(prometheus.url, selector='job="web"')
+    source = PromQLSource(session, FakeClock(at), latency=config, quantiles=[P99, P50, P95])
+    assert source.signals == frozenset({P50, P95, P99})
+    samples = await source.collect(at)
+    assert [s.signal for s in samples] == [P50, P95, P99]
+    requests = await ask(session, prometheus.url, f"sum(increase({COUNT}))", at)
+    assert requests == pytest.approx(80)  # 10 requests a step, 8 steps in 2m
+    for sample in samples:
+        q = sample.signal.quantile
+        query = f"histogram_quantile({q}, sum by (le) (rate({BUCKETS})))"
+        assert sample.value == await ask(session, prometheus.url, query, at), sample.reason
+        assert sample.detail == {
+            "url": prometheus.url,
+            "query": query,
+            "series": 1,
+            "requests_query": f"sum(increase({COUNT}))",
+            "requests": requests,
+            "span_s": 120.0,
+        }
+    p50, p95, p99 = (s.value for s in samples)
+    if phase == "failing":  # 9.5 of 10 a step: half way into the (1s, 2.5s] bucket
+        assert (p50, p95, p99) == (pytest.approx(0.1), pytest.approx(1.75), pytest.approx(2.35))
+    else:  # 6 of 10 a step up to 50ms, 9 up to 100ms
+        assert (p50, p95, p99) == (
+            pytest.approx(0.05 * 5 / 6),
+            pytest.approx(0.175),
+            pytest.approx(0.235),
+        )
+
+
+async def test_latency_without_traffic_is_unknown(
+    prometheus: Prometheus, session: aiohttp.ClientSession
+) -> None:
+    at = prometheus.idle
+    config = latency(prometheus.url, selector='{job="web"}', range="1m")
+    source = PromQLSource(session, FakeClock(at), latency=config, quantiles=[P95, P99])
+    for sample in await source.collect(at):
+        assert sample.value is None
+        assert sample.reason == "too little traffic: 0 requests < min_requests 10"
+        assert sample.detail["requests"] == 0
+        assert sample.detail["span_s"] == 60.0
+        assert "[1m]" in sample.detail["query"]
+
+    # With the count written out, histogram_quantile's own NaN says there was nothing.
+    config = latency(
+        prometheus.url,
+        query=f"histogram_quantile({{quantile}}, sum by (le) (rate({BUCKETS})))",
+        requests_query="vector(100)",
+    )
+    (nan,) = await PromQLSource(session, FakeClock(at), latency=config).collect(at)
+    assert nan.value is None
+    assert nan.reason == "no observations in the histogram's buckets (the query is NaN)"
+    assert nan.detail["query"] == f"histogram_quantile(0.95, sum by (le) (rate({BUCKETS})))"
+
+
+async def test_latency_with_written_queries(
+    prometheus: Prometheus, session: aiohttp.ClientSession
+) -> None:
+    at = prometheus.failing
+    written = f"histogram_quantile({{quantile}}, sum by (le) (rate({BUCKETS})))"
+    config = latency(prometheus.url, query=written, requests_query=f"sum(increase({COUNT}))")
+    source = PromQLSource(session, FakeClock(at), latency=config, quantiles=[P50, P95])
+    p50, p95 = await source.collect(at)
+    assert (p50.value, p95.value) == (pytest.approx(0.1), pytest.approx(1.75))
+    assert p95.detail["query"] == f"histogram_quantile(0.95, sum by (le) (rate({BUCKETS})))"
+
+    # One quantile needs no {quantile}: the query says which.
+    fixed = f"histogram_quantile(0.9, sum by (le) (rate({BUCKETS})))"
+    config = latency(prometheus.url, query=fixed, requests_query=f"sum(increase({COUNT}))")
+    (p90,) = await PromQLSource(
+        session, FakeClock(at), latency=config, quantiles=[Signal.LATENCY_P90]
+    ).collect(at)
+    assert p90.value == pytest.approx(0.5)
+    assert p90.detail["query"] == fixed
+    with pytest.raises(
+        ProbeError, match=re.escape("without {quantile} can serve only one quantile")
+    ):
+        PromQLSource(session, FakeClock(at), latency=config, quantiles=[P50, P95])
+
+
+async def test_latency_of_no_series_names_the_query(
+    prometheus: Prometheus, session: aiohttp.ClientSession
+) -> None:
+    at = prometheus.failing
+    config = latency(prometheus.url, selector='job="typo"')
+    (sample,) = await PromQLSource(session, FakeClock(at), latency=config).collect(at)
+    assert sample.value is None
+    count = 'sum(increase(http_request_duration_seconds_count{job="typo"}[2m]))'
+    assert sample.reason == f"requests_query: query returned no series: {count}"
+    assert sample.detail["requests"] is None
+
+    # Without sum by (le) each label set is its own quantile: one series is wanted.
+    config = latency(
+        prometheus.url,
+        query="histogram_quantile({quantile}, rate(http_request_duration_seconds_bucket[2m]))"
+        " + on() group_left vector(0) or vector(1)",
+        requests_query="vector(100)",
+    )
+    (several,) = await PromQLSource(session, FakeClock(at), latency=config).collect(at)
+    assert several.reason == (
+        "query returned 2 series; it must return one: wrap it in sum() or max()"
+    )
+
+
+def scalar(value: str) -> bytes:
+    return (
+        b'{"status":"success","data":{"resultType":"scalar","result":[0,"'
+        + value.encode()
+        + b'"]}}'
+    )
+
+
+async def test_latency_queries_run_together(
+    fake: FakePrometheus, session: aiohttp.ClientSession
+) -> None:
+    fake.gather = 4  # the requests count and three quantiles
+    config = latency(fake.url, timeout="5s", selector='job="web"')
+    fake.by_query = {
+        config.count_query: scalar("42"),
+        config.quantile_query(0.5): scalar("0.02"),
+        config.quantile_query(0.95): scalar("+Inf"),
+        config.quantile_query(0.99): scalar("-0.5"),
+    }
+    source = PromQLSource(session, FakeClock(), latency=config, quantiles=[P50, P95, P99])
+    p50, p95, p99 = await source.collect(1.0)
+    assert len(fake.requests) == 4
+    assert (p50.value, p50.detail["requests"], p50.detail["series"]) == (0.02, 42.0, None)
+    assert p95.value is None
+    assert p95.reason == "the query returned +Inf: not a latency in seconds"
+    assert p99.value is None
+    assert p99.reason == "latency_p99 would be -0.5, outside 0..86400"
+
+
+def test_latency_defaults_and_queries() -> None:
+    config = latency("http://prometheus:9090")
+    assert (config.metric, config.selector, config.range, config.min_requests) == (
+        "http_request_duration_seconds",
+        "",
+        120.0,
+        10,
+    )
+    assert config.quantile_query(0.99) == (
+        "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[2m])))"
+    )
+    assert config.count_query == "sum(increase(http_request_duration_seconds_count[2m]))"
+    odd = latency("http://p", metric="rpc_seconds", selector=' { a="1", b!~"x|y" } ', range="90s")
+    assert odd.quantile_query(0.5) == (
+        'histogram_quantile(0.5, sum by (le) (rate(rpc_seconds_bucket{a="1", b!~"x|y"}[90s])))'
+    )
+    assert latency("http://p", range="1500ms").count_query.endswith("[1500ms]))")
+    braces = latency("http://p", selector='path=~"/v[0-9]{1,2}/.*"')
+    assert braces.count_query.endswith('_count{path=~"/v[0-9]{1,2}/.*"}[2m]))')
+    assert latency("http://p", range="1h").count_query.endswith("[1h]))")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"query": "histogram_quantile({quantile}, x)"}, "query needs requests_query too"),
+        ({"query": " ", "requests_query": "x"}, "query must not be empty"),
+        ({"requests_query": ""}, "requests_query must not be empty"),
+        (
+            {"query": "q", "requests_query": "r", "metric": "m", "range": "1m"},
+            "metric and range build the default query: with query, write them into it",
+        ),
+        ({"metric": "http-latency"}, "is not a Prometheus metric name"),
+        ({"range": "0s"}, "at least 1s"),
+        ({"range": 120}, "durations are strings with a unit"),
+        ({"min_requests": 0}, "greater than or equal to 1"),
+        ({"traffic_query": "x"}, "Extra inputs are not permitted"),
+        ({"bearer_token": "s3cret"}, "secrets come only from the environment"),
+    ],
+)
+def test_latency_config_errors(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        latency("http://prometheus:9090", **fields)

@@ -16,15 +16,16 @@ from hypothesis import strategies as st
 
 from monitor.clock import FakeClock
 from monitor.model import Sample, Signal
-from monitor.sources.exposition_checks import MAX_MEMORY_RATIO
+from monitor.sources.exposition_checks import MAX_LATENCY, MAX_MEMORY_RATIO
 from monitor.sources.promql import (
     PromQLErrorRate,
+    PromQLLatency,
     PromQLMemory,
     PromQLSource,
-    _interpret,
+    _LatencyReader,
     _Reader,
-    _Result,
 )
+from monitor.sources.promql_answer import Result, interpret
 
 URL = "http://127.0.0.1:9"
 RATE = PromQLErrorRate(source="promql", url=URL, query="sum(a)/sum(b)")
@@ -32,6 +33,8 @@ RATE_WITH_TRAFFIC = PromQLErrorRate(
     source="promql", url=URL, query="sum(a)/sum(b)", traffic_query="sum(b)", min_traffic=1
 )
 MEMORY = PromQLMemory(source="promql", url=URL, query="a/b")
+LATENCY = PromQLLatency(source="promql", url=URL)
+QUANTILES = (Signal.LATENCY_P50, Signal.LATENCY_P99)
 FAST = settings(
     max_examples=100,
     deadline=None,
@@ -111,13 +114,18 @@ def assert_sane(sample: Sample) -> None:
     assert low <= sample.value <= high, sample
     if sample.signal is Signal.MEMORY:
         assert sample.value <= MAX_MEMORY_RATIO, sample
+    if sample.signal.quantile is not None:
+        assert sample.value <= MAX_LATENCY, sample
+        requests = sample.detail["requests"]
+        assert math.isfinite(requests), sample
+        assert requests >= LATENCY.min_requests, sample
 
 
 @FAST
 @given(answers(), answers(), st.sampled_from([200, 200, 400, 422, 503]))
 def test_any_answer_gives_a_sane_sample(main: bytes, traffic: bytes, status: int) -> None:
-    main_result = _interpret(status, main, "q")
-    traffic_result = _interpret(200, traffic, "t")
+    main_result = interpret(status, main, "q")
+    traffic_result = interpret(200, traffic, "t")
     for result in (main_result, traffic_result):
         assert isinstance(result.outcome, float | str)
     for signal, config in [
@@ -128,6 +136,16 @@ def test_any_answer_gives_a_sane_sample(main: bytes, traffic: bytes, status: int
         reader = _Reader(signal, config)
         extra = traffic_result if reader.traffic is not None else None
         assert_sane(reader.read(1.0, main_result, extra))
+    # A latency's requests count and quantiles, whichever of them the garbage is in.
+    latency = _LatencyReader(LATENCY, QUANTILES)
+    for results in [
+        (traffic_result, main_result, main_result),
+        (Result(100.0), main_result, traffic_result),
+    ]:
+        samples = latency.samples(1.0, results)
+        assert [s.signal for s in samples] == list(QUANTILES)
+        for sample in samples:
+            assert_sane(sample)
 
 
 def vector(*values: Any) -> bytes:
@@ -174,7 +192,7 @@ def test_each_kind_of_garbage_is_unknown_with_its_reason(
     signal: str, body: bytes, reason: str
 ) -> None:
     config = RATE if signal == "error_rate" else MEMORY
-    sample = _Reader(Signal(signal), config).read(1.0, _interpret(200, body, "q"), None)
+    sample = _Reader(Signal(signal), config).read(1.0, interpret(200, body, "q"), None)
     assert sample.value is None
     assert sample.reason.startswith(reason)
 
@@ -189,9 +207,39 @@ def test_each_kind_of_garbage_is_unknown_with_its_reason(
 )
 def test_garbage_traffic_is_unknown(volume: str, reason: str) -> None:
     reader = _Reader(Signal.ERROR_RATE, RATE_WITH_TRAFFIC)
-    sample = reader.read(1.0, _Result(0.5, 1), _interpret(200, vector(volume), "t"))
+    sample = reader.read(1.0, Result(0.5, 1), interpret(200, vector(volume), "t"))
     assert sample.value is None
     assert sample.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("requests", "body", "reason"),
+    [
+        (vector("100"), vector("NaN"), "no observations in the histogram's buckets (the query"),
+        (vector("100"), vector("+Inf"), "the query returned +Inf: not a latency in seconds"),
+        (vector("100"), vector("-Inf"), "the query returned -Inf: not a latency in seconds"),
+        (vector("100"), vector("-0.1"), "latency_p50 would be -0.1, outside 0..86400"),
+        (vector("100"), vector("1e6"), "latency_p50 would be 1e+06, outside 0..86400"),
+        (vector("100"), vector("0.1", "0.2"), "query returned 2 series; it must return one"),
+        (vector("100"), vector("fast"), "the query's value 'fast' is not a number"),
+        (vector("100"), b"<html>", "response is not JSON ("),
+        (vector("100"), vector(), "query returned no series: q"),
+        (vector("+Inf"), vector("0.1"), "requests_query returned +Inf: not a count of requests"),
+        (vector("-5"), vector("0.1"), "requests_query returned -5: not a count of requests"),
+        (vector("NaN"), vector("0.1"), "too little traffic: NaN requests < min_requests 10"),
+        (vector("9.5"), vector("0.1"), "too little traffic: 9.5 requests < min_requests 10"),
+        (vector("1", "2"), vector("0.1"), "requests_query: query returned 2 series"),
+        (b"[" * 100_000, vector("0.1"), "requests_query: response is nested too deeply"),
+    ],
+)
+def test_each_kind_of_latency_garbage_is_unknown_with_its_reason(
+    requests: bytes, body: bytes, reason: str
+) -> None:
+    reader = _LatencyReader(LATENCY, [Signal.LATENCY_P50])
+    (sample,) = reader.samples(1.0, [interpret(200, requests, "r"), interpret(200, body, "q")])
+    assert sample.value is None
+    assert sample.reason.startswith(reason)
+    assert sample.detail["span_s"] == 120.0
 
 
 @settings(max_examples=10, deadline=None, derandomize=True)
@@ -209,6 +257,8 @@ async def test_garbage_through_a_real_server(body: bytes) -> None:
             FakeClock(),
             error_rate=PromQLErrorRate(source="promql", url=url, query="q"),
             memory=PromQLMemory(source="promql", url=url, query="q"),
+            latency=PromQLLatency(source="promql", url=url),
+            quantiles=QUANTILES,
         )
         for sample in await source.collect(1.0):
             assert_sane(sample)
