@@ -69,6 +69,7 @@ class ServiceWorker:
         self.semaphore = semaphore
         self.sink = sink
         self.states: dict[str, RuleState] = {rule.name: RuleState() for rule in plan.rules}
+        self.reasons: dict[str, str] = {}  # each rule's last verdict, in words
         self.latest: dict[Signal, Sample] = {}
         # Each release's record and each baseline rule's baseline (services on Railway).
         self.baselines: BaselineBook | None = None
@@ -150,6 +151,7 @@ class ServiceWorker:
                 reference = book.reference(self.plan.name, rule.signal)
             state, verdict = evaluate(rule, self.states[rule.name], sample, reference)
             self.states[rule.name] = state
+            self.reasons[rule.name] = verdict.reason
             if not verdict.transitions:
                 continue
             self._state[rule.name].set(verdict.phase.level)
@@ -199,7 +201,7 @@ class ServiceWorker:
         self, rule: Rule, charts: dict[Signal, list[list[float | None]]]
     ) -> dict[str, object]:
         state = self.states[rule.name]
-        return {
+        snapshot: dict[str, object] = {
             "rule": rule.describe(),
             "signal": rule.signal.value,
             "op": rule.op.value,
@@ -208,8 +210,22 @@ class ServiceWorker:
             "phase": state.phase.value,
             "since": state.since,
             "blind": state.blind,
+            "compared": self.reasons.get(rule.name, ""),
             "history": charts.get(rule.signal, []),
         }
+        if rule.baseline is not None:
+            reference = None
+            if self.baselines is not None:
+                reference = self.baselines.reference(self.plan.name, rule.signal)
+            limit = None
+            if reference is not None:
+                limit = max(rule.threshold or 0.0, rule.baseline.factor * reference.value)
+            snapshot |= {
+                "baseline_rule": True,
+                "baseline": None if reference is None else reference.to_dict(),
+                "limit": limit,
+            }
+        return snapshot
 
     @property
     def firing(self) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.model import Op, format_duration
+from monitor.model import Op, format_duration, show_seconds
 from monitor.railway.statuses import ENDED, FAILED, SUCCESS
 
 TIER_ORDER = ("production", "staging", "preview")
@@ -278,6 +278,9 @@ def _rule_row(
     word = phase if phase in ("pending", "firing") else "ok"
     since_text = f"{word} for {_duration(now - float(since))}" if since is not None else _NONE
     condition = _e(rule.get("rule", ""))
+    compared = rule.get("compared")
+    if rule.get("baseline_rule") and isinstance(compared, str) and compared:
+        condition += f'<div class="why">{_e(compared)}</div>'  # "p95 812ms vs baseline ..."
     # Why the rule cannot see is what a person needs next to a blind badge.
     if latest is not None and latest.get("value") is None and latest.get("reason"):
         condition += f'<div class="why">unknown: {_e(latest["reason"])}</div>'
@@ -293,7 +296,9 @@ def _rule_row(
 def _chart(rule: Mapping[str, Any]) -> str:
     """The rule's recent values against its threshold, as an inline SVG."""
     signal = str(rule.get("signal", ""))
-    threshold = float(rule.get("threshold", 0.0))
+    # A baseline rule's limit moves with its baseline (and is unknown without one).
+    limit = rule.get("limit", rule.get("threshold"))
+    threshold = float(limit) if isinstance(limit, int | float) else None
     history = [(float(t), None if v is None else float(v)) for t, v in rule.get("history") or []]
     svg = f'<svg class="chart" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img">'
     if len(history) < 2:
@@ -301,7 +306,7 @@ def _chart(rule: Mapping[str, Any]) -> str:
         return f"{svg}<title>{_e(signal)}: no samples yet</title>{text}</svg>"
     t0, t1 = history[0][0], history[-1][0]
     known = [v for _, v in history if v is not None]
-    top = 1.0 if signal == "health" else max(threshold * 2, max(known, default=0.0)) * 1.1
+    top = 1.0 if signal == "health" else max((threshold or 0.0) * 2, max(known, default=0.0)) * 1.1
     top = top if top > 0 else 1.0
     try:
         op: Op | None = Op(str(rule.get("op")))
@@ -325,19 +330,25 @@ def _chart(rule: Mapping[str, Any]) -> str:
             )
             continue
         runs[-1].append(f"{x(t):.1f},{y(v):.1f}")
-        breach = " breach" if op is not None and op.breaches(v, threshold) else ""
+        breach = ""
+        if op is not None and threshold is not None and op.breaches(v, threshold):
+            breach = " breach"
         marks.append(f'<circle class="point{breach}" cx="{x(t):.1f}" cy="{y(v):.1f}" r="1.5"/>')
     lines = [f'<polyline class="series" points="{" ".join(r)}"/>' for r in runs if len(r) > 1]
     last = history[-1][1]
+    shown = "none yet" if threshold is None else _value(signal, threshold)
     title = (
-        f"{signal} over the last {_duration(t1 - t0)}; threshold {_value(signal, threshold)}; "
+        f"{signal} over the last {_duration(t1 - t0)}; threshold {shown}; "
         f"last value {'unknown' if last is None else _value(signal, last)}"
     )
-    ty = f"{y(threshold):.1f}"
+    line = ""
+    if threshold is not None:
+        ty = f"{y(threshold):.1f}"
+        line = f'<line class="threshold" x1="0" y1="{ty}" x2="{_W}" y2="{ty}"/>'
     return (
         f"{svg}<title>{_e(title)}</title>"
         f'<line class="axis" x1="0" y1="{_H - _PAD}" x2="{_W}" y2="{_H - _PAD}"/>'
-        f'<line class="threshold" x1="0" y1="{ty}" x2="{_W}" y2="{ty}"/>'
+        + line
         + "".join(lines + marks)
         + "</svg>"
     )
@@ -407,4 +418,6 @@ def _value(signal: str, value: float) -> str:
         return {1.0: "running", 0.0: "crashing"}.get(value, f"{value:g}")
     if signal in ("error_rate", "memory"):
         return f"{round(value * 100, 1):g}%"
+    if signal.startswith("latency_"):
+        return show_seconds(value)
     return f"{value:g}"

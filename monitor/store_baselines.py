@@ -80,7 +80,8 @@ class BaselineStore:
     async def forget_summaries(self, service: str, keep: Iterable[str]) -> None:
         """Drop a service's summaries of every release but ``keep``."""
         kept = sorted(set(keep))
-        marks = ", ".join(f":k{i}" for i in range(len(kept))) or "NULL"
         params: dict[str, Any] = {"service": service} | {f"k{i}": k for i, k in enumerate(kept)}
-        sql = f"DELETE FROM release_summaries WHERE service = :service AND release NOT IN ({marks})"
+        sql = "DELETE FROM release_summaries WHERE service = :service"
+        if kept:  # (NOT IN an empty list would be NOT IN (NULL): true of nothing)
+            sql += f" AND release NOT IN ({', '.join(f':k{i}' for i in range(len(kept)))})"
         await self._write(lambda db: db.execute(sql, params))
