@@ -144,6 +144,12 @@ class HealthSource:
         self._times = None if latency is None else ProbeTimes(latency, sorted(set(quantiles)))
         self.signals = frozenset({Signal.HEALTH, *(self._times.signals if self._times else ())})
 
+    @property
+    def times(self) -> ProbeTimes | None:
+        """The probes' response times (``latency = { source = "health" }``), if it keeps them:
+        the release check disowns another deployment's, a wake's cold start restarts them."""
+        return self._times
+
     async def collect(self, at: float) -> list[Sample]:
         """Probe once and report 1.0 (healthy) or 0.0 (failing, with the reason), then the
         latency quantiles (if asked for) with this probe among them."""

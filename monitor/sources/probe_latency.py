@@ -8,6 +8,17 @@ default, "type 7": for ``n`` sorted times and quantile ``q``, the point ``(n - 1
 way from the first to the last). Any HTTP answer counts, whatever its status: it took that
 long. A probe that got none (a timeout, a refused or reset connection) has no response time;
 it is left out, and counted in the detail. Fewer than ``min_probes`` answers: UNKNOWN.
+
+Two kinds of answer describe something else than the release, and are left out too:
+
+- With a release check, an answer the check gives to another deployment than the active one
+  (the replaced one in a deploy's overlap): :meth:`ProbeTimes.disown_newest`, counted in
+  ``detail["other_deployment"]``. The window still spans a deploy, as every latency source's
+  does: the answers the active deployment of the moment gave stay in it.
+- A serverless service's cold start: once it is over, every probe from before its end (the
+  slow ones of the wake among them) is forgotten and the window starts again
+  (:meth:`ProbeTimes.restart`). Until ``min_probes`` probes have been made since, the
+  quantiles are *idle*, not UNKNOWN: a routine wake leaves the rules resting, never blind.
 """
 
 from __future__ import annotations
@@ -56,39 +67,70 @@ def quantile(ordered: Sequence[float], q: float) -> float:
 class ProbeTimes:
     """The recent probes' response times, and the quantiles of them the rules want."""
 
-    __slots__ = ("_config", "_probes", "signals")
+    __slots__ = ("_asof", "_config", "_probes", "_restarted", "signals")
 
     def __init__(self, config: HealthLatency, signals: Sequence[Signal]) -> None:
         self._config = config
         self.signals = tuple(signals)
-        # (when the probe started, its response time or None: no answer), oldest first,
-        # both on the clock's monotonic scale.
-        self._probes: deque[tuple[float, float | None]] = deque()
+        # (when the probe started, its response time or None: no answer, whether it counts:
+        # False for another deployment's answer), oldest first, on the clock's monotonic scale.
+        self._probes: deque[tuple[float, float | None, bool]] = deque()
+        self._restarted = ""  # what the window started again after, until min_probes probes
+        self._asof = (0.0, 0.0)  # the (at, now) of the last samples
 
     def record(self, started: float, seconds: float | None) -> None:
         """One probe, started at ``started``, answered in ``seconds`` (None: no answer)."""
-        self._probes.append((started, seconds))
+        self._probes.append((started, seconds, True))
+
+    def disown_newest(self) -> list[Sample]:
+        """The newest probe was answered by another deployment than the active one (the
+        release check says so): its time is left out. The last :meth:`samples`, taken again."""
+        if self._probes:
+            started, seconds, _ = self._probes.pop()
+            self._probes.append((started, seconds, False))
+        return self.samples(*self._asof)
+
+    def restart(self, ended: str) -> None:
+        """Forget every probe so far: the window starts again at the end of ``ended``."""
+        self._probes.clear()
+        self._restarted = ended
 
     def samples(self, at: float, now: float) -> list[Sample]:
         """One sample per quantile of the probes within the window before ``now``."""
+        self._asof = (at, now)
         config = self._config
         probes = self._probes
         while probes and probes[0][0] < now - config.window:
             probes.popleft()
-        times = sorted(s for _, s in probes if s is not None)
-        unanswered = len(probes) - len(times)
+        times = sorted(s for _, s, own in probes if s is not None and own)
+        others = sum(1 for _, s, own in probes if s is not None and not own)
+        unanswered = len(probes) - len(times) - others
         detail: dict[str, Any] = {
             "requests": len(times),
             "unanswered": unanswered,
             "span_s": round(now - probes[0][0], 3) if probes else 0.0,
         }
+        if others:
+            detail["other_deployment"] = others
+        if self._restarted and len(probes) < config.min_probes:
+            reason = (
+                f"the window started again at the end of {self._restarted}: "
+                f"{len(probes)} of min_probes {config.min_probes} probes since"
+            )
+            return [
+                Sample(s, at, None, reason=reason, detail=detail, idle=True) for s in self.signals
+            ]
+        self._restarted = ""
         if len(times) < config.min_probes:
             reason = (
                 f"too few answered probes: {len(times)} in the last "
                 f"{format_duration(config.window)} < min_probes {config.min_probes}"
             )
-            if unanswered:
-                reason += f" ({unanswered} got no answer)"
+            left_out = [f"{unanswered} got no answer"] if unanswered else []
+            if others:
+                left_out.append(f"{others} from another deployment than the active one")
+            if left_out:
+                reason += f" ({', '.join(left_out)})"
             return [Sample(s, at, None, reason=reason, detail=detail) for s in self.signals]
         out = []
         for signal in self.signals:

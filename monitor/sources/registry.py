@@ -111,9 +111,17 @@ def table_signals(service: ServicePlan) -> dict[Signal, Any]:
 APP_FACING = frozenset({"health", "exposition"})
 
 
-def _sleep_aware(source: Source, ctx: SourceContext) -> Source:
+def _railway_aware(name: str, source: Source, ctx: SourceContext) -> Source:
+    """``source``, counting only the active deployment's health answers (with a release
+    check) and leaving a sleeping service alone (if it sends requests to the app). Both
+    wrappers tell the health probe's response times which probes no longer count."""
     assert ctx.poller is not None
     health = ctx.service.health
+    times = source.times if isinstance(source, HealthSource) else None
+    if name == "health" and health is not None and health.release is not None:
+        source = ReleaseAware(source, ctx.poller, ctx.service.name, times=times)
+    if name not in APP_FACING:
+        return source
     return SleepAware(
         source,
         ctx.poller,
@@ -121,14 +129,8 @@ def _sleep_aware(source: Source, ctx: SourceContext) -> Source:
         cold_start=health.cold_start if health is not None else 0.0,
         # As old as the Railway source trusts a poll: a stale SLEEPING does not stop probes.
         max_age=2 * ctx.poller.interval + ctx.service.interval,
+        times=times,
     )
-
-
-def _release_aware(name: str, source: Source, ctx: SourceContext) -> Source:
-    health = ctx.service.health
-    if name != "health" or health is None or health.release is None or ctx.poller is None:
-        return source
-    return ReleaseAware(source, ctx.poller, ctx.service.name)
 
 
 def build_sources(ctx: SourceContext) -> list[tuple[str, Source]]:
@@ -136,8 +138,7 @@ def build_sources(ctx: SourceContext) -> list[tuple[str, Source]]:
     sources = _sources(ctx)
     if ctx.poller is None or not has_railway_ids(ctx.service.config):
         return sources
-    sources = [(n, _release_aware(n, s, ctx)) for n, s in sources]
-    return [(n, _sleep_aware(s, ctx) if n in APP_FACING else s) for n, s in sources]
+    return [(n, _railway_aware(n, s, ctx)) for n, s in sources]
 
 
 def _sources(ctx: SourceContext) -> list[tuple[str, Source]]:

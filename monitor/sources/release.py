@@ -13,7 +13,10 @@ header or in its health JSON lets railguard attribute each answer (``health.rele
   poll's view of the service: an answer from the active deployment (or its commit) is
   attributed to it (``detail["deployment"]``, ``["commit"]``, ``["release"]``); an answer
   from any other deployment says nothing about the active release and is UNKNOWN, with the
-  reason. So the replaced release's errors never breach a rule about the new one.
+  reason. So the replaced release's errors never breach a rule about the new one. With
+  latency from the health probe (``latency = { source = "health" }``), such an answer's
+  response time is left out of the quantiles too: the replaced release's slow answers never
+  make the new one's latency (:meth:`.ProbeTimes.disown_newest`).
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import field_validator, model_validator
 
 from monitor.configtypes import Strict, Text, shown
 from monitor.model import Sample, Signal, release_label
+
+if TYPE_CHECKING:
+    from monitor.sources.probe_latency import ProbeTimes
 
 # An HTTP header name (RFC 9110 token).
 _HEADER = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
@@ -178,18 +184,32 @@ def _find(echo: str, active: Deployment, listed: Sequence[Deployment]) -> Deploy
 class ReleaseAware:
     """A health source whose answers count only when the active deployment gave them."""
 
-    def __init__(self, inner: Any, railway: Railway, name: str) -> None:
+    def __init__(
+        self, inner: Any, railway: Railway, name: str, *, times: ProbeTimes | None = None
+    ) -> None:
         self.inner = inner
         self.railway = railway
         self.name = name
+        self.times = times  # the inner source's probe response times, if it keeps them
         self.signals: frozenset[Signal] = inner.signals
         self._asked: tuple[str, str] | None = None  # (echo, active) an early poll was asked for
         self._newer: tuple[str, Deployment] | None = None  # (active, a newer one seen answering)
 
     async def collect(self, at: float) -> list[Sample]:
-        """The wrapped source's samples, attributed to the deployment that answered."""
+        """The wrapped source's samples, attributed to the deployment that answered; the
+        latency quantiles without the answer's time if it says nothing about the active one."""
         samples: list[Sample] = await self.inner.collect(at)
-        return [self._attribute(s) if s.signal is Signal.HEALTH else s for s in samples]
+        out, disowned = [], False
+        for sample in samples:
+            if sample.signal is Signal.HEALTH:
+                attributed = self._attribute(sample)
+                disowned = attributed.value is None and sample.value is not None
+                sample = attributed
+            out.append(sample)
+        if not disowned or self.times is None:
+            return out
+        again = {s.signal: s for s in self.times.disown_newest()}
+        return [again.get(s.signal, s) for s in out]
 
     def _attribute(self, sample: Sample) -> Sample:
         echo = sample.detail.get("echoed")

@@ -14,6 +14,11 @@ source that sends requests to the app (health, exposition):
   scrape is idle ("service is waking up") until the first healthy probe, or ``cold_start``
   after the poll that showed it awake, whichever comes first. After that a failing release
   is judged as ever.
+- Latency from the health probe's response times (``latency = { source = "health" }``): the
+  answers of a wake (held while the app starts, or the edge's 502s) say nothing about the
+  release. Its quantiles are idle through the cold start, and once the cold start is over the
+  probe times from before its end are forgotten, those from before the sleep too: the window
+  starts again, idle until it holds ``min_probes`` probes (:meth:`.ProbeTimes.restart`).
 
 UNKNOWN never causes a rollback. A new deployment replacing a sleeping one is a rollout, not a
 wake: it gets no allowance.
@@ -22,11 +27,14 @@ wake: it gets no allowance.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from monitor.model import Sample, Signal, format_duration
 from monitor.railway.statuses import SLEEPING, SUCCESS
 from monitor.sources.base import Source
+
+if TYPE_CHECKING:
+    from monitor.sources.probe_latency import ProbeTimes
 
 
 class Active(Protocol):
@@ -76,12 +84,14 @@ class SleepAware:
         *,
         cold_start: float,
         max_age: float,
+        times: ProbeTimes | None = None,
     ) -> None:
         self.inner = inner
         self.deployments = deployments
         self.name = name
         self.cold_start = cold_start
         self.max_age = max_age
+        self.times = times  # the inner source's probe response times, if it keeps them
         self.signals = inner.signals
         self._slept: str | None = None  # the deployment last seen SLEEPING
         self._woke_at: float | None = None  # when a poll first showed it awake again
@@ -99,13 +109,22 @@ class SleepAware:
                 self._slept = self._woke_at = None  # replaced (or crashed), not woken
             elif self._woke_at is None:
                 self._woke_at = snapshot.at
+        if self._woke_at is not None and at - self._woke_at >= self.cold_start:
+            self._awake()  # before this probe: its time is the first to count
         samples = await self.inner.collect(at)
-        if self._woke_at is None:
+        woke_at = self._woke_at
+        if woke_at is None:
             return samples
-        if at - self._woke_at >= self.cold_start:
-            self._slept = self._woke_at = None
-            return samples
-        return [self._waking(sample) for sample in samples]
+        waking = [self._waking(sample, woke_at) for sample in samples]
+        if self._woke_at is None:  # a healthy probe ended the cold start: it was one of it
+            self._awake()
+        return waking
+
+    def _awake(self) -> None:
+        """The cold start is over: the probe times from before its end no longer count."""
+        self._slept = self._woke_at = None
+        if self.times is not None:
+            self.times.restart("the service's cold start (woken from SLEEPING)")
 
     def _asleep(self, active: Active, at: float) -> list[Sample]:
         reason = (
@@ -117,19 +136,21 @@ class SleepAware:
             Sample(signal, at, None, reason, detail, idle=True) for signal in sorted(self.signals)
         ]
 
-    def _waking(self, sample: Sample) -> Sample:
-        """In the cold start, a failing probe or a failed scrape is idle; a healthy probe
-        ends the cold start. Known values (a scrape that answered) pass as they are."""
+    def _waking(self, sample: Sample, woke_at: float) -> Sample:
+        """In the cold start, a failing probe, a failed scrape and the probe's latency are
+        idle; a healthy probe ends the cold start. Known values (a scrape that answered) pass
+        as they are."""
+        probe_times = self.times is not None and sample.signal in self.times.signals
         if sample.signal is Signal.HEALTH and sample.value is not None and sample.value >= 1:
             self._slept = self._woke_at = None  # awake and answering: the cold start is over
             return sample
-        if sample.value is not None and sample.signal is not Signal.HEALTH:
+        if sample.value is not None and sample.signal is not Signal.HEALTH and not probe_times:
             return sample
-        assert self._woke_at is not None
-        awake = format_duration(max(0.0, sample.at - self._woke_at))
+        awake = format_duration(max(0.0, sample.at - woke_at))
+        why = "the probes' response times of a wake are not counted" if probe_times else ""
         reason = (
             f"service is waking up (seen awake {awake} ago after SLEEPING, cold_start "
-            f"{format_duration(self.cold_start)}): {sample.reason}"
+            f"{format_duration(self.cold_start)}): {why or sample.reason}"
         )
         detail = {**sample.detail, "cold_start": True}
         return replace(sample, value=None, reason=reason, detail=detail, idle=True)
