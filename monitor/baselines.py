@@ -65,6 +65,7 @@ class BaselineBook:
         self.tracker = tracker
         self.clock = clock
         self._books: dict[str, _Book] = {}
+        self._watched: dict[str, frozenset[Signal]] = {}  # by service: asked once per sample
 
     def reference(self, name: str, signal: Signal) -> Reference | None:
         """The baseline ``signal`` of service ``name`` is judged against now, if any."""
@@ -73,7 +74,10 @@ class BaselineBook:
 
     def record(self, service: ServicePlan, sample: Sample, troubled: bool) -> None:
         """Count one sample into the active release's summary, if it describes a quiet one."""
-        if sample.signal not in watched(service) or troubled or sample.value is None:
+        signals = self._watched.get(service.name)
+        if signals is None:
+            signals = self._watched[service.name] = watched(service)
+        if sample.signal not in signals or troubled or sample.value is None:
             return
         active = self.tracker.active(service.name)
         if active is None or active.status != SUCCESS or active.failing_instances:
