@@ -76,6 +76,46 @@ def test_check_says_where_latency_comes_from(write: Write, table: str, line: str
     assert line + "\n" in out.getvalue()
 
 
+BASELINES = """
+[tiers.production]
+rules = ["health-failing", "latency-p95-regression", "error-rate-regression", "latency-p99-high"]
+
+[[services]]
+name = "web"
+tier = "production"
+health_url = "http://127.0.0.1:9/health"
+error_rate = { source = "exposition", url = "http://127.0.0.1:9/metrics" }
+latency = { source = "exposition", url = "http://127.0.0.1:9/metrics" }
+"""
+
+
+def test_check_prints_baseline_and_latency_rules(write: Write) -> None:
+    on_railway = BASELINES + 'service_id = "svc"\nenvironment_id = "env"\n'
+    on_railway += '[services.rules.latency-p99-high]\nthreshold = "800ms"\n'
+    out = io.StringIO()
+    assert main(["check", "--config", str(write(on_railway))], stdout=out) == 0
+    text = out.getvalue()
+    assert "    latency p95/p99 from exposition http://127.0.0.1:9/metrics\n" in text
+    assert "latency-p95-regression: latency_p95 > 1.5x baseline for 5m (max_gap 30s)" in text
+    assert "error-rate-regression: error_rate > 0.01 and > 2x baseline for 2m" in text
+    assert "latency-p99-high: latency_p99 > 800ms for 5m" in text
+    # Without Railway there are no releases, so no baseline: the rules are skipped, and said so.
+    out = io.StringIO()
+    assert main(["check", "--config", str(write(BASELINES))], stdout=out) == 0
+    assert (
+        "    latency-p95-regression: skipped: a baseline is a known-good release's own record"
+    ) in out.getvalue()
+
+
+def test_a_latency_override_must_be_a_duration(
+    write: Write, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = BASELINES + '[services.rules.latency-p99-high]\nthreshold = "5%"\n'
+    assert main(["check", "--config", str(write(text))]) == 2
+    err = capsys.readouterr().err
+    assert "services[0].rules.latency-p99-high.threshold (web): latency_p99 is a duration" in err
+
+
 def test_bad_config_exits_2_naming_the_key(
     write: Write, capsys: pytest.CaptureFixture[str]
 ) -> None:
