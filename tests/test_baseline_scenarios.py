@@ -15,6 +15,8 @@ import pytest
 
 from monitor.clock import FakeClock
 from monitor.model import Signal
+from monitor.status import status_document
+from monitor.statuspage import render
 from tests.stage import Stage, store_of, trail, worker
 
 RULES = """
@@ -185,3 +187,26 @@ async def test_a_release_whose_p95_rises_ten_percent_serves_on(stage: Stage) -> 
     await stage.run_for(30)
     assert stage.rollbacks_sent() == []
     assert worker(stage).states["latency-regression"].phase.value == "inactive"
+
+
+async def test_status_says_the_comparison_while_it_fires(stage: Stage) -> None:
+    configure(stage, ["error-regression"])
+    traffic(stage, 100, 0.001)
+    await baked(stage)
+    stage.deploy("v2")
+    traffic(stage, 100, 0.02)
+    daemon = stage.daemon
+    assert daemon is not None
+    for _ in range(40):  # until the rule is firing, before the rollback restores v1.1
+        await stage.run_for(0.5)
+        if worker(stage).states["error-regression"].phase.value == "firing":
+            break
+    document = await status_document(daemon)
+    (service,) = document["services"]
+    rule = service["rules"]["error-regression"]
+    assert rule["baseline_rule"] is True
+    assert rule["baseline"]["release"] == "v1.1"
+    assert rule["limit"] == pytest.approx(max(0.01, 2 * rule["baseline"]["value"]))
+    assert "error rate 2% vs baseline 0.1" in rule["compared"]
+    page = render(document)
+    assert "above 2x the baseline of v1.1" in page
