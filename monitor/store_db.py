@@ -41,6 +41,17 @@ class _Write:
     loop: asyncio.AbstractEventLoop
 
 
+def _finished(result: R) -> R:
+    """What a job returned, with a cursor closed here on the database thread (and None in its
+    place): a cursor finalized later, on the loop's thread, resets a cached statement this
+    thread may be running for the next job, and that statement fails with SQLITE_MISUSE
+    ("bad parameter or other API misuse"). ``lambda db: db.execute(...)`` returns one."""
+    if isinstance(result, sqlite3.Cursor):
+        result.close()
+        return None  # type: ignore[return-value]
+    return result
+
+
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
     if future.done():  # the caller was cancelled; the write happened all the same
         return
@@ -96,7 +107,7 @@ class Database:
 
     def _guarded(self, job: Job[R]) -> R:
         try:
-            return job(self._connection)
+            return _finished(job(self._connection))
         except sqlite3.Error as e:
             raise StoreError(f"{self.path}: {e}") from e
 
@@ -138,7 +149,7 @@ class Database:
             # Every SQLite call hands the GIL back and waits to get it again, up to a switch
             # interval when the loop is busy: a batch runs as few statements as it can, so
             # savepoints only when a write in it fails.
-            results = [write.job(db) for write in batch]
+            results = [_finished(write.job(db)) for write in batch]
         except Exception as e:
             with contextlib.suppress(sqlite3.Error):
                 db.execute("ROLLBACK")
@@ -163,7 +174,7 @@ class Database:
             for write in batch:
                 db.execute("SAVEPOINT write")
                 try:
-                    result = write.job(db)
+                    result = _finished(write.job(db))
                 except Exception as e:
                     db.execute("ROLLBACK TO write")
                     db.execute("RELEASE write")

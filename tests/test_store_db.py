@@ -263,3 +263,30 @@ async def test_the_intent_returned_is_the_one_stored(store: SQLiteStore) -> None
             attempt=attempt,
         )
         assert made == await store.rollback(made.id)
+
+
+async def test_a_cursor_a_job_returns_is_closed_on_the_database_thread(
+    store: SQLiteStore,
+) -> None:
+    """Finalized later on the loop's thread, a cursor resets a cached statement the database
+    thread may be running for the next job: that write fails with SQLITE_MISUSE. Closing it
+    where it ran leaves nothing to finalize elsewhere."""
+    db = database(store)
+    seen: list[sqlite3.Cursor] = []
+
+    def job(connection: sqlite3.Connection) -> sqlite3.Cursor:
+        cursor = connection.execute("SELECT 1")
+        seen.append(cursor)
+        return cursor
+
+    assert await db.write(job) is None
+    assert await db.run(job) is None
+    for cursor in seen:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed cursor"):
+            cursor.fetchall()
+    # Many writes returning cursors, queued together, as a busy daemon queues them.
+    sql = "INSERT INTO cursors (name, value) VALUES (:name, 'x')"
+    await asyncio.gather(
+        *(store._write(lambda c, i=i: c.execute(sql, {"name": f"n{i}"})) for i in range(500))
+    )
+    assert len(await store._fetch("SELECT name FROM cursors", {})) == 500
