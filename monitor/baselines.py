@@ -48,7 +48,7 @@ class _Book:
 
     loaded: bool = False
     releases: dict[str, dict[Signal, Summary]] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # releases, oldest recorded first
+    order: list[str] = field(default_factory=list)  # releases, least recently recorded first
     dirty: set[str] = field(default_factory=set)
     flushed_at: float | None = None
     references: dict[Signal, Reference] = field(default_factory=dict)
@@ -106,7 +106,8 @@ class BaselineBook:
         summaries = book.releases.get(serving)
         if summaries is None:
             summaries = book.releases[serving] = {}
-            book.order.append(serving)
+        if book.order[-1:] != [serving]:  # recorded last (a release rolled back to serves again)
+            book.order = [k for k in book.order if k != serving] + [serving]
         for sample in settled:
             summary = summaries.setdefault(sample.signal, Summary(sample.signal))
             if summary.add(sample):
@@ -163,7 +164,7 @@ class BaselineBook:
                     continue
                 if signal_name == summary.signal.value and summary.signal not in summaries:
                     summaries[summary.signal] = summary
-        book.order = sorted(book.releases, key=lambda k: _first(book.releases[k]))
+        book.order = sorted(book.releases, key=lambda k: _last(book.releases[k]))
         book.loaded = True
 
     def _refresh(self, name: str, book: _Book) -> None:
@@ -190,5 +191,5 @@ class BaselineBook:
         return {} if book is None else book.releases
 
 
-def _first(summaries: Mapping[Signal, Summary]) -> float:
-    return min((s.first_at for s in summaries.values() if s.first_at is not None), default=0.0)
+def _last(summaries: Mapping[Signal, Summary]) -> float:
+    return max((s.last_at for s in summaries.values() if s.last_at is not None), default=0.0)

@@ -1,0 +1,167 @@
+"""Review of issue 13 (baselines): hostile records, a zero baseline, and a failing book.
+
+Each test is one way the change was attacked; see the module docstrings of
+monitor/baseline.py and monitor/baselines.py for what they promise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.baseline import Reference, Summary, breaches_now, judge
+from monitor.baselines import KEEP
+from monitor.clock import FakeClock
+from monitor.engine import RuleState, evaluate
+from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal
+from monitor.plan import ServicePlan
+from monitor.store import open_store
+from monitor.store_sqlite import SQLiteStore
+from monitor.switchboard import Switchboard
+from tests.test_baselines import REGRESSION, Tracker, book_of, deployment, plan, poll, rate
+
+P50_REGRESSION = Rule(
+    "p50-regression", Signal.LATENCY_P50, Op.GT, None, 60.0, 30.0, baseline=Baseline(1.5, 100)
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
+    async with await open_store(tmp_path / "state.db", clock=clock) as store:
+        yield store
+
+
+def p50(at: float, value: float, requests: float = 1000.0) -> Sample:
+    return Sample(Signal.LATENCY_P50, at, value, detail={"requests": requests})
+
+
+# --- a latency baseline of zero -------------------------------------------------------------
+
+
+def test_a_zero_latency_baseline_is_nothing_to_scale() -> None:
+    """Railway answers whole milliseconds: a fast service's p50 is often 0ms. 1.5x 0 is 0,
+    so any later release answering in 1ms was "∞x the baseline" and rolled back."""
+    baseline = Baseline(1.5, 100)
+    judged = judge(baseline, Signal.LATENCY_P50, p50(1.0, 0.001), Reference("v1", 0.0, 10_000))
+    assert judged.breaching is None
+    assert judged.baseless
+    assert "0s" in judged.text
+    rule = P50_REGRESSION
+    assert not breaches_now(rule, p50(1.0, 0.001), Reference("v1", 0.0, 10_000))
+
+
+def test_a_zero_latency_baseline_never_fires_the_rule() -> None:
+    state, ref = RuleState(), Reference("v1", 0.0, 10_000)
+    for k in range(20):
+        state, verdict = evaluate(P50_REGRESSION, state, p50(10.0 * k, 0.002), ref)
+        assert not verdict.fired
+    assert state.phase is Phase.INACTIVE
+    assert not state.blind
+
+
+def test_an_error_count_above_the_requests_is_no_traceback() -> None:
+    """``errors`` > ``requests`` in a sample's detail (garbage) made the test's variance
+    negative: math.sqrt raised inside the engine."""
+    sample = Sample(Signal.ERROR_RATE, 1.0, 0.5, detail={"requests": 1000, "errors": 5000})
+    judged = judge(Baseline(2.0, 200), Signal.ERROR_RATE, sample, Reference("v1", 0.001, 1e5, 100))
+    assert judged.breaching is not None  # judged (the errors counted as at most every request)
+
+
+# --- stored summaries that are garbage -------------------------------------------------------
+
+GARBAGE: list[dict[str, Any]] = [
+    # json.dumps writes Infinity; int(inf) raised OverflowError, which _load did not catch
+    {"signal": "latency_p50", "requests": 5000, "samples": float("inf"), "sketch": {"-100": 5000}},
+    # a bucket no value can reach: 1.02 ** 100000 overflowed in every _refresh
+    {"signal": "latency_p50", "requests": 5000, "samples": 3, "sketch": {"100000": 5000}},
+    # a bucket below the smallest positive float: a baseline of 0
+    {"signal": "latency_p50", "requests": 5000, "samples": 3, "sketch": {"-100000": 5000}},
+    # the sketch's weights are not the requests: one request decides a "5,000,000" baseline
+    {"signal": "latency_p50", "requests": 5e6, "samples": 3, "sketch": {"-300": 1}},
+    {"signal": "latency_p50", "requests": 5000, "samples": -3, "sketch": {"-100": 5000}},
+]
+
+
+@pytest.mark.parametrize("data", GARBAGE)
+def test_a_summary_that_cannot_be_is_refused(data: dict[str, Any]) -> None:
+    with pytest.raises((KeyError, TypeError, ValueError)):
+        Summary.from_dict(json.loads(json.dumps(data)))
+
+
+def test_more_errors_than_requests_is_refused() -> None:
+    with pytest.raises(ValueError, match="no more errors than requests"):
+        Summary.from_dict({"signal": "error_rate", "requests": 5, "errors": 50})
+
+
+@pytest.mark.parametrize("data", GARBAGE)
+async def test_a_garbage_summary_in_the_store_leaves_the_book_working(
+    store: SQLiteStore, clock: FakeClock, data: dict[str, Any]
+) -> None:
+    await store.save_summaries("web", "commit:aaa", {"latency_p50": data}, 1.0)
+    service = plan(P50_REGRESSION)
+    tracker = Tracker(serving=deployment("bbb"), baseline=("commit:aaa", "aaa"))
+    book = book_of(store, tracker, clock)
+    await poll(book, tracker, 10.0, service)  # no exception
+    assert book.reference("web", Signal.LATENCY_P50) is None
+    book.record(service, p50(11.0, 0.2), troubled=False)
+    await poll(book, tracker, 12.0, service)
+    assert book.summaries("web")["commit:bbb"][Signal.LATENCY_P50].samples == 1
+
+
+# --- the book failing must not stop the decisions --------------------------------------------
+
+
+class Failing:
+    async def after_tick(self, service: ServicePlan) -> None:
+        raise OSError("database is locked")
+
+
+class Controller:
+    def __init__(self) -> None:
+        self.evaluated: list[str] = []
+
+    async def evaluate(self, service: ServicePlan) -> None:
+        self.evaluated.append(service.name)
+
+
+async def test_a_failing_baseline_book_still_lets_the_controller_decide() -> None:
+    """Switchboard.after_tick awaited the book first: a store locked at the minute's flush
+    (or a summary it could not read, on every tick) skipped the rollback decision."""
+    board = Switchboard(lambda _: {})
+    controller = Controller()
+    board.baselines = Failing()  # type: ignore[assignment]
+    board.controller = controller  # type: ignore[assignment]
+    with pytest.raises(OSError, match="locked"):  # still raised: the worker counts and logs it
+        await board.after_tick(plan(REGRESSION))
+    assert controller.evaluated == ["web"]
+
+
+# --- the record of a release rolled back to --------------------------------------------------
+
+
+async def test_a_release_serving_again_is_not_forgotten(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    """A rollback to an old release: it serves again, but its record sat first in the order,
+    so the next release's flush (more than KEEP releases) dropped the record of the release
+    that had just served (the next release's baseline: it had nothing to compare with)."""
+    service = plan(REGRESSION)
+    tracker = Tracker()
+    book = book_of(store, tracker, clock)
+    at = 0.0
+    for release in ["r0", *(f"r{i}" for i in range(1, KEEP)), "r0", "r-next"]:
+        tracker.serving = deployment(release)
+        at += 1.0
+        await poll(book, tracker, at, service)
+        book.record(service, rate(at + 0.5, 0.01), troubled=False)
+        at += 1.0
+        await poll(book, tracker, at, service)
+        await clock.advance(120.0)
+        await poll(book, tracker, at, service)
+    assert "commit:r0" in book.summaries("web")
+    assert book.summaries("web")["commit:r0"][Signal.ERROR_RATE].samples == 2
+    assert "commit:r0" in await store.summaries("web")
