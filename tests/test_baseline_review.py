@@ -7,7 +7,7 @@ monitor/baseline.py and monitor/baselines.py for what they promise.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,10 @@ from monitor.baseline import Reference, Summary, breaches_now, judge
 from monitor.baselines import KEEP
 from monitor.clock import FakeClock
 from monitor.engine import RuleState, evaluate
+from monitor.errors import ConfigError
 from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal
-from monitor.plan import ServicePlan
+from monitor.plan import ServicePlan, build_plan
+from monitor.settings import load_environment
 from monitor.store import open_store
 from monitor.store_sqlite import SQLiteStore
 from monitor.switchboard import Switchboard
@@ -165,3 +167,35 @@ async def test_a_release_serving_again_is_not_forgotten(
     assert "commit:r0" in book.summaries("web")
     assert book.summaries("web")["commit:r0"][Signal.ERROR_RATE].samples == 2
     assert "commit:r0" in await store.summaries("web")
+
+
+# --- a baseline rule on a source that counts no requests -------------------------------------
+
+PROMQL_ERRORS = """
+[tiers.production]
+rules = ["error-rate-regression"]
+
+[[services]]
+name = "web"
+tier = "production"
+service_id = "s"
+environment_id = "e"
+error_rate = { source = "promql", url = "http://127.0.0.1:9", query = "sum(a)/sum(b)", \
+traffic_query = "sum(b)" }
+"""
+
+
+def test_a_promql_error_rate_sample_counts_no_requests() -> None:
+    """What the PromQL error rate says (its ``traffic``, never ``requests``): a baseline rule
+    on it can never record a release nor compare with one; it rests idle for ever."""
+    sample = Sample(Signal.ERROR_RATE, 1.0, 0.02, detail={"query": "q", "traffic": 5000.0})
+    assert not Summary(Signal.ERROR_RATE).add(sample)
+
+
+def test_a_baseline_rule_on_a_promql_error_rate_is_refused(
+    write: Callable[[str, str], Path],
+) -> None:
+    path = write(PROMQL_ERRORS, "railguard.toml")
+    with pytest.raises(ConfigError, match=r"error-rate-regression.*promql") as caught:
+        build_plan(path, load_environment({}), {})
+    assert "error_rate" in str(caught.value)
