@@ -218,7 +218,13 @@ class ServiceWorker:
             if self.baselines is not None:
                 reference = self.baselines.reference(self.plan.name, rule.signal)
             limit = None
-            if reference is not None:
+            # Only a baseline the engine judges by has a limit (monitor/baseline.py: a thin
+            # record, or a latency of 0, leaves the rule idle, and nothing is above a limit).
+            if (
+                reference is not None
+                and reference.requests >= rule.baseline.min_requests
+                and (rule.signal.quantile is None or reference.value > 0)
+            ):
                 limit = max(rule.threshold or 0.0, rule.baseline.factor * reference.value)
             snapshot |= {
                 "baseline_rule": True,

@@ -6,6 +6,7 @@ monitor/baseline.py and monitor/baselines.py for what they promise.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,10 +21,12 @@ from monitor.engine import RuleState, evaluate
 from monitor.errors import ConfigError
 from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal
 from monitor.plan import ServicePlan, build_plan
+from monitor.scheduler import ServiceWorker
 from monitor.settings import load_environment
 from monitor.store import open_store
 from monitor.store_sqlite import SQLiteStore
 from monitor.switchboard import Switchboard
+from monitor.telemetry import Metrics
 from tests.test_baselines import REGRESSION, Tracker, book_of, deployment, plan, poll, rate
 
 P50_REGRESSION = Rule(
@@ -199,3 +202,34 @@ def test_a_baseline_rule_on_a_promql_error_rate_is_refused(
     with pytest.raises(ConfigError, match=r"error-rate-regression.*promql") as caught:
         build_plan(path, load_environment({}), {})
     assert "error_rate" in str(caught.value)
+
+
+# --- /status and the page: the limit drawn is the one the engine judges by -------------------
+
+
+class References:
+    def __init__(self, reference: Reference) -> None:
+        self.given = reference
+
+    def reference(self, name: str, signal: Signal) -> Reference:
+        return self.given
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        Reference("v1", 0.0, 10_000),  # a latency of 0: idle (no multiple of it is a limit)
+        Reference("v1", 0.2, 50),  # thinner than min_requests: idle
+    ],
+)
+def test_an_idle_baseline_rule_shows_no_limit(clock: FakeClock, reference: Reference) -> None:
+    """A limit the engine does not judge by painted every point above it red on the page
+    (above 0s: all of them) while the rule rested idle."""
+    worker = ServiceWorker(
+        plan(P50_REGRESSION), (), clock=clock, metrics=Metrics(), semaphore=asyncio.Semaphore(1)
+    )
+    worker.baselines = References(reference)  # type: ignore[assignment]
+    shown = worker.snapshot()["rules"]
+    assert isinstance(shown, dict)
+    assert shown["p50-regression"]["limit"] is None
+    assert shown["p50-regression"]["baseline"] == reference.to_dict()
