@@ -72,6 +72,12 @@ class BaselineBook:
         book = self._books.get(name)
         return None if book is None else book.references.get(signal)
 
+    def ready(self, name: str) -> bool:
+        """Whether ``name``'s baseline is known: the store read and a poll of Railway taken.
+        Until then (a start) no reference is not "no baseline", and a rule must not rest."""
+        book = self._books.get(name)
+        return book is not None and book.loaded and book.polled is not None
+
     def record(self, service: ServicePlan, sample: Sample, troubled: bool) -> None:
         """Count one sample into the active release's summary, if it describes a quiet one."""
         signals = self._watched.get(service.name)

@@ -148,6 +148,11 @@ class ServiceWorker:
                 continue
             reference = None
             if rule.baseline is not None and book is not None:
+                if not book.ready(self.plan.name):
+                    # Just started: judging now would take "not read yet" for "no baseline"
+                    # and reset the rule a previous run left pending. Its state waits.
+                    self.reasons[rule.name] = "waiting for the baseline (store and Railway)"
+                    continue
                 reference = book.reference(self.plan.name, rule.signal)
             state, verdict = evaluate(rule, self.states[rule.name], sample, reference)
             self.states[rule.name] = state

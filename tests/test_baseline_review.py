@@ -233,3 +233,39 @@ def test_an_idle_baseline_rule_shows_no_limit(clock: FakeClock, reference: Refer
     assert isinstance(shown, dict)
     assert shown["p50-regression"]["limit"] is None
     assert shown["p50-regression"]["baseline"] == reference.to_dict()
+
+
+# --- a restart mid-regression ----------------------------------------------------------------
+
+
+async def test_a_restart_does_not_reset_a_pending_baseline_rule(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    """The daemon restores a pending rule at start, but the first tick ran before the book
+    had read the store or the tracker had polled: "no baseline" (idle) reset the rule, and
+    the rollback of a release that regressed before the restart came up to ``for`` late."""
+    service = plan(P50_REGRESSION)
+    worker = ServiceWorker(
+        service, (), clock=clock, metrics=Metrics(), semaphore=asyncio.Semaphore(1)
+    )
+    # The previous run: the baseline is recorded, the rule pending on a tripled p50.
+    recorded = Summary(Signal.LATENCY_P50)
+    recorded.add(p50(1.0, 0.1, requests=50_000))
+    await store.save_summaries("web", "commit:aaa", {"latency_p50": recorded.to_dict()}, 1.0)
+    state = RuleState()
+    for k in range(3):
+        state, _ = evaluate(
+            P50_REGRESSION, state, p50(100.0 + 10 * k, 0.3), Reference("v1", 0.1, 5e4)
+        )
+    assert state.phase is Phase.PENDING
+    worker.states[P50_REGRESSION.name] = state
+    # The restart: the book knows nothing yet, the tracker has not polled.
+    tracker = Tracker(serving=deployment("bbb"), baseline=("commit:aaa", "aaa"))
+    book = book_of(store, tracker, clock)
+    worker.baselines = book
+    await worker._evaluate(p50(130.0, 0.3))
+    assert worker.states[P50_REGRESSION.name].phase is Phase.PENDING
+    await poll(book, tracker, 131.0, service)
+    await worker._evaluate(p50(140.0, 0.3))
+    assert worker.states[P50_REGRESSION.name].phase is Phase.PENDING
+    assert worker.states[P50_REGRESSION.name].since == state.since
