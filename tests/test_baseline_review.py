@@ -21,6 +21,8 @@ from monitor.engine import RuleState, evaluate
 from monitor.errors import ConfigError
 from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal
 from monitor.plan import ServicePlan, build_plan
+from monitor.pr_plan import pr_service_plans
+from monitor.railway.environments import PrEnvironment
 from monitor.scheduler import ServiceWorker
 from monitor.settings import load_environment
 from monitor.store import open_store
@@ -269,3 +271,49 @@ async def test_a_restart_does_not_reset_a_pending_baseline_rule(
     await worker._evaluate(p50(140.0, 0.3))
     assert worker.states[P50_REGRESSION.name].phase is Phase.PENDING
     assert worker.states[P50_REGRESSION.name].since == state.since
+
+
+# --- a PR environment's latency ----------------------------------------------------------------
+
+PR_LATENCY = """
+[railway]
+project_id = "proj-1"
+
+[tiers.production]
+rules = ["health-failing"]
+
+[[services]]
+name = "web"
+tier = "production"
+service_id = "svc-web"
+environment_id = "env-prod"
+health = {{ url = "https://web.example.com/health" }}
+latency = {latency}
+
+[pr_environments]
+[[pr_environments.services]]
+from = "web"
+health_url = "https://web-{{environment}}.up.railway.app/health"
+"""
+
+
+@pytest.mark.parametrize(
+    ("latency", "copied"),
+    [
+        ('{ source = "exposition", url = "https://web.example.com/metrics" }', None),
+        ('{ source = "promql", url = "http://127.0.0.1:9", selector = \'job="web"\' }', None),
+        ('{ source = "railway" }', "railway"),
+        ('{ source = "health" }', "health"),
+    ],
+)
+def test_a_pr_service_does_not_measure_the_templates_app(
+    write: Callable[[str, str], Path], latency: str, copied: str | None
+) -> None:
+    """Only Railway's error rate and memory were copied; the latency table came along whole,
+    so a PR service's latency rules judged the base environment's own app (its exposition,
+    its Prometheus series) as if it were the PR's."""
+    path = write(PR_LATENCY.format(latency=latency), "railguard.toml")
+    plan = build_plan(path, load_environment({}), {})
+    (service,) = pr_service_plans(plan, PrEnvironment("env-pr-7", "web-pr-7"))
+    got = service.config.latency
+    assert (None if got is None else got.source) == copied
