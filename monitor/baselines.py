@@ -54,6 +54,7 @@ class _Book:
     references: dict[Signal, Reference] = field(default_factory=dict)
     reference_of: tuple[str, int] | None = None  # (release, samples) the references are of
     pending: list[Sample] = field(default_factory=list)  # taken since the last poll
+    steps: dict[Signal, float] = field(default_factory=dict)  # the last step taken, by signal
     polled: tuple[float, str | None] | None = None  # the last poll: when, and what served
 
 
@@ -91,6 +92,12 @@ class BaselineBook:
         if sample.window_start < (self.tracker.live_since(service.name) or 0.0):
             return  # measured (partly) before this release served: not its behaviour
         book = self._books.setdefault(service.name, _Book())
+        step = sample.detail.get("step_start")
+        if isinstance(step, int | float):
+            # Railway's newest complete step: each poll until the next step hands it over.
+            if book.steps.get(sample.signal) == step:
+                return
+            book.steps[sample.signal] = step
         if len(book.pending) < MAX_PENDING:
             book.pending.append(sample)
 

@@ -317,3 +317,33 @@ def test_a_pr_service_does_not_measure_the_templates_app(
     (service,) = pr_service_plans(plan, PrEnvironment("env-pr-7", "web-pr-7"))
     got = service.config.latency
     assert (None if got is None else got.source) == copied
+
+
+# --- Railway's steps, read by more than one poll ---------------------------------------------
+
+
+async def test_a_railway_step_read_by_two_polls_is_recorded_once(
+    store: SQLiteStore, clock: FakeClock
+) -> None:
+    """Each poll hands over the newest complete step: at the default 30s poll and 1m step,
+    every step arrived twice and the record counted its requests (and errors) twice: the
+    proportion test took the baseline for twice as sure as it is, the evidence said twice the
+    requests Railway counted."""
+    service, tracker = plan(REGRESSION), Tracker(serving=deployment("aaa"))
+    book = book_of(store, tracker, clock)
+    await poll(book, tracker, 10.0, service)
+    for at, step in ((30.0, 0.0), (60.0, 0.0), (90.0, 60.0), (120.0, 60.0)):
+        sample = rate(at, 0.01)
+        book.record(
+            service,
+            Sample(
+                sample.signal,
+                at,
+                sample.value,
+                detail={**sample.detail, "step_start": step, "step_s": 60.0},
+            ),
+            troubled=False,
+        )
+    await poll(book, tracker, 130.0, service)
+    summary = book.summaries("web")["commit:aaa"][Signal.ERROR_RATE]
+    assert (summary.samples, summary.requests, summary.errors) == (2, 2000.0, 20.0)
