@@ -23,6 +23,7 @@ from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal
 from monitor.plan import ServicePlan, build_plan
 from monitor.pr_plan import pr_service_plans
 from monitor.railway.environments import PrEnvironment
+from monitor.rules import dry_run
 from monitor.scheduler import ServiceWorker
 from monitor.settings import load_environment
 from monitor.store import open_store
@@ -347,3 +348,27 @@ async def test_a_railway_step_read_by_two_polls_is_recorded_once(
     await poll(book, tracker, 130.0, service)
     summary = book.summaries("web")["commit:aaa"][Signal.ERROR_RATE]
     assert (summary.samples, summary.requests, summary.errors) == (2, 2000.0, 20.0)
+
+
+# --- the dry run of a baseline rule ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("factor", "min_requests", "confidence"), [(2.0, 10, 0.999), (1.1, 10, 0.99), (1.05, 50, 0.95)]
+)
+def test_a_valid_baseline_table_passes_the_dry_run(
+    factor: float, min_requests: int, confidence: float
+) -> None:
+    """The trial gave each side 100 x min_requests requests: with min_requests = 10 and a
+    high confidence the test was never sure, and a valid rule was refused at load saying it
+    "did not fire within for + one interval" (a timing it has nothing to do with)."""
+    rule = Rule(
+        "r",
+        Signal.ERROR_RATE,
+        Op.GT,
+        None,
+        120.0,
+        30.0,
+        baseline=Baseline(factor, min_requests, confidence),
+    )
+    assert dry_run(rule, 15.0) is None
