@@ -30,6 +30,8 @@ from monitor.store import open_store
 from monitor.store_sqlite import SQLiteStore
 from monitor.switchboard import Switchboard
 from monitor.telemetry import Metrics
+from tests.stage import Stage, worker
+from tests.test_baseline_scenarios import configure
 from tests.test_baselines import REGRESSION, Tracker, book_of, deployment, plan, poll, rate
 
 P50_REGRESSION = Rule(
@@ -372,3 +374,58 @@ def test_a_valid_baseline_table_passes_the_dry_run(
         baseline=Baseline(factor, min_requests, confidence),
     )
     assert dry_run(rule, 15.0) is None
+
+
+# --- restarts on the stage ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def stage(clock: FakeClock, tmp_path: Path) -> AsyncIterator[Stage]:
+    stage = Stage(clock, tmp_path, {})
+    await stage.start_servers()
+    stage.traffic_per_second = 20
+    yield stage
+    await stage.close()
+
+
+async def baked_on(stage: Stage, store: SQLiteStore) -> str:
+    """As the scenarios' ``baked``, on a state file that outlives the daemon."""
+    stage.deploy("v1", ago=7200)
+    good = stage.deploy("v1.1", ago=3600)
+    await stage.start_daemon(store)
+    await stage.run_for(24)
+    record = await store.deployment("web", good.id)
+    assert record is not None
+    assert record.verdict == "good"
+    return str(good.id)
+
+
+async def test_the_first_deploy_after_a_restart_is_judged_against_the_record(
+    stage: Stage, store: SQLiteStore
+) -> None:
+    configure(stage, ["latency-regression"])
+    stage.behaviour = {"v1.1": {"latency": 0.08}, "v2": {"latency": 0.24}}
+    good = await baked_on(stage, store)
+    await stage.stop_daemon()  # a graceful restart: the record is written at shutdown
+    assert await store.summaries("web")
+    await stage.start_daemon(store)
+    stage.deploy("v2")
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == [good]
+    (rollback,) = await store.rollbacks("web")
+    assert "vs baseline" in rollback.reason
+
+
+async def test_a_restart_mid_regression_still_rolls_back_in_time(
+    stage: Stage, store: SQLiteStore
+) -> None:
+    configure(stage, ["latency-regression"])
+    stage.behaviour = {"v1.1": {"latency": 0.08}, "v2": {"latency": 0.24}}
+    good = await baked_on(stage, store)
+    stage.deploy("v2")
+    await stage.run_for(4)
+    assert worker(stage).states["latency-regression"].phase.value == "pending"
+    await stage.stop_daemon()
+    await stage.start_daemon(store)
+    await stage.run_for(20)
+    assert stage.rollbacks_sent() == [good]
