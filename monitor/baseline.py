@@ -166,6 +166,8 @@ def _rise(x1: float, n1: float, x0: float, n0: float, factor: float) -> float:
     p1 = (x1 + 1) / (n1 + 2)
     p0 = (x0 + 1) / (n0 + 2)
     spread = p1 * (1 - p1) / (n1 + 2) + factor**2 * p0 * (1 - p0) / (n0 + 2)
+    if not spread > 0:  # counts past float's range (garbage): no certainty either way
+        return 0.0
     return (p1 - factor * p0) / math.sqrt(spread)
 
 
@@ -186,6 +188,8 @@ class Summary:
         """Count a known sample with a request count in; False (and nothing kept) otherwise."""
         value, n = sample.value, observations(sample)
         if value is None or n is None or n <= 0 or not math.isfinite(value) or value < 0:
+            return False
+        if not math.isfinite(self.requests + n):
             return False
         if self.signal is Signal.ERROR_RATE:
             errors = sample.detail.get("errors")

@@ -429,3 +429,16 @@ async def test_a_restart_mid_regression_still_rolls_back_in_time(
     await stage.start_daemon(store)
     await stage.run_for(20)
     assert stage.rollbacks_sent() == [good]
+
+
+def test_counts_past_floats_range_are_no_traceback() -> None:
+    """1e308 requests on each side (a garbage exposition's counters): the test's variance
+    underflowed to 0 and the engine raised ZeroDivisionError (the rest of the tick, the
+    controller's decision included, was skipped); a record summed them to infinity."""
+    huge = Sample(Signal.ERROR_RATE, 1.0, 0.0, detail={"requests": 1e308, "errors": 0})
+    judged = judge(Baseline(2.0, 200), Signal.ERROR_RATE, huge, Reference("v1", 0.0, 1e308))
+    assert judged.breaching is False
+    summary = Summary(Signal.ERROR_RATE)
+    assert summary.add(huge)
+    assert not summary.add(huge)
+    assert summary.requests == 1e308
