@@ -127,7 +127,14 @@ class ServiceWorker:
         for batch in batches:
             for sample in batch:
                 self._observe(sample)
-                await self._evaluate(sample)
+                try:
+                    await self._evaluate(sample)
+                except Exception as e:  # one sample's judgment must not cost the others, nor
+                    # the decision after them
+                    self.metrics.tick_errors.labels(*self._labels, type(e).__name__).inc()
+                    log.exception(
+                        "evaluation failed", service=self.plan.name, signal=sample.signal.value
+                    )
         if self.after_tick is not None:
             try:
                 await self.after_tick(self.plan)

@@ -442,3 +442,38 @@ def test_counts_past_floats_range_are_no_traceback() -> None:
     assert summary.add(huge)
     assert not summary.add(huge)
     assert summary.requests == 1e308
+
+
+class OneSample:
+    signals = frozenset({Signal.LATENCY_P50})
+
+    async def collect(self, at: float) -> list[Sample]:
+        return [p50(at, 0.2)]
+
+
+async def test_a_rule_that_cannot_be_evaluated_leaves_the_decision_to_run(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any exception judging one sample (the ones above, or the next) ended the tick there:
+    the other samples went unjudged and after_tick, the baselines and the controller's
+    decision, never ran for the service, tick after tick while the cause lasted."""
+    hooked: list[str] = []
+
+    async def after_tick(service: ServicePlan) -> None:
+        hooked.append(service.name)
+
+    def broken(*args: object) -> object:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr("monitor.scheduler.evaluate", broken)
+    worker = ServiceWorker(
+        plan(P50_REGRESSION),
+        (("latency", OneSample()),),
+        clock=clock,
+        metrics=Metrics(),
+        semaphore=asyncio.Semaphore(1),
+        after_tick=after_tick,
+    )
+    await worker.tick()
+    assert hooked == ["web"]
+    assert worker.latest[Signal.LATENCY_P50].value == 0.2
