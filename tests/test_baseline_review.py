@@ -23,14 +23,15 @@ from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal
 from monitor.plan import ServicePlan, build_plan
 from monitor.pr_plan import pr_service_plans
 from monitor.railway.environments import PrEnvironment
-from monitor.rules import dry_run
+from monitor.rules import builtin_rules_path, dry_run
 from monitor.scheduler import ServiceWorker
 from monitor.settings import load_environment
 from monitor.store import open_store
 from monitor.store_sqlite import SQLiteStore
 from monitor.switchboard import Switchboard
 from monitor.telemetry import Metrics
-from tests.stage import Stage, worker
+from tests.stage import CONFIG as STAGE_CONFIG
+from tests.stage import Stage, store_of, worker
 from tests.test_baseline_scenarios import configure
 from tests.test_baselines import REGRESSION, Tracker, book_of, deployment, plan, poll, rate
 
@@ -477,3 +478,50 @@ async def test_a_rule_that_cannot_be_evaluated_leaves_the_decision_to_run(
     await worker.tick()
     assert hooked == ["web"]
     assert worker.latest[Signal.LATENCY_P50].value == 0.2
+
+
+# --- a rollback on the health probes' latency ------------------------------------------------
+
+PROBE_RULES = """
+[[rules]]
+name = "probe-slow"
+signal = "latency_p95"
+op = ">"
+threshold = "500ms"
+for = "5s"
+"""
+
+
+def probe_latency_config(tmp: Path, window: str) -> str:
+    """The stage's config with the health probes' latency and only the latency rule."""
+    (tmp / "probe.toml").write_text(PROBE_RULES)
+    head = f'rule_files = ["{builtin_rules_path()}", "probe.toml"]\n'
+    service = STAGE_CONFIG.split("[[services]]")[1].split("error_rate =")[0]
+    return (
+        head
+        + STAGE_CONFIG.split("[[services]]")[0].replace("{tier_extra}", 'rules = ["probe-slow"]')
+        + "[[services]]"
+        + service
+        + f'latency = {{{{ source = "health", window = "{window}", min_probes = 3 }}}}\n'
+    )
+
+
+async def test_a_rollback_on_probe_latency_verifies_within_the_timeout(stage: Stage) -> None:
+    """The probe window reached back past the replacement's start for a whole ``window``: the
+    verification found "no latency_p95 sample taken since the replacement went live" until
+    then, so with a window longer than rollback_timeout (the defaults: 5m and 2m) every such
+    rollback failed and escalated. A switch of the active deployment now restarts it."""
+    stage.config_template = probe_latency_config(stage.tmp, "60s")  # rollback_timeout 30s
+    stage.behaviour = {"v2": {"mode": "slow", "delay": 0.8}}
+    stage.deploy("v1", ago=7200)
+    good = stage.deploy("v1.1", ago=3600)
+    await stage.start_daemon()
+    await stage.run_for(24)
+    stage.deploy("v2")
+    # (The decision waits until the evidence's windows began after the deploy: a whole
+    # window, 60s, and `for`.)
+    await stage.run_for(80)
+    assert stage.rollbacks_sent() == [good.id]
+    await stage.run_for(40)  # 3s to roll out, 30s rollback_timeout
+    (rollback,) = await store_of(stage).rollbacks("web")
+    assert rollback.state == "succeeded", rollback.error
