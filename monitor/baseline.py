@@ -29,6 +29,9 @@ _LOG_GAMMA = math.log(_GAMMA)
 MAX_BUCKETS = 4096
 """A sketch never holds more buckets than this (2% buckets from 1µs to a day take ~1,300)."""
 _ZERO = -(10**6)  # the bucket of a value of exactly 0
+# The buckets a sketch may hold besides _ZERO: from below the smallest float (~-37,600) to
+# ~1e301 (1.02 ** 35,000), so that a bucket read back is always a finite number.
+_LOWEST, _HIGHEST = -38_000, 35_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,14 @@ def judge(baseline: Baseline, signal: Signal, sample: Sample, ref: Reference | N
     if ref is None:
         said = f"no baseline yet for {name}: no earlier known-good release has a record of it"
         return Judgment(None, said, baseless=True)
+    if signal.quantile is not None and not ref.value > 0:
+        # 1.5x 0s is 0s: any answer at all would be "∞x the baseline". A latency recorded as
+        # 0 says the measurement is coarser than the service (Railway's whole milliseconds).
+        said = (
+            f"baseline {name} of release {ref.release} is {signal.show(ref.value)}: "
+            "no multiple of it is a limit"
+        )
+        return Judgment(None, said, baseless=True)
     if ref.requests < least:
         said = (
             f"baseline too thin: release {ref.release} recorded {_count(ref.requests)} requests"
@@ -123,6 +134,7 @@ def judge(baseline: Baseline, signal: Signal, sample: Sample, ref: Reference | N
     if signal is Signal.ERROR_RATE:
         errors = sample.detail.get("errors")
         failed = float(errors) if isinstance(errors, int | float) else value * n
+        failed = min(max(failed, 0.0), n)  # (garbage beyond the requests: a negative variance)
         z = _rise(failed, n, ref.errors, ref.requests, baseline.factor)
         needed = NormalDist().inv_cdf(baseline.confidence)
         evidence |= {"z": z, "z_needed": needed}
@@ -154,6 +166,8 @@ def _rise(x1: float, n1: float, x0: float, n0: float, factor: float) -> float:
     p1 = (x1 + 1) / (n1 + 2)
     p0 = (x0 + 1) / (n0 + 2)
     spread = p1 * (1 - p1) / (n1 + 2) + factor**2 * p0 * (1 - p0) / (n0 + 2)
+    if not spread > 0:  # counts past float's range (garbage): no certainty either way
+        return 0.0
     return (p1 - factor * p0) / math.sqrt(spread)
 
 
@@ -175,6 +189,8 @@ class Summary:
         value, n = sample.value, observations(sample)
         if value is None or n is None or n <= 0 or not math.isfinite(value) or value < 0:
             return False
+        if not math.isfinite(self.requests + n):
+            return False
         if self.signal is Signal.ERROR_RATE:
             errors = sample.detail.get("errors")
             failed = float(errors) if isinstance(errors, int | float) else value * n
@@ -183,6 +199,8 @@ class Summary:
             self.errors += failed
         else:
             index = _bucket(value)
+            if index > _HIGHEST:
+                return False
             if index not in self.sketch and len(self.sketch) >= MAX_BUCKETS:
                 return False
             self.sketch[index] = self.sketch.get(index, 0.0) + n
@@ -229,6 +247,13 @@ class Summary:
     def from_dict(cls, data: Mapping[str, Any]) -> Summary:
         """The inverse of :meth:`to_dict`; raises ValueError (or KeyError, TypeError) on
         anything that is not one."""
+        try:
+            return cls._from_dict(data)
+        except OverflowError as e:  # int(inf): JSON holds Infinity as well as numbers
+            raise ValueError(f"not a summary: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any]) -> Summary:
         sketch = {int(k): float(v) for k, v in dict(data.get("sketch", {})).items()}
         summary = cls(
             signal=Signal(data["signal"]),
@@ -242,6 +267,12 @@ class Summary:
         numbers = [summary.requests, summary.errors, *sketch.values()]
         if not all(math.isfinite(x) and x >= 0 for x in numbers) or len(sketch) > MAX_BUCKETS:
             raise ValueError("a summary holds finite, non-negative counts")
+        if summary.samples < 0 or any(k != _ZERO and not _LOWEST <= k <= _HIGHEST for k in sketch):
+            raise ValueError("a summary holds a sample count and buckets a value can have")
+        if summary.errors > summary.requests:
+            raise ValueError("a summary holds no more errors than requests")
+        if sketch and not math.isclose(sum(sketch.values()), summary.requests, rel_tol=1e-6):
+            raise ValueError("a summary's sketch weighs its requests")
         return summary
 
 

@@ -48,12 +48,13 @@ class _Book:
 
     loaded: bool = False
     releases: dict[str, dict[Signal, Summary]] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)  # releases, oldest recorded first
+    order: list[str] = field(default_factory=list)  # releases, least recently recorded first
     dirty: set[str] = field(default_factory=set)
     flushed_at: float | None = None
     references: dict[Signal, Reference] = field(default_factory=dict)
     reference_of: tuple[str, int] | None = None  # (release, samples) the references are of
     pending: list[Sample] = field(default_factory=list)  # taken since the last poll
+    steps: dict[Signal, float] = field(default_factory=dict)  # the last step taken, by signal
     polled: tuple[float, str | None] | None = None  # the last poll: when, and what served
 
 
@@ -72,6 +73,12 @@ class BaselineBook:
         book = self._books.get(name)
         return None if book is None else book.references.get(signal)
 
+    def ready(self, name: str) -> bool:
+        """Whether ``name``'s baseline is known: the store read and a poll of Railway taken.
+        Until then (a start) no reference is not "no baseline", and a rule must not rest."""
+        book = self._books.get(name)
+        return book is not None and book.loaded and book.polled is not None
+
     def record(self, service: ServicePlan, sample: Sample, troubled: bool) -> None:
         """Count one sample into the active release's summary, if it describes a quiet one."""
         signals = self._watched.get(service.name)
@@ -85,6 +92,12 @@ class BaselineBook:
         if sample.window_start < (self.tracker.live_since(service.name) or 0.0):
             return  # measured (partly) before this release served: not its behaviour
         book = self._books.setdefault(service.name, _Book())
+        step = sample.detail.get("step_start")
+        if isinstance(step, int | float):
+            # Railway's newest complete step: each poll until the next step hands it over.
+            if book.steps.get(sample.signal) == step:
+                return
+            book.steps[sample.signal] = step
         if len(book.pending) < MAX_PENDING:
             book.pending.append(sample)
 
@@ -106,7 +119,8 @@ class BaselineBook:
         summaries = book.releases.get(serving)
         if summaries is None:
             summaries = book.releases[serving] = {}
-            book.order.append(serving)
+        if book.order[-1:] != [serving]:  # recorded last (a release rolled back to serves again)
+            book.order = [k for k in book.order if k != serving] + [serving]
         for sample in settled:
             summary = summaries.setdefault(sample.signal, Summary(sample.signal))
             if summary.add(sample):
@@ -163,7 +177,7 @@ class BaselineBook:
                     continue
                 if signal_name == summary.signal.value and summary.signal not in summaries:
                     summaries[summary.signal] = summary
-        book.order = sorted(book.releases, key=lambda k: _first(book.releases[k]))
+        book.order = sorted(book.releases, key=lambda k: _last(book.releases[k]))
         book.loaded = True
 
     def _refresh(self, name: str, book: _Book) -> None:
@@ -190,5 +204,5 @@ class BaselineBook:
         return {} if book is None else book.releases
 
 
-def _first(summaries: Mapping[Signal, Summary]) -> float:
-    return min((s.first_at for s in summaries.values() if s.first_at is not None), default=0.0)
+def _last(summaries: Mapping[Signal, Summary]) -> float:
+    return max((s.last_at for s in summaries.values() if s.last_at is not None), default=0.0)

@@ -286,6 +286,11 @@ NO_RELEASES = (
 )
 
 
+# Sources whose samples say no request count: a baseline rule on them could never record a
+# release nor compare with one (monitor/baseline.py), and would rest idle for ever.
+_UNCOUNTED: dict[Signal, tuple[str, ...]] = {Signal.ERROR_RATE: ("promql",)}
+
+
 def _cadence(service: ServiceConfig, signal: Signal, railway: RailwayConfig) -> float:
     # Railway's numbers arrive once per poll, however often the service ticks.
     if source_type(service, signal) == "railway":
@@ -339,6 +344,14 @@ def plan_service(
             raise ConfigError(
                 f"{here} ({service.name}): rule {name!r} of tier {service.tier!r} needs the "
                 f"{rule.signal.value} signal, but the service has no {key!r}: add it, or "
+                f"take the rule out of tiers.{service.tier}.rules"
+            )
+        source = source_type(service, rule.signal)
+        if rule.baseline is not None and source in _UNCOUNTED.get(rule.signal, ()):
+            raise ConfigError(
+                f"{here}.{rule.signal.table} ({service.name}): rule {name!r} compares request "
+                f"counts with a release's record, but {rule.signal.value} from source "
+                f"{source!r} counts no requests (use source 'railway' or 'exposition'), or "
                 f"take the rule out of tiers.{service.tier}.rules"
             )
         problem = dry_run(rule, cadence)

@@ -29,6 +29,10 @@ def _pr_service(
     def railway(source: Any) -> Any:  # the app's own exposition or PromQL: the base's, not its
         return source if getattr(source, "source", None) == "railway" else None
 
+    latency = railway(template.latency)
+    if check is not None and getattr(template.latency, "source", None) == "health":
+        latency = template.latency  # the PR's own probes, timed
+
     return template.model_copy(
         update={
             "name": pr_service_name(template.name, env.name),
@@ -38,6 +42,7 @@ def _pr_service(
             "health": check,
             "error_rate": railway(template.error_rate),
             "memory": railway(template.memory),
+            "latency": latency,
         }
     )
 

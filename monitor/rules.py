@@ -263,9 +263,10 @@ def _trial(rule: Rule) -> _Trial:
         healthy = next(v for v in values if not rule.breaches(v))
         return _Trial(breaching, healthy)
     assert rule.baseline is not None
-    # A baseline well inside the signal's range, plenty of requests on both sides, and a
-    # fault at twice the limit (and past the fixed threshold, if there is one).
-    factor, requests = rule.baseline.factor, 100.0 * rule.baseline.min_requests
+    # A baseline well inside the signal's range, plenty of requests on both sides (enough
+    # for the proportion test to be sure at any confidence: the trial is of the timing), and
+    # a fault at twice the limit (and past the fixed threshold, if there is one).
+    factor, requests = rule.baseline.factor, max(100.0 * rule.baseline.min_requests, 1e6)
     base = min(0.01, 0.25 / factor) if rule.signal is Signal.ERROR_RATE else 0.1
     bad = 2 * factor * base
     if rule.threshold is not None:

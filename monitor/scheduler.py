@@ -127,7 +127,14 @@ class ServiceWorker:
         for batch in batches:
             for sample in batch:
                 self._observe(sample)
-                await self._evaluate(sample)
+                try:
+                    await self._evaluate(sample)
+                except Exception as e:  # one sample's judgment must not cost the others, nor
+                    # the decision after them
+                    self.metrics.tick_errors.labels(*self._labels, type(e).__name__).inc()
+                    log.exception(
+                        "evaluation failed", service=self.plan.name, signal=sample.signal.value
+                    )
         if self.after_tick is not None:
             try:
                 await self.after_tick(self.plan)
@@ -148,6 +155,11 @@ class ServiceWorker:
                 continue
             reference = None
             if rule.baseline is not None and book is not None:
+                if not book.ready(self.plan.name):
+                    # Just started: judging now would take "not read yet" for "no baseline"
+                    # and reset the rule a previous run left pending. Its state waits.
+                    self.reasons[rule.name] = "waiting for the baseline (store and Railway)"
+                    continue
                 reference = book.reference(self.plan.name, rule.signal)
             state, verdict = evaluate(rule, self.states[rule.name], sample, reference)
             self.states[rule.name] = state
@@ -218,7 +230,13 @@ class ServiceWorker:
             if self.baselines is not None:
                 reference = self.baselines.reference(self.plan.name, rule.signal)
             limit = None
-            if reference is not None:
+            # Only a baseline the engine judges by has a limit (monitor/baseline.py: a thin
+            # record, or a latency of 0, leaves the rule idle, and nothing is above a limit).
+            if (
+                reference is not None
+                and reference.requests >= rule.baseline.min_requests
+                and (rule.signal.quantile is None or reference.value > 0)
+            ):
                 limit = max(rule.threshold or 0.0, rule.baseline.factor * reference.value)
             snapshot |= {
                 "baseline_rule": True,

@@ -70,7 +70,9 @@ class Switchboard:
     async def after_tick(self, service: ServicePlan) -> None:
         """Every evaluation of a service: the baselines are brought up to date, and the
         controller decides from what is."""
-        if self.baselines is not None:
-            await self.baselines.after_tick(service)
-        if self.controller is not None:
-            await self.controller.evaluate(service)
+        try:
+            if self.baselines is not None:
+                await self.baselines.after_tick(service)
+        finally:  # the store failing at a flush must not skip the decision (the worker logs it)
+            if self.controller is not None:
+                await self.controller.evaluate(service)

@@ -94,6 +94,7 @@ class SleepAware:
         self.times = times  # the inner source's probe response times, if it keeps them
         self.signals = inner.signals
         self._slept: str | None = None  # the deployment last seen SLEEPING
+        self._serving: str | None = None  # the active deployment last seen
         self._woke_at: float | None = None  # when a poll first showed it awake again
 
     async def collect(self, at: float) -> list[Sample]:
@@ -102,6 +103,11 @@ class SleepAware:
         fresh = snapshot is not None and at - snapshot.at <= self.max_age
         active = snapshot.active if snapshot is not None and fresh else None
         if snapshot is not None and active is not None:  # a fresh view of the deployment
+            if self._serving is not None and active.id != self._serving and self.times:
+                # A deploy (or a rollback): the window's probes were the replaced one's; the
+                # new one's latency starts with this probe (before: a whole window late).
+                self.times.restart(f"the switch to deployment {active.id}")
+            self._serving = active.id
             if active.status == SLEEPING:
                 self._slept, self._woke_at = active.id, None
                 return self._asleep(active, at)
