@@ -217,7 +217,7 @@ NO_HEADERS = CIMultiDictProxy(CIMultiDict[str]())
 )
 async def test_garbage_json_is_a_protocol_error(client: Any, raw: bytes, match: str) -> None:
     with pytest.raises(RailwayProtocolError, match=match):
-        client._interpret("Q", 200, NO_HEADERS, raw)
+        await client._interpret("Q", 200, NO_HEADERS, raw)
 
 
 # The client is only read by _interpret for these statuses: sharing it across examples is safe.
@@ -235,7 +235,7 @@ async def test_any_json_answer_is_data_or_a_railway_error(
         document = {"data": document, "errors": document}
     raw = json.dumps(document).encode()  # NaN and Infinity written as bare words too
     try:
-        data = client._interpret("Q", status, NO_HEADERS, raw)
+        data = await client._interpret("Q", status, NO_HEADERS, raw)
     except RailwayError:
         return
     assert isinstance(data, dict)
