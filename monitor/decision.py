@@ -72,9 +72,13 @@ class Firing:
         if live_at is None:
             return now - self.since >= needed
         # A rate describes a window before its sample (a Railway step, the span between two
-        # scrapes): only samples whose window began after the release went live are about it.
-        lag = max((s.at - s.window_start for s in self.evidence), default=0.0)
-        return now - max(self.since, live_at + lag) >= needed
+        # scrapes, a probe-latency window): only samples whose window began after the release
+        # went live are about it, and the evidence (the last `for` of the episode) must hold
+        # only such samples. Each sample's own window counts: a window that grows from the
+        # deploy on (probe latency) is about the release from its first sample.
+        if any(s.window_start < live_at for s in self.evidence):
+            return False
+        return now - max(self.since, live_at) >= needed
 
 
 @dataclass(frozen=True, slots=True)

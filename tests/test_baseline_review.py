@@ -527,14 +527,6 @@ async def test_a_rollback_on_probe_latency_verifies_within_the_timeout(stage: St
     assert rollback.state == "succeeded", rollback.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decision.FiringRule.judges dates fresh evidence from live_at + the evidence's "
-    "largest window (s.at - s.window_start): a probe window that restarts at the deploy grows "
-    "with every probe, so the rule is judged only once the window is full: window + for after "
-    "the deploy (10m with the defaults), not for + min_probes probes. Needs judges to use the "
-    "evidence's own window starts; a change to decision.py's semantics, not made here",
-)
 async def test_a_slow_release_on_probe_latency_rolls_back_within_for(stage: Stage) -> None:
     stage.config_template = probe_latency_config(stage.tmp, "60s")
     stage.behaviour = {"v2": {"mode": "slow", "delay": 0.8}}

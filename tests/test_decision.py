@@ -28,6 +28,7 @@ from monitor.decision import (
     restored_by,
     retention_ran_out,
 )
+from monitor.model import Sample, Signal
 from monitor.railway import statuses
 from monitor.railway.client import Deployment
 from monitor.releases import Verdicts, release_key
@@ -481,3 +482,77 @@ def test_a_manual_target_is_the_one_asked_for_or_the_automatic_choice(
         assert chosen.id == expected
     else:
         assert expected in chosen
+
+
+# -- which evidence is about the active release: each sample's own window
+
+
+def _windowed(at: float, start: float) -> Sample:
+    return Sample(Signal.ERROR_RATE, at, 0.5, detail={"span_s": at - start})
+
+
+def _firing(since: float, *evidence: Sample) -> Firing:
+    last = max((s.at for s in evidence), default=None)
+    return Firing("r", since, 30.0, last, 30.0, "why", tuple(evidence))
+
+
+@pytest.mark.parametrize(
+    ("firing", "live_at", "now", "judged"),
+    [
+        # A rate of 15 s windows: the window over the deploy is about both releases.
+        pytest.param(
+            _firing(100.0, *(_windowed(t, t - 15) for t in (110.0, 125.0, 140.0))),
+            100.0,
+            140.0,
+            False,
+            id="a window began before the release",
+        ),
+        pytest.param(
+            _firing(115.0, *(_windowed(t, t - 15) for t in (115.0, 130.0, 145.0))),
+            100.0,
+            145.0,
+            True,
+            id="every window after it, for 30s",
+        ),
+        pytest.param(
+            _firing(115.0, *(_windowed(t, t - 15) for t in (115.0, 130.0))),
+            100.0,
+            130.0,
+            False,
+            id="after it, but not yet for 30s",
+        ),
+        # A window that grows from the deploy on (probe latency): about it from the first.
+        pytest.param(
+            _firing(105.0, *(_windowed(t, 101.0) for t in (105.0, 115.0, 125.0, 135.0))),
+            100.0,
+            135.0,
+            True,
+            id="a growing window from the deploy",
+        ),
+        pytest.param(
+            _firing(105.0, *(_windowed(t, 40.0) for t in (105.0, 135.0))),
+            100.0,
+            135.0,
+            False,
+            id="a growing window from before it",
+        ),
+        # Instants (a probe): window_start is the sample's own time.
+        pytest.param(
+            _firing(100.0, Sample(Signal.HEALTH, 100.0, 0.0), Sample(Signal.HEALTH, 130.0, 0.0)),
+            100.0,
+            130.0,
+            True,
+            id="instants since it went live",
+        ),
+        pytest.param(
+            _firing(90.0, Sample(Signal.HEALTH, 130.0, 0.0)), None, 130.0, True, id="no release"
+        ),
+        pytest.param(
+            _firing(90.0, Sample(Signal.HEALTH, 95.0, 0.0)), None, 130.0, False, id="stale"
+        ),
+    ],
+)
+def test_a_rule_judges_a_release_on_windows_that_began_after_it(
+    firing: Firing, live_at: float | None, now: float, judged: bool
+) -> None:
+    assert firing.judges(live_at, now) is judged
