@@ -96,7 +96,12 @@ class PrEnvironments:
 
     async def look(self) -> None:
         """Ask Railway once; guard what appeared, drop what it no longer lists."""
-        self.looks += 1
+        try:
+            await self._look()
+        finally:
+            self.looks += 1  # looks finished (answered or not): what a test can wait for
+
+    async def _look(self) -> None:
         try:
             data = await self.client.execute(DOCUMENT, {"project": self.project_id})
             listing = read_environments(data)
