@@ -27,7 +27,7 @@ from monitor.rules import builtin_rules_path, dry_run
 from monitor.scheduler import ServiceWorker
 from monitor.settings import load_environment
 from monitor.store import open_store
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.sqlite import SQLiteStore
 from monitor.switchboard import Switchboard
 from monitor.telemetry import Metrics
 from tests.stage import CONFIG as STAGE_CONFIG

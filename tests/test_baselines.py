@@ -18,7 +18,7 @@ from monitor.railway.client import Deployment
 from monitor.releases import ReleaseTracker
 from monitor.settings import ServiceConfig, TierPolicy
 from monitor.store import open_store
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.sqlite import SQLiteStore
 
 REGRESSION = Rule(
     "error-regression", Signal.ERROR_RATE, Op.GT, 0.01, 60.0, 30.0, baseline=Baseline(2.0, 100)

@@ -39,7 +39,7 @@ from monitor.render import describe
 from monitor.settings import load_environment
 from monitor.status import Labels, words
 from monitor.store import EventRecord, open_store
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.sqlite import SQLiteStore
 from monitor.telemetry import Metrics
 
 FAILED = RollbackEvent(

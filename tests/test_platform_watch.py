@@ -13,7 +13,7 @@ from monitor.events import EventKind, PlatformEvent, from_record
 from monitor.platform_watch import PLATFORM_KINDS, PlatformWatch
 from monitor.railway.platform import Notice, PlatformStatus
 from monitor.store import open_store
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.sqlite import SQLiteStore
 
 AT = 1_700_000_000.0
 INCIDENT = Notice("inc-1", "Edge failing", "INVESTIGATING", "https://status.railway.com/i", AT)

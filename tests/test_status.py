@@ -13,7 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 from monitor.server import wants_html
 from monitor.status import TIMELINE_KINDS, Labels, words
 from monitor.store import EventRecord, open_store
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.sqlite import SQLiteStore
 
 
 @pytest.fixture

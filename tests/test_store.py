@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from monitor import store_schema
 from monitor.clock import FakeClock
 from monitor.engine import RuleState
 from monitor.errors import RailguardError, StoreError
@@ -25,8 +24,9 @@ from monitor.store import (
     open_store,
     state_path,
 )
-from monitor.store_schema import MIGRATIONS
-from monitor.store_sqlite import SQLiteStore
+from monitor.store import schema as store_schema
+from monitor.store.schema import MIGRATIONS
+from monitor.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 NEWEST = MIGRATIONS[-1][0]

@@ -15,8 +15,8 @@ import pytest
 from monitor.clock import FakeClock
 from monitor.errors import StoreError
 from monitor.store import open_store
-from monitor.store_db import Database
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.db import Database
+from monitor.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 

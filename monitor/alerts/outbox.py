@@ -32,7 +32,7 @@ from monitor.alerts.channels.base import Channel
 from monitor.alerts.model import Notification
 from monitor.clock import Clock
 from monitor.errors import ChannelError
-from monitor.store_outbox import OutboxRecord, OutboxState
+from monitor.store.outbox import OutboxRecord, OutboxState
 from monitor.telemetry import Metrics
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ from monitor.alerts.model import Notification, Severity, Status
 from monitor.alerts.outbox import Outbox
 from monitor.clock import FakeClock
 from monitor.store import open_store
-from monitor.store_outbox import OutboxRecord, OutboxState
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.outbox import OutboxRecord, OutboxState
+from monitor.store.sqlite import SQLiteStore
 from monitor.telemetry import Metrics
 from tests.alertmanager_fixture import alertmanager_server  # noqa: F401
 from tests.alerts.receivers import PagerDuty, Receiver, smtp_server

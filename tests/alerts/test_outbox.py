@@ -18,8 +18,8 @@ from monitor.alerts.outbox import Outbox
 from monitor.clock import FakeClock
 from monitor.errors import ChannelError
 from monitor.store import open_store
-from monitor.store_outbox import OutboxRecord, OutboxState
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.outbox import OutboxRecord, OutboxState
+from monitor.store.sqlite import SQLiteStore
 from monitor.telemetry import Metrics
 from tests.helpers import until
 

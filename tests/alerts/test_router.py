@@ -17,7 +17,7 @@ from monitor.clock import FakeClock
 from monitor.plan import build_plan
 from monitor.settings import load_environment
 from monitor.store import open_store
-from monitor.store_sqlite import SQLiteStore
+from monitor.store.sqlite import SQLiteStore
 from monitor.telemetry import Metrics
 
 CONFIG = """

@@ -2,7 +2,7 @@
 
 Deployments and their verdicts (known-good, bad for ever), rollbacks (the audit log and the
 write-ahead log of the executor), rule pending state, freezes, and the decision trail of
-events. :class:`Store` is the interface the daemon uses; :class:`~monitor.store_sqlite.SQLiteStore`
+events. :class:`Store` is the interface the daemon uses; :class:`~monitor.store.sqlite.SQLiteStore`
 implements it on a single SQLite file (a Railway volume at /data), and its SQL is kept close
 enough to PostgreSQL that a shared-database store for high availability can follow.
 
@@ -46,8 +46,8 @@ from monitor.clock import Clock, SystemClock
 from monitor.errors import StoreError
 
 if TYPE_CHECKING:
-    from monitor.store_outbox import OutboxRecord, OutboxState
-    from monitor.store_sqlite import SQLiteStore
+    from monitor.store.outbox import OutboxRecord, OutboxState
+    from monitor.store.sqlite import SQLiteStore
 
 DEFAULT_FILENAME = "railguard.db"
 
@@ -394,7 +394,7 @@ class Store(Protocol):
         """Events newest first, filtered by service, time and kinds."""
         ...
 
-    # -- the alert outbox and cursors (monitor/store_outbox.py)
+    # -- the alert outbox and cursors (monitor/store/outbox.py)
 
     async def enqueue(
         self, channel: str, message_id: str, payload: Mapping[str, Any], at: float
@@ -438,7 +438,7 @@ class Store(Protocol):
         """Save a position."""
         ...
 
-    # -- release summaries, the baselines (monitor/store_baselines.py)
+    # -- release summaries, the baselines (monitor/store/summaries.py)
 
     async def save_summaries(
         self, service: str, release: str, summaries: Mapping[str, Mapping[str, Any]], at: float
@@ -473,6 +473,6 @@ async def open_store(path: Path, *, clock: Clock | None = None) -> SQLiteStore:
     ``clock`` only stamps when migrations were applied. StoreError names the path and what
     to do if the file cannot be opened, is not a database, or is newer than this railguard.
     """
-    from monitor.store_sqlite import SQLiteStore  # here: it imports this module
+    from monitor.store.sqlite import SQLiteStore  # here: it imports this module
 
     return await SQLiteStore.open(path, clock=clock or SystemClock())

@@ -2,7 +2,7 @@
 
 Durability is the point: a rollback intent is on disk before its mutation is sent, because the
 daemon may be killed right after. Every write is committed before the method returns. The
-statements run on the store's own thread (:mod:`monitor.store_db`): writes queued together
+statements run on the store's own thread (:mod:`monitor.store.db`): writes queued together
 share one transaction and one fsync, and the event loop never waits on SQLite.
 
 The SQL stays portable to PostgreSQL where that is cheap: named parameters, ``ON CONFLICT``,
@@ -33,10 +33,10 @@ from monitor.store import (
     check_transition,
     transition_columns,
 )
-from monitor.store_baselines import BaselineStore
-from monitor.store_db import Database, Job
-from monitor.store_outbox import OutboxStore
-from monitor.store_schema import HINT, configure, migrate
+from monitor.store.db import Database, Job
+from monitor.store.outbox import OutboxStore
+from monitor.store.schema import HINT, configure, migrate
+from monitor.store.summaries import BaselineStore
 
 R = TypeVar("R")
 

@@ -11,8 +11,8 @@ import sqlite3
 from pathlib import Path
 
 from monitor.errors import StoreError
-from monitor.store_baselines import V4 as BASELINES_V4
-from monitor.store_outbox import V2 as OUTBOX_V2
+from monitor.store.outbox import V2 as OUTBOX_V2
+from monitor.store.summaries import V4 as BASELINES_V4
 
 # Times are DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 4 bytes and would round Unix
 # seconds to minutes. JSON is TEXT (PG: JSONB). INTEGER PRIMARY KEY is SQLite's rowid
