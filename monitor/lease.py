@@ -1,0 +1,110 @@
+"""The leader lease, decided: who leads, until when, and when a leader must stop acting.
+
+Pure: no I/O, no clock. Replicas sharing a database hold one lease row (holder, epoch,
+expiry by the database's clock). :func:`claim` says what a replica writes when it looks:
+it takes a lease that is free or expired (the epoch goes up: a fencing token every
+write-ahead intent and outbox claim is checked against in the same transaction), renews its
+own, and otherwise follows. :class:`Leadership` is a replica's own view: it may act only
+until its last successful renewal's *start* plus the time-to-live less a margin, by its own
+monotonic clock, so a leader cut off from the database stops acting before the lease it
+can no longer renew can expire and be taken.
+
+The database writes the row only if it still holds what the replica read (compare and set
+on holder and epoch), so two replicas that both find a lease expired cannot both take it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitor.model import format_duration
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTerms:
+    """How long a lease lasts and how often its holder renews it.
+
+    A leader renews every ``renew_every``; it stops acting ``margin`` before its lease could
+    expire (clock rates differ, a renewal's answer takes time); a standby takes an expired
+    lease at its next look, so a dead leader is replaced within ``ttl + renew_every``.
+    """
+
+    ttl: float = 10.0
+    renew_every: float = 3.0
+    margin: float = 2.0
+
+    def problem(self) -> str | None:
+        """What makes these terms unsafe or useless, or None."""
+        if not (self.ttl > 0 and self.renew_every > 0 and self.margin > 0):
+            return "ttl, renew_every and margin must be positive durations"
+        if self.margin >= self.ttl:
+            return (
+                f"margin {format_duration(self.margin)} must be shorter than ttl "
+                f"{format_duration(self.ttl)}: a leader would never act"
+            )
+        if self.renew_every >= self.ttl - self.margin:
+            return (
+                f"renew_every {format_duration(self.renew_every)} must be shorter than ttl less "
+                f"margin ({format_duration(self.ttl - self.margin)}): a healthy leader would "
+                "stop acting between two renewals"
+            )
+        return None
+
+    @property
+    def takeover_within(self) -> float:
+        """The longest a dead leader's lease keeps the others waiting, plus one look."""
+        return self.ttl + self.renew_every
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """The lease as the database holds it (``expires_at`` by the database's clock)."""
+
+    holder: str | None
+    epoch: int
+    expires_at: float
+
+
+def claim(row: LeaseRow | None, me: str, db_now: float, terms: LeaseTerms) -> LeaseRow | None:
+    """The row replica ``me`` writes at ``db_now`` (compare and set on what it read), or None
+    when another replica holds a live lease."""
+    if row is None:
+        return LeaseRow(me, 1, db_now + terms.ttl)
+    if row.holder == me and db_now < row.expires_at:
+        return LeaseRow(me, row.epoch, db_now + terms.ttl)  # renewed: the same epoch
+    if row.holder is None or db_now >= row.expires_at:
+        return LeaseRow(me, row.epoch + 1, db_now + terms.ttl)  # taken: a new epoch fences
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """A replica's own view: whether it leads, with which epoch, and until when."""
+
+    epoch: int | None = None
+    until: float | None = None  # monotonic: past it, act no more (renewal start + ttl - margin)
+
+    def may_act(self, now: float) -> bool:
+        """Whether the replica may send mutations, notifications and digests at ``now``."""
+        return self.epoch is not None and self.until is not None and now < self.until
+
+    def after(
+        self, written: LeaseRow | None, me: str, started: float, terms: LeaseTerms
+    ) -> Leadership:
+        """The view after a look that began at ``started`` (monotonic, before the request
+        left) and wrote ``written`` (None: another replica leads, or the write lost the
+        compare and set)."""
+        if written is None or written.holder != me:
+            return Leadership()
+        return Leadership(written.epoch, started + terms.ttl - terms.margin)
+
+    def failed(self) -> Leadership:
+        """A look that did not answer: the view stands until it runs out by itself."""
+        return self
+
+    def describe(self, now: float) -> str:
+        """``leader (epoch 7) for 4.2s more``, or ``standby``."""
+        if not self.may_act(now):
+            return "standby"
+        assert self.until is not None
+        return f"leader (epoch {self.epoch}) for {format_duration(self.until - now)} more"
