@@ -12,6 +12,9 @@ from monitor.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# A PostgreSQL database of the test's own (tests/postgres.py).
+pytest_plugins = ["tests.postgres"]
+
 
 @pytest.fixture(autouse=True)
 def _reset_logging() -> Iterator[None]:

@@ -1,0 +1,39 @@
+"""A PostgreSQL database of its own for a test, on the server at 127.0.0.1 (CI starts it).
+
+``RAILGUARD_TEST_POSTGRES`` names the server (default: user postgres on 127.0.0.1:5432, as
+.ci/run leaves it). Without a server the test is skipped, except in CI, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+SERVER = os.environ.get("RAILGUARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return dsn.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture
+async def postgres() -> AsyncIterator[str]:
+    """The DSN of a new, empty database, dropped after the test."""
+    try:
+        admin = await asyncpg.connect(SERVER, timeout=5)
+    except (OSError, asyncpg.PostgresError) as e:
+        reason = f"needs PostgreSQL at {SERVER} ({e})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; .ci/run starts it")
+        pytest.skip(reason)
+    name = f"railguard_test_{uuid.uuid4().hex[:12]}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield _with_database(SERVER, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

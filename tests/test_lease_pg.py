@@ -1,0 +1,150 @@
+"""The leader lease on a real PostgreSQL: one leader, fenced epochs, takeovers, a leader cut off."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from monitor.clock import FakeClock
+from monitor.lease import LeaseTerms
+from monitor.store.lease_pg import SCHEMA, PgLease, server_time
+
+TERMS = LeaseTerms(ttl=10.0, renew_every=3.0, margin=2.0)
+
+
+def connector(dsn: str) -> Callable[[], Awaitable[asyncpg.Connection]]:
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
+    return connect
+
+
+async def setup(dsn: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(SCHEMA)
+    finally:
+        await connection.close()
+
+
+def replicas(dsn: str, clock: FakeClock, *names: str) -> list[PgLease]:
+    """Replicas that read the database's clock as the test's clock (time moves on the clock)."""
+
+    async def database_time(connection: asyncpg.Connection) -> float:
+        return clock.time()
+
+    return [
+        PgLease(connector(dsn), name, clock=clock, terms=TERMS, database_time=database_time)
+        for name in names
+    ]
+
+
+async def test_one_leader_and_a_takeover_with_a_new_epoch(postgres: str, clock: FakeClock) -> None:
+    await setup(postgres)
+    a, b, c = replicas(postgres, clock, "a", "b", "c")
+    views = await asyncio.gather(a.look(), b.look(), c.look())
+    leaders = [r for r, v in zip((a, b, c), views, strict=True) if v.may_act(clock.monotonic())]
+    assert len(leaders) == 1  # looking at once, exactly one takes the new lease
+    (leader,) = leaders
+    assert leader.view.epoch == 1
+    others = [r for r in (a, b, c) if r is not leader]
+    # The leader renews; the others follow.
+    for _ in range(3):
+        await clock.advance(TERMS.renew_every)
+        for replica in (leader, *others):
+            await replica.look()
+        assert leader.view.may_act(clock.monotonic())
+        assert not any(r.view.may_act(clock.monotonic()) for r in others)
+    # The leader dies (looks no more): the others take over once the lease expires, with
+    # a new epoch, within ttl + one look.
+    died = clock.monotonic()
+    while not any(r.view.may_act(clock.monotonic()) for r in others):
+        await clock.advance(TERMS.renew_every)
+        await asyncio.gather(*(r.look() for r in others))
+        assert clock.monotonic() - died <= TERMS.takeover_within
+    (successor,) = [r for r in others if r.view.may_act(clock.monotonic())]
+    assert successor.view.epoch == 2
+    assert not leader.view.may_act(clock.monotonic())  # ran out by itself
+    # The old leader comes back: it finds another holder and follows.
+    await leader.look()
+    assert leader.view.epoch is None
+
+
+async def test_the_fence_checks_the_epoch_in_the_callers_transaction(
+    postgres: str, clock: FakeClock
+) -> None:
+    await setup(postgres)
+    a, b = replicas(postgres, clock, "a", "b")
+    await a.look()
+    connection = await asyncpg.connect(postgres)
+    try:
+        async with connection.transaction():
+            assert await a.holds(connection)
+            assert not await b.holds(connection)  # b holds nothing
+        await clock.advance(TERMS.ttl + 1)
+        await b.look()  # a's lease expired: b takes it, epoch 2
+        async with connection.transaction():
+            assert not await a.holds(connection)  # a deposed leader's intent is refused
+            assert await b.holds(connection)
+    finally:
+        await connection.close()
+
+
+async def test_a_leader_cut_off_from_postgres_stops_before_it_can_be_replaced(
+    postgres: str, clock: FakeClock
+) -> None:
+    await setup(postgres)
+    a, b = replicas(postgres, clock, "a", "b")
+    await a.look()
+    assert a.view.may_act(clock.monotonic())
+
+    async def refused() -> asyncpg.Connection:
+        raise OSError("connection refused")
+
+    a.connect = refused  # PostgreSQL unreachable from a
+    stopped_at = None
+    for _ in range(10):
+        await clock.advance(1.0)
+        await a.look()
+        assert a.last_error == "OSError: connection refused"
+        await b.look()
+        if stopped_at is None and not a.view.may_act(clock.monotonic()):
+            stopped_at = clock.monotonic()
+        if b.view.may_act(clock.monotonic()):
+            break
+    assert stopped_at is not None
+    assert b.view.may_act(clock.monotonic())
+    assert stopped_at < clock.monotonic()  # a had stopped before b took over
+
+
+async def test_the_server_clock_is_the_default(postgres: str) -> None:
+    connection = await asyncpg.connect(postgres)
+    try:
+        assert await server_time(connection) > 1.7e9
+    finally:
+        await connection.close()
+
+
+async def test_pg_terminate_backend_is_a_failed_look(postgres: str, clock: FakeClock) -> None:
+    await setup(postgres)
+    (a,) = replicas(postgres, clock, "a")
+    killer = await asyncpg.connect(postgres)
+    victim_ready = asyncio.Event()
+
+    async def connect_then_killed() -> asyncpg.Connection:
+        connection = await asyncpg.connect(postgres)
+        pid = connection.get_server_pid()
+        await killer.execute("SELECT pg_terminate_backend($1)", pid)
+        victim_ready.set()
+        return connection
+
+    a.connect = connect_then_killed
+    try:
+        view = await a.look()
+    finally:
+        await killer.close()
+    assert victim_ready.is_set()
+    assert view.epoch is None
+    assert a.last_error is not None
