@@ -29,6 +29,16 @@ CREATE TABLE IF NOT EXISTS leases (
 )
 """
 
+# What a look can meet from the server or the driver (a killed backend surfaces as any of
+# them, by timing): a failed look, never an exception out of the loop that looks.
+DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 DatabaseTime = Callable[[asyncpg.Connection], Awaitable[float]]
 
 
@@ -65,7 +75,7 @@ class PgLease:
         started = self.clock.monotonic()
         try:
             written = await self._claim()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        except DATABASE_ERRORS as e:
             self.last_error = f"{type(e).__name__}: {e}"
             self.view = self.view.failed()
             return self.view
@@ -102,7 +112,10 @@ class PgLease:
                     )
                 return written
         finally:
-            await connection.close()
+            try:
+                await connection.close(timeout=5)
+            except DATABASE_ERRORS:
+                connection.terminate()  # broken already: drop it without a goodbye
 
     async def holds(self, connection: asyncpg.Connection) -> bool:
         """Inside the caller's transaction: whether this replica still holds the lease with
