@@ -198,6 +198,12 @@ class BaselineBook:
                 references[signal] = reference
         book.references = references
 
+    def forget(self, name: str) -> None:
+        """Drop what the book holds of a service that is gone (a PR environment closed): its
+        pages in memory. What the store keeps of it goes with its other rows, if ever."""
+        self._books.pop(name, None)
+        self._watched.pop(name, None)
+
     def summaries(self, name: str) -> Mapping[str, Mapping[Signal, Summary]]:
         """What the book holds of a service, by release key (for /status and tests)."""
         book = self._books.get(name)

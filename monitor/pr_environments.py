@@ -176,6 +176,8 @@ class PrEnvironments:
                 table.pop(service.name, None)
             await self._delete_rule_states(service.name, [r.name for r in service.rules])
             forget_service(daemon.metrics, service.name)
+            if daemon.switchboard.baselines is not None:
+                daemon.switchboard.baselines.forget(service.name)
             log.info("dropped PR environment", environment=env.name, service=service.name)
             await self._event(EventKind.PR_ENVIRONMENT_DROPPED, env, service)
         self._count()

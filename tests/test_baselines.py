@@ -273,3 +273,15 @@ async def test_forgetting_keeps_only_what_is_named(store: SQLiteStore) -> None:
     assert set(await store.summaries("api")) == {"a"}
     await store.forget_summaries("web", [])
     assert await store.summaries("web") == {}
+
+
+async def test_a_service_gone_is_forgotten(store: SQLiteStore, clock: FakeClock) -> None:
+    service, tracker = plan(REGRESSION), Tracker(serving=deployment("aaa"))
+    book = book_of(store, tracker, clock)
+    await poll(book, tracker, 10.0, service)
+    book.record(service, rate(11.0, 0.01), troubled=False)
+    assert book._books["web"].pending
+    book.forget("web")
+    assert book.summaries("web") == {}
+    assert "web" not in book._books
+    book.forget("never-seen")  # nothing to forget: nothing happens
