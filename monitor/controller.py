@@ -21,7 +21,7 @@ import structlog
 
 from monitor.clock import Clock
 from monitor.decision import Decision, Escalate, Facts, Firing, Go, Hold, Idle, decide
-from monitor.engine import RuleState
+from monitor.engine import RuleState, compared_text
 from monitor.errors import RailguardError
 from monitor.events import EscalationEvent, Evidence, HoldEvent, write_event
 from monitor.executor import RollbackExecutor
@@ -68,12 +68,9 @@ def _reason(rule: Rule, state: RuleState, now: float) -> str:
         said = last.detail.get("vs_baseline")
         if isinstance(said, dict) and isinstance(said.get("text"), str):
             # The comparison as the engine wrote it, after the fixed threshold if any.
-            fixed = f"{rule.signal.value} {rule.shown(last.value)} {rule.op.value} "
-            compared = (
-                said["text"]
-                if rule.threshold is None
-                else (f"{fixed}{rule.shown(rule.threshold)}; {said['text']}")
-            )
+            compared = said["text"]
+            if rule.threshold is not None:
+                compared = f"{compared_text(rule, last.value)}; {compared}"
     hits = sum(1 for s in window if rule.breached(s))
     lasted = format_duration(max(0.0, now - since))
     return f"{compared} for {lasted} ({hits}/{len(window)} samples breaching)"

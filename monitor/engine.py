@@ -113,7 +113,7 @@ def evaluate(
     value = sample.value
     if value is None:
         return _evaluate_unknown(rule, state, sample)
-    compared = _compared(rule, value)
+    compared = compared_text(rule, value)
     if rule.baseline is not None and rule.breaches(value):
         judgment = judge(rule.baseline, rule.signal, sample, reference)
         if judgment.breaching is None:  # nothing to compare with: no evidence either way
@@ -127,7 +127,7 @@ def evaluate(
     return _evaluate_known(rule, state, sample, value, compared)
 
 
-def _compared(rule: Rule, value: float) -> str:
+def compared_text(rule: Rule, value: float) -> str:
     """``error_rate 0.07 > 0.05``: the sample against the fixed threshold, if the rule has one."""
     shown = f"{rule.signal.value} {rule.shown(value)}"
     if rule.threshold is None:

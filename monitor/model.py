@@ -60,8 +60,7 @@ class Signal(enum.StrEnum):
 
 
 LATENCY_SIGNALS = (Signal.LATENCY_P50, Signal.LATENCY_P90, Signal.LATENCY_P95, Signal.LATENCY_P99)
-_QUANTILES = {Signal.LATENCY_P50: 0.5, Signal.LATENCY_P90: 0.9, Signal.LATENCY_P95: 0.95}
-_QUANTILES[Signal.LATENCY_P99] = 0.99
+_QUANTILES = dict(zip(LATENCY_SIGNALS, (0.5, 0.9, 0.95, 0.99), strict=True))
 
 
 def show_seconds(seconds: float) -> str:
