@@ -94,3 +94,8 @@ class ChannelError(RailguardError):
 
 class StoreError(RailguardError):
     """The state store cannot be opened or refused a write; the message says what to do."""
+
+
+class NotLeader(StoreError):
+    """A write that leads to an action was refused: this replica no longer holds the lease
+    with the epoch it acts under (another replica took over). Nothing was written."""

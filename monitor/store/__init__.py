@@ -114,6 +114,7 @@ class RollbackRecord:
     error: str | None
     attempts: int = 0  # mutations sent (or maybe sent) for this intent
     attempted_at: float | None = None  # when the last one was sent
+    epoch: int | None = None  # the lease epoch the intent was written under (None: no lease)
 
     @property
     def finished(self) -> bool:
@@ -202,6 +203,22 @@ def transition_columns(
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease a replica acts under (high availability, PostgreSQL only).
+
+    Every write that leads to an action (a rollback's intent, each mutation attempt, an
+    outbox claim) checks, in its own transaction, that lease ``name`` is still held by
+    ``holder`` with the epoch ``epoch()`` returns, share-locking the row so no takeover
+    commits in between; otherwise it raises :class:`~monitor.errors.NotLeader` and writes
+    nothing. ``epoch()`` None: this replica does not lead, so such a write is refused.
+    """
+
+    holder: str
+    epoch: Callable[[], int | None]
+    name: str = "leader"
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceRecords:
     """What the store says about one service, read in one go (a decision reads it once)."""
 
@@ -216,7 +233,13 @@ StartedEvent = Callable[["RollbackRecord"], tuple[str, Mapping[str, Any]]]
 
 
 class Store(Protocol):
-    """What the daemon keeps across restarts. Every write is committed before it returns."""
+    """What the daemon keeps across restarts. Every write is committed before it returns.
+
+    ``fence``: None for a single replica; with several replicas sharing PostgreSQL, the lease
+    every action-leading write is checked against (see :class:`Fence`).
+    """
+
+    fence: Fence | None
 
     async def close(self) -> None:
         """Close the store; further calls fail."""
@@ -404,6 +427,12 @@ class Store(Protocol):
 
     async def outbox_head(self, channel: str) -> OutboxRecord | None:
         """The oldest pending message of a channel."""
+        ...
+
+    async def outbox_claim(self, id: int, at: float) -> OutboxRecord:
+        """Claim a pending message right before it is sent: stamps the epoch it goes out
+        under (``claimed_epoch``, None without a fence) and ``claimed_at``. NotLeader (and
+        nothing written) if the fence no longer holds; StoreError if it is not pending."""
         ...
 
     async def outbox_done(

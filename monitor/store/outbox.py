@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from monitor.errors import StoreError
 from monitor.store import EventRecord
 
 R = TypeVar("R")
@@ -57,6 +58,8 @@ class OutboxRecord:
     next_at: float
     sent_at: float | None
     last_error: str | None
+    claimed_epoch: int | None = None  # the lease epoch of the last claim (None: no lease)
+    claimed_at: float | None = None  # when it was last claimed to be sent
 
 
 def _outbox(row: sqlite3.Row) -> OutboxRecord:
@@ -72,6 +75,9 @@ class OutboxStore:
         raise NotImplementedError
 
     async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+        raise NotImplementedError
+
+    def _fenced(self, db: sqlite3.Connection, what: str) -> int | None:
         raise NotImplementedError
 
     async def enqueue(
@@ -99,6 +105,22 @@ class OutboxStore:
             {"channel": channel},
         )
         return _outbox(rows[0]) if rows else None
+
+    async def outbox_claim(self, id: int, at: float) -> OutboxRecord:
+        """Claim a pending message right before it is sent, under the fence (see Store)."""
+
+        def claim(db: sqlite3.Connection) -> OutboxRecord:
+            epoch = self._fenced(db, f"outbox message #{id}")
+            rows = db.execute(
+                "UPDATE outbox SET claimed_epoch = :epoch, claimed_at = :at "
+                "WHERE id = :id AND state = 'pending' RETURNING *",
+                {"id": id, "epoch": epoch, "at": at},
+            ).fetchall()
+            if not rows:
+                raise StoreError(f"outbox message #{id} is not pending: it cannot be claimed")
+            return _outbox(rows[0])
+
+        return await self._write(claim)
 
     async def outbox_done(
         self, id: int, state: OutboxState, at: float, error: str | None = None

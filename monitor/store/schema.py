@@ -99,11 +99,26 @@ ALTER TABLE rollbacks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE rollbacks ADD COLUMN attempted_at DOUBLE PRECISION;
 """
 
+# The leader lease (high availability on PostgreSQL; unused on SQLite), and the epoch each
+# intent and each outbox claim was written under.
+_V5 = """
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT,
+    epoch BIGINT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+ALTER TABLE rollbacks ADD COLUMN epoch BIGINT;
+ALTER TABLE outbox ADD COLUMN claimed_epoch BIGINT;
+ALTER TABLE outbox ADD COLUMN claimed_at DOUBLE PRECISION;
+"""
+
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "deployments, rollbacks, rule state, freezes, events", _V1),
     (2, "alert outbox and event cursors", OUTBOX_V2),
     (3, "rollback attempts (a mutation resent only when Railway provably did not apply it)", _V3),
     (4, "release summaries (the baselines later releases are judged against)", BASELINES_V4),
+    (5, "the leader lease, and the epoch intents and outbox claims were written under", _V5),
 ]
 
 HINT = (

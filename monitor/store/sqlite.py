@@ -20,10 +20,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from monitor.clock import Clock
-from monitor.errors import StoreError
+from monitor.errors import NotLeader, StoreError
 from monitor.store import (
     DeploymentRecord,
     EventRecord,
+    Fence,
     FreezeRecord,
     RollbackRecord,
     RollbackTrigger,
@@ -100,6 +101,7 @@ class SQLiteStore(OutboxStore, BaselineStore):
         self._db = db
         self.schema_version = 0
         self.migrated: tuple[int, ...] = ()  # the versions this open applied
+        self.fence: Fence | None = None
 
     # -- opening, migrating, closing
 
@@ -150,6 +152,30 @@ class SQLiteStore(OutboxStore, BaselineStore):
 
     async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
         return await self._db.run(lambda db: _rows(db, sql, params))
+
+    # Share-locks the lease row where the dialect can (PG: " FOR SHARE"); SQLite's
+    # BEGIN IMMEDIATE holds the database's write lock for the whole transaction anyway.
+    _LOCK_FOR_SHARE = ""
+
+    def _fenced(self, db: sqlite3.Connection, what: str) -> int | None:
+        """Inside a write: the epoch this replica acts under, or NotLeader (see Fence)."""
+        fence = self.fence
+        if fence is None:
+            return None
+        epoch = fence.epoch()
+        held = epoch is not None and _rows(
+            db,
+            "SELECT 1 FROM leases WHERE name = :name AND holder = :holder AND epoch = :epoch"
+            + self._LOCK_FOR_SHARE,
+            {"name": fence.name, "holder": fence.holder, "epoch": epoch},
+        )
+        if not held:
+            raise NotLeader(
+                f"{what}: refused, {fence.holder} does not hold lease {fence.name!r}"
+                + (f" with epoch {epoch}" if epoch is not None else "")
+                + " (another replica leads)"
+            )
+        return epoch
 
     # -- deployments
 
@@ -330,6 +356,7 @@ class SQLiteStore(OutboxStore, BaselineStore):
         }
 
         def begin(db: sqlite3.Connection) -> RollbackRecord:
+            epoch = self._fenced(db, f"a rollback of {service}")
             try:
                 # No RETURNING: each SQLite call hands the GIL back, so the record is built
                 # from what was inserted (the columns not named keep their NULL defaults).
@@ -337,12 +364,12 @@ class SQLiteStore(OutboxStore, BaselineStore):
                     """
                     INSERT INTO rollbacks (service, from_deployment, to_deployment, trigger,
                         actor, rule, reason, evidence, dry_run, state, decided_at, finished_at,
-                        attempts, attempted_at)
+                        attempts, attempted_at, epoch)
                     VALUES (:service, :from_deployment, :to_deployment, :trigger,
                         :actor, :rule, :reason, :evidence, :dry_run, :state, :decided_at,
-                        :finished_at, :attempts, :attempted_at)
+                        :finished_at, :attempts, :attempted_at, :epoch)
                     """,
-                    params,
+                    {**params, "epoch": epoch},
                 )
             except sqlite3.IntegrityError:
                 # The failed statement is undone; the transaction is still usable to ask why.
@@ -379,6 +406,7 @@ class SQLiteStore(OutboxStore, BaselineStore):
                 error=None,
                 attempts=1 if counted else 0,
                 attempted_at=decided_at if counted else None,
+                epoch=epoch,
             )
             if event is not None:
                 kind, data = event(record)
@@ -439,6 +467,7 @@ class SQLiteStore(OutboxStore, BaselineStore):
         """Count one more mutation for an intent, before it is sent (the write-ahead)."""
 
         def note(db: sqlite3.Connection) -> RollbackRecord:
+            self._fenced(db, f"mutation for rollback #{id}")
             rows = _rows(
                 db,
                 "UPDATE rollbacks SET attempts = attempts + 1, attempted_at = :at "
