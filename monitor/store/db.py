@@ -1,7 +1,9 @@
-"""The store's database thread: one SQLite connection, owned by one thread, writes group-committed.
+"""The store's database thread: one connection, owned by one thread, writes group-committed.
 
 Every statement runs on one thread that owns the connection: the event loop never waits on
-SQLite, and no lock is needed, since the thread runs one job at a time.
+the database, and no lock is needed, since the thread runs one job at a time. The connection
+is SQLite's own, or PostgreSQL's through :mod:`monitor.store.pg` (the same jobs, the same SQL
+text); a :class:`Driver` says how to open it and what its errors are.
 
 - A **write** is a function of the connection, run inside a transaction. Writes that queue
   while the thread is busy are committed together (group commit): one ``BEGIN IMMEDIATE``, a
@@ -13,7 +15,10 @@ SQLite, and no lock is needed, since the thread runs one job at a time.
 - A **read** runs between transactions, so it sees only committed writes, and a task sees
   its own writes (it awaited them).
 
-``sqlite3.Error`` becomes :class:`~monitor.errors.StoreError` naming the file.
+A driver's error becomes :class:`~monitor.errors.StoreError` naming the file or the server;
+a connection that broke (PostgreSQL restarted, the network dropped it) is opened again for
+the next job. A commit whose answer was lost is an error to its callers, though it may have
+been applied: they decide again from what the store then holds, never from the error.
 """
 
 from __future__ import annotations
@@ -26,12 +31,94 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from monitor.errors import StoreError
 
 R = TypeVar("R")
-Job = Callable[[sqlite3.Connection], R]
+
+
+class Row(Protocol):
+    """A row by column name or position (``sqlite3.Row``, and :class:`monitor.store.pg.PgRow`)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> list[str]: ...
+
+
+class Cursor(Protocol):
+    """What a job reads back from a statement."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    @property
+    def lastrowid(self) -> int | None: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Connection(Protocol):
+    """What a job may call: named parameters (``:name``) on both backends."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+
+Job = Callable[[Any], R]  # a function of the Connection, run on the database thread
+
+
+class Driver(Protocol):
+    """How a backend's connection is opened and what its errors are."""
+
+    label: str  # what error messages name: the file, or the server with no password
+    begin: str  # the statement that opens a write transaction
+
+    def connect(self) -> Connection:
+        """A new connection, outside any transaction; the driver's errors pass."""
+        ...
+
+    def is_error(self, error: BaseException) -> bool:
+        """Whether ``error`` is the driver's (it becomes a StoreError)."""
+        ...
+
+    def usable(self, connection: Connection) -> bool:
+        """False once the connection broke: the next job opens another."""
+        ...
+
+    def close(self, connection: Connection) -> None:
+        """Close, ignoring errors."""
+        ...
+
+
+class SQLiteDriver:
+    """A SQLite file: one connection for the store's life."""
+
+    begin = "BEGIN IMMEDIATE"  # takes the write lock up front
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.label = str(path)
+
+    def connect(self) -> Connection:
+        # isolation_level=None: transactions are ours (BEGIN IMMEDIATE ... COMMIT).
+        connection = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        connection.row_factory = sqlite3.Row
+        return connection
+
+    def is_error(self, error: BaseException) -> bool:
+        return isinstance(error, sqlite3.Error)
+
+    def usable(self, connection: Connection) -> bool:
+        return True
+
+    def close(self, connection: Connection) -> None:
+        assert isinstance(connection, sqlite3.Connection)
+        with contextlib.suppress(sqlite3.Error):
+            connection.close()
 
 
 @dataclass(slots=True)
@@ -64,9 +151,10 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 class Database:
     """One SQLite connection on its own thread; see the module's docstring."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, thread: ThreadPoolExecutor):
-        self.path = path
-        self._connection = connection
+    def __init__(self, driver: Driver, connection: Connection, thread: ThreadPoolExecutor):
+        self.driver = driver
+        self.label = driver.label
+        self._connection: Connection | None = connection
         self._thread = thread
         self._mutex = threading.Lock()  # guards _queued and _scheduled across the two threads
         self._queued: list[_Write] = []
@@ -76,26 +164,36 @@ class Database:
         self.writes = 0
 
     @classmethod
-    async def connect(cls, path: Path) -> Database:
-        """Open ``path`` (or ``:memory:``) on a new thread; ``sqlite3.Error``/``OSError`` pass."""
+    async def connect(cls, driver: Driver | Path) -> Database:
+        """Open the driver's connection (a Path: a SQLite file) on a new thread; the
+        driver's errors and ``OSError`` pass."""
+        if isinstance(driver, Path):
+            driver = SQLiteDriver(driver)
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="railguard-store")
-
-        def connect() -> sqlite3.Connection:
-            # isolation_level=None: transactions are ours (BEGIN IMMEDIATE ... COMMIT).
-            connection = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-            connection.row_factory = sqlite3.Row
-            return connection
-
         try:
-            connection = await asyncio.get_running_loop().run_in_executor(thread, connect)
+            connection = await asyncio.get_running_loop().run_in_executor(thread, driver.connect)
         except BaseException:
             thread.shutdown(wait=False)
             raise
-        return cls(path, connection, thread)
+        return cls(driver, connection, thread)
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreError(f"{self.path}: the store is closed")
+            raise StoreError(f"{self.label}: the store is closed")
+
+    def _db(self) -> Connection:
+        """On the database thread: the connection, opened again if it broke."""
+        connection = self._connection
+        if connection is not None and self.driver.usable(connection):
+            return connection
+        if connection is not None:
+            self.driver.close(connection)
+            self._connection = None
+        try:
+            self._connection = self.driver.connect()
+        except Exception as e:
+            raise self._error(e) from e
+        return self._connection
 
     # -- reads (and statements outside any transaction) --------------------------------------
 
@@ -107,9 +205,12 @@ class Database:
 
     def _guarded(self, job: Job[R]) -> R:
         try:
-            return _finished(job(self._connection))
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: {e}") from e
+            return _finished(job(self._db()))
+        except Exception as e:
+            error = self._error(e)
+            if error is e:
+                raise
+            raise error from e
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -140,10 +241,10 @@ class Database:
                 write.loop.call_soon_threadsafe(_settle, write.future, result, error)
 
     def _transaction(self, batch: list[_Write]) -> list[tuple[Any, BaseException | None]]:
-        db = self._connection
         try:
-            db.execute("BEGIN IMMEDIATE")  # takes the write lock up front (PG: plain BEGIN)
-        except sqlite3.Error as e:
+            db = self._db()
+            db.execute(self.driver.begin)
+        except Exception as e:
             return [(None, self._error(e)) for _ in batch]
         try:
             # Every SQLite call hands the GIL back and waits to get it again, up to a switch
@@ -151,26 +252,31 @@ class Database:
             # savepoints only when a write in it fails.
             results = [_finished(write.job(db)) for write in batch]
         except Exception as e:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            if len(batch) == 1:
-                return [(None, self._error(e))]
+            self._roll_back(db)
+            if len(batch) == 1 or not self.driver.usable(db):
+                return [(None, self._error(e)) for _ in batch]
             return self._one_by_one(batch)
         try:
             db.execute("COMMIT")
-        except sqlite3.Error as e:  # the transaction itself failed: none of it happened
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+        except Exception as e:  # the transaction failed (or its answer was lost)
+            self._roll_back(db)
             return [(None, self._error(e)) for _ in batch]
         return [(result, None) for result in results]
+
+    def _roll_back(self, db: Connection) -> None:
+        try:
+            db.execute("ROLLBACK")
+        except Exception as e:  # a broken connection: opened again for the next job
+            if not self.driver.is_error(e):
+                raise
 
     def _one_by_one(self, batch: list[_Write]) -> list[tuple[Any, BaseException | None]]:
         """The batch again, after one of its writes failed: each write in a savepoint, so
         the one that fails is undone alone and the others commit."""
-        db = self._connection
         outcomes: list[tuple[Any, BaseException | None]] = []
+        db = self._db()
         try:
-            db.execute("BEGIN IMMEDIATE")
+            db.execute(self.driver.begin)
             for write in batch:
                 db.execute("SAVEPOINT write")
                 try:
@@ -183,15 +289,18 @@ class Database:
                     db.execute("RELEASE write")
                     outcomes.append((result, None))
             db.execute("COMMIT")
-        except sqlite3.Error as e:  # the transaction itself failed: none of it happened
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+        except Exception as e:  # the transaction itself failed: none of it happened
+            if not self.driver.is_error(e):
+                raise
+            self._roll_back(db)
             return [(None, self._error(e)) for _ in batch]
         return outcomes
 
     def _error(self, error: Exception) -> Exception:
-        """What a write's caller gets: sqlite's errors name the file, others pass as they are."""
-        return StoreError(f"{self.path}: {error}") if isinstance(error, sqlite3.Error) else error
+        """What a caller gets: the driver's errors name the file or server, others pass."""
+        if isinstance(error, StoreError) or not self.driver.is_error(error):
+            return error
+        return StoreError(f"{self.label}: {error}")
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -208,4 +317,6 @@ class Database:
 
     def _finish(self) -> None:
         self._commit_queued()
-        self._connection.close()
+        if self._connection is not None:
+            self.driver.close(self._connection)
+            self._connection = None

@@ -9,13 +9,13 @@ the event log.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from monitor.errors import StoreError
 from monitor.store import EventRecord
+from monitor.store.db import Connection, Row
 
 R = TypeVar("R")
 
@@ -62,7 +62,7 @@ class OutboxRecord:
     claimed_at: float | None = None  # when it was last claimed to be sent
 
 
-def _outbox(row: sqlite3.Row) -> OutboxRecord:
+def _outbox(row: Row) -> OutboxRecord:
     values = {key: row[key] for key in row.keys()}  # noqa: SIM118  (Row is no Mapping)
     values["payload"] = json.loads(values["payload"])
     return OutboxRecord(**values)
@@ -71,13 +71,13 @@ def _outbox(row: sqlite3.Row) -> OutboxRecord:
 class OutboxStore:
     """Outbox and cursor methods of the SQLite store (mixed into SQLiteStore)."""
 
-    async def _write(self, job: Callable[[sqlite3.Connection], R]) -> R:
+    async def _write(self, job: Callable[[Connection], R]) -> R:
         raise NotImplementedError
 
-    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
         raise NotImplementedError
 
-    def _fenced(self, db: sqlite3.Connection, what: str) -> int | None:
+    def _fenced(self, db: Connection, what: str) -> int | None:
         raise NotImplementedError
 
     async def enqueue(
@@ -109,7 +109,7 @@ class OutboxStore:
     async def outbox_claim(self, id: int, at: float) -> OutboxRecord:
         """Claim a pending message right before it is sent, under the fence (see Store)."""
 
-        def claim(db: sqlite3.Connection) -> OutboxRecord:
+        def claim(db: Connection) -> OutboxRecord:
             epoch = self._fenced(db, f"outbox message #{id}")
             rows = db.execute(
                 "UPDATE outbox SET claimed_epoch = :epoch, claimed_at = :at "

@@ -8,9 +8,10 @@ judged against; a service keeps those of its last few releases only.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
+
+from monitor.store.db import Connection, Row
 
 R = TypeVar("R")
 
@@ -29,10 +30,10 @@ CREATE TABLE release_summaries (
 class BaselineStore:
     """Release summary methods of the SQLite store (mixed into SQLiteStore)."""
 
-    async def _write(self, job: Callable[[sqlite3.Connection], R]) -> R:
+    async def _write(self, job: Callable[[Connection], R]) -> R:
         raise NotImplementedError
 
-    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+    async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
         raise NotImplementedError
 
     async def save_summaries(
