@@ -133,8 +133,9 @@ async def _run(plan: Plan) -> None:
     from monitor.store import open_store, state_path
 
     path = state_path(plan.env.state)
-    store = await open_store(path)
-    structlog.get_logger("railguard").info("state", path=str(path))
+    url = plan.env.database_url
+    store = await open_store(path, database_url=url.get_secret_value() if url else None)
+    structlog.get_logger("railguard").info("state", store=store.label)
     try:
         await _serve(Daemon(plan, clock=SystemClock(), freeze_gc=True, store=store))
     finally:

@@ -81,6 +81,23 @@ class Environment(BaseSettings):
         "info", validation_alias="RAILGUARD_LOG_LEVEL"
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A PostgreSQL URL or nothing: another scheme is a mistake, said at startup."""
+        if value is None or not value.get_secret_value().strip():
+            return None
+        scheme = (
+            value.get_secret_value().split("://", 1)[0] if "://" in value.get_secret_value() else ""
+        )
+        if scheme not in ("postgres", "postgresql"):
+            # Only the scheme: the rest holds a password.
+            raise ValueError(
+                "a PostgreSQL URL is needed, postgresql://user:password@host:port/database "
+                f"(scheme {scheme[:20]!r})"
+            )
+        return value
+
 
 def _aliases() -> set[str]:
     return {str(f.validation_alias) for f in Environment.model_fields.values()}
@@ -101,7 +118,17 @@ def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
     try:
         return Environment.model_validate(values)
     except ValidationError as e:
-        raise ConfigError(format_validation_error("environment", e, values)) from e
+        # A secret's value is never quoted back, not even a malformed one.
+        quotable = {k: _MISSING if k in _secret_aliases() else v for k, v in values.items()}
+        raise ConfigError(format_validation_error("environment", e, quotable)) from e
+
+
+def _secret_aliases() -> set[str]:
+    return {
+        str(f.validation_alias)
+        for f in Environment.model_fields.values()
+        if f.annotation in (SecretStr, SecretStr | None)
+    }
 
 
 # -- the config file ------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from monitor.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# A PostgreSQL database of the test's own (tests/postgres.py).
-pytest_plugins = ["tests.postgres"]
+# A PostgreSQL database of the test's own (tests/postgres.py); the suite on PostgreSQL
+# (tests/store_backend.py: --store=postgres).
+pytest_plugins = ["tests.postgres", "tests.store_backend"]
 
 
 @pytest.fixture(autouse=True)

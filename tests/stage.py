@@ -194,7 +194,22 @@ class Stage:
                 async with self._session.get(f"{self.app_url}/work") as response:
                     await response.read()
             await self.clock.advance(step)
-            await asyncio.sleep(0.002)  # loopback I/O (probes, polls) completes meanwhile
+            await self.settle()
+
+    async def settle(self, limit: float = 60.0) -> None:
+        """Wait until what the clock's last step started has run: loopback I/O (probes,
+        polls, the emulator, the app) completes within a few turns of the loop, but the
+        store's reads and writes run on its thread, and on PostgreSQL cross a network. How
+        long that takes is the machine's business, not the test's: wait for the store to
+        have nothing in flight, three looks in a row."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        quiet = 0
+        while quiet < 3:
+            await asyncio.sleep(0.001)
+            store = self.daemon.store if self.daemon is not None else None
+            quiet = 0 if getattr(store, "busy", False) else quiet + 1
+            assert loop.time() < deadline, "the store never settled"
 
     def rollbacks_sent(self) -> list[str]:
         """The ids the emulator received in deploymentRollback mutations."""

@@ -17,7 +17,7 @@ SECRET = "s3cr3t-0123456789abcdef"
 SECRETS = {
     "RAILWAY_API_TOKEN": SECRET + "-api",
     "SLACK_WEBHOOK_URL": f"https://hooks.example/{SECRET}-slack",
-    "DATABASE_URL": SECRET + "-db",
+    "DATABASE_URL": f"postgresql://railguard:{SECRET}-db@db.internal:5432/railguard",
 }
 UNKNOWN = ("RAILGUARD_FOO", SECRET + "-foo")  # refused at once: set only where tested
 BASE = """

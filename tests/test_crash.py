@@ -44,6 +44,19 @@ async def stage(tmp_path: Path) -> AsyncIterator[Stage]:
 
 def rollback_rows(db: Path) -> list[tuple[int, str, str | None, int]]:
     """(id, state, new_deployment, attempts) of every rollback, as another process reads it."""
+    url = os.environ.get("DATABASE_URL")  # the suite on PostgreSQL (tests/store_backend.py)
+    if url:
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            try:
+                return list(
+                    conn.execute(
+                        "SELECT id, state, new_deployment, attempts FROM rollbacks ORDER BY id"
+                    )
+                )
+            except psycopg.errors.UndefinedTable:  # not created yet
+                return []
     if not db.exists():
         return []
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:

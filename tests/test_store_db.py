@@ -85,6 +85,7 @@ async def test_a_failing_write_is_undone_alone(store: SQLiteStore) -> None:
     assert record.attempts == 0
 
 
+@pytest.mark.sqlite_only
 async def test_a_transaction_that_cannot_begin_fails_its_writes_and_the_next_succeeds(
     tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -106,6 +107,7 @@ async def test_a_transaction_that_cannot_begin_fails_its_writes_and_the_next_suc
         assert frozen.reason == "now"
 
 
+@pytest.mark.sqlite_only
 async def test_a_failed_commit_fails_every_write_of_the_batch(store: SQLiteStore) -> None:
     # A deferred constraint is checked at COMMIT: the transaction as a whole fails there.
     await store._read(
@@ -159,6 +161,7 @@ async def test_close_finishes_queued_writes_then_refuses(tmp_path: Path, clock: 
         assert len(await again.events("api")) == 20
 
 
+@pytest.mark.sqlite_only
 async def test_a_read_error_names_the_file(store: SQLiteStore) -> None:
     with pytest.raises(StoreError, match=r"railguard\.db: no such table"):
         await store._fetch("SELECT * FROM nowhere", {})
@@ -265,6 +268,7 @@ async def test_the_intent_returned_is_the_one_stored(store: SQLiteStore) -> None
         assert made == await store.rollback(made.id)
 
 
+@pytest.mark.sqlite_only
 async def test_a_cursor_a_job_returns_is_closed_on_the_database_thread(
     store: SQLiteStore,
 ) -> None:

@@ -47,7 +47,7 @@ from monitor.errors import StoreError
 
 if TYPE_CHECKING:
     from monitor.store.outbox import OutboxRecord, OutboxState
-    from monitor.store.sqlite import SQLiteStore
+    from monitor.store.sql import SqlStore
 
 DEFAULT_FILENAME = "railguard.db"
 
@@ -496,12 +496,20 @@ def state_path(configured: Path | None, data_dir: Path = Path("/data")) -> Path:
     return Path(DEFAULT_FILENAME)
 
 
-async def open_store(path: Path, *, clock: Clock | None = None) -> SQLiteStore:
-    """Open (creating and migrating as needed) the SQLite store at ``path``.
+async def open_store(
+    path: Path, *, clock: Clock | None = None, database_url: str | None = None
+) -> SqlStore:
+    """Open (creating and migrating as needed) the store: on PostgreSQL at ``database_url``
+    if given, else the SQLite file at ``path``.
 
-    ``clock`` only stamps when migrations were applied. StoreError names the path and what
-    to do if the file cannot be opened, is not a database, or is newer than this railguard.
+    ``clock`` only stamps when migrations were applied. StoreError names the file or server
+    and what to do if it cannot be opened, is not a database, or is newer than this railguard.
     """
+    clock = clock or SystemClock()
+    if database_url:
+        from monitor.store.postgres import PostgresStore  # here: psycopg only when asked for
+
+        return await PostgresStore.open(database_url, clock=clock)
     from monitor.store.sqlite import SQLiteStore  # here: it imports this module
 
-    return await SQLiteStore.open(path, clock=clock or SystemClock())
+    return await SQLiteStore.open(path, clock=clock)

@@ -162,6 +162,7 @@ class Database:
         self._closed = False
         self.transactions = 0  # group commits so far (one per batch of writes)
         self.writes = 0
+        self.jobs = 0  # reads and writes submitted and not yet answered
 
     @classmethod
     async def connect(cls, driver: Driver | Path) -> Database:
@@ -201,7 +202,11 @@ class Database:
         """Run ``job`` on the database thread outside a transaction (reads, setup)."""
         self._check_open()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._guarded, job)
+        self.jobs += 1
+        try:
+            return await loop.run_in_executor(self._thread, self._guarded, job)
+        finally:
+            self.jobs -= 1
 
     def _guarded(self, job: Job[R]) -> R:
         try:
@@ -224,7 +229,11 @@ class Database:
             schedule, self._scheduled = not self._scheduled, True
         if schedule:
             self._thread.submit(self._commit_queued)
-        return await future
+        self.jobs += 1
+        try:
+            return await future
+        finally:
+            self.jobs -= 1
 
     def _commit_queued(self) -> None:
         """On the database thread: every write queued so far, in one transaction."""

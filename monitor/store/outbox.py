@@ -146,9 +146,13 @@ class OutboxStore:
         self, channel: str | None = None, state: OutboxState | None = None, limit: int = 200
     ) -> list[OutboxRecord]:
         """Messages newest first, optionally of one channel and state."""
+        where = ["1 = 1"]
+        if channel is not None:
+            where.append("channel = :channel")
+        if state is not None:
+            where.append("state = :state")
         rows = await self._fetch(
-            "SELECT * FROM outbox WHERE (:channel IS NULL OR channel = :channel) "
-            "AND (:state IS NULL OR state = :state) ORDER BY id DESC LIMIT :limit",
+            f"SELECT * FROM outbox WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT :limit",
             {"channel": channel, "state": state, "limit": limit},
         )
         return [_outbox(row) for row in rows]

@@ -114,6 +114,11 @@ class SqlStore(OutboxStore, BaselineStore):
         self.migrated: tuple[int, ...] = ()  # the versions this open applied
         self.fence: Fence | None = None
 
+    @property
+    def busy(self) -> bool:
+        """Whether a read or write is in flight (tests wait for it to settle)."""
+        return self._db.jobs > 0
+
     async def close(self) -> None:
         """Finish queued writes and close the connection (idempotent)."""
         await self._db.close()

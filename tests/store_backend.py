@@ -1,0 +1,120 @@
+"""The whole suite on PostgreSQL: ``pytest --store=postgres`` (or RAILGUARD_TEST_STORE=postgres).
+
+Every store a test opens, directly or through a daemon (in this process or a child: via
+``DATABASE_URL``), is then a PostgreSQL one: a schema of its own in a database of this
+worker's, so a test that opens the same file twice (a restart) finds what it left there, and
+two files are two stores. Tests about SQLite itself are marked ``sqlite_only`` and skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+SERVER = os.environ.get("RAILGUARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default=os.environ.get("RAILGUARD_TEST_STORE", "sqlite"),
+        help="the store backend every test runs on (default: sqlite)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: about the SQLite file itself")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--store") != "postgres":
+        return
+    skip = pytest.mark.skip(reason="about the SQLite file itself (--store=postgres)")
+    for item in items:
+        if "sqlite_only" in item.keywords:
+            item.add_marker(skip)
+
+
+class Schemas:
+    """This worker's database on the server, and a schema in it per store a test opens."""
+
+    def __init__(self, server: str) -> None:
+        import psycopg
+
+        self.server = server
+        self.database = f"railguard_suite_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(server, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{self.database}"')
+        self.base = server.rsplit("/", 1)[0] + "/" + self.database
+        self._numbers = itertools.count(1)
+        self.by_path: dict[str, str] = {}
+
+    def url(self, path: Path | str) -> str:
+        """The URL of the store at ``path`` (a new schema the first time it is asked for)."""
+        import psycopg
+
+        key = str(path)
+        if key == ":memory:" or key not in self.by_path:
+            schema = f"s{next(self._numbers)}"
+            with psycopg.connect(self.base, autocommit=True) as db:
+                db.execute(f'CREATE SCHEMA "{schema}"')
+            url = f"{self.base}?options={quote(f'-c search_path={schema}')}"
+            if key == ":memory:":
+                return url
+            self.by_path[key] = url
+        return self.by_path[key]
+
+    def forget(self) -> None:
+        self.by_path.clear()
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def _schemas(request: pytest.FixtureRequest) -> Iterator[Schemas | None]:
+    if request.config.getoption("--store") != "postgres":
+        yield None
+        return
+    schemas = Schemas(SERVER)
+    try:
+        yield schemas
+    finally:
+        schemas.drop()
+
+
+@pytest.fixture(autouse=True)
+def _store_backend(
+    _schemas: Schemas | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
+    if _schemas is None:
+        yield
+        return
+    from monitor.clock import Clock
+    from monitor.store.postgres import PostgresStore
+    from monitor.store.sqlite import SQLiteStore
+
+    schemas = _schemas
+
+    async def open_on_postgres(
+        cls: type[SQLiteStore], path: Path, *, clock: Clock
+    ) -> PostgresStore:
+        return await PostgresStore.open(schemas.url(path), clock=clock)
+
+    monkeypatch.setattr(SQLiteStore, "open", classmethod(open_on_postgres))
+    # A daemon in a child process keeps its state at RAILGUARD_STATE (conftest): the same store.
+    monkeypatch.setenv("DATABASE_URL", schemas.url(tmp_path / "railguard-state.db"))
+    try:
+        yield
+    finally:
+        schemas.forget()
