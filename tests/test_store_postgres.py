@@ -1,0 +1,191 @@
+"""The store on PostgreSQL itself (the rest of the suite runs on it with --store=postgres):
+the fence, outbox claims, a connection the server killed, what messages name. A real server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from monitor.clock import FakeClock
+from monitor.errors import ConfigError, NotLeader, StoreError
+from monitor.settings import load_environment
+from monitor.store import Fence, open_store
+from monitor.store.pg import redact, translate
+from monitor.store.postgres import PostgresStore
+from monitor.store.sql import SqlStore
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+async def store(postgres: str, clock: FakeClock) -> AsyncIterator[SqlStore]:
+    async with await open_store(Path("unused"), database_url=postgres, clock=clock) as s:
+        yield s
+
+
+def hold(url: str, holder: str | None, epoch: int) -> None:
+    """Write the lease row as a replica's look would have."""
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ('leader', %s, %s, 0) "
+            "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = excluded.epoch",
+            (holder, epoch),
+        )
+
+
+async def begin(store: SqlStore, service: str = "api", **kwargs: object) -> object:
+    return await store.begin_rollback(
+        service, "d2", "d1", "auto", "railguard", "error-rate", "why", {}, T0, False, **kwargs
+    )
+
+
+async def test_open_store_with_a_url_is_postgres(store: SqlStore, postgres: str) -> None:
+    assert isinstance(store, PostgresStore)
+    assert store.schema_version == store.migrated[-1]
+    assert store.label == postgres  # no password in the test server's URL
+
+
+async def test_a_second_open_migrates_nothing(postgres: str, clock: FakeClock) -> None:
+    first, second = await asyncio.gather(
+        open_store(Path("x"), database_url=postgres, clock=clock),
+        open_store(Path("x"), database_url=postgres, clock=clock),
+    )
+    try:
+        assert {first.migrated, second.migrated} == {first.migrated or second.migrated, ()}
+        third = await open_store(Path("x"), database_url=postgres, clock=clock)
+        assert third.migrated == ()
+        await third.close()
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_the_fence_refuses_a_replica_that_does_not_hold_the_lease(
+    store: SqlStore, postgres: str
+) -> None:
+    epoch: list[int | None] = [None]
+    store.fence = Fence(holder="replica-a", epoch=lambda: epoch[0])
+    with pytest.raises(NotLeader, match="replica-a does not hold lease 'leader'"):
+        await begin(store)  # not leading: refused before anything is written
+    hold(postgres, "replica-a", 3)
+    epoch[0] = 3
+    intent = await begin(store, attempt=True)
+    assert intent.epoch == 3  # type: ignore[attr-defined]
+    assert (await store.rollback(intent.id)).epoch == 3  # type: ignore[attr-defined, union-attr]
+
+    hold(postgres, "replica-b", 4)  # taken over: a deposed leader can do no harm
+    with pytest.raises(NotLeader, match="with epoch 3"):
+        await store.note_attempt(intent.id, T0 + 1)  # type: ignore[attr-defined]
+    assert (await store.rollback(intent.id)).attempts == 1  # type: ignore[attr-defined, union-attr]
+    await store.enqueue("slack", "m1", {"title": "x"}, T0)
+    head = await store.outbox_head("slack")
+    assert head is not None
+    with pytest.raises(NotLeader):
+        await store.outbox_claim(head.id, T0)
+    assert (await store.outbox_head("slack")).claimed_epoch is None  # type: ignore[union-attr]
+
+
+async def test_a_claim_stamps_the_epoch_and_only_a_pending_message_is_claimed(
+    store: SqlStore, postgres: str
+) -> None:
+    hold(postgres, "replica-a", 7)
+    store.fence = Fence(holder="replica-a", epoch=lambda: 7)
+    await store.enqueue("slack", "m1", {"title": "x"}, T0)
+    head = await store.outbox_head("slack")
+    assert head is not None
+    claimed = await store.outbox_claim(head.id, T0 + 1)
+    assert (claimed.claimed_epoch, claimed.claimed_at) == (7, T0 + 1)
+    await store.outbox_done(head.id, "sent", T0 + 2)
+    with pytest.raises(StoreError, match="not pending"):
+        await store.outbox_claim(head.id, T0 + 3)
+
+
+async def test_a_takeover_waits_for_a_fenced_write_in_flight(
+    store: SqlStore, postgres: str
+) -> None:
+    """The fence share-locks the lease row: a takeover's FOR UPDATE waits for the intent's
+    transaction, so no intent commits under an epoch that was already replaced."""
+    hold(postgres, "replica-a", 1)
+    store.fence = Fence(holder="replica-a", epoch=lambda: 1)
+
+    async def waiting_for_a_lock() -> int:
+        async with await psycopg.AsyncConnection.connect(postgres) as look:
+            cursor = await look.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'railguard' "
+                "AND wait_event_type = 'Lock'"
+            )
+            return int((await cursor.fetchone() or (0,))[0])
+
+    async with await psycopg.AsyncConnection.connect(postgres, autocommit=True) as taker:
+        await taker.execute("BEGIN")
+        await taker.execute("SELECT * FROM leases WHERE name = 'leader' FOR UPDATE")
+        intent = asyncio.ensure_future(begin(store))
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await waiting_for_a_lock():  # the intent's FOR SHARE waits on the row
+            assert asyncio.get_running_loop().time() < deadline, "the intent never waited"
+        assert not intent.done()
+        await taker.execute("UPDATE leases SET holder = 'replica-b', epoch = 2")
+        await taker.execute("COMMIT")
+        with pytest.raises(NotLeader):
+            await intent
+    assert await store.rollbacks() == []
+
+
+async def test_a_connection_the_server_killed_is_opened_again(
+    store: SqlStore, postgres: str
+) -> None:
+    await store.save_rule_state("api", "r", {"n": 1}, T0)
+    with psycopg.connect(postgres, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'railguard' AND datname = current_database()"
+        )
+    # The first statement meets the dead connection: an error naming the server, no hang.
+    with pytest.raises(StoreError, match=r"127\.0\.0\.1"):
+        await store.save_rule_state("api", "r", {"n": 2}, T0 + 1)
+    # The next opens a new one: nothing was lost, the loop goes on.
+    await store.save_rule_state("api", "r", {"n": 3}, T0 + 2)
+    assert await store.rule_states("api") == {"r": {"n": 3}}
+
+
+async def test_an_unreachable_server_is_a_store_error_without_the_password(
+    clock: FakeClock,
+) -> None:
+    url = "postgresql://railguard:s3cret@127.0.0.1:1/railguard?connect_timeout=2"
+    with pytest.raises(StoreError) as e:
+        await open_store(Path("x"), database_url=url, clock=clock)
+    assert "s3cret" not in str(e.value)
+    assert "railguard:***@127.0.0.1:1" in str(e.value)
+    assert "DATABASE_URL" in str(e.value)
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert redact("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact("postgresql://u:pw@[::1]:5432/db?x=1") == "postgresql://u:***@[::1]:5432/db?x=1"
+
+
+def test_named_parameters_become_psycopgs() -> None:
+    assert translate("SELECT :a, :b_2 FROM t WHERE x = :a") == (
+        "SELECT %(a)s, %(b_2)s FROM t WHERE x = %(a)s"
+    )
+    assert translate("SELECT '100%' || :a") == "SELECT '100%%' || %(a)s"
+    assert translate("SELECT x::text") == "SELECT x::text"  # a cast is no parameter
+
+
+@pytest.mark.parametrize(
+    "value", ["mysql://u:secretpw@h/db", "secretpw", "sqlite:///data/railguard.db"]
+)
+def test_database_url_must_be_postgres_and_is_never_quoted(value: str) -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL: a PostgreSQL URL is needed") as e:
+        load_environment({"DATABASE_URL": value})
+    assert "secretpw" not in str(e.value)
+
+
+def test_an_empty_database_url_means_sqlite() -> None:
+    assert load_environment({"DATABASE_URL": " "}).database_url is None
