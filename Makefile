@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := test
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test lint typecheck pytest pytest-postgres demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ pytest: $(STAMP)
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
-test: lint typecheck pytest
+# The suite again with every store on PostgreSQL (RAILGUARD_TEST_POSTGRES, default
+# postgres@127.0.0.1:5432; .ci/run starts it): both backends pass the same tests.
+pytest-postgres: $(STAMP)
+	$(BIN)/pytest -q -n 2 --store=postgres
+
+test: lint typecheck pytest pytest-postgres
 
 demo: $(STAMP)
 	$(BIN)/railguard demo

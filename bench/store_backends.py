@@ -86,7 +86,7 @@ from monitor.clock import SystemClock  # noqa: E402
 from monitor.daemon import SWITCH_INTERVAL  # noqa: E402
 from monitor.store import ServiceRecords, open_store  # noqa: E402
 from monitor.store.schema import _V1, _V3, configure, migrate  # noqa: E402
-from monitor.store.sqlite import SQLiteStore, _deployment, _dumps, _freeze, _rollback  # noqa: E402
+from monitor.store.sql import SqlStore, _deployment, _dumps, _freeze, _rollback  # noqa: E402
 
 T0 = 1_700_000_000.0
 PG = "postgresql://postgres@127.0.0.1:5432/"
@@ -214,12 +214,15 @@ class Variant(Protocol):
 class StoreVariant:
     """``monitor.store`` as the daemon calls it."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, database_url: str | None = None) -> None:
         self.path = workdir / "store.db"
-        self.store: SQLiteStore | None = None
+        self.database_url = database_url  # the PostgreSQL backend (store-pg)
+        self.store: SqlStore | None = None
 
     async def open(self, services: Sequence[str], deployments: int) -> None:
-        self.store = await open_store(self.path, clock=SystemClock())
+        self.store = await open_store(
+            self.path, clock=SystemClock(), database_url=self.database_url
+        )
         store, rows = self.store, seed_rows(services, deployments)
         for start in range(0, len(rows), 500):  # group-committed, 500 a transaction
             await asyncio.gather(
@@ -748,6 +751,7 @@ def variants(workdir: Path, dsn: str, pool: int) -> dict[str, Callable[[], Varia
 
     return {
         "store": lambda: StoreVariant(workdir),
+        "store-pg": lambda: StoreVariant(workdir, pg("store_pg")),
         "sqlite3": lambda: RunnerVariant(lambda: Sqlite3Conn(workdir / "sqlite3.db")),
         "sqla-sqlite": lambda: RunnerVariant(lambda: sqla_sqlite(workdir / "sqla.db")),
         "asyncpg": lambda: AsyncpgVariant(pg("asyncpg"), pool),
@@ -764,7 +768,7 @@ def variants(workdir: Path, dsn: str, pool: int) -> dict[str, Callable[[], Varia
 
 
 PG_VARIANTS = {"asyncpg": "asyncpg", "psycopg": "psycopg", "sqla-asyncpg": "sqla_asyncpg",
-               "sqla-psycopg": "sqla_psycopg"}  # fmt: skip
+               "sqla-psycopg": "sqla_psycopg", "store-pg": "store_pg"}  # fmt: skip
 
 
 def create_pg(database: str, names: Sequence[str]) -> str:
@@ -772,6 +776,8 @@ def create_pg(database: str, names: Sequence[str]) -> str:
     for name in names:
         with psycopg.connect(PG + "postgres", autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {database}_{PG_VARIANTS[name]}")
+        if name == "store-pg":
+            continue  # the store migrates its database itself
         with psycopg.connect(f"{PG}{database}_{PG_VARIANTS[name]}", autocommit=True) as db:
             db.execute(pg_schema())
     return PG + database
