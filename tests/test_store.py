@@ -24,12 +24,11 @@ from monitor.store import (
     open_store,
     state_path,
 )
-from monitor.store import schema as store_schema
-from monitor.store.schema import MIGRATIONS
+from monitor.store.schema import newest
 from monitor.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
-NEWEST = MIGRATIONS[-1][0]
+NEWEST = newest()
 
 
 @pytest.fixture
@@ -38,9 +37,9 @@ async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
         yield s
 
 
-def versions(path: Path) -> list[tuple[int, float]]:
+def versions(path: Path) -> list[str]:
     with sqlite3.connect(path) as db:
-        return list(db.execute("SELECT version, applied_at FROM schema_migrations ORDER BY 1"))
+        return [row[0] for row in db.execute("SELECT version_num FROM alembic_version")]
 
 
 async def begin(store: Store, service: str = "api", **overrides: Any) -> RollbackRecord:
@@ -60,12 +59,7 @@ async def begin(store: Store, service: str = "api", **overrides: Any) -> Rollbac
     return await store.begin_rollback(**args)
 
 
-# -- opening and migrating ------------------------------------------------------------------
-
-
-def test_migrations_are_numbered_in_order() -> None:
-    numbers = [version for version, _, _ in MIGRATIONS]
-    assert numbers == list(range(1, len(MIGRATIONS) + 1))
+# -- opening and migrating (more in test_migrations.py) -------------------------------------
 
 
 async def test_migrates_an_empty_database(tmp_path: Path, clock: FakeClock) -> None:
@@ -78,7 +72,7 @@ async def test_migrates_an_empty_database(tmp_path: Path, clock: FakeClock) -> N
             rows = await store._fetch(f"PRAGMA {name}", {})
             pragmas[name] = rows[0][0]
         assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
-    assert versions(path) == [(v, T0) for v in range(1, NEWEST + 1)]
+    assert versions(path) == [f"{NEWEST:04d}"]
 
 
 async def test_reopening_applies_nothing(tmp_path: Path, clock: FakeClock) -> None:
@@ -94,40 +88,11 @@ async def test_reopening_applies_nothing(tmp_path: Path, clock: FakeClock) -> No
     assert versions(path) == before
 
 
-async def test_a_new_migration_is_one_more_entry(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "railguard.db"
-    await (await open_store(path, clock=clock)).close()
-    later = [*MIGRATIONS, (NEWEST + 1, "future", "CREATE TABLE future (id INTEGER PRIMARY KEY);")]
-    monkeypatch.setattr(store_schema, "MIGRATIONS", later)
-    async with await open_store(path, clock=clock) as store:
-        assert store.migrated == (NEWEST + 1,)
-        assert store.schema_version == NEWEST + 1
-    assert [v for v, _ in versions(path)] == list(range(1, NEWEST + 2))
-
-
-async def test_a_failing_migration_leaves_the_database_as_it_was(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "railguard.db"
-    await (await open_store(path, clock=clock)).close()
-    broken = "CREATE TABLE future (id INTEGER PRIMARY KEY); SELECT nonsense FROM nowhere;"
-    monkeypatch.setattr(store_schema, "MIGRATIONS", [*MIGRATIONS, (NEWEST + 1, "future", broken)])
-    with pytest.raises(StoreError, match=rf"migration {NEWEST + 1} \(future\) failed") as e:
-        await open_store(path, clock=clock)
-    assert f"left at version {NEWEST}" in str(e.value)
-    assert [v for v, _ in versions(path)] == list(range(1, NEWEST + 1))
-    with sqlite3.connect(path) as db:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    assert "future" not in tables
-
-
 async def test_refuses_a_database_from_a_newer_railguard(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "railguard.db"
     await (await open_store(path, clock=clock)).close()
     with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)")
+        db.execute("UPDATE alembic_version SET version_num = '0099'")
     with pytest.raises(StoreError) as e:
         await open_store(path, clock=clock)
     message = str(e.value)
@@ -172,10 +137,9 @@ async def test_an_unreadable_schema_table_is_refused(tmp_path: Path, clock: Fake
         await open_store(path, clock=clock)
 
 
-async def test_open_store_uses_the_system_clock_by_default(tmp_path: Path) -> None:
+async def test_open_store_needs_no_clock(tmp_path: Path) -> None:
     async with await open_store(tmp_path / "railguard.db") as store:
         assert store.schema_version == NEWEST
-    assert versions(tmp_path / "railguard.db")[0][1] > T0
 
 
 async def test_a_closed_store_says_so(tmp_path: Path, clock: FakeClock) -> None:

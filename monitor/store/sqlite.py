@@ -114,11 +114,10 @@ class SQLiteStore(OutboxStore, BaselineStore):
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"{path}: cannot open the state database: {e}; {HINT}") from e
         store = cls(path, db)
-        now = clock.time()
 
         def setup(connection: sqlite3.Connection) -> tuple[int, tuple[int, ...]]:
             configure(connection, path)
-            return migrate(connection, path, now)
+            return migrate(connection, "sqlite", str(path))
 
         try:
             store.schema_version, store.migrated = await db.run(setup)
