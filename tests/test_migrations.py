@@ -335,6 +335,25 @@ async def test_a_failed_revision_through_the_store(
     assert f"left at version {NEWEST}" in str(e.value)
 
 
+def test_a_locked_database_is_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "railguard.db"
+    legacy_schema.build(path, NEWEST)
+    with (
+        closing(sqlite3.connect(path, isolation_level=None)) as other,
+        closing(sqlite3.connect(path, isolation_level=None, timeout=0)) as db,
+    ):
+        other.execute("BEGIN IMMEDIATE")  # another process writing, longer than busy_timeout
+        with pytest.raises(StoreError) as e:
+            migrate(db, "sqlite", "state.db")
+        assert str(e.value) == (
+            "state.db: taking over the old runner's record failed: database is locked; the "
+            f"database was left at version {NEWEST}"
+        )
+        other.execute("ROLLBACK")
+        assert migrate(db, "sqlite", "state.db") == (NEWEST, ())
+        assert alembic_version(db) == [f"{NEWEST:04d}"]
+
+
 # -- PostgreSQL -----------------------------------------------------------------------------
 
 # SQLite's declared type -> PostgreSQL's, for every column but the ids.
@@ -448,9 +467,7 @@ async def test_postgres_a_failed_revision_leaves_the_last_complete_one(
     assert pg.execute("SELECT to_regclass('future_broken')").fetchone() == (None,)
     assert pg.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     # The migration lock went with the failure: the next replica may try.
-    assert pg.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone() == (
-        0,
-    )
+    assert _advisory_locks(pg, granted=True) == 0
 
 
 async def test_replicas_starting_at_once_migrate_once(postgres: str) -> None:
@@ -462,7 +479,7 @@ async def test_replicas_starting_at_once_migrate_once(postgres: str) -> None:
         with ThreadPoolExecutor(2) as pool:
             runs = [pool.submit(migrate, db, "postgresql", "pg") for db in replicas]
             deadline = time.monotonic() + 30
-            while _waiting(holder) < 2:
+            while _advisory_locks(holder, granted=False) < 2:
                 assert time.monotonic() < deadline, "the replicas never waited for the lock"
                 assert not any(run.done() for run in runs), [r.result() for r in runs]
             holder.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
@@ -474,10 +491,11 @@ async def test_replicas_starting_at_once_migrate_once(postgres: str) -> None:
             db.close()
 
 
-def _waiting(db: psycopg.Connection[Any]) -> int:
-    """Connections waiting for the migration lock."""
+def _advisory_locks(db: psycopg.Connection[Any], *, granted: bool) -> int:
+    """Advisory locks held (or waited for) in this database (others are other tests')."""
     row = db.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = %s "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (granted,),
     ).fetchone()
     return int(row[0]) if row else 0

@@ -135,9 +135,14 @@ def _migrate(connection: Any, backend: _Backend, label: str) -> tuple[int, tuple
             with contextlib.suppress(StoreError):
                 current, _ = _recorded(connection, backend, label, known)
             failed = current + 1
+            step = (
+                f"migration {failed} ({migrations.describe(SCRIPTS, failed)})"
+                if failed <= known
+                else "taking over the old runner's record"
+            )
             raise StoreError(
-                f"{label}: migration {failed} ({migrations.describe(SCRIPTS, failed)}) failed: "
-                f"{migrations.reason(e)}; the database was left at version {current}"
+                f"{label}: {step} failed: {migrations.reason(e)}; the database was left at "
+                f"version {current}"
             ) from e
     return known, applied
 
