@@ -22,9 +22,10 @@ one write). The same calls, with the same SQL (translated minimally for PostgreS
 On the ``Runner`` a transaction is ``BEGIN`` (SQLite: ``BEGIN IMMEDIATE``) ... ``COMMIT`` sent
 as statements on an autocommit connection, as monitor/store/db.py does. PostgreSQL is the
 server on 127.0.0.1:5432 (user postgres, trust auth); the bench creates a database per variant
-(``railguard_bench_<pid>_<variant>``) and drops it at the end. PostgreSQL's schema is SQLite's
-(monitor/store/schema.py) with ``INTEGER PRIMARY KEY`` -> ``BIGINT GENERATED ALWAYS AS
-IDENTITY``; JSON stays TEXT; inserts return the id with ``RETURNING id`` (SQLite: lastrowid).
+(``railguard_bench_<pid>_<variant>``) and drops it at the end. PostgreSQL's schema is the
+store's, from the same Alembic revisions as SQLite's (monitor/store/migrations/: ids ``BIGINT
+GENERATED ALWAYS AS IDENTITY``, JSON TEXT); inserts return the id with ``RETURNING id``
+(SQLite: lastrowid).
 
 Load, per variant. Every decision is on a service of its own, seeded with ``--deployments``
 deployments (a service's first rollback, as a release going bad usually is; the services are
@@ -82,10 +83,9 @@ import sqlalchemy  # noqa: E402
 from psycopg.rows import dict_row  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
 
-from monitor.clock import SystemClock  # noqa: E402
 from monitor.daemon import SWITCH_INTERVAL  # noqa: E402
 from monitor.store import ServiceRecords, open_store  # noqa: E402
-from monitor.store.schema import _V1, _V3, configure, migrate  # noqa: E402
+from monitor.store.schema import configure, migrate  # noqa: E402
 from monitor.store.sql import SqlStore, _deployment, _dumps, _freeze, _rollback  # noqa: E402
 
 T0 = 1_700_000_000.0
@@ -112,13 +112,6 @@ SQL: dict[str, str] = {
     ":can_rollback, :meta)",
 }
 INSERTS = ("begin", "event")  # statements whose new id the caller needs
-
-
-def pg_schema() -> str:
-    """SQLite's schema for the tables a decision touches, translated for PostgreSQL."""
-    return (_V1 + _V3).replace(
-        "INTEGER PRIMARY KEY", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"
-    )
 
 
 def positional(sql: str) -> tuple[str, list[str]]:
@@ -220,9 +213,7 @@ class StoreVariant:
         self.store: SqlStore | None = None
 
     async def open(self, services: Sequence[str], deployments: int) -> None:
-        self.store = await open_store(
-            self.path, clock=SystemClock(), database_url=self.database_url
-        )
+        self.store = await open_store(self.path, database_url=self.database_url)
         store, rows = self.store, seed_rows(services, deployments)
         for start in range(0, len(rows), 500):  # group-committed, 500 a transaction
             await asyncio.gather(
@@ -429,7 +420,7 @@ class Sqlite3Conn:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         configure(self.db, path)
-        migrate(self.db, path, T0)
+        migrate(self.db, "sqlite", str(path))
 
     def rows(self, key: str, params: Mapping[str, Any]) -> list[Any]:
         return self.db.execute(SQL[key], params).fetchall()
@@ -779,7 +770,7 @@ def create_pg(database: str, names: Sequence[str]) -> str:
         if name == "store-pg":
             continue  # the store migrates its database itself
         with psycopg.connect(f"{PG}{database}_{PG_VARIANTS[name]}", autocommit=True) as db:
-            db.execute(pg_schema())
+            migrate(db, "postgresql", f"{database}_{PG_VARIANTS[name]}")
     return PG + database
 
 

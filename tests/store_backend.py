@@ -106,16 +106,13 @@ def _store_backend(
     if _schemas is None:
         yield
         return
-    from monitor.clock import Clock
     from monitor.store.postgres import PostgresStore
     from monitor.store.sqlite import SQLiteStore
 
     schemas = _schemas
 
-    async def open_on_postgres(
-        cls: type[SQLiteStore], path: Path, *, clock: Clock
-    ) -> PostgresStore:
-        return await PostgresStore.open(schemas.url(path), clock=clock)
+    async def open_on_postgres(cls: type[SQLiteStore], path: Path) -> PostgresStore:
+        return await PostgresStore.open(schemas.url(path))
 
     monkeypatch.setattr(SQLiteStore, "open", classmethod(open_on_postgres))
     # A daemon in a child process keeps its state at RAILGUARD_STATE (conftest): the same store.

@@ -42,7 +42,7 @@ P50_REGRESSION = Rule(
 
 @pytest.fixture
 async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
-    async with await open_store(tmp_path / "state.db", clock=clock) as store:
+    async with await open_store(tmp_path / "state.db") as store:
         yield store
 
 

@@ -24,23 +24,22 @@ from monitor.store import (
     open_store,
     state_path,
 )
-from monitor.store import schema as store_schema
-from monitor.store.schema import MIGRATIONS
+from monitor.store.schema import newest
 from monitor.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
-NEWEST = MIGRATIONS[-1][0]
+NEWEST = newest()
 
 
 @pytest.fixture
 async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
-    async with await open_store(tmp_path / "railguard.db", clock=clock) as s:
+    async with await open_store(tmp_path / "railguard.db") as s:
         yield s
 
 
-def versions(path: Path) -> list[tuple[int, float]]:
+def versions(path: Path) -> list[str]:
     with sqlite3.connect(path) as db:
-        return list(db.execute("SELECT version, applied_at FROM schema_migrations ORDER BY 1"))
+        return [row[0] for row in db.execute("SELECT version_num FROM alembic_version")]
 
 
 async def begin(store: Store, service: str = "api", **overrides: Any) -> RollbackRecord:
@@ -60,18 +59,13 @@ async def begin(store: Store, service: str = "api", **overrides: Any) -> Rollbac
     return await store.begin_rollback(**args)
 
 
-# -- opening and migrating ------------------------------------------------------------------
-
-
-def test_migrations_are_numbered_in_order() -> None:
-    numbers = [version for version, _, _ in MIGRATIONS]
-    assert numbers == list(range(1, len(MIGRATIONS) + 1))
+# -- opening and migrating (more in test_migrations.py) -------------------------------------
 
 
 @pytest.mark.sqlite_only
 async def test_migrates_an_empty_database(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "deep" / "dir" / "railguard.db"  # the directories are created
-    async with await open_store(path, clock=clock) as store:
+    async with await open_store(path) as store:
         assert store.migrated == tuple(range(1, NEWEST + 1))
         assert store.schema_version == NEWEST
         pragmas = {}
@@ -79,17 +73,17 @@ async def test_migrates_an_empty_database(tmp_path: Path, clock: FakeClock) -> N
             rows = await store._fetch(f"PRAGMA {name}", {})
             pragmas[name] = rows[0][0]
         assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1}
-    assert versions(path) == [(v, T0) for v in range(1, NEWEST + 1)]
+    assert versions(path) == [f"{NEWEST:04d}"]
 
 
 @pytest.mark.sqlite_only
 async def test_reopening_applies_nothing(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "railguard.db"
-    async with await open_store(path, clock=clock) as store:
+    async with await open_store(path) as store:
         await store.freeze("api", "incident 42", "ana", T0)
     before = versions(path)
     await clock.advance(3600)
-    async with await open_store(path, clock=clock) as store:
+    async with await open_store(path) as store:
         assert store.migrated == ()
         assert store.schema_version == NEWEST
         assert await store.frozen("api", T0) is not None
@@ -97,44 +91,13 @@ async def test_reopening_applies_nothing(tmp_path: Path, clock: FakeClock) -> No
 
 
 @pytest.mark.sqlite_only
-async def test_a_new_migration_is_one_more_entry(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "railguard.db"
-    await (await open_store(path, clock=clock)).close()
-    later = [*MIGRATIONS, (NEWEST + 1, "future", "CREATE TABLE future (id INTEGER PRIMARY KEY);")]
-    monkeypatch.setattr(store_schema, "MIGRATIONS", later)
-    async with await open_store(path, clock=clock) as store:
-        assert store.migrated == (NEWEST + 1,)
-        assert store.schema_version == NEWEST + 1
-    assert [v for v, _ in versions(path)] == list(range(1, NEWEST + 2))
-
-
-@pytest.mark.sqlite_only
-async def test_a_failing_migration_leaves_the_database_as_it_was(
-    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "railguard.db"
-    await (await open_store(path, clock=clock)).close()
-    broken = "CREATE TABLE future (id INTEGER PRIMARY KEY); SELECT nonsense FROM nowhere;"
-    monkeypatch.setattr(store_schema, "MIGRATIONS", [*MIGRATIONS, (NEWEST + 1, "future", broken)])
-    with pytest.raises(StoreError, match=rf"migration {NEWEST + 1} \(future\) failed") as e:
-        await open_store(path, clock=clock)
-    assert f"left at version {NEWEST}" in str(e.value)
-    assert [v for v, _ in versions(path)] == list(range(1, NEWEST + 1))
-    with sqlite3.connect(path) as db:
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    assert "future" not in tables
-
-
-@pytest.mark.sqlite_only
 async def test_refuses_a_database_from_a_newer_railguard(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "railguard.db"
-    await (await open_store(path, clock=clock)).close()
+    await (await open_store(path)).close()
     with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', 0)")
+        db.execute("UPDATE alembic_version SET version_num = '0099'")
     with pytest.raises(StoreError) as e:
-        await open_store(path, clock=clock)
+        await open_store(path)
     message = str(e.value)
     assert str(path) in message
     assert "schema version 99" in message
@@ -147,7 +110,7 @@ async def test_unwritable_path_is_a_store_error_naming_it(tmp_path: Path, clock:
     (tmp_path / "file").write_text("")
     path = tmp_path / "file" / "railguard.db"  # root or not: a file is no directory
     with pytest.raises(StoreError, match="cannot open the state database") as e:
-        await open_store(path, clock=clock)
+        await open_store(path)
     assert str(path) in str(e.value)
     assert "RAILGUARD_STATE" in str(e.value)
     assert isinstance(e.value, RailguardError)
@@ -158,7 +121,7 @@ async def test_a_directory_is_no_database(tmp_path: Path, clock: FakeClock) -> N
     path = tmp_path / "dir"
     path.mkdir()
     with pytest.raises(StoreError, match="cannot open the state database") as e:
-        await SQLiteStore.open(path, clock=clock)
+        await SQLiteStore.open(path)
     assert str(path) in str(e.value)
 
 
@@ -167,7 +130,7 @@ async def test_a_corrupt_file_is_refused(tmp_path: Path, clock: FakeClock) -> No
     path = tmp_path / "railguard.db"
     path.write_bytes(b"this is not a database, just some bytes " * 200)
     with pytest.raises(StoreError, match="not a usable railguard database") as e:
-        await open_store(path, clock=clock)
+        await open_store(path)
     assert str(path) in str(e.value)
     assert "move the file aside" in str(e.value)
 
@@ -178,18 +141,17 @@ async def test_an_unreadable_schema_table_is_refused(tmp_path: Path, clock: Fake
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE schema_migrations (something TEXT)")
     with pytest.raises(StoreError, match="cannot read the schema version"):
-        await open_store(path, clock=clock)
+        await open_store(path)
 
 
 @pytest.mark.sqlite_only
-async def test_open_store_uses_the_system_clock_by_default(tmp_path: Path) -> None:
+async def test_open_store_needs_no_clock(tmp_path: Path) -> None:
     async with await open_store(tmp_path / "railguard.db") as store:
         assert store.schema_version == NEWEST
-    assert versions(tmp_path / "railguard.db")[0][1] > T0
 
 
 async def test_a_closed_store_says_so(tmp_path: Path, clock: FakeClock) -> None:
-    store = await open_store(tmp_path / "railguard.db", clock=clock)
+    store = await open_store(tmp_path / "railguard.db")
     await store.close()
     await store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
@@ -619,6 +581,6 @@ async def test_an_intent_is_on_disk_before_begin_returns(store: SQLiteStore) -> 
 
 
 async def test_an_in_memory_store_for_runs_without_state(clock: FakeClock) -> None:
-    async with await open_store(Path(":memory:"), clock=clock) as store:
+    async with await open_store(Path(":memory:")) as store:
         assert store.migrated == tuple(range(1, NEWEST + 1))
         assert (await begin(store)).state == "intent"

@@ -23,7 +23,7 @@ T0 = 1_700_000_000.0
 
 @pytest.fixture
 async def store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[SQLiteStore]:
-    async with await open_store(tmp_path / "railguard.db", clock=clock) as s:
+    async with await open_store(tmp_path / "railguard.db") as s:
         yield s
 
 
@@ -90,7 +90,7 @@ async def test_a_transaction_that_cannot_begin_fails_its_writes_and_the_next_suc
     tmp_path: Path, clock: FakeClock
 ) -> None:
     path = tmp_path / "railguard.db"
-    async with await open_store(path, clock=clock) as store:
+    async with await open_store(path) as store:
         await store._read(lambda db: db.execute("PRAGMA busy_timeout=0"))
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -145,7 +145,7 @@ async def test_a_cancelled_callers_write_is_still_committed(store: SQLiteStore) 
 
 async def test_close_finishes_queued_writes_then_refuses(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "railguard.db"
-    store = await open_store(path, clock=clock)
+    store = await open_store(path)
     writes = [
         asyncio.create_task(store.record_event("api", "note", T0, {"i": i})) for i in range(20)
     ]
@@ -157,7 +157,7 @@ async def test_close_finishes_queued_writes_then_refuses(tmp_path: Path, clock: 
         await store.freeze("api", "late", "ana", T0)
     with pytest.raises(StoreError, match="closed"):
         await store.frozen("api", T0)
-    async with await open_store(path, clock=clock) as again:
+    async with await open_store(path) as again:
         assert len(await again.events("api")) == 20
 
 

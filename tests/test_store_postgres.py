@@ -24,7 +24,7 @@ T0 = 1_700_000_000.0
 
 @pytest.fixture
 async def store(postgres: str, clock: FakeClock) -> AsyncIterator[SqlStore]:
-    async with await open_store(Path("unused"), database_url=postgres, clock=clock) as s:
+    async with await open_store(Path("unused"), database_url=postgres) as s:
         yield s
 
 
@@ -52,12 +52,12 @@ async def test_open_store_with_a_url_is_postgres(store: SqlStore, postgres: str)
 
 async def test_a_second_open_migrates_nothing(postgres: str, clock: FakeClock) -> None:
     first, second = await asyncio.gather(
-        open_store(Path("x"), database_url=postgres, clock=clock),
-        open_store(Path("x"), database_url=postgres, clock=clock),
+        open_store(Path("x"), database_url=postgres),
+        open_store(Path("x"), database_url=postgres),
     )
     try:
         assert {first.migrated, second.migrated} == {first.migrated or second.migrated, ()}
-        third = await open_store(Path("x"), database_url=postgres, clock=clock)
+        third = await open_store(Path("x"), database_url=postgres)
         assert third.migrated == ()
         await third.close()
     finally:
@@ -158,7 +158,7 @@ async def test_an_unreachable_server_is_a_store_error_without_the_password(
 ) -> None:
     url = "postgresql://railguard:s3cret@127.0.0.1:1/railguard?connect_timeout=2"
     with pytest.raises(StoreError) as e:
-        await open_store(Path("x"), database_url=url, clock=clock)
+        await open_store(Path("x"), database_url=url)
     assert "s3cret" not in str(e.value)
     assert "railguard:***@127.0.0.1:1" in str(e.value)
     assert "DATABASE_URL" in str(e.value)

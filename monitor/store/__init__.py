@@ -42,7 +42,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, get_args
 
-from monitor.clock import Clock, SystemClock
 from monitor.errors import StoreError
 
 if TYPE_CHECKING:
@@ -496,20 +495,17 @@ def state_path(configured: Path | None, data_dir: Path = Path("/data")) -> Path:
     return Path(DEFAULT_FILENAME)
 
 
-async def open_store(
-    path: Path, *, clock: Clock | None = None, database_url: str | None = None
-) -> SqlStore:
+async def open_store(path: Path, *, database_url: str | None = None) -> SqlStore:
     """Open (creating and migrating as needed) the store: on PostgreSQL at ``database_url``
     if given, else the SQLite file at ``path``.
 
-    ``clock`` only stamps when migrations were applied. StoreError names the file or server
-    and what to do if it cannot be opened, is not a database, or is newer than this railguard.
+    StoreError names the file or server and what to do if it cannot be opened, is not a
+    database, or is newer than this railguard.
     """
-    clock = clock or SystemClock()
     if database_url:
         from monitor.store.postgres import PostgresStore  # here: psycopg only when asked for
 
-        return await PostgresStore.open(database_url, clock=clock)
+        return await PostgresStore.open(database_url)
     from monitor.store.sqlite import SQLiteStore  # here: it imports this module
 
-    return await SQLiteStore.open(path, clock=clock)
+    return await SQLiteStore.open(path)

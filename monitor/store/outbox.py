@@ -21,28 +21,6 @@ R = TypeVar("R")
 
 OutboxState = Literal["pending", "sent", "failed"]
 
-V2 = """
-CREATE TABLE outbox (
-    id INTEGER PRIMARY KEY,
-    channel TEXT NOT NULL,
-    message_id TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    next_at DOUBLE PRECISION NOT NULL,
-    sent_at DOUBLE PRECISION,
-    last_error TEXT,
-    UNIQUE (channel, message_id)
-);
-CREATE INDEX outbox_queue ON outbox (channel, state, id);
-
-CREATE TABLE cursors (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:

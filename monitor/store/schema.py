@@ -1,130 +1,82 @@
-"""The store's schema: versioned migrations, applied in order on open, each in its own transaction.
+"""The store's schema: Alembic revisions (monitor/store/migrations/), applied in order on open.
 
-A new schema change is one more entry in ``MIGRATIONS``; a released entry is never edited,
-since databases in the field have already applied it.
+One schema definition and one migration path for SQLite and PostgreSQL. A new schema change is
+one more revision file; a released revision is never edited, since databases in the field
+have already applied it. Opening an up-to-date database reads its version with plain SQL and
+imports neither Alembic nor SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import re
 import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from monitor.errors import StoreError
-from monitor.store.outbox import V2 as OUTBOX_V2
-from monitor.store.summaries import V4 as BASELINES_V4
 
-# Times are DOUBLE PRECISION, not REAL: PostgreSQL's REAL is 4 bytes and would round Unix
-# seconds to minutes. JSON is TEXT (PG: JSONB). INTEGER PRIMARY KEY is SQLite's rowid
-# (PG: BIGINT GENERATED ALWAYS AS IDENTITY). No foreign keys to deployments: a manual
-# rollback may name a release railguard has not recorded yet, and losing its audit entry to
-# a constraint would be worse than the dangling id.
-_V1 = """
-CREATE TABLE deployments (
-    service TEXT NOT NULL,
-    id TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    first_seen DOUBLE PRECISION NOT NULL,
-    live_at DOUBLE PRECISION,
-    ended_at DOUBLE PRECISION,
-    can_rollback BOOLEAN NOT NULL,
-    meta TEXT NOT NULL,
-    verdict TEXT NOT NULL DEFAULT 'unverified' CHECK (verdict IN ('unverified', 'good', 'bad')),
-    verdict_at DOUBLE PRECISION,
-    verdict_reason TEXT NOT NULL DEFAULT '',
-    evidence TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (service, id)
-);
-CREATE INDEX deployments_newest ON deployments (service, created_at);
+if TYPE_CHECKING:
+    import psycopg
 
-CREATE TABLE rollbacks (
-    id INTEGER PRIMARY KEY,
-    service TEXT NOT NULL,
-    from_deployment TEXT NOT NULL,
-    to_deployment TEXT NOT NULL,
-    trigger TEXT NOT NULL CHECK (trigger IN ('auto', 'manual')),
-    actor TEXT NOT NULL,
-    rule TEXT,
-    reason TEXT NOT NULL,
-    evidence TEXT NOT NULL,
-    dry_run BOOLEAN NOT NULL,
-    state TEXT NOT NULL CHECK (state IN
-        ('intent', 'sent', 'deploying', 'succeeded', 'failed', 'abandoned', 'dry_run')),
-    new_deployment TEXT,
-    decided_at DOUBLE PRECISION NOT NULL,
-    sent_at DOUBLE PRECISION,
-    deploying_at DOUBLE PRECISION,
-    live_at DOUBLE PRECISION,
-    recovered_at DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    error TEXT
-);
--- At most one unfinished rollback per service, whichever task or replica begins it.
-CREATE UNIQUE INDEX rollbacks_one_unfinished ON rollbacks (service)
-    WHERE state IN ('intent', 'sent', 'deploying');
-CREATE INDEX rollbacks_by_service ON rollbacks (service, decided_at);
-
-CREATE TABLE rule_states (
-    service TEXT NOT NULL,
-    rule TEXT NOT NULL,
-    state TEXT NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (service, rule)
-);
-
-CREATE TABLE freezes (
-    service TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    until DOUBLE PRECISION
-);
-
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    service TEXT,
-    kind TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX events_by_time ON events (at);
-CREATE INDEX events_by_service ON events (service, at);
-"""
-
-# (version, description, sql), in order. A new schema change is one more line here; a
-# released entry is never edited, since databases in the field have already applied it.
-_V3 = """
-ALTER TABLE rollbacks ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE rollbacks ADD COLUMN attempted_at DOUBLE PRECISION;
-"""
-
-# The leader lease (high availability on PostgreSQL; unused on SQLite), and the epoch each
-# intent and each outbox claim was written under.
-_V5 = """
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT,
-    epoch BIGINT NOT NULL,
-    expires_at DOUBLE PRECISION NOT NULL
-);
-ALTER TABLE rollbacks ADD COLUMN epoch BIGINT;
-ALTER TABLE outbox ADD COLUMN claimed_epoch BIGINT;
-ALTER TABLE outbox ADD COLUMN claimed_at DOUBLE PRECISION;
-"""
-
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (1, "deployments, rollbacks, rule state, freezes, events", _V1),
-    (2, "alert outbox and event cursors", OUTBOX_V2),
-    (3, "rollback attempts (a mutation resent only when Railway provably did not apply it)", _V3),
-    (4, "release summaries (the baselines later releases are judged against)", BASELINES_V4),
-    (5, "the leader lease, and the epoch intents and outbox claims were written under", _V5),
-]
+SCRIPTS = Path(__file__).with_name("migrations")  # Alembic's script directory
+_REVISION_FILE = re.compile(r"r(\d{4})_\w+\.py")
 
 HINT = (
     "set RAILGUARD_STATE to a writable file, or mount a volume at /data (on Railway, a "
     "volume is owned by root: set RAILWAY_RUN_UID=0 on the service)"
 )
+
+Dialect = Literal["sqlite", "postgresql"]
+
+_VERSION_TABLES = "('alembic_version', 'schema_migrations')"
+
+# Held by the replica that migrates PostgreSQL, for the whole upgrade: replicas starting at
+# once take turns, and the later ones find the work done. "railguar" in ASCII.
+LOCK_KEY = 0x7261696C67756172
+
+
+@dataclass(frozen=True, slots=True)
+class _Backend:
+    """What migrating differs in between the two databases."""
+
+    driver: str  # the DB-API module, whose Error a failed read raises
+    url: str  # SQLAlchemy's dialect, for Alembic
+    begin: str  # opens a revision's transaction on an autocommit connection
+    tables: str  # which of the version tables exist
+    elsewhere: str  # how to point railguard at another database
+    hint: str  # what to check when the database cannot be read
+    tuples: Callable[[], Any]  # the driver's row factory for plain tuples (SQLAlchemy's need)
+    lock: str | None = None
+    unlock: str | None = None
+
+
+_BACKENDS: dict[str, _Backend] = {
+    "sqlite": _Backend(
+        driver="sqlite3",
+        url="sqlite://",
+        begin="BEGIN IMMEDIATE",
+        tables=f"SELECT name FROM sqlite_master WHERE type = 'table' AND name IN {_VERSION_TABLES}",
+        elsewhere="set RAILGUARD_STATE to another file",
+        hint=HINT,
+        tuples=lambda: None,
+    ),
+    "postgresql": _Backend(
+        driver="psycopg",
+        url="postgresql+psycopg://",
+        begin="BEGIN",
+        tables="SELECT table_name FROM information_schema.tables "
+        f"WHERE table_schema = current_schema() AND table_name IN {_VERSION_TABLES}",
+        elsewhere="set DATABASE_URL to another database",
+        hint="check DATABASE_URL, and that its user may create tables",
+        tuples=lambda: importlib.import_module("psycopg.rows").tuple_row,
+        lock=f"SELECT pg_advisory_lock({LOCK_KEY})",
+        unlock=f"SELECT pg_advisory_unlock({LOCK_KEY})",
+    ),
+}
 
 
 def configure(db: sqlite3.Connection, path: Path) -> None:
@@ -143,44 +95,116 @@ def configure(db: sqlite3.Connection, path: Path) -> None:
         ) from e
 
 
-def migrate(db: sqlite3.Connection, path: Path, now: float) -> tuple[int, tuple[int, ...]]:
-    """Apply the missing migrations; returns (schema version, the versions applied now)."""
-    newest = MIGRATIONS[-1][0]
-    try:
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
-            "description TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-        )
-        rows = db.execute("SELECT version FROM schema_migrations").fetchall()
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: cannot read the schema version: {e}; {HINT}") from e
-    applied = {int(row[0]) for row in rows}
-    current = max(applied, default=0)
-    if current > newest:
-        raise StoreError(
-            f"{path}: the database has schema version {current}, but this railguard "
-            f"knows versions up to {newest}: it was written by a newer railguard. Upgrade "
-            "railguard, or set RAILGUARD_STATE to another file"
-        )
-    done: list[int] = []
-    for version, description, sql in MIGRATIONS:
-        if version in applied:
-            continue
+def newest() -> int:
+    """The newest schema version this railguard knows: the highest revision file's number."""
+    names = (path.name for path in (SCRIPTS / "versions").iterdir())
+    return max(int(match[1]) for name in names if (match := _REVISION_FILE.fullmatch(name)))
+
+
+def migrate(
+    connection: sqlite3.Connection | psycopg.Connection[Any], dialect: Dialect, label: str
+) -> tuple[int, tuple[int, ...]]:
+    """Upgrade the schema to the newest version; returns (schema version, versions applied now).
+
+    ``connection`` is the store's, in autocommit mode (sqlite3: ``isolation_level=None``) and
+    out of any transaction, and is left so. ``label`` (a path, or a URL without its password)
+    names the database in a StoreError: for a database from a newer railguard, one that
+    cannot be read, or a revision that failed (the database is left at the last complete one).
+    """
+    backend = _BACKENDS[dialect]
+    with _tuples(connection, backend):
+        return _migrate(connection, backend, label)
+
+
+def _migrate(connection: Any, backend: _Backend, label: str) -> tuple[int, tuple[int, ...]]:
+    known = newest()
+    if _recorded(connection, backend, label, known) == (known, False):
+        return known, ()
+    from monitor.store import migrations  # Alembic and SQLAlchemy, only when there is work
+
+    with _locked(connection, backend, label):
+        # Again, under the lock: another replica may have done it meanwhile.
+        current, legacy = _recorded(connection, backend, label, known)
+        if (current, legacy) == (known, False):
+            return known, ()
         try:
-            # executescript commits an open transaction first, so BEGIN goes inside it.
-            db.executescript(f"BEGIN IMMEDIATE;\n{sql}")
-            db.execute(
-                "INSERT INTO schema_migrations (version, description, applied_at) "
-                "VALUES (:version, :description, :at)",
-                {"version": version, "description": description, "at": now},
+            applied = migrations.upgrade(
+                connection, backend.url, backend.begin, SCRIPTS, current if legacy else None
             )
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
+        except migrations.ERRORS as e:
+            with contextlib.suppress(StoreError):
+                current, _ = _recorded(connection, backend, label, known)
+            failed = current + 1
+            step = (
+                f"migration {failed} ({migrations.describe(SCRIPTS, failed)})"
+                if failed <= known
+                else "taking over the old runner's record"
+            )
             raise StoreError(
-                f"{path}: migration {version} ({description}) failed: {e}; the "
-                f"database was left at version {max(applied | set(done), default=0)}"
+                f"{label}: {step} failed: {migrations.reason(e)}; the database was left at "
+                f"version {current}"
             ) from e
-        done.append(version)
-    return max(applied | set(done)), tuple(done)
+    return known, applied
+
+
+def _recorded(connection: Any, backend: _Backend, label: str, known: int) -> tuple[int, bool]:
+    """The schema version the database records, and whether the old runner recorded it
+    (``schema_migrations``, before Alembic); StoreError for a version this railguard lacks."""
+    error: type[Exception] = importlib.import_module(backend.driver).Error
+    try:
+        tables = {row[0] for row in connection.execute(backend.tables).fetchall()}
+        legacy = "alembic_version" not in tables and "schema_migrations" in tables
+        if legacy:
+            rows = connection.execute("SELECT max(version) FROM schema_migrations").fetchall()
+        elif "alembic_version" in tables:
+            rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+        else:
+            rows = []
+    except error as e:
+        raise StoreError(f"{label}: cannot read the schema version: {e}; {backend.hint}") from e
+    values = [str(row[0]) for row in rows if row[0] is not None]
+    if not values:
+        return 0, legacy
+    if len(values) > 1 or not values[0].isdigit():
+        raise StoreError(
+            f"{label}: the database's schema is at Alembic revision {', '.join(values)}, "
+            f"which is none of railguard's; {backend.elsewhere}"
+        )
+    current = int(values[0])
+    if current > known:
+        raise StoreError(
+            f"{label}: the database has schema version {current}, but this railguard "
+            f"knows versions up to {known}: it was written by a newer railguard. Upgrade "
+            f"railguard, or {backend.elsewhere}"
+        )
+    return current, legacy
+
+
+@contextlib.contextmanager
+def _tuples(connection: Any, backend: _Backend) -> Iterator[None]:
+    """Rows as plain tuples meanwhile, whatever row factory the store gave its connection."""
+    kept = connection.row_factory
+    connection.row_factory = backend.tuples()
+    try:
+        yield
+    finally:
+        connection.row_factory = kept
+
+
+@contextlib.contextmanager
+def _locked(connection: Any, backend: _Backend, label: str) -> Iterator[None]:
+    """The backend's migration lock held around the block (none on SQLite: one replica)."""
+    if backend.lock is None or backend.unlock is None:
+        yield
+        return
+    error: type[Exception] = importlib.import_module(backend.driver).Error
+    try:
+        connection.execute(backend.lock).fetchall()
+    except error as e:
+        raise StoreError(f"{label}: cannot lock the schema to migrate it: {e}") from e
+    try:
+        yield
+    finally:
+        # A connection that broke meanwhile took its session's lock with it.
+        with contextlib.suppress(error):
+            connection.execute(backend.unlock).fetchall()

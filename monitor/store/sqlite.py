@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from monitor.clock import Clock
 from monitor.errors import StoreError
 from monitor.store.db import Database, SQLiteDriver
 from monitor.store.schema import HINT, configure, migrate
@@ -24,7 +23,7 @@ class SQLiteStore(SqlStore):
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path, *, clock: Clock) -> SQLiteStore:
+    async def open(cls, path: Path) -> SQLiteStore:
         """Open, configure and migrate the database at ``path`` (StoreError if it cannot)."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,11 +31,10 @@ class SQLiteStore(SqlStore):
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"{path}: cannot open the state database: {e}; {HINT}") from e
         store = cls(path, db)
-        now = clock.time()
 
         def setup(connection: sqlite3.Connection) -> tuple[int, tuple[int, ...]]:
             configure(connection, path)
-            return migrate(connection, path, now)
+            return migrate(connection, "sqlite", str(path))
 
         try:
             store.schema_version, store.migrated = await db.run(setup)

@@ -15,17 +15,6 @@ from monitor.store.db import Connection, Row
 
 R = TypeVar("R")
 
-V4 = """
-CREATE TABLE release_summaries (
-    service TEXT NOT NULL,
-    release TEXT NOT NULL,
-    signal TEXT NOT NULL,
-    data TEXT NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (service, release, signal)
-);
-"""
-
 
 class BaselineStore:
     """Release summary methods of the SQLite store (mixed into SQLiteStore)."""
