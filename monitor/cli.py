@@ -26,6 +26,7 @@ from monitor import __version__
 from monitor.clock import SystemClock
 from monitor.daemon import Daemon
 from monitor.errors import ConfigError, RailguardError
+from monitor.lease import Lease
 from monitor.plan import Plan, build_plan
 from monitor.settings import Environment, load_environment
 from monitor.telemetry import configure_logging
@@ -134,11 +135,34 @@ async def _run(plan: Plan) -> None:
 
     path = state_path(plan.env.state)
     store = await open_store(path)
-    structlog.get_logger("railguard").info("state", path=str(path))
+    clock = SystemClock()
+    lease = _lease(plan, clock)
+    structlog.get_logger("railguard").info(
+        "state", path=str(path), replica=None if lease is None else lease.me
+    )
     try:
-        await _serve(Daemon(plan, clock=SystemClock(), freeze_gc=True, store=store))
+        # The fence is checked in the store's own transactions, against the lease's row:
+        # a SQLite file holds none, so its replica is held back in the process alone.
+        daemon = Daemon(plan, clock=clock, freeze_gc=True, store=store, lease=lease, fenced=False)
+        await _serve(daemon)
     finally:
         await store.close()
+
+
+def _lease(plan: Plan, clock: SystemClock) -> Lease | None:
+    """With DATABASE_URL, the leader lease replicas share there (None: a single replica)."""
+    url = plan.env.database_url
+    if url is None:
+        return None
+    from monitor.leadership import replica_id
+    from monitor.store.lease_pg import PgLease, connector
+
+    return PgLease(
+        connector(url.get_secret_value()),
+        replica_id(plan.env.railway_replica_id),
+        clock=clock,
+        terms=plan.config.lease.terms,
+    )
 
 
 async def _serve(daemon: Daemon) -> None:
