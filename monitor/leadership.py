@@ -144,11 +144,11 @@ class Leader:
         if error is not None:
             self.metrics.lease_look_failures.inc()
             if not self._failing:
-                log.warning("could not look at the lease", error=error, **self.describe_log())
+                log.warning("could not look at the lease", error=error, **self._context())
             self._failing = True
         elif self._failing:
             self._failing = False
-            log.info("the lease answers again", **self.describe_log())
+            log.info("the lease answers again", **self._context())
         await self.settle()
 
     async def settle(self) -> None:
@@ -172,7 +172,7 @@ class Leader:
         self.metrics.leader.set(1 if leading else 0)
         self.metrics.lease_epoch.set((view.epoch or 0) if leading else 0)
 
-    def describe_log(self) -> dict[str, Any]:
+    def _context(self) -> dict[str, Any]:
         return {"replica": self.me, "holder": self.lease.holder}
 
     def status(self) -> dict[str, Any]:
@@ -194,14 +194,6 @@ class Leader:
             "last_error": self.lease.last_error,
         }
 
-    def describe(self) -> str:
-        """``leader (epoch 7) for 4.2s more``, or ``standby; web-2 leads``."""
-        if self.leading():
-            return self.lease.view.describe(self.clock.monotonic())
-        holder = self.lease.holder
-        who = f"{holder} leads" if holder and holder != self.me else "no leader known"
-        return f"standby; {who}"
-
 
 def leadership_text(section: Mapping[str, Any] | None) -> str:
     """The leadership section of /status in words (the status page, ``railguard status``)."""
@@ -210,7 +202,9 @@ def leadership_text(section: Mapping[str, Any] | None) -> str:
     me, holder, epoch = section.get("replica"), section.get("holder"), section.get("epoch")
     if section.get("role") == "leader":
         return f"{me} leads (this replica, epoch {epoch})"
-    who = f"{holder} leads" if holder and holder != me else "no leader known"
+    if holder == me:  # its own lease, as of the last look that answered: not renewed since
+        return f"this replica ({me}) cannot renew its lease: it does not act"
+    who = f"{holder} leads" if holder else "no leader known"
     return f"{who}; this replica ({me}) is a standby"
 
 

@@ -380,12 +380,14 @@ def _lease_from_environment(config: Config, env: Environment) -> Config:
     except ValidationError as e:
         lines = []
         for item in e.errors(include_url=False):
-            key = str(item["loc"][0]) if item["loc"] else "ttl"
-            name = LEASE_VARIABLES.get(key, key)
+            key = str(item["loc"][0]) if item["loc"] else "renew_every"
+            if key not in overrides:  # the check across both keys, on a value set here
+                key = next(iter(overrides))
             message = item["msg"].removeprefix("Value error, ")
-            got = shown(values.get(key))
+            got = shown(overrides[key])
             lines.append(
-                f"environment: {name}: {message}" + ("" if got in message else f" (got {got})")
+                f"environment: {LEASE_VARIABLES[key]}: {message}"
+                + ("" if got in message else f" (got {got})")
             )
         raise ConfigError("\n".join(lines)) from e
     return config.model_copy(update={"lease": lease})
