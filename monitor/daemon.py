@@ -190,6 +190,8 @@ class Daemon:
             )
         self.scheduler.start()
         self.metrics.up.set(1)
+        if self.leader is None:
+            self.metrics.leader.set(1)  # the only replica: it leads
         if sys.getswitchinterval() > SWITCH_INTERVAL:
             # The store's thread takes the GIL back after every SQLite call; at Python's 5 ms
             # a busy loop makes each statement of a burst's commit wait up to that long.
@@ -491,6 +493,10 @@ class Daemon:
             await self._runner.cleanup()
         if self.session is not None:
             await self.session.close()
+        if self.leader is not None:
+            # Last: nothing of this replica acts any more (a delivery in flight was recorded
+            # or is sent again by the next leader), so a standby may take over at once.
+            await self.leader.release()
         if self.store is not None and self._own_store:
             await self.store.close()
         log.info("railguard stopped", cancelled=cancelled)

@@ -110,6 +110,16 @@ class Leader:
         """The store's fence for this replica's lease."""
         return Fence(holder=self.lease.me, epoch=self.epoch, name=self.lease.name)
 
+    async def release(self) -> None:
+        """Stop acting and give the lease up (the daemon's last step at shutdown)."""
+        was = self.acting_epoch
+        self.acting_epoch = None
+        self.metrics.leader.set(0)
+        self.metrics.lease_epoch.set(0)
+        await self.lease.release()
+        if was is not None:
+            log.info("lease released", replica=self.me, epoch=was)
+
     def refused(self, task: str, error: NotLeader) -> None:
         """Counted every time, said once per task per change of leadership."""
         self.metrics.not_leader.labels(task).inc()

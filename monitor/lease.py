@@ -125,3 +125,8 @@ class Lease(Protocol):
     async def look(self) -> Leadership:
         """Claim, renew or follow, once; never raises for the database failing."""
         ...
+
+    async def release(self) -> None:
+        """Give the lease up (a clean shutdown), so a standby takes it at its next look
+        rather than when it expires; never raises for the database failing."""
+        ...

@@ -79,6 +79,10 @@ class Watched(PgLease):
         return row, written
 
 
+async def refused() -> Connection:
+    raise OSError("connection refused")
+
+
 def set_lease(db: Path, holder: str | None, epoch: int, expires_at: float = 0.0) -> None:
     """Write the lease row of a SQLite store's file (what its fence reads)."""
     with closing(sqlite3.connect(db, timeout=5)) as connection:
@@ -155,10 +159,13 @@ class Replicas:
         await self.run(0.5)  # its first look
         return replica
 
-    async def stop(self, replica: Replica) -> None:
-        """The replica goes away (its lease is no longer renewed)."""
+    async def stop(self, replica: Replica, *, clean: bool = True) -> None:
+        """The replica goes away: shut down (it gives its lease up), or not ``clean``ly
+        (its lease is no longer renewed, and expires by itself)."""
         self.running.remove(replica)
         self.stopped.append(replica)
+        if not clean:
+            replica.lease.connect = refused
         await replica.daemon.shutdown()
 
     async def run(self, seconds: float) -> None:
@@ -269,7 +276,7 @@ async def test_the_standby_takes_over_reconciles_and_finishes_the_rollback(
         sent = await in_flight()
     (intent,) = await a.store.rollbacks("web")
     assert intent.epoch == 1  # written under a's lease
-    await replicas.stop(a)  # the leader dies with its rollback in flight
+    await replicas.stop(a, clean=False)  # the leader dies with its rollback in flight
 
     died = stage.clock.monotonic()
     took = await replicas.run_until(b.leading, "b takes over")
@@ -299,10 +306,6 @@ async def test_a_leader_cut_off_from_postgres_stops_before_another_takes_over(
 ) -> None:
     a, b = await baked(stage, replicas, "a", "b")
     good = next(r for r in await a.store.deployments("web") if r.verdict == "good")
-
-    async def refused() -> Connection:
-        raise OSError("connection refused")
-
     a.lease.connect = refused  # PostgreSQL unreachable from a
     stopped = await replicas.run_until(lambda: not a.leading(), "a stops acting")
     assert not b.leading()  # nobody leads for a moment: the lease has not expired yet
@@ -387,6 +390,9 @@ class HandLease:
             row, self.holder = None, "b"
         self.view = self.view.after(row, self.me, started, TERMS)
         return self.view
+
+    async def release(self) -> None:
+        self.view = Leadership()
 
 
 async def test_the_leader_takes_over_after_reconciling_and_stands_down_when_its_view_ends(
@@ -592,3 +598,23 @@ name = "web"
 tier = "preview"
 health_url = "http://127.0.0.1:9/health"
 """
+
+
+async def test_a_leader_that_shuts_down_gives_the_lease_up_at_once(
+    stage: Stage, replicas: Replicas
+) -> None:
+    a, b = await baked(stage, replicas, "a", "b")
+    await replicas.stop(a)
+    assert a.metric("railguard_leader") == 0
+    assert a.lease.view.epoch is None
+    left = stage.clock.monotonic()
+    took = await replicas.run_until(b.leading, "b takes over")
+    assert took - left <= TERMS.renew_every + 0.5  # its next look, not the lease's expiry
+    assert b.lease.view.epoch == 2
+
+
+async def test_a_single_replica_leads(stage: Stage) -> None:
+    stage.deploy("v1", ago=7200)
+    daemon = await stage.start_daemon()
+    assert daemon.metrics.registry.get_sample_value("railguard_leader") == 1
+    assert daemon.leadership()["role"] == "single"

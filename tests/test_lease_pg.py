@@ -187,3 +187,26 @@ async def test_a_leader_whose_backend_is_killed_acts_until_its_view_runs_out(
         assert not a.view.may_act(clock.monotonic())  # ran out before the lease could expire
     finally:
         await killer.close()
+
+
+async def test_a_release_lets_another_replica_take_over_at_its_next_look(
+    postgres: str, clock: FakeClock
+) -> None:
+    await setup(postgres)
+    a, b = replicas(postgres, clock, "a", "b")
+    await a.look()
+    await b.release()  # holds nothing: nothing to give up
+    await b.look()
+    assert b.view.epoch is None
+    await a.release()
+    assert a.view.epoch is None  # it stopped acting first
+    await b.look()
+    assert b.view.epoch == 2  # taken at once, under a new epoch
+
+    async def refused() -> Connection:
+        raise OSError("connection refused")
+
+    b.connect = refused
+    await b.release()  # cannot reach the database: the lease expires by itself
+    assert b.view.epoch is None
+    assert b.last_error == "OSError: connection refused"

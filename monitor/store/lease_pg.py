@@ -135,6 +135,27 @@ class PgLease:
             with contextlib.suppress(*DATABASE_ERRORS):  # broken already: nothing to say
                 await connection.close()
 
+    async def release(self) -> None:
+        """Give the lease up if this replica holds it with the epoch it acted under: it
+        expires now, and a standby takes it at its next look (a new epoch, as ever)."""
+        epoch, self.view = self.view.epoch, Leadership()
+        if epoch is None:
+            return
+        try:
+            async with asyncio.timeout(self.terms.renew_every):
+                connection = await self.connect()
+                try:
+                    await connection.execute(
+                        "UPDATE leases SET expires_at = 0 "
+                        "WHERE name = %s AND holder = %s AND epoch = %s",
+                        (self.name, self.me, epoch),
+                    )
+                finally:
+                    with contextlib.suppress(*DATABASE_ERRORS):
+                        await connection.close()
+        except DATABASE_ERRORS as e:  # it expires by itself
+            self.last_error = f"{type(e).__name__}: {e}".strip()
+
     async def holds(self, connection: Connection) -> bool:
         """Inside the caller's transaction: whether this replica still holds the lease with
         the epoch it acts under (the fence every intent and outbox claim is checked against).
