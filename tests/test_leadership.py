@@ -34,6 +34,7 @@ from monitor.errors import NotLeader
 from monitor.executor import RollbackRefused
 from monitor.leadership import SOLO, Leader, leadership_text, replica_id, solo_status
 from monitor.lease import Leadership, LeaseRow, LeaseTerms
+from monitor.model import Phase
 from monitor.plan import build_plan
 from monitor.settings import load_environment
 from monitor.statuspage import render
@@ -312,6 +313,12 @@ async def test_a_leader_cut_off_from_postgres_stops_before_another_takes_over(
     stage.deploy("v2")
     took = await replicas.run_until(b.leading, "b takes over")
     assert stopped < took
+    # Warm: b's rule began its `for` window while b was a standby, not at the takeover.
+    (web,) = b.daemon.workers
+    state = web.states["error-rate"]
+    assert state.phase is not Phase.INACTIVE
+    assert state.since is not None
+    assert stage.clock.time() - state.since >= 1.0, (state.phase, stage.clock.time() - state.since)
     await replicas.run(25)
     assert stage.rollbacks_sent() == [good.id]  # by b, once
     assert await a.store.rollbacks("web") == []
