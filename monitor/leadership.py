@@ -174,10 +174,10 @@ class Leader:
         if may and self.acting_epoch is None:
             self._refused.clear()
             log.warning("took the lead", replica=self.me, epoch=view.epoch)
-            self.metrics.leader_takeovers.inc()
             if self.takeover is not None:
                 await self.takeover()  # reconcile before the first decision
             self.acting_epoch = view.epoch
+            self.metrics.leader_takeovers.inc()
         leading = self.leading()
         self.metrics.leader.set(1 if leading else 0)
         self.metrics.lease_epoch.set((view.epoch or 0) if leading else 0)
