@@ -22,6 +22,7 @@ import aiohttp
 from monitor import __version__
 from monitor.clock import Clock, SystemClock
 from monitor.errors import RailguardError
+from monitor.leadership import leadership_text
 from monitor.model import format_duration
 from monitor.settings import Environment
 
@@ -174,7 +175,8 @@ def status_table(status: Mapping[str, Any]) -> str:
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
-    return "\n".join([f"railguard {status.get('version', '?')}", *lines])
+    version = f"railguard {status.get('version', '?')}"
+    return "\n".join([version, f"leader: {leadership_text(status.get('leadership'))}", *lines])
 
 
 def progress_line(record: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from monitor import __version__
 from monitor.clock import SystemClock
 from monitor.daemon import Daemon
 from monitor.errors import ConfigError, RailguardError
+from monitor.lease import Lease
 from monitor.plan import Plan, build_plan
 from monitor.settings import Environment, load_environment
 from monitor.telemetry import configure_logging
@@ -135,11 +136,34 @@ async def _run(plan: Plan) -> None:
     path = state_path(plan.env.state)
     url = plan.env.database_url
     store = await open_store(path, database_url=url.get_secret_value() if url else None)
-    structlog.get_logger("railguard").info("state", store=store.label)
+    clock = SystemClock()
+    lease = _lease(plan, clock)
+    structlog.get_logger("railguard").info(
+        "state", store=store.label, replica=None if lease is None else lease.me
+    )
     try:
-        await _serve(Daemon(plan, clock=SystemClock(), freeze_gc=True, store=store))
+        # With a lease the store is PostgreSQL's, beside the lease's row: every intent and
+        # outbox claim is checked against it in its own transaction.
+        daemon = Daemon(plan, clock=clock, freeze_gc=True, store=store, lease=lease)
+        await _serve(daemon)
     finally:
         await store.close()
+
+
+def _lease(plan: Plan, clock: SystemClock) -> Lease | None:
+    """With DATABASE_URL, the leader lease replicas share there (None: a single replica)."""
+    url = plan.env.database_url
+    if url is None:
+        return None
+    from monitor.leadership import replica_id
+    from monitor.store.lease_pg import PgLease, connector
+
+    return PgLease(
+        connector(url.get_secret_value()),
+        replica_id(plan.env.railway_replica_id),
+        clock=clock,
+        terms=plan.config.lease.terms,
+    )
 
 
 async def _serve(daemon: Daemon) -> None:

@@ -22,9 +22,10 @@ import structlog
 from monitor.clock import Clock
 from monitor.decision import Decision, Escalate, Facts, Firing, Go, Hold, Idle, decide
 from monitor.engine import RuleState, compared_text
-from monitor.errors import RailguardError
+from monitor.errors import NotLeader, RailguardError
 from monitor.events import EscalationEvent, Evidence, HoldEvent, write_event
 from monitor.executor import RollbackExecutor
+from monitor.leadership import SOLO, Acting
 from monitor.model import Phase, Rule, format_duration
 from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment, newest_live
@@ -91,8 +92,10 @@ class RollbackController:
         snapshot: Snapshot,
         blind: Blindness,
         incident: Incident | None = None,
+        acting: Acting = SOLO,
     ) -> None:
         self.services = {s.name: s for s in services}
+        self.acting = acting
         self.store = store
         self.executor = executor
         self.clock = clock
@@ -138,6 +141,8 @@ class RollbackController:
         name = service.name
         if self._closed or name not in self.services or name in self._busy:
             return
+        if not self.acting.leading():
+            return  # a standby: the leader decides (the rules' states stay warm here)
         retry = self._retry_at.get(name)
         if retry is not None and self.clock.monotonic() < retry[0]:
             return  # the last step failed: back off before asking Railway again
@@ -168,6 +173,17 @@ class RollbackController:
         must not start a decision the closing session can no longer carry out."""
         self._closed = True
         await self._tasks.cancel()
+
+    async def stand_down(self) -> None:
+        """No longer the leader: drop the work in flight and what this run knew of it.
+
+        Each step was recorded before the next, so the next leader drives an unfinished
+        rollback on from the store (its takeover reconciles it), as after a restart."""
+        await self._tasks.cancel()
+        self._busy.clear()
+        self.open.clear()
+        self._retry_at.clear()
+        self._episodes.clear()
 
     async def idle(self) -> None:
         """Wait until no decision or rollback task runs (tests and the bench)."""
@@ -254,6 +270,8 @@ class RollbackController:
                 facts = await self.facts(service, firing, fresh, stored=stored)
                 decision = decide(service.policy, facts)
             await self._carry_out(service, facts, decision, started)
+        except NotLeader as e:  # deposed meanwhile: the new leader decides
+            self.acting.refused("rollback", e)
         except RailguardError as e:  # Railway or the store failed: decide again next time
             self._failed(service, "decision", e)
         else:
@@ -353,6 +371,8 @@ class RollbackController:
                 self._settled(service.name, await self.executor.drive(service, record))
             else:
                 self.open.discard(service.name)
+        except NotLeader as e:
+            self.acting.refused("rollback", e)
         except RailguardError as e:
             self._failed(service, "rollback", e)
 

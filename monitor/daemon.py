@@ -23,6 +23,8 @@ from monitor import __version__
 from monitor.clock import Clock
 from monitor.engine import RuleState
 from monitor.errors import RailguardError
+from monitor.leadership import SOLO, Acting, Leader, solo_status
+from monitor.lease import Lease
 from monitor.model import Phase, format_duration
 from monitor.plan import Plan, ServicePlan
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
@@ -85,7 +87,12 @@ class Daemon:
         serve_http: bool = True,
         freeze_gc: bool = False,
         store: Store | None = None,
+        lease: Lease | None = None,
+        fenced: bool = True,
     ) -> None:
+        """``lease``: several replicas share it and only its holder acts (None: this is the
+        only replica, and it always acts). ``fenced``: the store checks its action-leading
+        writes against the lease in their own transactions (a store on the lease's database)."""
         self.plan = plan
         self.clock = clock
         self.metrics = metrics if metrics is not None else Metrics()
@@ -111,6 +118,19 @@ class Daemon:
         self.budget: RequestBudget | None = None
         self.pr_environments: PrEnvironments | None = None
         self._stop = asyncio.Event()
+        self.leader: Leader | None = None
+        self.acting: Acting = SOLO
+        self.fenced = fenced
+        if lease is not None:
+            self.leader = Leader(
+                lease,
+                clock=clock,
+                metrics=self.metrics,
+                takeover=self._take_over,
+                stand_down=self._stand_down,
+            )
+            self.acting = self.leader
+        self.switchboard.acting = self.acting
 
     def request_stop(self) -> None:
         """Ask the main loop to stop (safe to call from a signal handler, and twice)."""
@@ -128,6 +148,9 @@ class Daemon:
         self.poller = self._railway_poller(self.session)
         workers = [self.worker(service) for service in self.plan.services]
         self._workers = {w.plan.name: w for w in workers}
+        if self.leader is not None and self.fenced:
+            store = await self._ensure_store()
+            store.fence = self.leader.fence()
         if self.store is not None:
             await self.restore_rule_states(workers)
         if self.poller is not None:
@@ -156,8 +179,19 @@ class Daemon:
                 alive=lambda: poller.last_beat,
                 stall_after=3 * poller.interval + 150.0,
             )
+        if self.leader is not None:
+            leader, terms = self.leader, self.leader.lease.terms
+            # A look may wait for a connection timeout; three missed renewals is a stall.
+            self.supervisor.start(
+                "lease",
+                leader.run,
+                alive=lambda: leader.last_beat,
+                stall_after=3 * terms.renew_every + 30.0,
+            )
         self.scheduler.start()
         self.metrics.up.set(1)
+        if self.leader is None:
+            self.metrics.leader.set(1)  # the only replica: it leads
         if sys.getswitchinterval() > SWITCH_INTERVAL:
             # The store's thread takes the GIL back after every SQLite call; at Python's 5 ms
             # a busy loop makes each statement of a burst's commit wait up to that long.
@@ -216,7 +250,11 @@ class Daemon:
         assert self.railway is not None
         self.store = await self._ensure_store()
         self.tracker = ReleaseTracker(
-            self.store, clock=self.clock, metrics=self.metrics, troubled=self._troubled
+            self.store,
+            clock=self.clock,
+            metrics=self.metrics,
+            troubled=self._troubled,
+            acting=self.acting,
         )
         services = self.plan.railway_services
         self.executor = RollbackExecutor(
@@ -227,6 +265,7 @@ class Daemon:
             metrics=self.metrics,
             latest=lambda name: self._workers[name].latest,
             reconcile_window=self.plan.config.railway.reconcile_window,
+            acting=self.acting,
         )
         poller = self.poller
 
@@ -248,6 +287,7 @@ class Daemon:
             snapshot=snapshot,
             blind=self._control,
             incident=incident,
+            acting=self.acting,
         )
         self.switchboard.tracker = self.tracker
         self.switchboard.controller = self.controller
@@ -257,7 +297,6 @@ class Daemon:
             self.executor.reference = book.reference
             for worker in self._workers.values():
                 worker.baselines = book
-        by_name = {s.name: s for s in services}
         tracker, workers = self.tracker, self._workers
 
         async def observe(name: str, snapshot: ServiceSnapshot) -> None:
@@ -265,16 +304,34 @@ class Daemon:
                 await tracker.observe(workers[name].plan, snapshot)
 
         self.poller.listener = observe
-        self.poller.platform_listener = PlatformWatch(self.store).observe
+        self.poller.platform_listener = PlatformWatch(self.store, self.acting).observe
+        if self.leader is None:  # with a lease, the replica that takes it reconciles first
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
+        """Settle what a previous run (or the last leader) left unfinished."""
+        controller, store = self.controller, self.store
+        assert controller is not None
+        assert store is not None
         try:
-            await self.controller.reconcile()
+            await controller.reconcile()
         except RailguardError as e:  # Railway unreachable: the store keeps them for later
             log.error("could not reconcile unfinished rollbacks", error=str(e))
-            self.controller.open.update(
+            controller.open.update(
                 r.service
-                for r in await self.store.rollbacks(unfinished=True)
-                if r.service in by_name
+                for r in await store.rollbacks(unfinished=True)
+                if r.service in controller.services
             )
+
+    async def _take_over(self) -> None:
+        """This replica just took the lease: reconcile, then act."""
+        if self.controller is not None:
+            await self._reconcile()
+
+    async def _stand_down(self) -> None:
+        """This replica no longer leads: drop the rollback work in flight."""
+        if self.controller is not None:
+            await self.controller.stand_down()
 
     async def _ensure_store(self) -> Store:
         if self.store is None:
@@ -295,7 +352,9 @@ class Daemon:
         assert self.session is not None
         configs = {channel_name(c, i): c for i, c in enumerate(self.plan.config.channels)}
         channels = {n: build_channel(c, n, self.session, self.clock) for n, c in configs.items()}
-        self.outbox = Outbox(store, channels, clock=self.clock, metrics=self.metrics)
+        self.outbox = Outbox(
+            store, channels, clock=self.clock, metrics=self.metrics, acting=self.acting
+        )
         status_url = self.plan.config.status_url
         services = {s.name: s for s in self.plan.services}
         router = Router(
@@ -306,6 +365,7 @@ class Daemon:
             clock=self.clock,
             metrics=self.metrics,
             status_url=status_url,
+            acting=self.acting,
         )
         digest = Digest(
             store,
@@ -314,6 +374,7 @@ class Daemon:
             self.plan.services,
             clock=self.clock,
             status_url=status_url,
+            acting=self.acting,
         )
         self.router, self.digest = router, digest
         await self.outbox.start(self.supervisor)
@@ -432,6 +493,10 @@ class Daemon:
             await self._runner.cleanup()
         if self.session is not None:
             await self.session.close()
+        if self.leader is not None:
+            # Last: nothing of this replica acts any more (a delivery in flight was recorded
+            # or is sent again by the next leader), so a standby may take over at once.
+            await self.leader.release()
         if self.store is not None and self._own_store:
             await self.store.close()
         log.info("railguard stopped", cancelled=cancelled)
@@ -470,8 +535,16 @@ class Daemon:
         return self.scheduler.workers if self.scheduler is not None else ()
 
     def status(self) -> dict[str, object]:
-        """Every service's state."""
-        return {"version": __version__, "services": [w.snapshot() for w in self.workers]}
+        """Every service's state, and which replica leads."""
+        return {
+            "version": __version__,
+            "leadership": self.leadership(),
+            "services": [w.snapshot() for w in self.workers],
+        }
+
+    def leadership(self) -> dict[str, Any]:
+        """Whether this replica leads, and who does (/status, ``railguard status``)."""
+        return solo_status() if self.leader is None else self.leader.status()
 
     async def refresh_gauges(self) -> None:
         """``railguard_frozen`` from the store's freezes in force now (one query): right after

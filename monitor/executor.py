@@ -21,12 +21,14 @@ import structlog
 from monitor.clock import Clock
 from monitor.decision import Go, manual_target
 from monitor.errors import (
+    NotLeader,
     RailguardError,
     RailwayError,
     RailwayProtocolError,
     RailwayTransientError,
 )
 from monitor.events import EventKind
+from monitor.leadership import SOLO, Acting
 from monitor.plan import ServicePlan
 from monitor.railway.budget import Priority
 from monitor.railway.client import Deployment, RailwayClient, newest_live
@@ -69,8 +71,10 @@ class RollbackExecutor(Rebuilds, Verification):
         check_every: float = 5.0,
         reconcile_window: float = 20.0,
         max_attempts: int = 5,
+        acting: Acting = SOLO,
     ) -> None:
         self.services = {s.name: s for s in services}
+        self.acting = acting
         self.store = store
         self.client = client
         self.clock = clock
@@ -169,6 +173,10 @@ class RollbackExecutor(Rebuilds, Verification):
         service = self.services.get(name)
         if service is None:
             raise RollbackRefused(f"no service named {name!r}")
+        if not self.acting.leading():
+            raise RollbackRefused(
+                "this replica is a standby: ask the leader (railguard status says which)"
+            )
         async with self._lock(name):
             current = await self.deployments(service)
             active = newest_live(current)
@@ -322,6 +330,8 @@ class RollbackExecutor(Rebuilds, Verification):
                 if isinstance(step, tuple) or step.finished:
                     return step
                 record = step
+            if not self.acting.leading():  # deposed since the attempt was counted: not sent
+                raise NotLeader(f"rollback #{record.id}: this replica no longer leads")
             if started is not None and record.attempts == 1:
                 # Our own time from the decision to the mutation, Railway's latency left out.
                 self.metrics.rollback_decision.observe(max(0.0, self.clock.monotonic() - started))

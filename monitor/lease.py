@@ -16,6 +16,7 @@ on holder and epoch), so two replicas that both find a lease expired cannot both
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from monitor.model import format_duration
 
@@ -108,3 +109,24 @@ class Leadership:
             return "standby"
         assert self.until is not None
         return f"leader (epoch {self.epoch}) for {format_duration(self.until - now)} more"
+
+
+class Lease(Protocol):
+    """One replica's hold on a lease, as the daemon drives it (PostgreSQL's in production:
+    :class:`~monitor.store.lease_pg.PgLease`; tests may drive leadership by hand)."""
+
+    me: str  # this replica's id
+    name: str  # the lease's name (its row)
+    terms: LeaseTerms
+    view: Leadership  # as of the last look
+    holder: str | None  # who held the lease at the last look that answered
+    last_error: str | None  # why the last look failed (None: it answered)
+
+    async def look(self) -> Leadership:
+        """Claim, renew or follow, once; never raises for the database failing."""
+        ...
+
+    async def release(self) -> None:
+        """Give the lease up (a clean shutdown), so a standby takes it at its next look
+        rather than when it expires; never raises for the database failing."""
+        ...

@@ -216,6 +216,13 @@ class Plan:
             f"of {railway.requests_per_hour} ({100 * per_hour / railway.requests_per_hour:.0f}%)"
             f", {reserve:g}/hour kept for rollbacks"
         )
+        if self.env.database_url is not None:
+            terms = self.config.lease.terms
+            lines.append(
+                f"high availability: a leader lease in DATABASE_URL, ttl "
+                f"{format_duration(terms.ttl)}, renewed every {format_duration(terms.renew_every)}"
+                f" (a dead leader is replaced within {format_duration(terms.takeover_within)})"
+            )
         lines += [f"warning: {problem}" for problem in self.run_problems()]
         return "\n".join(lines)
 

@@ -18,6 +18,7 @@ import structlog
 
 from monitor.errors import RailguardError
 from monitor.events import EventKind, PlatformEvent, from_record, write_event
+from monitor.leadership import SOLO, Acting
 from monitor.railway.platform import PlatformStatus
 from monitor.store import Store
 
@@ -49,8 +50,9 @@ def started(status: PlatformStatus) -> PlatformEvent | None:
 class PlatformWatch:
     """Records Railway's incidents as the poller's readings start and end them."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, acting: Acting = SOLO) -> None:
         self.store = store
+        self.acting = acting
         self._open: tuple[PlatformEvent, float] | None = None  # said to start, not yet ended
         self._restored = False
 
@@ -58,7 +60,11 @@ class PlatformWatch:
         """After a poll that read Railway's status: say what started or ended, once.
 
         A store that fails is logged; the next poll's reading tries again (what was said is
-        only remembered once it is written)."""
+        only remembered once it is written). A standby says nothing, and reads what the
+        leader said when it takes over."""
+        if not self.acting.leading():
+            self._restored = False
+            return
         try:
             if not self._restored:
                 await self._restore()

@@ -262,6 +262,8 @@ class PrEnvironments:
     ) -> None:
         store = self.daemon.store
         assert store is not None
+        if not self.daemon.acting.leading():
+            return  # the leader tells of it
         event = PrEnvironmentEvent(
             kind=kind, environment=env.name, environment_id=env.id, template=template
         )

@@ -21,6 +21,7 @@ import structlog
 
 from monitor.clock import Clock
 from monitor.events import DeploymentEvent, EventKind, write_event
+from monitor.leadership import SOLO, Acting
 from monitor.model import format_duration, release_label
 from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment
@@ -137,8 +138,10 @@ class ReleaseTracker:
         clock: Clock,
         metrics: Metrics,
         troubled: Callable[[str], bool],
+        acting: Acting = SOLO,
     ) -> None:
         self.store = store
+        self.acting = acting  # only the leader records the events people are told of
         self.clock = clock
         self.metrics = metrics
         # Whether any of a service's rules is pending, firing or blind right now: a rule
@@ -201,7 +204,11 @@ class ReleaseTracker:
                 live=live,
                 live_at=went_live(d, now) if live else None,
             )
-            if d.status in FAILED and (before is None or before[0] not in FAILED):
+            if (
+                d.status in FAILED
+                and (before is None or before[0] not in FAILED)
+                and self.acting.leading()
+            ):
                 # Once per deployment: a restart knows what the store already said.
                 failed = DeploymentEvent(
                     kind=EventKind.DEPLOYMENT_FAILED,
@@ -282,7 +289,8 @@ class ReleaseTracker:
             bake_s=service.policy.bake,
             rules=tuple(rule.describe() for rule in service.rules),
         )
-        await write_event(self.store, service.name, verified, now)
+        if self.acting.leading():
+            await write_event(self.store, service.name, verified, now)
         log.info("deployment known-good", service=service.name, deployment=active.id, reason=reason)
         return True
 

@@ -41,6 +41,7 @@ from monitor.configtypes import (
     within,
 )
 from monitor.errors import ConfigError
+from monitor.lease import LeaseTerms
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import redact_url
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionLatency, ExpositionMemory
@@ -74,6 +75,10 @@ class Environment(BaseSettings):
     admin_token: SecretStr | None = Field(None, validation_alias="RAILGUARD_ADMIN_TOKEN")
     webhook_secret: SecretStr | None = Field(None, validation_alias="RAILGUARD_WEBHOOK_SECRET")
     database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
+    railway_replica_id: str | None = Field(None, validation_alias="RAILWAY_REPLICA_ID")
+    # The leader lease's terms, over the file's [lease] (durations such as "10s").
+    lease_ttl: str | None = Field(None, validation_alias="RAILGUARD_LEASE_TTL")
+    lease_renew_every: str | None = Field(None, validation_alias="RAILGUARD_LEASE_RENEW_EVERY")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias="RAILGUARD_LOG_FORMAT"
     )
@@ -357,6 +362,64 @@ class DaemonConfig(Strict):
     stagger: bool = True
 
 
+class LeaseConfig(Strict):
+    """The leader lease (several replicas sharing PostgreSQL through ``DATABASE_URL``)."""
+
+    ttl: Annotated[Duration, within(1.0, 10 * MINUTE)] = 10.0
+    """How long a lease lasts unless renewed: a dead leader is replaced within ttl + renewal."""
+    renew_every: Annotated[Duration, within(0.1, 10 * MINUTE)] = 3.0
+    """How often the leader renews it (and a standby looks whether it is free)."""
+
+    @field_validator("renew_every")
+    @classmethod
+    def _safe(cls, renew_every: float, info: ValidationInfo) -> float:
+        ttl = info.data.get("ttl")
+        if isinstance(ttl, float):
+            problem = lease_terms(ttl, renew_every).problem()
+            if problem:
+                raise ValueError(problem)
+        return renew_every
+
+    @property
+    def terms(self) -> LeaseTerms:
+        """The terms the lease is held on."""
+        return lease_terms(self.ttl, self.renew_every)
+
+
+def lease_terms(ttl: float, renew_every: float) -> LeaseTerms:
+    """The terms for a ttl and a renewal: a leader stops acting 2s (a fifth of a short ttl)
+    before its lease could expire."""
+    return LeaseTerms(ttl=ttl, renew_every=renew_every, margin=min(2.0, ttl / 5))
+
+
+LEASE_VARIABLES = {"ttl": "RAILGUARD_LEASE_TTL", "renew_every": "RAILGUARD_LEASE_RENEW_EVERY"}
+
+
+def _lease_from_environment(config: Config, env: Environment) -> Config:
+    """The file's [lease] with the environment's values over it (errors name the variable)."""
+    given = {"ttl": env.lease_ttl, "renew_every": env.lease_renew_every}
+    overrides = {key: value for key, value in given.items() if value is not None}
+    if not overrides:
+        return config
+    values: dict[str, Any] = {**config.lease.model_dump(), **overrides}
+    try:
+        lease = LeaseConfig.model_validate(values)
+    except ValidationError as e:
+        lines = []
+        for item in e.errors(include_url=False):
+            key = str(item["loc"][0]) if item["loc"] else "renew_every"
+            if key not in overrides:  # the check across both keys, on a value set here
+                key = next(iter(overrides))
+            message = item["msg"].removeprefix("Value error, ")
+            got = shown(overrides[key])
+            lines.append(
+                f"environment: {LEASE_VARIABLES[key]}: {message}"
+                + ("" if got in message else f" (got {got})")
+            )
+        raise ConfigError("\n".join(lines)) from e
+    return config.model_copy(update={"lease": lease})
+
+
 def _file_name(value: str) -> str:
     if not value or "\x00" in value or len(value) > 4096:
         raise ValueError("not a file name")
@@ -369,6 +432,7 @@ class Config(Strict):
     rule_files: tuple[Annotated[Text, AfterValidator(_file_name)], ...] | None = None
     railway: RailwayConfig = RailwayConfig()
     daemon: DaemonConfig = DaemonConfig()
+    lease: LeaseConfig = LeaseConfig()
     tiers: dict[str, TierPolicy] = {}
     services: tuple[ServiceConfig, ...]
     channels: tuple[ChannelSettings, ...] = ()
@@ -453,9 +517,10 @@ def load_config(
     environ = os.environ if environ is None else environ
     context: dict[str, Any] = {"environ": environ, "expansions": expansions}
     try:
-        return Config.model_validate(raw, context=context)
+        config = Config.model_validate(raw, context=context)
     except ValidationError as e:
         raise ConfigError(format_validation_error(str(path), e, raw)) from e
+    return _lease_from_environment(config, env)
 
 
 def format_location(loc: Sequence[int | str]) -> str:

@@ -63,6 +63,10 @@ class Observed(Protocol):
         """The running workers (empty before startup)."""
         ...
 
+    def leadership(self) -> dict[str, Any]:
+        """Whether this replica leads, and who does."""
+        ...
+
 
 class Labels:
     """Deployment id -> release label, read once per service per document."""
@@ -114,6 +118,7 @@ async def status_document(daemon: Observed) -> dict[str, Any]:
     return {
         "version": __version__,
         "generated_at": now,
+        "leadership": daemon.leadership(),
         "services": services,
         "timeline": await _timeline(daemon, labels),
     }

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.leadership import leadership_text
 from monitor.model import Op, format_duration, show_seconds
 from monitor.railway.statuses import ENDED, FAILED, SUCCESS
 
@@ -112,11 +113,13 @@ def _e(value: object) -> str:
 
 def _header(status: Mapping[str, Any], summary: str, now: float, refresh: int | None) -> str:
     reload = "" if refresh is None else f" · reloads every {format_duration(refresh)}"
+    leadership = leadership_text(status.get("leadership"))
     return (
         '<header class="page">\n'
         f'<h1>railguard <span class="version">{_e(status.get("version", ""))}</span></h1>\n'
         f'<p class="summary" id="summary">{_e(summary)}</p>\n'
         f'<p class="generated">generated {_time(now)}{reload}</p>\n'
+        f'<p class="leadership" id="leadership">{_e(leadership)}</p>\n'
         "</header>"
     )
 

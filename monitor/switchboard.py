@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from monitor.engine import RuleState, Transition, Verdict
 from monitor.events import EventKind, RuleEvent, RuleKind, write_event
+from monitor.leadership import SOLO, Acting
 from monitor.model import Phase
 from monitor.plan import ServicePlan
 from monitor.scheduler import VerdictSink
@@ -47,13 +48,18 @@ class Switchboard:
         self.tracker: ReleaseTracker | None = None
         self.controller: RollbackController | None = None
         self.baselines: BaselineBook | None = None
+        self.acting: Acting = SOLO
 
     async def on_verdict(self, service: ServicePlan, verdict: Verdict) -> None:
-        """Every rule transition: persist it, record what people hear of, note trouble."""
+        """Every rule transition: persist it, record what people hear of, note trouble.
+
+        A standby keeps the rule's state (warm for a takeover) but records no event: the
+        leader's are the ones the alert router tells, once."""
         if self.store is not None:
             state = self.states(service.name)[verdict.rule].to_dict()
             await self.store.save_rule_state(service.name, verdict.rule, state, verdict.at)
-            for transition in verdict.transitions:
+            told = verdict.transitions if self.acting.leading() else ()
+            for transition in told:
                 kind = ROUTED_TRANSITIONS.get(transition)
                 if transition is Transition.RESET and verdict.previous is Phase.FIRING:
                     # A firing rule that ends through a gap or blindness ends its incident

@@ -236,6 +236,29 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        # High availability (DATABASE_URL): which replica leads, under which epoch.
+        self.leader = Gauge(
+            "railguard_leader", "1 while this replica leads (acts), 0 on a standby.", registry=r
+        )
+        self.lease_epoch = Gauge(
+            "railguard_lease_epoch",
+            "The lease epoch this replica leads under (0: none).",
+            registry=r,
+        )
+        self.leader_takeovers = Counter(
+            "railguard_leader_takeovers_total", "Times this replica became the leader.", registry=r
+        )
+        self.lease_look_failures = Counter(
+            "railguard_lease_look_failures_total",
+            "Looks at the lease that PostgreSQL did not answer.",
+            registry=r,
+        )
+        self.not_leader = Counter(
+            "railguard_not_leader_total",
+            "Writes the store refused because this replica no longer held the lease.",
+            ["task"],
+            registry=r,
+        )
 
 
 LogFormat = Literal["auto", "json", "console"]

@@ -10,7 +10,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
+import psycopg
 import pytest
 
 SERVER = os.environ.get("RAILGUARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -24,8 +24,8 @@ def _with_database(dsn: str, database: str) -> str:
 async def postgres() -> AsyncIterator[str]:
     """The DSN of a new, empty database, dropped after the test."""
     try:
-        admin = await asyncpg.connect(SERVER, timeout=5)
-    except (OSError, asyncpg.PostgresError) as e:
+        admin = await psycopg.AsyncConnection.connect(SERVER, autocommit=True, connect_timeout=5)
+    except (OSError, psycopg.Error) as e:
         reason = f"needs PostgreSQL at {SERVER} ({e})"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}; .ci/run starts it")

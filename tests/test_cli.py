@@ -185,3 +185,12 @@ def test_python_dash_m_monitor(write: Write) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "config OK" in done.stdout
+
+
+def test_unsafe_lease_terms_exit_2(
+    write: Write, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RAILGUARD_LEASE_TTL", "3s")
+    assert main(["check", "--config", str(write(GOOD))]) == 2
+    err = capsys.readouterr().err
+    assert "railguard: environment: RAILGUARD_LEASE_TTL: renew_every 3s must be shorter" in err

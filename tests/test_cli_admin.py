@@ -67,7 +67,8 @@ async def test_status_prints_a_table_and_json(
     assert code == 0
     lines = text.splitlines()
     assert lines[0] == "railguard 0.1.0"
-    assert lines[1].split() == [
+    assert lines[1] == "leader: single replica (no DATABASE_URL): it leads"
+    assert lines[2].split() == [
         "SERVICE",
         "TIER",
         "ACTIVE",

@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
-import asyncpg
+import psycopg
 
 from monitor.clock import FakeClock
 from monitor.lease import LeaseTerms
-from monitor.store.lease_pg import SCHEMA, PgLease, server_time
+from monitor.store.lease_pg import SCHEMA, Connection, PgLease, connector, server_time
 
 TERMS = LeaseTerms(ttl=10.0, renew_every=3.0, margin=2.0)
 
 
-def connector(dsn: str) -> Callable[[], Awaitable[asyncpg.Connection]]:
-    async def connect() -> asyncpg.Connection:
-        return await asyncpg.connect(dsn)
-
-    return connect
+async def connect(dsn: str) -> Connection:
+    return await psycopg.AsyncConnection.connect(dsn, autocommit=True)
 
 
 async def setup(dsn: str) -> None:
-    connection = await asyncpg.connect(dsn)
+    connection = await connect(dsn)
     try:
         await connection.execute(SCHEMA)
     finally:
@@ -32,7 +28,7 @@ async def setup(dsn: str) -> None:
 def replicas(dsn: str, clock: FakeClock, *names: str) -> list[PgLease]:
     """Replicas that read the database's clock as the test's clock (time moves on the clock)."""
 
-    async def database_time(connection: asyncpg.Connection) -> float:
+    async def database_time(connection: Connection) -> float:
         return clock.time()
 
     return [
@@ -78,7 +74,7 @@ async def test_the_fence_checks_the_epoch_in_the_callers_transaction(
     await setup(postgres)
     a, b = replicas(postgres, clock, "a", "b")
     await a.look()
-    connection = await asyncpg.connect(postgres)
+    connection = await connect(postgres)
     try:
         async with connection.transaction():
             assert await a.holds(connection)
@@ -100,7 +96,7 @@ async def test_a_leader_cut_off_from_postgres_stops_before_it_can_be_replaced(
     await a.look()
     assert a.view.may_act(clock.monotonic())
 
-    async def refused() -> asyncpg.Connection:
+    async def refused() -> Connection:
         raise OSError("connection refused")
 
     a.connect = refused  # PostgreSQL unreachable from a
@@ -120,7 +116,7 @@ async def test_a_leader_cut_off_from_postgres_stops_before_it_can_be_replaced(
 
 
 async def test_the_server_clock_is_the_default(postgres: str) -> None:
-    connection = await asyncpg.connect(postgres)
+    connection = await connect(postgres)
     try:
         assert await server_time(connection) > 1.7e9
     finally:
@@ -130,13 +126,13 @@ async def test_the_server_clock_is_the_default(postgres: str) -> None:
 async def test_pg_terminate_backend_is_a_failed_look(postgres: str, clock: FakeClock) -> None:
     await setup(postgres)
     (a,) = replicas(postgres, clock, "a")
-    killer = await asyncpg.connect(postgres)
+    killer = await connect(postgres)
     victim_ready = asyncio.Event()
 
-    async def connect_then_killed() -> asyncpg.Connection:
-        connection = await asyncpg.connect(postgres)
-        pid = connection.get_server_pid()
-        await killer.execute("SELECT pg_terminate_backend($1)", pid)
+    async def connect_then_killed() -> Connection:
+        connection = await connect(postgres)
+        pid = connection.info.backend_pid
+        await killer.execute("SELECT pg_terminate_backend(%s)", (pid,))
         victim_ready.set()
         return connection
 
@@ -148,3 +144,69 @@ async def test_pg_terminate_backend_is_a_failed_look(postgres: str, clock: FakeC
     assert victim_ready.is_set()
     assert view.epoch is None
     assert a.last_error is not None
+
+
+async def test_a_look_reports_who_holds_the_lease(postgres: str, clock: FakeClock) -> None:
+    await setup(postgres)
+    a, b = replicas(postgres, clock, "a", "b")
+    assert a.holder is None  # not looked yet
+    await a.look()
+    await b.look()
+    assert (a.holder, b.holder) == ("a", "a")
+    assert b.view.epoch is None
+
+    async def refused() -> Connection:
+        raise OSError("connection refused")
+
+    b.connect = refused
+    await b.look()
+    assert b.holder == "a"  # as of the last look that answered
+
+
+async def test_a_leader_whose_backend_is_killed_acts_until_its_view_runs_out(
+    postgres: str, clock: FakeClock
+) -> None:
+    await setup(postgres)
+    (a,) = replicas(postgres, clock, "a")
+    await a.look()
+    assert a.view.may_act(clock.monotonic())
+    killer = await connect(postgres)
+
+    async def connect_then_killed() -> Connection:
+        connection = await connect(postgres)
+        await killer.execute("SELECT pg_terminate_backend(%s)", (connection.info.backend_pid,))
+        return connection
+
+    a.connect = connect_then_killed
+    try:
+        await clock.advance(TERMS.renew_every)
+        view = await a.look()
+        assert view.epoch == 1  # the failed renewal leaves the view as it was
+        assert a.last_error is not None
+        await clock.advance(TERMS.ttl - TERMS.margin - TERMS.renew_every)
+        assert not a.view.may_act(clock.monotonic())  # ran out before the lease could expire
+    finally:
+        await killer.close()
+
+
+async def test_a_release_lets_another_replica_take_over_at_its_next_look(
+    postgres: str, clock: FakeClock
+) -> None:
+    await setup(postgres)
+    a, b = replicas(postgres, clock, "a", "b")
+    await a.look()
+    await b.release()  # holds nothing: nothing to give up
+    await b.look()
+    assert b.view.epoch is None
+    await a.release()
+    assert a.view.epoch is None  # it stopped acting first
+    await b.look()
+    assert b.view.epoch == 2  # taken at once, under a new epoch
+
+    async def refused() -> Connection:
+        raise OSError("connection refused")
+
+    b.connect = refused
+    await b.release()  # cannot reach the database: the lease expires by itself
+    assert b.view.epoch is None
+    assert b.last_error == "OSError: connection refused"

@@ -391,3 +391,49 @@ def test_a_latency_query_for_several_quantiles_needs_a_place_for_them(write: Wri
     templated = text.replace("(0.95, x)", "({quantile}, x)")
     (service,) = plan_of(write, templated).services
     assert service.latency_signals == (Signal.LATENCY_P95, Signal.LATENCY_P99)
+
+
+def lease_plan(write: Write, text: str, environ: dict[str, str]):  # type: ignore[no-untyped-def]
+    path = write(textwrap.dedent(text) + SERVICE)
+    return build_plan(path, load_environment(environ), environ)
+
+
+def test_the_lease_defaults_take_over_within_15s(write: Write) -> None:
+    terms = lease_plan(write, "", {}).config.lease.terms
+    assert (terms.ttl, terms.renew_every, terms.margin) == (10.0, 3.0, 2.0)
+    assert terms.takeover_within <= 15.0
+
+
+def test_lease_keys_from_the_file_and_the_environment(write: Write) -> None:
+    text = '[lease]\nttl = "20s"\nrenew_every = "5s"\n'
+    assert lease_plan(write, text, {}).config.lease.terms.ttl == 20.0
+    environ = {"RAILGUARD_LEASE_TTL": "4s", "RAILGUARD_LEASE_RENEW_EVERY": "1s"}
+    terms = lease_plan(write, text, environ).config.lease.terms
+    # The environment wins; a short lease stops acting a fifth of its ttl before it ends.
+    assert (terms.ttl, terms.renew_every, terms.margin) == (4.0, 1.0, 0.8)
+
+
+def test_unsafe_lease_terms_name_the_key_and_the_value(write: Write) -> None:
+    with pytest.raises(ConfigError) as caught:
+        lease_plan(write, '[lease]\nrenew_every = "9s"\n', {})
+    message = str(caught.value)
+    assert "lease.renew_every: renew_every 9s must be shorter than ttl less margin" in message
+    assert "(got '9s')" in message
+    with pytest.raises(ConfigError, match=r"lease\.ttl: must be at least 1s"):
+        lease_plan(write, '[lease]\nttl = "500ms"\n', {})
+    with pytest.raises(ConfigError) as caught:
+        lease_plan(write, "", {"RAILGUARD_LEASE_RENEW_EVERY": "30s"})
+    assert str(caught.value).startswith("environment: RAILGUARD_LEASE_RENEW_EVERY: renew_every")
+    assert "(got '30s')" in str(caught.value)
+    with pytest.raises(ConfigError, match="environment: RAILGUARD_LEASE_TTL: not a duration"):
+        lease_plan(write, "", {"RAILGUARD_LEASE_TTL": "ten"})
+
+
+def test_check_shows_the_lease_with_a_database_url(write: Write) -> None:
+    plan = lease_plan(write, "", {"DATABASE_URL": "postgresql://u:pw@db/railguard"})
+    assert (
+        "high availability: a leader lease in DATABASE_URL, ttl 10s, renewed every 3s "
+        "(a dead leader is replaced within 13s)"
+    ) in plan.describe()
+    assert "pw" not in plan.describe()
+    assert "high availability" not in lease_plan(write, "", {}).describe()

@@ -21,6 +21,7 @@ from monitor.alerts.model import Notification, Severity, Status
 from monitor.alerts.outbox import Outbox
 from monitor.clock import Clock
 from monitor.events import EventKind, from_record
+from monitor.leadership import SOLO, Acting
 from monitor.plan import ServicePlan
 from monitor.render import COUNTED, describe
 from monitor.store import EventRecord, FreezeRecord
@@ -81,8 +82,10 @@ class Digest:
         *,
         clock: Clock,
         status_url: str | None = None,
+        acting: Acting = SOLO,
     ) -> None:
         self.store = store
+        self.acting = acting
         self.outbox = outbox
         self.channels = dict(channels)
         self.clock = clock
@@ -97,7 +100,8 @@ class Digest:
         """Send digests as they fall due, until cancelled."""
         while True:
             self.last_beat = self.clock.monotonic()
-            await self.send_due()
+            if self.acting.leading():  # the leader's digest is the one sent
+                await self.send_due()
             await self.clock.sleep(60.0)  # digest_at has minute resolution
 
     async def send_due(self) -> list[Notification]:

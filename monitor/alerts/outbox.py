@@ -31,7 +31,8 @@ import structlog
 from monitor.alerts.channels.base import Channel
 from monitor.alerts.model import Notification
 from monitor.clock import Clock
-from monitor.errors import ChannelError
+from monitor.errors import ChannelError, NotLeader, StoreError
+from monitor.leadership import SOLO, Acting
 from monitor.store.outbox import OutboxRecord, OutboxState
 from monitor.telemetry import Metrics
 
@@ -49,6 +50,8 @@ class OutboxStorage(Protocol):
     ) -> bool: ...
 
     async def outbox_head(self, channel: str) -> OutboxRecord | None: ...
+
+    async def outbox_claim(self, id: int, at: float) -> OutboxRecord: ...
 
     async def outbox_done(
         self, id: int, state: OutboxState, at: float, error: str | None = None
@@ -72,8 +75,12 @@ class Outbox:
         base_delay: float = 5.0,
         max_delay: float = 600.0,
         seed: int | None = None,
+        acting: Acting = SOLO,
+        standby_poll: float = 1.0,
     ) -> None:
         self.store = store
+        self.acting = acting
+        self.standby_poll = standby_poll  # how often a standby's worker asks whether it leads
         self.channels = dict(channels)
         self.clock = clock
         self.metrics = metrics
@@ -137,6 +144,9 @@ class Outbox:
         channel, wake = self.channels[name], self._wake[name]
         while not self._stopping:
             wake.clear()
+            if not self.acting.leading():  # the leader delivers
+                await self._sleep_or_wake(self.standby_poll, wake)
+                continue
             message = await self.store.outbox_head(name)
             if message is None:
                 self.metrics.outbox_pending.labels(name).set(0)
@@ -162,6 +172,17 @@ class Outbox:
 
     async def _deliver(self, name: str, channel: Channel, message: OutboxRecord) -> None:
         notification = Notification.from_dict(message.payload)
+        try:
+            # Right before the send, under the lease's fence: a deposed leader sends nothing.
+            await self.store.outbox_claim(message.id, self.clock.time())
+        except NotLeader as e:
+            self.acting.refused(f"outbox:{name}", e)
+            await self.clock.sleep(self.standby_poll)  # asked again once the lease is looked at
+            return
+        except StoreError as e:  # delivered or given up meanwhile (by another leader)
+            log.info("alert not claimed", channel=name, message=message.message_id, why=str(e))
+            await self.clock.sleep(self.standby_poll)
+            return
         try:
             try:
                 await channel.send(notification)

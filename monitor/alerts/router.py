@@ -29,6 +29,7 @@ from monitor.alerts.model import Notification, Severity, Status
 from monitor.alerts.outbox import Outbox
 from monitor.clock import Clock
 from monitor.events import EventKind, from_record, rule_of
+from monitor.leadership import SOLO, Acting
 from monitor.model import format_duration
 from monitor.plan import ServicePlan
 from monitor.render import describe
@@ -105,8 +106,10 @@ class Router:
         metrics: Metrics,
         status_url: str | None = None,
         poll_every: float = 1.0,
+        acting: Acting = SOLO,
     ) -> None:
         self.store = store
+        self.acting = acting
         self.outbox = outbox
         self.channels = dict(channels)
         self.services = dict(services)
@@ -131,12 +134,23 @@ class Router:
         return len(events)
 
     async def run(self) -> None:
-        """Route new events as they are recorded, until cancelled."""
-        await self.restore()
+        """Route new events as they are recorded, until cancelled; only while leading.
+
+        A replica that starts leading first restores the open incidents (the last leader
+        may have routed events meanwhile), then routes from the shared cursor."""
+        restored = False
         while True:
             self.last_beat = self.clock.monotonic()
-            await self.route_new()
-            await self.remind()
+            if not self.acting.leading():
+                restored = False
+            else:
+                if not restored:
+                    self._open.clear()
+                    self._last.clear()
+                    await self.restore()
+                    restored = True
+                await self.route_new()
+                await self.remind()
             await self.clock.sleep(self.poll_every)
 
     async def remind(self) -> int:

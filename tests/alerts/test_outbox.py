@@ -198,6 +198,9 @@ class SlowRecord:
     async def outbox_head(self, channel: str) -> OutboxRecord | None:
         return await self.store.outbox_head(channel)
 
+    async def outbox_claim(self, id: int, at: float) -> OutboxRecord:
+        return await self.store.outbox_claim(id, at)
+
     async def outbox_done(
         self, id: int, state: OutboxState, at: float, error: str | None = None
     ) -> None:
