@@ -170,6 +170,38 @@ def test_redact_hides_only_the_password() -> None:
     assert redact("postgresql://u:pw@[::1]:5432/db?x=1") == "postgresql://u:***@[::1]:5432/db?x=1"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u@h/db?password=s3cret", "postgresql://u@h/db?password=***"),
+        ("postgresql://u:s3cr@t@h/db", "postgresql://u:***@h/db"),  # "@" in the password
+        ("postgresql://u:s3cr%40t@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://:s3cret@h/db", "postgresql://:***@h/db"),  # no user
+        ("host=h password=s3cret dbname=db", "host=h password=*** dbname=db"),
+        ("host=h password='s3 cret' dbname=db", "host=h password=*** dbname=db"),
+    ],
+)
+def test_redact_hides_the_password_wherever_the_url_puts_it(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://railguard:p%zzs3cret@127.0.0.1:1/db",  # libpq quotes the bad token
+        "postgresql://railguard:s3cret@[::1/db",  # libpq quotes the whole URL
+        "postgresql://railguard@127.0.0.1:1/db?password=s3cret&connect_timeout=2",
+    ],
+)
+async def test_a_url_that_cannot_be_used_is_never_quoted_with_its_password(
+    url: str, clock: FakeClock
+) -> None:
+    with pytest.raises(StoreError) as e:
+        await open_store(Path("x"), database_url=url, clock=clock)
+    assert "s3cret" not in str(e.value)
+    assert "DATABASE_URL" in str(e.value)
+
+
 def test_named_parameters_become_psycopgs() -> None:
     assert translate("SELECT :a, :b_2 FROM t WHERE x = :a") == (
         "SELECT %(a)s, %(b_2)s FROM t WHERE x = %(a)s"
