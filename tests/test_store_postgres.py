@@ -5,7 +5,7 @@ the fence, outbox claims, a connection the server killed, what messages name. A 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,6 +18,7 @@ from monitor.store import Fence, open_store
 from monitor.store.pg import redact, translate
 from monitor.store.postgres import PostgresStore
 from monitor.store.sql import SqlStore
+from monitor.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 
@@ -200,6 +201,51 @@ async def test_a_url_that_cannot_be_used_is_never_quoted_with_its_password(
         await open_store(Path("x"), database_url=url, clock=clock)
     assert "s3cret" not in str(e.value)
     assert "DATABASE_URL" in str(e.value)
+
+
+@pytest.fixture
+def postgres_en_us(postgres: str) -> Iterator[str]:
+    """A database whose collation is en-US (ICU), as most servers' default is."""
+    server, name = postgres.rsplit("/", 1)
+    name = f"{name}_en_us"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(
+            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' "
+            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_text_is_ordered_as_on_sqlite_whatever_the_servers_collation(
+    postgres_en_us: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    names = ["api_v1", "Web", "api-v2", "apiv0", "API"]  # en-US: API api_v1 api-v2 apiv0 Web
+
+    async def orders(store: SqlStore) -> list[list[str]]:
+        for name in names:
+            await store.freeze(name, "r", "ana", T0)
+            await store.save_rule_state("api", name, {}, T0)
+            await store.upsert_deployment(
+                "api", id=name, status="SUCCESS", created_at=T0, can_rollback=True, meta={},
+                seen_at=T0, live=False,
+            )  # fmt: skip
+        return [
+            [f.service for f in await store.freezes(T0)],
+            list(await store.rule_states("api")),
+            [d.id for d in await store.deployments("api")],  # a tie on created_at
+            [d.id for d in (await store.service_records("api", T0)).records],
+        ]
+
+    async with await open_store(Path("x"), database_url=postgres_en_us, clock=clock) as pg:
+        on_postgres = await orders(pg)
+    async with await SQLiteStore.open(tmp_path / "railguard.db", clock=clock) as lite:
+        assert await orders(lite) == on_postgres
+    assert on_postgres[0] == sorted(names)
+    assert on_postgres[2] == sorted(names, reverse=True)
 
 
 def test_named_parameters_become_psycopgs() -> None:

@@ -31,6 +31,7 @@ class PostgresStore(SqlStore):
 
     _INTEGRITY_ERRORS = (psycopg.errors.IntegrityError,)
     _LOCK_FOR_SHARE = " FOR SHARE"
+    _BY_CODE_POINT = ' COLLATE "C"'
 
     @classmethod
     async def open(cls, url: str, *, clock: Clock) -> PostgresStore:
