@@ -230,9 +230,15 @@ async def test_text_is_ordered_as_on_sqlite_whatever_the_servers_collation(
             await store.freeze(name, "r", "ana", T0)
             await store.save_rule_state("api", name, {}, T0)
             await store.upsert_deployment(
-                "api", id=name, status="SUCCESS", created_at=T0, can_rollback=True, meta={},
-                seen_at=T0, live=False,
-            )  # fmt: skip
+                "api",
+                id=name,
+                status="SUCCESS",
+                created_at=T0,
+                can_rollback=True,
+                meta={},
+                seen_at=T0,
+                live=False,
+            )
         return [
             [f.service for f in await store.freezes(T0)],
             list(await store.rule_states("api")),
