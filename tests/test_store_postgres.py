@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -49,6 +50,17 @@ async def test_open_store_with_a_url_is_postgres(store: SqlStore, postgres: str)
     assert isinstance(store, PostgresStore)
     assert store.schema_version == store.migrated[-1]
     assert store.label == postgres  # no password in the test server's URL
+
+
+async def test_the_urls_own_settings_win_over_the_stores(postgres: str, clock: FakeClock) -> None:
+    url = f"{postgres}?options={quote('-c statement_timeout=1234')}&application_name=mine"
+    async with await open_store(Path("x"), database_url=url, clock=clock) as store:
+        settings = await store._fetch(
+            "SELECT current_setting('statement_timeout') AS timeout, "
+            "current_setting('application_name') AS name",
+            {},
+        )
+    assert (settings[0]["timeout"], settings[0]["name"]) == ("1234ms", "mine")
 
 
 async def test_a_second_open_migrates_nothing(postgres: str, clock: FakeClock) -> None:

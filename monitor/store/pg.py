@@ -159,8 +159,9 @@ class PgDriver:
 
     def _connect(self) -> Connection:
         given = conninfo_to_dict(self.url)
-        # The URL's own settings win (its options are kept, ours appended after them).
-        options = f"{given.get('options') or ''} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        # The URL's own settings win: of two -c for one setting the server takes the last,
+        # so its options go after ours.
+        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} {given.get('options') or ''}"
         settings: dict[str, Any] = {
             "connect_timeout": CONNECT_TIMEOUT_S,
             "application_name": self.application_name,
