@@ -137,6 +137,17 @@ async def test_text_that_is_not_unicode_is_a_store_error_and_the_next_write_succ
     assert [e.data for e in await store.events("api")] == [{"body": bad}]
 
 
+async def test_a_number_beyond_64_bits_is_a_store_error_and_the_next_write_succeeds(
+    store: SQLiteStore,
+) -> None:
+    with pytest.raises(StoreError, match=r"too large|out of range"):
+        await store.events(limit=2**64)
+    with pytest.raises(StoreError):  # a write (PostgreSQL finds no such intent)
+        await store.note_attempt(2**64, T0)
+    await store.freeze("api", "ok", "ana", T0)
+    assert await store.frozen("api", T0) is not None
+
+
 @pytest.mark.sqlite_only
 async def test_a_transaction_that_cannot_begin_fails_its_writes_and_the_next_succeeds(
     tmp_path: Path, clock: FakeClock

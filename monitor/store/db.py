@@ -319,6 +319,9 @@ class Database:
         if isinstance(error, UnicodeEncodeError):  # a lone surrogate (JSON's "\udcff" from
             # an API) neither backend can store: the value's fault, not the program's
             return StoreError(f"{self.label}: text that is not valid Unicode: {error}")
+        if isinstance(error, OverflowError):  # sqlite3's for an int beyond 64 bits (PG's
+            # "bigint out of range" is the driver's error already)
+            return StoreError(f"{self.label}: a number too large to store: {error}")
         if isinstance(error, StoreError) or not self.driver.is_error(error):
             return error
         return StoreError(f"{self.label}: {error}")
