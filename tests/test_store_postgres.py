@@ -275,12 +275,19 @@ def test_named_parameters_become_psycopgs() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["mysql://u:secretpw@h/db", "secretpw", "sqlite:///data/railguard.db"]
+    "value",
+    ["mysql://u:secretpw@h/db", "secretpw", "sqlite:///data/railguard.db", "u:secretpw@h://db"],
 )
 def test_database_url_must_be_postgres_and_is_never_quoted(value: str) -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL: a PostgreSQL URL is needed") as e:
         load_environment({"DATABASE_URL": value})
     assert "secretpw" not in str(e.value)
+
+
+def test_a_database_url_pasted_with_a_newline_is_stripped() -> None:
+    url = load_environment({"DATABASE_URL": " postgresql://u:pw@h/db\n"}).database_url
+    assert url is not None
+    assert url.get_secret_value() == "postgresql://u:pw@h/db"
 
 
 def test_an_empty_database_url_means_sqlite() -> None:
