@@ -90,6 +90,10 @@ class Environment(BaseSettings):
         url = "" if value is None else value.get_secret_value().strip()
         if not url:
             return None
+        try:  # a byte that is no UTF-8 comes as a lone surrogate (os.environ's surrogateescape)
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid UTF-8 (a byte in it is no character)") from None
         scheme = url.split("://", 1)[0] if "://" in url else ""
         if scheme not in ("postgres", "postgresql"):
             # Only a scheme is shown: before a "://" further in, "user:password@host" may be.

@@ -284,6 +284,18 @@ def test_database_url_must_be_postgres_and_is_never_quoted(value: str) -> None:
     assert "secretpw" not in str(e.value)
 
 
+def test_a_database_url_that_is_no_utf8_is_refused_without_a_traceback() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL: not valid UTF-8") as e:
+        load_environment({"DATABASE_URL": "postgresql://u:s3cr\udcffet@h/db"})
+    assert "s3cr" not in str(e.value)
+
+
+async def test_a_url_that_is_no_utf8_is_a_store_error(clock: FakeClock) -> None:
+    with pytest.raises(StoreError, match="not valid UTF-8") as e:
+        await open_store(Path("x"), database_url="postgresql://u:s3cr\udcffet@h/db", clock=clock)
+    assert "s3cr" not in str(e.value)
+
+
 def test_a_database_url_pasted_with_a_newline_is_stripped() -> None:
     url = load_environment({"DATABASE_URL": " postgresql://u:pw@h/db\n"}).database_url
     assert url is not None

@@ -156,6 +156,8 @@ class PgDriver:
             return self._connect()
         except psycopg.Error as e:
             raise type(e)(scrub(str(e), self.url)) from None  # the original quotes the password
+        except UnicodeEncodeError:  # a lone surrogate: libpq takes UTF-8 only
+            raise psycopg.ProgrammingError("the URL is not valid UTF-8") from None
 
     def _connect(self) -> Connection:
         given = conninfo_to_dict(self.url)
