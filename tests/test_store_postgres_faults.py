@@ -162,6 +162,28 @@ async def test_a_connection_killed_inside_a_batch_fails_the_batch_and_the_next_w
     assert await store.frozen("api", T0) is not None
 
 
+async def test_a_batch_postgresql_aborted_is_never_reported_committed(store: SqlStore) -> None:
+    """A job that catches a failed statement's error (fine on SQLite, which undoes that
+    statement alone) leaves PostgreSQL's transaction aborted; its COMMIT then rolls back."""
+
+    def swallows(db: Connection) -> None:
+        with contextlib.suppress(psycopg.Error):
+            db.execute("SELECT 1 / 0")
+
+    with one_batch(store):
+        writes = [
+            asyncio.ensure_future(store.freeze("api", "x", "ana", T0)),
+            asyncio.ensure_future(store._write(swallows)),
+        ]
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert all(isinstance(r, StoreError) for r in results), results
+    assert "rolled back, not committed" in str(results[0])
+    assert await store.frozen("api", T0) is None
+    await store.freeze("api", "again", "ana", T0)  # the connection is fine
+    assert await store.frozen("api", T0) is not None
+
+
 async def test_the_lease_row_locked_past_the_statement_timeout_fails_the_fenced_write_alone(
     postgres: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -120,6 +120,12 @@ class PgConnection:
         else:  # no parameters: the text goes as it is (several statements allowed)
             cursor = self.connection.execute(sql)
         try:
+            if sql == "COMMIT" and cursor.statusmessage == "ROLLBACK":
+                # A statement failed and its error was caught: PostgreSQL aborted the whole
+                # transaction (SQLite undoes the statement alone), and says so only here.
+                raise psycopg.errors.InFailedSqlTransaction(
+                    "the transaction was rolled back, not committed: a statement in it failed"
+                )
             rows: list[PgRow] = []
             if cursor.description is not None:
                 index = {column.name: i for i, column in enumerate(cursor.description)}
