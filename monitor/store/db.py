@@ -266,7 +266,12 @@ class Database:
             self._roll_back(db)
             if len(batch) == 1 or not self.driver.usable(db):
                 return [(None, self._error(e)) for _ in batch]
-            return self._one_by_one(batch, len(results), self._error(e))
+            # A statement the database refused (a lock waited for until the statement
+            # timeout, a value it cannot store) is not run again: it would fail as slowly,
+            # the whole store waiting behind it. A job's own refusal may name what the undone
+            # batch held (an intent's id): that job runs again.
+            failed = len(results) if self.driver.is_error(e) else None
+            return self._one_by_one(batch, failed, self._error(e))
         try:
             db.execute("COMMIT")
         except Exception as e:  # the transaction failed (or its answer was lost)
@@ -282,12 +287,11 @@ class Database:
                 raise
 
     def _one_by_one(
-        self, batch: list[_Write], failed: int, error: Exception
+        self, batch: list[_Write], failed: int | None, error: Exception
     ) -> list[tuple[Any, BaseException | None]]:
-        """The batch again, after its write ``failed`` failed with ``error``: that one is not
-        run again (a write that waited for a lock until the statement timeout would wait as
-        long again, the whole store with it), the others each in a savepoint, so one that
-        fails is undone alone and the rest commit."""
+        """The batch again, after one of its writes failed: each write in a savepoint, so the
+        one that fails is undone alone and the others commit; the write ``failed`` (if any)
+        is not run again, its caller gets ``error``."""
         outcomes: list[tuple[Any, BaseException | None]] = []
         db = self._db()
         try:
