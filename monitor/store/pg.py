@@ -62,9 +62,10 @@ _QUERY_PASSWORD = re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE)
 
 def _passwords(url: str) -> set[str]:
     """What may be ``url``'s password, generously: as written and percent-decoded."""
-    found = [m[2] for m in _DSN_PASSWORD.finditer(url)] if "://" not in url else []
-    if "://" in url:
-        found += _QUERY_PASSWORD.findall(url)
+    if "://" not in url:  # the key=value form
+        found = [m[2] for m in _DSN_PASSWORD.finditer(url)]
+    else:
+        found = _QUERY_PASSWORD.findall(url)
         userinfo, at, _ = url.split("://", 1)[1].rpartition("@")  # "@" in a password too
         if at and ":" in userinfo:
             found.append(userinfo.split(":", 1)[1])
