@@ -9,6 +9,7 @@ names the file, the key path and the offending value.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -90,18 +91,23 @@ class Environment(BaseSettings):
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
         """A PostgreSQL URL or nothing: another scheme is a mistake, said at startup."""
-        if value is None or not value.get_secret_value().strip():
+        # Stripped: a pasted secret's newline would otherwise end the database's name.
+        url = "" if value is None else value.get_secret_value().strip()
+        if not url:
             return None
-        scheme = (
-            value.get_secret_value().split("://", 1)[0] if "://" in value.get_secret_value() else ""
-        )
+        try:  # a byte that is no UTF-8 comes as a lone surrogate (os.environ's surrogateescape)
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid UTF-8 (a byte in it is no character)") from None
+        scheme = url.split("://", 1)[0] if "://" in url else ""
         if scheme not in ("postgres", "postgresql"):
-            # Only the scheme: the rest holds a password.
+            # Only a scheme is shown: before a "://" further in, "user:password@host" may be.
+            shown = scheme[:20] if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme) else ""
             raise ValueError(
                 "a PostgreSQL URL is needed, postgresql://user:password@host:port/database "
-                f"(scheme {scheme[:20]!r})"
+                f"(scheme {shown!r})"
             )
-        return value
+        return SecretStr(url)
 
 
 def _aliases() -> set[str]:

@@ -85,6 +85,71 @@ async def test_a_failing_write_is_undone_alone(store: SQLiteStore) -> None:
     assert record.attempts == 0
 
 
+async def test_a_statement_the_database_refused_in_a_batch_is_not_run_again(
+    store: SQLiteStore,
+) -> None:
+    """The batch is run again in savepoints without it: a write that waited for a lock until
+    the statement timeout (PostgreSQL's lease row) would otherwise wait as long again, and
+    every read and write of the store behind it."""
+    runs = 0
+
+    def waited_and_failed(db: sqlite3.Connection) -> None:
+        nonlocal runs
+        runs += 1
+        db.execute("SELECT * FROM nowhere")  # refused by the database, as a timeout is
+
+    with one_batch(store):
+        writes = [
+            asyncio.ensure_future(store.freeze("api", "before", "ana", T0)),
+            asyncio.ensure_future(store._write(waited_and_failed)),
+            asyncio.ensure_future(store.record_event("api", "note", T0, {"i": 1})),
+        ]
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert runs == 1
+    assert isinstance(results[1], StoreError)
+    assert "nowhere" in str(results[1])
+    assert await store.frozen("api", T0) is not None  # the others committed
+    assert [e.data for e in await store.events("api")] == [{"i": 1}]
+
+
+@pytest.mark.parametrize("where", ["service", "reason"])
+async def test_text_that_is_not_unicode_is_a_store_error_and_the_next_write_succeeds(
+    store: SQLiteStore, where: str
+) -> None:
+    """A lone surrogate (JSON's "\\udcff" from an API) is no UTF-8: neither backend stores
+    it, and it is the store's error, said like any other, not a UnicodeEncodeError."""
+    bad = "a\udcff"
+    service, reason = (bad, "ok") if where == "service" else ("api", bad)
+    with pytest.raises(StoreError, match="not valid Unicode"):
+        await store.freeze(service, reason, "ana", T0)
+    with pytest.raises(StoreError, match="not valid Unicode"):
+        await store.frozen(bad, T0)  # a read too
+    with one_batch(store):  # in a batch: undone alone
+        writes = [
+            asyncio.ensure_future(store.freeze(service, reason, "ana", T0)),
+            asyncio.ensure_future(store.freeze("web", "ok", "ana", T0)),
+        ]
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert isinstance(results[0], StoreError)
+    assert await store.frozen("web", T0) is not None
+    # Inside JSON it is escaped, so it round-trips.
+    await store.record_event("api", "note", T0, {"body": bad})
+    assert [e.data for e in await store.events("api")] == [{"body": bad}]
+
+
+async def test_a_number_beyond_64_bits_is_a_store_error_and_the_next_write_succeeds(
+    store: SQLiteStore,
+) -> None:
+    with pytest.raises(StoreError, match=r"too large|out of range"):
+        await store.events(limit=2**64)
+    with pytest.raises(StoreError):  # a write (PostgreSQL finds no such intent)
+        await store.note_attempt(2**64, T0)
+    await store.freeze("api", "ok", "ana", T0)
+    assert await store.frozen("api", T0) is not None
+
+
 @pytest.mark.sqlite_only
 async def test_a_transaction_that_cannot_begin_fails_its_writes_and_the_next_succeeds(
     tmp_path: Path, clock: FakeClock

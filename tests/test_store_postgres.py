@@ -5,8 +5,9 @@ the fence, outbox claims, a connection the server killed, what messages name. A 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -18,6 +19,7 @@ from monitor.store import Fence, open_store
 from monitor.store.pg import redact, translate
 from monitor.store.postgres import PostgresStore
 from monitor.store.sql import SqlStore
+from monitor.store.sqlite import SQLiteStore
 
 T0 = 1_700_000_000.0
 
@@ -48,6 +50,17 @@ async def test_open_store_with_a_url_is_postgres(store: SqlStore, postgres: str)
     assert isinstance(store, PostgresStore)
     assert store.schema_version == store.migrated[-1]
     assert store.label == postgres  # no password in the test server's URL
+
+
+async def test_the_urls_own_settings_win_over_the_stores(postgres: str, clock: FakeClock) -> None:
+    url = f"{postgres}?options={quote('-c statement_timeout=1234')}&application_name=mine"
+    async with await open_store(Path("x"), database_url=url, clock=clock) as store:
+        settings = await store._fetch(
+            "SELECT current_setting('statement_timeout') AS timeout, "
+            "current_setting('application_name') AS name",
+            {},
+        )
+    assert (settings[0]["timeout"], settings[0]["name"]) == ("1234ms", "mine")
 
 
 async def test_a_second_open_migrates_nothing(postgres: str, clock: FakeClock) -> None:
@@ -170,6 +183,89 @@ def test_redact_hides_only_the_password() -> None:
     assert redact("postgresql://u:pw@[::1]:5432/db?x=1") == "postgresql://u:***@[::1]:5432/db?x=1"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u@h/db?password=s3cret", "postgresql://u@h/db?password=***"),
+        ("postgresql://u:s3cr@t@h/db", "postgresql://u:***@h/db"),  # "@" in the password
+        ("postgresql://u:s3cr%40t@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://:s3cret@h/db", "postgresql://:***@h/db"),  # no user
+        ("host=h password=s3cret dbname=db", "host=h password=*** dbname=db"),
+        ("host=h password='s3 cret' dbname=db", "host=h password=*** dbname=db"),
+    ],
+)
+def test_redact_hides_the_password_wherever_the_url_puts_it(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://railguard:p%zzs3cret@127.0.0.1:1/db",  # libpq quotes the bad token
+        "postgresql://railguard:s3cret@[::1/db",  # libpq quotes the whole URL
+        "postgresql://railguard@127.0.0.1:1/db?password=s3cret&connect_timeout=2",
+    ],
+)
+async def test_a_url_that_cannot_be_used_is_never_quoted_with_its_password(
+    url: str, clock: FakeClock
+) -> None:
+    with pytest.raises(StoreError) as e:
+        await open_store(Path("x"), database_url=url, clock=clock)
+    assert "s3cret" not in str(e.value)
+    assert "DATABASE_URL" in str(e.value)
+
+
+@pytest.fixture
+def postgres_en_us(postgres: str) -> Iterator[str]:
+    """A database whose collation is en-US (ICU), as most servers' default is."""
+    server, name = postgres.rsplit("/", 1)
+    name = f"{name}_en_us"
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+        admin.execute(
+            f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8' "
+            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with psycopg.connect(f"{server}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_text_is_ordered_as_on_sqlite_whatever_the_servers_collation(
+    postgres_en_us: str, tmp_path: Path, clock: FakeClock
+) -> None:
+    names = ["api_v1", "Web", "api-v2", "apiv0", "API"]  # en-US: API api_v1 api-v2 apiv0 Web
+
+    async def orders(store: SqlStore) -> list[list[str]]:
+        for name in names:
+            await store.freeze(name, "r", "ana", T0)
+            await store.save_rule_state("api", name, {}, T0)
+            await store.upsert_deployment(
+                "api",
+                id=name,
+                status="SUCCESS",
+                created_at=T0,
+                can_rollback=True,
+                meta={},
+                seen_at=T0,
+                live=False,
+            )
+        return [
+            [f.service for f in await store.freezes(T0)],
+            list(await store.rule_states("api")),
+            [d.id for d in await store.deployments("api")],  # a tie on created_at
+            [d.id for d in (await store.service_records("api", T0)).records],
+        ]
+
+    async with await open_store(Path("x"), database_url=postgres_en_us, clock=clock) as pg:
+        on_postgres = await orders(pg)
+    async with await SQLiteStore.open(tmp_path / "railguard.db", clock=clock) as lite:
+        assert await orders(lite) == on_postgres
+    assert on_postgres[0] == sorted(names)
+    assert on_postgres[2] == sorted(names, reverse=True)
+
+
 def test_named_parameters_become_psycopgs() -> None:
     assert translate("SELECT :a, :b_2 FROM t WHERE x = :a") == (
         "SELECT %(a)s, %(b_2)s FROM t WHERE x = %(a)s"
@@ -179,12 +275,31 @@ def test_named_parameters_become_psycopgs() -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["mysql://u:secretpw@h/db", "secretpw", "sqlite:///data/railguard.db"]
+    "value",
+    ["mysql://u:secretpw@h/db", "secretpw", "sqlite:///data/railguard.db", "u:secretpw@h://db"],
 )
 def test_database_url_must_be_postgres_and_is_never_quoted(value: str) -> None:
     with pytest.raises(ConfigError, match="DATABASE_URL: a PostgreSQL URL is needed") as e:
         load_environment({"DATABASE_URL": value})
     assert "secretpw" not in str(e.value)
+
+
+def test_a_database_url_that_is_no_utf8_is_refused_without_a_traceback() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL: not valid UTF-8") as e:
+        load_environment({"DATABASE_URL": "postgresql://u:s3cr\udcffet@h/db"})
+    assert "s3cr" not in str(e.value)
+
+
+async def test_a_url_that_is_no_utf8_is_a_store_error(clock: FakeClock) -> None:
+    with pytest.raises(StoreError, match="not valid UTF-8") as e:
+        await open_store(Path("x"), database_url="postgresql://u:s3cr\udcffet@h/db", clock=clock)
+    assert "s3cr" not in str(e.value)
+
+
+def test_a_database_url_pasted_with_a_newline_is_stripped() -> None:
+    url = load_environment({"DATABASE_URL": " postgresql://u:pw@h/db\n"}).database_url
+    assert url is not None
+    assert url.get_secret_value() == "postgresql://u:pw@h/db"
 
 
 def test_an_empty_database_url_means_sqlite() -> None:

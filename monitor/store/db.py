@@ -255,16 +255,23 @@ class Database:
             db.execute(self.driver.begin)
         except Exception as e:
             return [(None, self._error(e)) for _ in batch]
+        results: list[Any] = []
         try:
             # Every SQLite call hands the GIL back and waits to get it again, up to a switch
             # interval when the loop is busy: a batch runs as few statements as it can, so
             # savepoints only when a write in it fails.
-            results = [_finished(write.job(db)) for write in batch]
+            for write in batch:
+                results.append(_finished(write.job(db)))
         except Exception as e:
             self._roll_back(db)
             if len(batch) == 1 or not self.driver.usable(db):
                 return [(None, self._error(e)) for _ in batch]
-            return self._one_by_one(batch)
+            # A statement the database refused (a lock waited for until the statement
+            # timeout, a value it cannot store) is not run again: it would fail as slowly,
+            # the whole store waiting behind it. A job's own refusal may name what the undone
+            # batch held (an intent's id): that job runs again.
+            failed = len(results) if self.driver.is_error(e) else None
+            return self._one_by_one(batch, failed, self._error(e))
         try:
             db.execute("COMMIT")
         except Exception as e:  # the transaction failed (or its answer was lost)
@@ -279,14 +286,20 @@ class Database:
             if not self.driver.is_error(e):
                 raise
 
-    def _one_by_one(self, batch: list[_Write]) -> list[tuple[Any, BaseException | None]]:
-        """The batch again, after one of its writes failed: each write in a savepoint, so
-        the one that fails is undone alone and the others commit."""
+    def _one_by_one(
+        self, batch: list[_Write], failed: int | None, error: Exception
+    ) -> list[tuple[Any, BaseException | None]]:
+        """The batch again, after one of its writes failed: each write in a savepoint, so the
+        one that fails is undone alone and the others commit; the write ``failed`` (if any)
+        is not run again, its caller gets ``error``."""
         outcomes: list[tuple[Any, BaseException | None]] = []
         db = self._db()
         try:
             db.execute(self.driver.begin)
-            for write in batch:
+            for i, write in enumerate(batch):
+                if i == failed:
+                    outcomes.append((None, error))
+                    continue
                 db.execute("SAVEPOINT write")
                 try:
                     result = _finished(write.job(db))
@@ -307,6 +320,12 @@ class Database:
 
     def _error(self, error: Exception) -> Exception:
         """What a caller gets: the driver's errors name the file or server, others pass."""
+        if isinstance(error, UnicodeEncodeError):  # a lone surrogate (JSON's "\udcff" from
+            # an API) neither backend can store: the value's fault, not the program's
+            return StoreError(f"{self.label}: text that is not valid Unicode: {error}")
+        if isinstance(error, OverflowError):  # sqlite3's for an int beyond 64 bits (PG's
+            # "bigint out of range" is the driver's error already)
+            return StoreError(f"{self.label}: a number too large to store: {error}")
         if isinstance(error, StoreError) or not self.driver.is_error(error):
             return error
         return StoreError(f"{self.label}: {error}")

@@ -18,11 +18,12 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from monitor.redact import REDACTED, redact_url
 from monitor.store.db import Connection
 
 # Named parameters outside of string literals and casts (``::type``): the jobs' SQL has no
@@ -40,16 +41,36 @@ def translate(sql: str) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with its password hidden: what messages and logs may name."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "the database at DATABASE_URL"
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+    """The URL (or key=value DSN) with its password hidden: what messages and logs may name."""
+    if "://" not in url:  # the key=value form
+        return _DSN_PASSWORD.sub(rf"\1{REDACTED}", url)
+    return redact_url(url)  # the userinfo's password, and a query's ?password=
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a driver's message) without ``url``'s password in any form: libpq quotes
+    the token or the URL it could not parse, password and all."""
+    text = text.replace(url, redact(url))
+    for secret in sorted(_passwords(url), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE)
+
+
+def _passwords(url: str) -> set[str]:
+    """What may be ``url``'s password, generously: as written and percent-decoded."""
+    if "://" not in url:  # the key=value form
+        found = [m[2] for m in _DSN_PASSWORD.finditer(url)]
+    else:
+        found = _QUERY_PASSWORD.findall(url)
+        userinfo, at, _ = url.split("://", 1)[1].rpartition("@")  # "@" in a password too
+        if at and ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    secrets = {form for secret in found for form in (secret, unquote(secret), secret.strip("'"))}
+    return {secret for secret in secrets if secret}
 
 
 class PgRow:
@@ -100,6 +121,12 @@ class PgConnection:
         else:  # no parameters: the text goes as it is (several statements allowed)
             cursor = self.connection.execute(sql)
         try:
+            if sql == "COMMIT" and cursor.statusmessage == "ROLLBACK":
+                # A statement failed and its error was caught: PostgreSQL aborted the whole
+                # transaction (SQLite undoes the statement alone), and says so only here.
+                raise psycopg.errors.InFailedSqlTransaction(
+                    "the transaction was rolled back, not committed: a statement in it failed"
+                )
             rows: list[PgRow] = []
             if cursor.description is not None:
                 index = {column.name: i for i, column in enumerate(cursor.description)}
@@ -132,9 +159,18 @@ class PgDriver:
         self.application_name = application_name
 
     def connect(self) -> Connection:
+        try:
+            return self._connect()
+        except psycopg.Error as e:
+            raise type(e)(scrub(str(e), self.url)) from None  # the original quotes the password
+        except UnicodeEncodeError:  # a lone surrogate: libpq takes UTF-8 only
+            raise psycopg.ProgrammingError("the URL is not valid UTF-8") from None
+
+    def _connect(self) -> Connection:
         given = conninfo_to_dict(self.url)
-        # The URL's own settings win (its options are kept, ours appended after them).
-        options = f"{given.get('options') or ''} -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        # The URL's own settings win: of two -c for one setting the server takes the last,
+        # so its options go after ours.
+        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} {given.get('options') or ''}"
         settings: dict[str, Any] = {
             "connect_timeout": CONNECT_TIMEOUT_S,
             "application_name": self.application_name,

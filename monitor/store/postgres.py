@@ -28,6 +28,7 @@ class PostgresStore(SqlStore):
 
     _INTEGRITY_ERRORS = (psycopg.errors.IntegrityError,)
     _LOCK_FOR_SHARE = " FOR SHARE"
+    _BY_CODE_POINT = ' COLLATE "C"'
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:

@@ -148,6 +148,9 @@ class SqlStore(OutboxStore, BaselineStore):
     # Share-locks the lease row where the dialect can (PG: " FOR SHARE"); SQLite's
     # BEGIN IMMEDIATE holds the database's write lock for the whole transaction anyway.
     _LOCK_FOR_SHARE = ""
+    # Text ordered by code point on both backends, as SQLite's BINARY does (PG: ' COLLATE
+    # "C"'): a server's collation (en_US on most) puts "api_v1" before "API" and "Web".
+    _BY_CODE_POINT = ""
 
     def _fenced(self, db: Connection, what: str) -> int | None:
         """Inside a write: the epoch this replica acts under, or NotLeader (see Fence)."""
@@ -298,7 +301,7 @@ class SqlStore(OutboxStore, BaselineStore):
             rows = _rows(
                 db,
                 "SELECT * FROM deployments WHERE service = :service "
-                "ORDER BY created_at DESC, id DESC LIMIT :limit",
+                f"ORDER BY created_at DESC, id{self._BY_CODE_POINT} DESC LIMIT :limit",
                 {"service": service, "limit": limit},
             )
             return [_deployment(row) for row in rows]
@@ -534,7 +537,7 @@ class SqlStore(OutboxStore, BaselineStore):
             records = _rows(
                 db,
                 "SELECT * FROM deployments WHERE service = :service "
-                "ORDER BY created_at DESC, id DESC LIMIT :limit",
+                f"ORDER BY created_at DESC, id{self._BY_CODE_POINT} DESC LIMIT :limit",
                 {**key, "limit": deployments},
             )
             freezes = _rows(
@@ -579,7 +582,8 @@ class SqlStore(OutboxStore, BaselineStore):
     async def rule_states(self, service: str) -> dict[str, dict[str, Any]]:
         """Every saved rule state of a service, by rule name."""
         rows = await self._fetch(
-            "SELECT rule, state FROM rule_states WHERE service = :service ORDER BY rule",
+            "SELECT rule, state FROM rule_states WHERE service = :service "
+            f"ORDER BY rule{self._BY_CODE_POINT}",
             {"service": service},
         )
         return {row["rule"]: json.loads(row["state"]) for row in rows}
@@ -631,7 +635,8 @@ class SqlStore(OutboxStore, BaselineStore):
     async def freezes(self, now: float) -> list[FreezeRecord]:
         """Every freeze in force at ``now``, by service."""
         rows = await self._fetch(
-            "SELECT * FROM freezes WHERE until IS NULL OR until > :now ORDER BY service",
+            "SELECT * FROM freezes WHERE until IS NULL OR until > :now "
+            f"ORDER BY service{self._BY_CODE_POINT}",
             {"now": now},
         )
         return [_freeze(row) for row in rows]
