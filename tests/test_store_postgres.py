@@ -54,7 +54,7 @@ async def test_open_store_with_a_url_is_postgres(store: SqlStore, postgres: str)
 
 async def test_the_urls_own_settings_win_over_the_stores(postgres: str, clock: FakeClock) -> None:
     url = f"{postgres}?options={quote('-c statement_timeout=1234')}&application_name=mine"
-    async with await open_store(Path("x"), database_url=url, clock=clock) as store:
+    async with await open_store(Path("x"), database_url=url) as store:
         settings = await store._fetch(
             "SELECT current_setting('statement_timeout') AS timeout, "
             "current_setting('application_name') AS name",
@@ -210,7 +210,7 @@ async def test_a_url_that_cannot_be_used_is_never_quoted_with_its_password(
     url: str, clock: FakeClock
 ) -> None:
     with pytest.raises(StoreError) as e:
-        await open_store(Path("x"), database_url=url, clock=clock)
+        await open_store(Path("x"), database_url=url)
     assert "s3cret" not in str(e.value)
     assert "DATABASE_URL" in str(e.value)
 
@@ -258,9 +258,9 @@ async def test_text_is_ordered_as_on_sqlite_whatever_the_servers_collation(
             [d.id for d in (await store.service_records("api", T0)).records],
         ]
 
-    async with await open_store(Path("x"), database_url=postgres_en_us, clock=clock) as pg:
+    async with await open_store(Path("x"), database_url=postgres_en_us) as pg:
         on_postgres = await orders(pg)
-    async with await SQLiteStore.open(tmp_path / "railguard.db", clock=clock) as lite:
+    async with await SQLiteStore.open(tmp_path / "railguard.db") as lite:
         assert await orders(lite) == on_postgres
     assert on_postgres[0] == sorted(names)
     assert on_postgres[2] == sorted(names, reverse=True)
@@ -292,7 +292,7 @@ def test_a_database_url_that_is_no_utf8_is_refused_without_a_traceback() -> None
 
 async def test_a_url_that_is_no_utf8_is_a_store_error(clock: FakeClock) -> None:
     with pytest.raises(StoreError, match="not valid UTF-8") as e:
-        await open_store(Path("x"), database_url="postgresql://u:s3cr\udcffet@h/db", clock=clock)
+        await open_store(Path("x"), database_url="postgresql://u:s3cr\udcffet@h/db")
     assert "s3cr" not in str(e.value)
 
 

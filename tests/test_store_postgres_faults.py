@@ -103,7 +103,7 @@ async def proxied(postgres: str) -> AsyncIterator[tuple[Proxy, str]]:
 
 @pytest.fixture
 async def store(proxied: tuple[Proxy, str], clock: FakeClock) -> AsyncIterator[SqlStore]:
-    async with await open_store(Path("unused"), database_url=proxied[1], clock=clock) as s:
+    async with await open_store(Path("unused"), database_url=proxied[1]) as s:
         yield s
 
 
@@ -189,7 +189,7 @@ async def test_the_lease_row_locked_past_the_statement_timeout_fails_the_fenced_
 ) -> None:
     """It waits for the lock once, not again when the rest of its batch is run again."""
     monkeypatch.setattr(pg_module, "STATEMENT_TIMEOUT_MS", 300)
-    store = await open_store(Path("x"), database_url=postgres, clock=clock)
+    store = await open_store(Path("x"), database_url=postgres)
     try:
         with psycopg.connect(postgres, autocommit=True) as db:
             db.execute("INSERT INTO leases VALUES ('leader', 'a', 1, 0)")
@@ -219,8 +219,8 @@ async def test_the_lease_row_locked_past_the_statement_timeout_fails_the_fenced_
 async def test_two_replicas_racing_for_one_rollback_write_one_intent(
     postgres: str, clock: FakeClock
 ) -> None:
-    first = await open_store(Path("a"), database_url=postgres, clock=clock)
-    second = await open_store(Path("b"), database_url=postgres, clock=clock)
+    first = await open_store(Path("a"), database_url=postgres)
+    second = await open_store(Path("b"), database_url=postgres)
     try:
         services = [f"svc-{i}" for i in range(20)]
         results = await asyncio.gather(
