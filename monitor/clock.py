@@ -37,7 +37,9 @@ class SystemClock:
         return time.time()
 
     def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
+        # The clock asyncio's loop keeps (BaseEventLoop.time), read without asking for the
+        # running loop: the store's thread asks it too (the fence's epoch, in a write).
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))

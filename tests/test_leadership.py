@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 
 from monitor.alerts.digest import Digest
 from monitor.alerts.outbox import Outbox
-from monitor.clock import FakeClock
+from monitor.clock import FakeClock, SystemClock
 from monitor.daemon import Daemon
 from monitor.errors import NotLeader
 from monitor.executor import RollbackRefused
@@ -597,6 +597,32 @@ async def test_run_with_database_url_leads_and_says_so(
             await proc.wait()
     assert proc.returncode == 0
     assert '"event": "took the lead"' in stderr.decode()
+
+
+async def test_a_fenced_write_on_the_system_clock(postgres: str, tmp_path: Path) -> None:
+    """The store asks the fence for the epoch on its own thread, where the system clock must
+    answer too (it asked the running loop, which that thread has not: every intent and outbox
+    claim of a real leader failed with RuntimeError, and no replica ever rolled back)."""
+    clock = SystemClock()
+    lease = PgLease(connector(postgres), "a", clock=clock, terms=TERMS)
+    async with await open_store(tmp_path / "unused.db", database_url=postgres) as store:
+        leader = Leader(lease, clock=clock, metrics=Metrics(CollectorRegistry()))
+        await leader.step()
+        assert leader.leading()
+        store.fence = leader.fence()
+        record = await store.begin_rollback(
+            service="web",
+            from_deployment="d2",
+            to_deployment="d1",
+            trigger="auto",
+            actor="railguard",
+            rule="error-rate",
+            reason="error rate 50% > 5% for 5s",
+            evidence={},
+            decided_at=clock.time(),
+            dry_run=False,
+        )
+        assert record.epoch == 1
 
 
 RUN_CONFIG = """
