@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/railway_budget.py
 	$(BIN)/python bench/rollback_time.py
 	$(BIN)/python bench/decision_latency.py
+	$(BIN)/python bench/takeover.py
 
 clean:
 	rm -rf $(VENV) .coverage .coverage.* .mypy_cache .ruff_cache .pytest_cache
