@@ -5,10 +5,12 @@ trial (``DATABASE_URL``: the lease and the store), on the system clock, guarding
 of the rollback stage (tests/stage.py: the Railway emulator and a sample app on 127.0.0.1,
 in this process, with second-long windows). Each trial:
 
-1. both replicas start; one takes the lease (the ``leases`` row names it by
-   ``RAILWAY_REPLICA_ID``); after a random wait of 0 to ``renew_every`` (so the kill falls
-   anywhere in the leader's renewal cycle) the bad release v2 goes live (half its requests
-   fail), with the tier's ``grace`` at 12 s;
+1. both replicas start, the second 0 to ``renew_every`` after the first (random: replicas
+   look at the lease every ``renew_every`` from their start, so this sets where the
+   standby's looks fall in the leader's renewal cycle); one takes the lease (the ``leases``
+   row names it by ``RAILWAY_REPLICA_ID``); after another random wait of 0 to
+   ``renew_every`` (so the kill falls anywhere in the leader's renewal cycle) the bad
+   release v2 goes live (half its requests fail), with the tier's ``grace`` at 12 s;
 2. the ``error-rate`` rule fires on *both* replicas (the standby is warm), and grace holds
    the rollback on the leader; 0.5 s before grace ends (the leader's next evaluation would
    send the rollback) the bench checks that both replicas say FIRING, exactly one says it
@@ -220,8 +222,9 @@ async def one_trial(index: int, ttl: float, renew: float, tmp: Path) -> Trial:
             "RAILGUARD_LEASE_TTL": f"{ttl:g}s",
             "RAILGUARD_LEASE_RENEW_EVERY": f"{renew:g}s",
         }
-        for replica in replicas:
-            await replica.start(stage, config, env)
+        await replicas[0].start(stage, config, env)
+        await asyncio.sleep(random.uniform(0, renew))  # the standby's looks: any phase
+        await replicas[1].start(stage, config, env)
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         assert conn is not None
         db = conn
