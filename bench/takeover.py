@@ -5,11 +5,12 @@ trial (``DATABASE_URL``: the lease and the store), on the system clock, guarding
 of the rollback stage (tests/stage.py: the Railway emulator and a sample app on 127.0.0.1,
 in this process, with second-long windows). Each trial:
 
-1. both replicas start, the second 0 to ``renew_every`` after the first (random: replicas
-   look at the lease every ``renew_every`` from their start, so this sets where the
-   standby's looks fall in the leader's renewal cycle); one takes the lease (the ``leases``
-   row names it by ``RAILWAY_REPLICA_ID``); after another random wait of 0 to
-   ``renew_every`` (so the kill falls anywhere in the leader's renewal cycle) the bad
+1. one replica starts and takes the lease (the ``leases`` row names it by
+   ``RAILWAY_REPLICA_ID``); the second starts 0 to ``renew_every`` later (random: a replica
+   looks at the lease every ``renew_every`` from its start, so this sets where the
+   standby's looks fall in the leader's renewal cycle; replicas started together line
+   their looks up on the migration lock); once it answers, after another random wait of 0
+   to ``renew_every`` (so the kill falls anywhere in the leader's renewal cycle) the bad
    release v2 goes live (half its requests fail), with the tier's ``grace`` at 12 s;
 2. the ``error-rate`` rule fires on *both* replicas (the standby is warm), and grace holds
    the rollback on the leader; 0.5 s before grace ends (the leader's next evaluation would
@@ -222,9 +223,6 @@ async def one_trial(index: int, ttl: float, renew: float, tmp: Path) -> Trial:
             "RAILGUARD_LEASE_TTL": f"{ttl:g}s",
             "RAILGUARD_LEASE_RENEW_EVERY": f"{renew:g}s",
         }
-        await replicas[0].start(stage, config, env)
-        await asyncio.sleep(random.uniform(0, renew))  # the standby's looks: any phase
-        await replicas[1].start(stage, config, env)
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
         assert conn is not None
         db = conn
@@ -235,8 +233,20 @@ async def one_trial(index: int, ttl: float, renew: float, tmp: Path) -> Trial:
                 return row if row is not None and row[0] is not None else None
             return None
 
-        await wait_for("a replica takes the lease", held, 60, every=0.05)
-        await asyncio.sleep(random.uniform(0, renew))  # anywhere in the renewal cycle
+        await replicas[0].start(stage, config, env)
+        await wait_for("the first replica takes the lease", held, 60, every=0.05)
+        # The standby once the leader leads (started together, the migration lock would
+        # line their looks up), 0 to renew_every later: its looks fall anywhere in the
+        # leader's renewal cycle.
+        await asyncio.sleep(random.uniform(0, renew))
+        await replicas[1].start(stage, config, env)
+        async with aiohttp.ClientSession() as session:
+
+            async def up() -> Any:
+                return await replicas[1].metrics(session)
+
+            await wait_for("the standby answers", up, 60, every=0.05)
+        await asyncio.sleep(random.uniform(0, renew))  # the kill: anywhere in the cycle
         live = time.time()
         stage.deploy("v2", ago=0)  # the bad release goes live; grace holds its rollback
 
