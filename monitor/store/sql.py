@@ -152,12 +152,20 @@ class SqlStore(OutboxStore, BaselineStore):
     # "C"'): a server's collation (en_US on most) puts "api_v1" before "API" and "Web".
     _BY_CODE_POINT = ""
 
-    def _fenced(self, db: Connection, what: str) -> int | None:
-        """Inside a write: the epoch this replica acts under, or NotLeader (see Fence)."""
+    def _fence_now(self) -> tuple[Fence, int | None] | None:
+        """On the loop's thread, as a fenced write is asked for: the fence and the epoch this
+        replica acts under now (its view reads the loop's clock, which the store's thread
+        has not), or None without a fence."""
         fence = self.fence
-        if fence is None:
+        return None if fence is None else (fence, fence.epoch())
+
+    def _fenced(
+        self, db: Connection, fenced: tuple[Fence, int | None] | None, what: str
+    ) -> int | None:
+        """Inside the write: the epoch it is written under, or NotLeader (see Fence)."""
+        if fenced is None:
             return None
-        epoch = fence.epoch()
+        fence, epoch = fenced
         held = epoch is not None and _rows(
             db,
             "SELECT 1 FROM leases WHERE name = :name AND holder = :holder AND epoch = :epoch"
@@ -350,8 +358,10 @@ class SqlStore(OutboxStore, BaselineStore):
             "attempted_at": decided_at if attempt and not dry_run else None,
         }
 
+        fenced = self._fence_now()
+
         def begin(db: Connection) -> RollbackRecord:
-            epoch = self._fenced(db, f"a rollback of {service}")
+            epoch = self._fenced(db, fenced, f"a rollback of {service}")
             # A savepoint: PostgreSQL aborts the whole transaction on a failed statement, and
             # the caller's other writes in this batch must survive a refused intent.
             db.execute("SAVEPOINT intent")
@@ -467,8 +477,10 @@ class SqlStore(OutboxStore, BaselineStore):
     async def note_attempt(self, id: int, at: float) -> RollbackRecord:
         """Count one more mutation for an intent, before it is sent (the write-ahead)."""
 
+        fenced = self._fence_now()
+
         def note(db: Connection) -> RollbackRecord:
-            self._fenced(db, f"mutation for rollback #{id}")
+            self._fenced(db, fenced, f"mutation for rollback #{id}")
             rows = _rows(
                 db,
                 "UPDATE rollbacks SET attempts = attempts + 1, attempted_at = :at "
