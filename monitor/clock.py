@@ -37,7 +37,9 @@ class SystemClock:
         return time.time()
 
     def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
+        # asyncio's loop.time(), readable off the loop too: the store's thread reads the
+        # lease's view inside a fenced write (monitor.store.Fence), where no loop runs.
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
