@@ -132,15 +132,30 @@ class Replica:
         except aiohttp.ClientError:
             return None
 
+    async def status(self) -> dict[str, Any] | None:
+        """/status as JSON; None before it serves."""
+        if not await self.started():
+            return None
+        text = await self.get("/status?format=json")
+        return None if text is None else dict(json.loads(text))
+
     async def role(self) -> tuple[str | None, str | None]:
         """(its role, the holder it last saw) as /status says."""
-        if not await self.started():
+        status = await self.status()
+        if status is None:
             return None, None
-        text = await self.get("/status?format=json")
-        if text is None:
-            return None, None
-        section = json.loads(text)["leadership"]
-        return section["role"], section["holder"]
+        return status["leadership"]["role"], status["leadership"]["holder"]
+
+    def tracebacks(self) -> list[str]:
+        """The tracebacks in its log, but for those of the store out of reach (a StoreError
+        caught by a supervised loop or the verdict sink's net: logged, counted, retried)."""
+        text = self.log.read_text()
+        found = [line for line in text.splitlines() if line.startswith("Traceback")]
+        for event in self.lines():
+            trace = str(event.get("exception") or "")
+            if trace and not _raised(trace).startswith("monitor.errors.StoreError"):
+                found.append(trace)
+        return found
 
     async def metric(self, name: str, **labels: str) -> float | None:
         text = await self.get("/metrics")
@@ -156,6 +171,14 @@ class Replica:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), timeout=15)
+
+
+def _raised(trace: str) -> str:
+    """A traceback's exception line (the first after its last frame)."""
+    lines = trace.splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    after = lines[frames[-1] + 1 :] if frames else lines
+    return next((line for line in after if not line.startswith(" ")), "")
 
 
 class World:
@@ -399,12 +422,97 @@ async def _killed_at(world: World, moment: str) -> None:
 
 
 @pytest.mark.parametrize("replicas", [2, 3])
-@pytest.mark.parametrize("moment", MOMENTS)
 async def test_the_leader_killed_at_any_step_of_a_rollback_is_replaced_and_nothing_is_sent_twice(
-    tmp_path: Path, replicas: int, moment: str
+    tmp_path: Path, replicas: int
 ) -> None:
-    async with World.open(tmp_path, replicas) as world:
-        await _killed_at(world, moment)
+    """The four moments at once, a world each (they wait on real time, not on the CPU)."""
+
+    async def play(moment: str, tmp: Path) -> None:
+        try:
+            async with World.open(tmp, replicas) as world:
+                await _killed_at(world, moment)
+        except BaseException as e:
+            e.add_note(f"the leader killed {moment} ({replicas} replicas; logs in {tmp})")
+            raise
+
+    tmps = {moment: tmp_path / moment.replace(" ", "-") for moment in MOMENTS}
+    for tmp in tmps.values():
+        tmp.mkdir()
+    async with asyncio.TaskGroup() as group:
+        for moment, tmp in tmps.items():
+            group.create_task(play(moment, tmp))
+
+
+async def test_a_leader_cut_off_from_postgres_stops_acting_before_another_takes_over(
+    tmp_path: Path,
+) -> None:
+    async with World.open(tmp_path, 2) as world:
+        stage = world.stage
+        leader = await world.start()
+        standby = world.replicas[1]
+        stage.deploy("v2")
+
+        async def verifying() -> bool:
+            states = [state for state, _, _ in await world.rollbacks()]
+            sent = bool(stage.rollbacks_sent()) and states in (["sent"], ["deploying"])
+            return sent and not await world.mid_delivery()
+
+        await world.until(verifying, "the leader's rollback reaches Railway")
+        leader.proxy.cut()  # PostgreSQL gone, for the leader alone: its lease is not renewed
+
+        stopped_first = False  # seen not leading while the lease was still its own
+
+        async def taken() -> bool:
+            nonlocal stopped_first
+            leading = await leader.metric("railguard_leader")
+            held = await world.lease()
+            if leading == 0 and held == (leader.name, 1):
+                stopped_first = True
+            return held == (standby.name, 2)
+
+        await world.until(taken, "the standby takes over")
+        assert stopped_first, "the cut-off leader acted until the lease was taken"
+        status = await leader.status()  # the store's parts left out, who leads still said
+        assert status is not None
+        assert status["leadership"]["role"] == "standby"
+        assert status["leadership"]["holder"] == leader.name  # its last look: it held it
+        assert "connection" in status["store_error"]
+        page = await leader.get("/status?format=html") or ""
+        assert "this replica (r0) cannot renew its lease: it does not act" in page
+        assert "store unreadable" in page
+        failures = await leader.metric("railguard_lease_look_failures_total")
+        assert (failures or 0) >= 1
+
+        async def succeeded() -> bool:
+            return [state for state, _, _ in await world.rollbacks()] == ["succeeded"]
+
+        await world.until(succeeded, "the new leader finishes the rollback")
+        assert stage.rollbacks_sent() == [world.good]  # once, whoever led
+        assert stage.active_release() == "v1.1"
+        assert await world.rollbacks() == [("succeeded", 1, 1)]
+
+        # PostgreSQL back: the old leader follows the new one, and acts no more.
+        leader.proxy.restore()
+
+        async def follows() -> bool:
+            return await leader.role() == ("standby", standby.name)
+
+        await world.until(follows, "the old leader follows")
+        assert await leader.metric("railguard_leader") == 0
+        assert await standby.metric("railguard_leader") == 1
+
+        async def delivered() -> bool:
+            told = any(r.json()["kind"] == "rollback_succeeded" for r in world.receiver.requests)
+            return told and all(state == "sent" for _, state, _ in await world.outbox())
+
+        await world.until(delivered, "every notification delivered")
+        ids = [r.json()["id"] for r in world.receiver.requests]
+        assert len(ids) == len(set(ids)), ids
+        assert stage.rollbacks_sent() == [world.good]
+        for replica in world.replicas:
+            assert await replica.stop() == 0, replica.log.read_text()[-2000:]
+            assert replica.tracebacks() == [], replica.name
+        assert "Traceback" not in standby.log.read_text()
 
 
 async def test_the_fence_is_read_on_the_stores_thread_on_the_system_clock(postgres: str) -> None:
