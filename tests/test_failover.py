@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import os
 import signal
@@ -42,8 +43,10 @@ from tests.test_daemon import metric
 
 BAD = {"v2": {"error_ratio": 0.5}}
 TTL, RENEW = 3.0, 0.5  # takeover within 3.5s; a leader acts for 2.4s after a renewal began
-WINDOW = 8.0  # the reconcile window: longer than a takeover, so the new leader finds the
-# intent of a mutation that never reached Railway still waiting, not abandoned
+# The reconcile window: longer than a takeover, so the new leader finds the intent of a
+# mutation that never reached Railway still within it (resent), not past it (abandoned).
+WINDOW = 8.0
+LATENCY = 1.5  # Railway's answers while a mutation must be caught in flight
 
 EXTRA = f"""
 [lease]
@@ -56,11 +59,14 @@ name = "hook"
 url = "${{HOOK_URL}}"
 """
 
-BEFORE_INTENT = "before the intent"
-AFTER_INTENT = "after the intent"
-IN_FLIGHT = "mutation in flight"
-VERIFYING = "during verification"
-MOMENTS = (BEFORE_INTENT, AFTER_INTENT, IN_FLIGHT, VERIFYING)
+
+class Moment(enum.StrEnum):
+    """When, in a rollback, the leader is killed."""
+
+    BEFORE_INTENT = "before the intent"  # the bad release live, the rule pending
+    AFTER_INTENT = "after the intent"  # the intent committed, the mutation not yet sent
+    IN_FLIGHT = "with the mutation in flight"  # Railway applies it after the kill
+    VERIFYING = "during verification"  # Railway applied it, the replacement comes up
 
 
 @pytest.fixture(autouse=True)
@@ -333,34 +339,34 @@ class World:
 # -- the leader killed at each step of a rollback -------------------------------------------
 
 
-async def _killed_at(world: World, moment: str) -> None:
+async def _killed_at(world: World, moment: Moment) -> None:
     stage = world.stage
     leader = await world.start()
-    if moment == AFTER_INTENT:
+    if moment is Moment.AFTER_INTENT:
         # The intent commits on the server; its answer is held: the leader waits for it,
         # with the mutation not yet sent, until it is killed.
         leader.proxy.lose_answer_to, leader.proxy.answer = b"INSERT INTO rollbacks", b"COMMIT\0"
         leader.proxy.hold = True
-    if moment == IN_FLIGHT:
+    if moment is Moment.IN_FLIGHT:
         # Railway answers slowly: the kill lands with the mutation on its way, counted in
         # the intent; Railway applies it after the kill, and nobody hears the answer.
-        stage.emu.set_faults(latency=0.8)
+        stage.emu.set_faults(latency=LATENCY)
     stage.deploy("v2")  # the bad release goes live
 
     async def at_the_moment() -> bool:
         match moment:
-            case "before the intent":  # the leader sees the rule pending, nothing written
+            case Moment.BEFORE_INTENT:  # the leader sees the rule pending
                 pending = await leader.metric("railguard_rule_state", rule="error-rate")
                 return pending == 1 and not await world.rollbacks()
-            case "after the intent":
+            case Moment.AFTER_INTENT:
                 return leader.proxy.held.is_set()
-            case "mutation in flight":
+            case Moment.IN_FLIGHT:
                 return stage.emu.in_flight["mutation"] > 0
-            case _:  # verification: Railway has the mutation, the replacement comes up
+            case Moment.VERIFYING:
                 states = [state for state, _, _ in await world.rollbacks()]
                 return bool(stage.rollbacks_sent()) and states in (["sent"], ["deploying"])
 
-    async def ready() -> bool:  # and no notification half delivered (module docstring)
+    async def ready() -> bool:  # and no notification half delivered (World.mid_delivery)
         return await at_the_moment() and not await world.mid_delivery()
 
     await world.until(ready, moment)
@@ -369,13 +375,13 @@ async def _killed_at(world: World, moment: str) -> None:
     await leader.proc.wait()
     at_kill = await world.rollbacks()
     match moment:
-        case "before the intent":
+        case Moment.BEFORE_INTENT:
             assert at_kill == []
-        case "after the intent" | "mutation in flight":
+        case Moment.AFTER_INTENT | Moment.IN_FLIGHT:
             assert at_kill == [("intent", 1, 1)]  # under r0's epoch, the attempt counted
             assert stage.rollbacks_sent() == []  # not applied (yet)
             stage.emu.set_faults(latency=0.0)
-        case _:
+        case Moment.VERIFYING:
             assert [s for s, _, _ in at_kill] in (["sent"], ["deploying"])
             assert stage.rollbacks_sent() == [world.good]
 
@@ -395,9 +401,9 @@ async def _killed_at(world: World, moment: str) -> None:
     assert epoch == 2
     ((state, written_under, attempts),) = await world.rollbacks()
     assert state == "succeeded"
-    assert written_under == (2 if moment == BEFORE_INTENT else 1)
+    assert written_under == (2 if moment is Moment.BEFORE_INTENT else 1)
     # Resent once only when Railway provably never had the first one.
-    assert attempts == (2 if moment == AFTER_INTENT else 1)
+    assert attempts == (2 if moment is Moment.AFTER_INTENT else 1)
     assert stage.rollbacks_sent() == [world.good]  # exactly one mutation reached Railway
     assert stage.applied_rollbacks() == [world.good]
     assert stage.active_release() == "v1.1"
@@ -415,6 +421,10 @@ async def _killed_at(world: World, moment: str) -> None:
     assert kinds.count("rollback_started") == 1, kinds
     assert kinds.count("rollback_succeeded") == 1, kinds
 
+    roles = {r.name: await r.role() for r in world.survivors()}  # one leads, the rest follow
+    assert roles == {
+        name: ("leader" if name == new_leader else "standby", new_leader) for name in roles
+    }
     for replica in world.survivors():
         assert await replica.stop() == 0, replica.log.read_text()[-2000:]
     for replica in world.replicas:
@@ -427,7 +437,7 @@ async def test_the_leader_killed_at_any_step_of_a_rollback_is_replaced_and_nothi
 ) -> None:
     """The four moments at once, a world each (they wait on real time, not on the CPU)."""
 
-    async def play(moment: str, tmp: Path) -> None:
+    async def play(moment: Moment, tmp: Path) -> None:
         try:
             async with World.open(tmp, replicas) as world:
                 await _killed_at(world, moment)
@@ -435,7 +445,7 @@ async def test_the_leader_killed_at_any_step_of_a_rollback_is_replaced_and_nothi
             e.add_note(f"the leader killed {moment} ({replicas} replicas; logs in {tmp})")
             raise
 
-    tmps = {moment: tmp_path / moment.replace(" ", "-") for moment in MOMENTS}
+    tmps = {moment: tmp_path / moment.replace(" ", "-") for moment in Moment}
     for tmp in tmps.values():
         tmp.mkdir()
     async with asyncio.TaskGroup() as group:
