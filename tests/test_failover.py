@@ -259,10 +259,10 @@ class World:
 
     # -- the database, read from outside -----------------------------------------------------
 
-    async def _rows(self, sql: str) -> list[tuple[Any, ...]]:
+    async def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         assert self.db is not None
         try:
-            cursor = await self.db.execute(sql)
+            cursor = await self.db.execute(sql, params)
         except psycopg.errors.UndefinedTable:  # not created yet
             return []
         return list(await cursor.fetchall())
@@ -273,7 +273,7 @@ class World:
         return [(str(r[0]), r[1], int(r[2])) for r in rows]
 
     async def verdict(self, deployment: str) -> str | None:
-        rows = await self._rows(f"SELECT verdict FROM deployments WHERE id = '{deployment}'")
+        rows = await self._rows("SELECT verdict FROM deployments WHERE id = %s", (deployment,))
         return str(rows[0][0]) if rows else None
 
     async def lease(self) -> tuple[str | None, int]:
