@@ -37,7 +37,9 @@ class SystemClock:
         return time.time()
 
     def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
+        # asyncio's loop.time(), readable off the loop too (the store reads a fence's epoch
+        # on the loop's thread; a thread that asks the clock gets the same answer).
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
