@@ -37,8 +37,8 @@ class SystemClock:
         return time.time()
 
     def monotonic(self) -> float:
-        # The clock asyncio's loop keeps (BaseEventLoop.time), read without asking for the
-        # running loop: the store's thread asks it too (the fence's epoch, in a write).
+        # asyncio's loop.time(), readable off the loop too (the store reads a fence's epoch
+        # on the loop's thread; a thread that asks the clock gets the same answer).
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:

@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from monitor.alerts.channels import CHANNELS, ChannelSettings
 from monitor.configtypes import (
@@ -64,6 +64,20 @@ class Environment(BaseSettings):
     """What railguard takes from environment variables (secrets come only from here)."""
 
     model_config = SettingsConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what load_environment passes: it reads the environment itself (and checks
+        it), so an explicit mapping is the whole environment, not one laid over the
+        process's."""
+        return (init_settings,)
 
     config: Path | None = Field(None, validation_alias="RAILGUARD_CONFIG")
     railway_api_token: SecretStr | None = Field(None, validation_alias="RAILWAY_API_TOKEN")

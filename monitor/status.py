@@ -15,6 +15,7 @@ from monitor import __version__
 from monitor.admin import freeze_json
 from monitor.clock import Clock
 from monitor.decision import choose_target
+from monitor.errors import StoreError
 from monitor.events import EventKind, from_record
 from monitor.model import release_label
 from monitor.plan import Plan, has_railway_ids
@@ -99,10 +100,13 @@ class Labels:
 
 
 async def status_document(daemon: Observed) -> dict[str, Any]:
-    """The whole document (see README, "The status page")."""
+    """The whole document (see README, "The status page"). With the store out of reach
+    (PostgreSQL down, or cut off from this replica) it still answers: the live state and
+    who leads, without the store's parts, and ``store_error`` says why."""
     labels = Labels(daemon.store)
     now = daemon.clock.time()
     services = []
+    problem: str | None = None
     for worker in daemon.workers:  # PR environments' services too: each worker has its plan
         entry = worker.snapshot()
         policy = worker.plan.policy
@@ -112,16 +116,29 @@ async def status_document(daemon: Observed) -> dict[str, Any]:
             "delivery": policy.delivery,
         }
         name = worker.plan.name
-        railway = has_railway_ids(worker.plan.config)
-        entry["railway"] = await _releases(daemon, labels, name, now) if railway else None
+        entry["railway"] = None
+        if has_railway_ids(worker.plan.config) and problem is None:
+            try:
+                entry["railway"] = await _releases(daemon, labels, name, now)
+            except StoreError as e:
+                problem = str(e)
         services.append(entry)
-    return {
+    timeline: list[dict[str, Any]] = []
+    if problem is None:
+        try:
+            timeline = await _timeline(daemon, labels)
+        except StoreError as e:
+            problem = str(e)
+    document = {
         "version": __version__,
         "generated_at": now,
         "leadership": daemon.leadership(),
         "services": services,
-        "timeline": await _timeline(daemon, labels),
+        "timeline": timeline,
     }
+    if problem is not None:
+        document["store_error"] = problem
+    return document
 
 
 async def _releases(daemon: Observed, labels: Labels, name: str, now: float) -> dict[str, Any]:

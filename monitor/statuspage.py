@@ -114,13 +114,15 @@ def _e(value: object) -> str:
 def _header(status: Mapping[str, Any], summary: str, now: float, refresh: int | None) -> str:
     reload = "" if refresh is None else f" · reloads every {format_duration(refresh)}"
     leadership = leadership_text(status.get("leadership"))
+    problem = status.get("store_error")
+    store = "" if not problem else f'<p class="store-error">store unreadable: {_e(problem)}</p>\n'
     return (
         '<header class="page">\n'
         f'<h1>railguard <span class="version">{_e(status.get("version", ""))}</span></h1>\n'
         f'<p class="summary" id="summary">{_e(summary)}</p>\n'
         f'<p class="generated">generated {_time(now)}{reload}</p>\n'
         f'<p class="leadership" id="leadership">{_e(leadership)}</p>\n'
-        "</header>"
+        f"{store}</header>"
     )
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -20,9 +21,9 @@ def _with_database(dsn: str, database: str) -> str:
     return dsn.rsplit("/", 1)[0] + "/" + database
 
 
-@pytest.fixture
-async def postgres() -> AsyncIterator[str]:
-    """The DSN of a new, empty database, dropped after the test."""
+@contextlib.asynccontextmanager
+async def database() -> AsyncIterator[str]:
+    """The DSN of a new, empty database, dropped at the end (a test may want several)."""
     try:
         admin = await psycopg.AsyncConnection.connect(SERVER, autocommit=True, connect_timeout=5)
     except (OSError, psycopg.Error) as e:
@@ -37,3 +38,10 @@ async def postgres() -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+async def postgres() -> AsyncIterator[str]:
+    """The DSN of a new, empty database, dropped after the test."""
+    async with database() as dsn:
+        yield dsn

@@ -194,6 +194,7 @@ ROWS: dict[int, list[str]] = {
 }
 
 
+@pytest.mark.sqlite_only  # the SQLite file the old runner made
 @pytest.mark.parametrize("version", range(NEWEST + 1))
 async def test_a_database_the_old_runner_made_is_adopted_and_upgraded(
     tmp_path: Path, clock: FakeClock, version: int
@@ -224,6 +225,7 @@ async def test_a_database_the_old_runner_made_is_adopted_and_upgraded(
     assert shape(path) == shape(fresh)
 
 
+@pytest.mark.sqlite_only  # the SQLite file the old runner made
 async def test_a_newer_old_runner_version_is_refused(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "railguard.db"
     legacy_schema.build(path, NEWEST)
@@ -323,6 +325,7 @@ def test_a_failed_revision_leaves_the_last_complete_one(
     assert not sqlite_db.in_transaction
 
 
+@pytest.mark.sqlite_only  # the SQLite file the old runner made
 async def test_a_failed_revision_through_the_store(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

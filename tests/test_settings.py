@@ -429,7 +429,11 @@ def test_unsafe_lease_terms_name_the_key_and_the_value(write: Write) -> None:
         lease_plan(write, "", {"RAILGUARD_LEASE_TTL": "ten"})
 
 
-def test_check_shows_the_lease_with_a_database_url(write: Write) -> None:
+def test_check_shows_the_lease_with_a_database_url(
+    write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Environment also reads the process's (where --store=postgres puts DATABASE_URL).
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     plan = lease_plan(write, "", {"DATABASE_URL": "postgresql://u:pw@db/railguard"})
     assert (
         "high availability: a leader lease in DATABASE_URL, ttl 10s, renewed every 3s "

@@ -118,6 +118,25 @@ async def test_a_claim_stamps_the_epoch_and_only_a_pending_message_is_claimed(
         await store.outbox_claim(head.id, T0 + 3)
 
 
+async def test_the_fences_epoch_is_read_on_the_loops_thread(store: SqlStore, postgres: str) -> None:
+    """A leader's view reads the loop's clock (SystemClock.monotonic needs the running
+    loop): the store asks for the epoch before its thread takes the write."""
+    hold(postgres, "replica-a", 5)
+
+    def epoch() -> int:
+        asyncio.get_running_loop()  # raises on the store's thread
+        return 5
+
+    store.fence = Fence(holder="replica-a", epoch=epoch)
+    intent = await begin(store)
+    assert intent.epoch == 5  # type: ignore[attr-defined]
+    await store.note_attempt(intent.id, T0 + 1)  # type: ignore[attr-defined]
+    await store.enqueue("slack", "m1", {"title": "x"}, T0)
+    head = await store.outbox_head("slack")
+    assert head is not None
+    assert (await store.outbox_claim(head.id, T0)).claimed_epoch == 5
+
+
 async def test_a_takeover_waits_for_a_fenced_write_in_flight(
     store: SqlStore, postgres: str
 ) -> None:

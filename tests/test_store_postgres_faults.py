@@ -1,6 +1,7 @@
 """The store on PostgreSQL under faults: a commit whose answer is lost, a connection killed in
 the middle of a batch, the lease row locked past the statement timeout, two replicas racing
-for one rollback. A real server, reached through a TCP proxy the test can cut."""
+for one rollback. A real server, reached through a TCP proxy the test can cut
+(tests/pg_proxy.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -20,83 +20,17 @@ from monitor.store import Fence, RollbackRecord, open_store
 from monitor.store import pg as pg_module
 from monitor.store.db import Connection
 from monitor.store.sql import SqlStore
+from tests.pg_proxy import Proxy
 
 T0 = 1_700_000_000.0
-
-
-class Proxy:
-    """A TCP proxy to the server that loses the server's answer to one statement: the
-    statement reaches the server and is carried out, then the connection drops.
-
-    ``lose_answer_to``: a statement's text; once the client sent it, the first answer of the
-    server that holds ``answer`` (default: the text, as the tag of its CommandComplete) is
-    not relayed. (psycopg prepares a statement it runs often: the server's answer to the
-    Parse is not yet the statement's.)"""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host = host
-        self.port = port
-        self.lose_answer_to: bytes | None = None
-        self.answer: bytes | None = None
-        self.answers_lost = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._link, "127.0.0.1", 0)
-        return int(self._server.sockets[0].getsockname()[1])
-
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _link(
-        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
-    ) -> None:
-        server_in, server_out = await asyncio.open_connection(self.host, self.port)
-        losing = asyncio.Event()
-
-        async def up() -> None:
-            while data := await client_in.read(65536):
-                if self.lose_answer_to is not None and self.lose_answer_to in data:
-                    losing.set()
-                server_out.write(data)
-                await server_out.drain()
-
-        async def down() -> None:
-            while data := await server_in.read(65536):
-                answer = self.answer or (self.lose_answer_to or b"") + b"\x00"
-                if losing.is_set() and answer in data:  # carried out: cut instead
-                    self.lose_answer_to = None
-                    self.answers_lost += 1
-                    return
-                client_out.write(data)
-                await client_out.drain()
-
-        tasks = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
-        self._tasks.update(tasks)
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for writer in (client_out, server_out):
-                writer.close()
-            self._tasks.difference_update(tasks)
 
 
 @pytest.fixture
 async def proxied(postgres: str) -> AsyncIterator[tuple[Proxy, str]]:
     """A proxy to the test's database, and the URL that goes through it."""
-    parts = urlsplit(postgres)
-    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    port = await proxy.start()
-    url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}").geturl()
+    proxy = await Proxy.to(postgres)
     try:
-        yield proxy, f"{url}?sslmode=disable"
+        yield proxy, proxy.url(postgres)
     finally:
         await proxy.close()
 

@@ -210,6 +210,7 @@ class Fence:
     ``holder`` with the epoch ``epoch()`` returns, share-locking the row so no takeover
     commits in between; otherwise it raises :class:`~monitor.errors.NotLeader` and writes
     nothing. ``epoch()`` None: this replica does not lead, so such a write is refused.
+    ``epoch()`` is called on the loop's thread, when the write is asked for.
     """
 
     holder: str

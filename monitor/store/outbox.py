@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from monitor.errors import StoreError
-from monitor.store import EventRecord
+from monitor.store import EventRecord, Fence
 from monitor.store.db import Connection, Row
 
 R = TypeVar("R")
@@ -55,7 +55,12 @@ class OutboxStore:
     async def _fetch(self, sql: str, params: Mapping[str, Any]) -> list[Row]:
         raise NotImplementedError
 
-    def _fenced(self, db: Connection, what: str) -> int | None:
+    def _fence_now(self) -> tuple[Fence, int | None] | None:
+        raise NotImplementedError
+
+    def _fenced(
+        self, db: Connection, fenced: tuple[Fence, int | None] | None, what: str
+    ) -> int | None:
         raise NotImplementedError
 
     async def enqueue(
@@ -87,8 +92,10 @@ class OutboxStore:
     async def outbox_claim(self, id: int, at: float) -> OutboxRecord:
         """Claim a pending message right before it is sent, under the fence (see Store)."""
 
+        fenced = self._fence_now()
+
         def claim(db: Connection) -> OutboxRecord:
-            epoch = self._fenced(db, f"outbox message #{id}")
+            epoch = self._fenced(db, fenced, f"outbox message #{id}")
             rows = db.execute(
                 "UPDATE outbox SET claimed_epoch = :epoch, claimed_at = :at "
                 "WHERE id = :id AND state = 'pending' RETURNING *",

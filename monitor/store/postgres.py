@@ -26,7 +26,6 @@ HINT = (
 class PostgresStore(SqlStore):
     """The :class:`~monitor.store.Store` on PostgreSQL; open it with ``open_store``."""
 
-    _INTEGRITY_ERRORS = (psycopg.errors.IntegrityError,)
     _LOCK_FOR_SHARE = " FOR SHARE"
     _BY_CODE_POINT = ' COLLATE "C"'
 

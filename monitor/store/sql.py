@@ -85,11 +85,14 @@ def _rows(db: Connection, sql: str, params: Mapping[str, Any]) -> list[Row]:
     return rows
 
 
-def _insert_id(db: Connection, sql: str, params: Mapping[str, Any]) -> int:
-    """Insert one row; its new id (SQLite's lastrowid is free; PostgreSQL returns it)."""
+def _insert_id(db: Connection, sql: str, params: Mapping[str, Any]) -> int | None:
+    """Insert one row; its new id, or None if the insert did nothing (``ON CONFLICT DO
+    NOTHING``). SQLite's lastrowid is free; PostgreSQL returns it."""
     if isinstance(db, sqlite3.Connection):
-        return int(db.execute(sql, params).lastrowid or 0)
-    return int(db.execute(sql + " RETURNING id", params).fetchall()[0][0])
+        cursor = db.execute(sql, params)
+        return int(cursor.lastrowid or 0) if cursor.rowcount == 1 else None
+    rows = db.execute(sql + " RETURNING id", params).fetchall()
+    return int(rows[0][0]) if rows else None
 
 
 def _insert_event(
@@ -97,15 +100,14 @@ def _insert_event(
 ) -> int:
     params = {"service": service, "kind": kind, "at": at, "data": _dumps(data)}
     sql = "INSERT INTO events (service, kind, at, data) VALUES (:service, :kind, :at, :data)"
-    return _insert_id(db, sql, params)
+    new_id = _insert_id(db, sql, params)
+    assert new_id is not None  # no conflict is possible
+    return new_id
 
 
 class SqlStore(OutboxStore, BaselineStore):
     """The :class:`~monitor.store.Store` on a SQL database (SQLite or PostgreSQL: the
     backends open it; see :func:`monitor.store.open_store`)."""
-
-    # A statement the job catches and asks why (a second unfinished rollback).
-    _INTEGRITY_ERRORS: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
 
     def __init__(self, label: str, db: Database) -> None:
         self.label = label
@@ -152,12 +154,20 @@ class SqlStore(OutboxStore, BaselineStore):
     # "C"'): a server's collation (en_US on most) puts "api_v1" before "API" and "Web".
     _BY_CODE_POINT = ""
 
-    def _fenced(self, db: Connection, what: str) -> int | None:
-        """Inside a write: the epoch this replica acts under, or NotLeader (see Fence)."""
+    def _fence_now(self) -> tuple[Fence, int | None] | None:
+        """On the loop's thread, as a fenced write is asked for: the fence and the epoch this
+        replica acts under now (its view reads the loop's clock, which the store's thread
+        has not), or None without a fence."""
         fence = self.fence
-        if fence is None:
+        return None if fence is None else (fence, fence.epoch())
+
+    def _fenced(
+        self, db: Connection, fenced: tuple[Fence, int | None] | None, what: str
+    ) -> int | None:
+        """Inside the write: the epoch it is written under, or NotLeader (see Fence)."""
+        if fenced is None:
             return None
-        epoch = fence.epoch()
+        fence, epoch = fenced
         held = epoch is not None and _rows(
             db,
             "SELECT 1 FROM leases WHERE name = :name AND holder = :holder AND epoch = :epoch"
@@ -350,40 +360,35 @@ class SqlStore(OutboxStore, BaselineStore):
             "attempted_at": decided_at if attempt and not dry_run else None,
         }
 
+        fenced = self._fence_now()
+
         def begin(db: Connection) -> RollbackRecord:
-            epoch = self._fenced(db, f"a rollback of {service}")
-            # A savepoint: PostgreSQL aborts the whole transaction on a failed statement, and
-            # the caller's other writes in this batch must survive a refused intent.
-            db.execute("SAVEPOINT intent")
-            try:
-                # No RETURNING *: each SQLite call hands the GIL back, so the record is built
-                # from what was inserted (the columns not named keep their NULL defaults).
-                new_id = _insert_id(
-                    db,
-                    """
-                    INSERT INTO rollbacks (service, from_deployment, to_deployment, trigger,
-                        actor, rule, reason, evidence, dry_run, state, decided_at, finished_at,
-                        attempts, attempted_at, epoch)
-                    VALUES (:service, :from_deployment, :to_deployment, :trigger,
-                        :actor, :rule, :reason, :evidence, :dry_run, :state, :decided_at,
-                        :finished_at, :attempts, :attempted_at, :epoch)
-                    """,
-                    {**params, "epoch": epoch},
-                )
-            except self._INTEGRITY_ERRORS:
-                db.execute("ROLLBACK TO intent")
-                db.execute("RELEASE intent")
+            epoch = self._fenced(db, fenced, f"a rollback of {service}")
+            # ON CONFLICT on the partial unique index, not a failed INSERT caught: PostgreSQL
+            # would abort the whole batch's transaction, and a savepoint costs two round trips.
+            # No RETURNING *: each SQLite call hands the GIL back, so the record is built from
+            # what was inserted (the columns not named keep their NULL defaults).
+            new_id = _insert_id(
+                db,
+                f"""
+                INSERT INTO rollbacks (service, from_deployment, to_deployment, trigger,
+                    actor, rule, reason, evidence, dry_run, state, decided_at, finished_at,
+                    attempts, attempted_at, epoch)
+                VALUES (:service, :from_deployment, :to_deployment, :trigger,
+                    :actor, :rule, :reason, :evidence, :dry_run, :state, :decided_at,
+                    :finished_at, :attempts, :attempted_at, :epoch)
+                ON CONFLICT (service) WHERE {_UNFINISHED_SQL} DO NOTHING
+                """,
+                {**params, "epoch": epoch},
+            )
+            if new_id is None:
                 running = _rows(
                     db,
                     f"SELECT id FROM rollbacks WHERE service = :service AND {_UNFINISHED_SQL}",
                     {"service": service},
                 )
-                if not running:
-                    raise
-                raise StoreError(
-                    f"a rollback of {service} is already in progress (#{running[0]['id']})"
-                ) from None
-            db.execute("RELEASE intent")
+                which = f" (#{running[0]['id']})" if running else ""
+                raise StoreError(f"a rollback of {service} is already in progress{which}")
             counted = attempt and not dry_run
             record = RollbackRecord(
                 id=new_id,
@@ -467,8 +472,10 @@ class SqlStore(OutboxStore, BaselineStore):
     async def note_attempt(self, id: int, at: float) -> RollbackRecord:
         """Count one more mutation for an intent, before it is sent (the write-ahead)."""
 
+        fenced = self._fence_now()
+
         def note(db: Connection) -> RollbackRecord:
-            self._fenced(db, f"mutation for rollback #{id}")
+            self._fenced(db, fenced, f"mutation for rollback #{id}")
             rows = _rows(
                 db,
                 "UPDATE rollbacks SET attempts = attempts + 1, attempted_at = :at "
