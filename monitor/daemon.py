@@ -128,6 +128,7 @@ class Daemon:
                 metrics=self.metrics,
                 takeover=self._take_over,
                 stand_down=self._stand_down,
+                leading_now=self._decide_all,
             )
             self.acting = self.leader
         self.switchboard.acting = self.acting
@@ -327,6 +328,13 @@ class Daemon:
         """This replica just took the lease: reconcile, then act."""
         if self.controller is not None:
             await self._reconcile()
+
+    async def _decide_all(self) -> None:
+        """This replica leads now: every service decided at once from its warm rules, not
+        at its next tick (a rollback due at the takeover waits no interval more)."""
+        if self.controller is not None:
+            for worker in self._workers.values():
+                await self.controller.evaluate(worker.plan)
 
     async def _stand_down(self) -> None:
         """This replica no longer leads: drop the rollback work in flight."""

@@ -80,12 +80,14 @@ class Leader:
         metrics: Metrics,
         takeover: Hook | None = None,
         stand_down: Hook | None = None,
+        leading_now: Hook | None = None,
     ) -> None:
         self.lease = lease
         self.clock = clock
         self.metrics = metrics
         self.takeover = takeover
         self.stand_down = stand_down
+        self.leading_now = leading_now  # after a takeover: decide at once, not next tick
         self.acting_epoch: int | None = None  # the epoch whose takeover is done
         self.last_beat: float | None = None  # when run() last looked or settled (monotonic)
         self._failing = False  # the last look failed (said once per streak)
@@ -178,6 +180,8 @@ class Leader:
                 await self.takeover()  # reconcile before the first decision
             self.acting_epoch = view.epoch
             self.metrics.leader_takeovers.inc()
+            if self.leading_now is not None:
+                await self.leading_now()
         leading = self.leading()
         self.metrics.leader.set(1 if leading else 0)
         self.metrics.lease_epoch.set((view.epoch or 0) if leading else 0)

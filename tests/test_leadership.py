@@ -418,12 +418,23 @@ async def test_the_leader_takes_over_after_reconciling_and_stands_down_when_its_
     async def stand_down() -> None:
         calls.append(("stand_down", clock.monotonic(), leader.leading()))
 
-    leader = Leader(lease, clock=clock, metrics=metrics, takeover=takeover, stand_down=stand_down)
+    async def leading_now() -> None:
+        calls.append(("leading_now", clock.monotonic(), leader.leading()))
+
+    leader = Leader(
+        lease,
+        clock=clock,
+        metrics=metrics,
+        takeover=takeover,
+        stand_down=stand_down,
+        leading_now=leading_now,
+    )
     start = clock.monotonic()
     task = asyncio.create_task(leader.run())
     try:
-        await until(lambda: bool(calls), "the first look")
-        assert calls == [("takeover", start, False)]  # reconciled before it acts
+        await until(lambda: len(calls) >= 2, "the first look")
+        # Reconciled before it acts; then, leading, it decides at once (not next tick).
+        assert calls == [("takeover", start, False), ("leading_now", start, True)]
         assert leader.leading()
         assert leader.epoch() == 1
         assert leadership_text(leader.status()) == "a leads (this replica, epoch 1)"
@@ -432,7 +443,7 @@ async def test_the_leader_takes_over_after_reconciling_and_stands_down_when_its_
         assert leader.leading()  # acting on its last renewal until it runs out
         await clock.advance(0.1)
         # Stood down the moment its view ran out (+8s), not at the next look (+9s).
-        assert calls[1:] == [("stand_down", start + 8.0, False)]
+        assert calls[2:] == [("stand_down", start + 8.0, False)]
         assert not leader.leading()
         assert leader.epoch() is None
         assert leader.fence().epoch() is None
@@ -445,7 +456,10 @@ async def test_the_leader_takes_over_after_reconciling_and_stands_down_when_its_
         assert leadership_text(leader.status()) == "b leads; this replica (a) is a standby"
         lease.grant, lease.epoch = True, 3  # taken again, under a new epoch
         await clock.advance(3.0)
-        assert calls[-1] == ("takeover", start + 12.0, False)
+        assert calls[-2:] == [
+            ("takeover", start + 12.0, False),
+            ("leading_now", start + 12.0, True),
+        ]
         assert leader.leading()
         assert metrics.registry.get_sample_value("railguard_leader_takeovers_total") == 2
         assert metrics.registry.get_sample_value("railguard_lease_epoch") == 3
