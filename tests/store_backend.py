@@ -4,12 +4,20 @@ Every store a test opens, directly or through a daemon (in this process or a chi
 ``DATABASE_URL``), is then a PostgreSQL one: a schema of its own in a database of this
 worker's, so a test that opens the same file twice (a restart) finds what it left there, and
 two files are two stores. Tests about SQLite itself are marked ``sqlite_only`` and skipped.
+
+A test that never opens a store runs the same on both backends, so running it twice proves
+nothing: every SQLite run notes, per test, whether it opened one (in this process, or a
+daemon in a child, whose SQLite file appears under the test's tmp_path) in ``.pytest_cache``,
+and a PostgreSQL run leaves out the tests last seen opening none (a test never seen runs;
+``--store-all`` runs every one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +35,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=os.environ.get("RAILGUARD_TEST_STORE", "sqlite"),
         help="the store backend every test runs on (default: sqlite)",
     )
+    parser.addoption(
+        "--store-all",
+        action="store_true",
+        help="with --store=postgres: every test, not only those the SQLite pass saw open a store",
+    )
+
+
+def _record(config: pytest.Config) -> Path:
+    return config.rootpath / ".pytest_cache" / "railguard-store-tests"
+
+
+def _seen(record: Path) -> dict[str, bool]:
+    """Whether each test was last seen opening a store."""
+    seen: dict[str, bool] = {}
+    if record.is_file():
+        for line in record.read_text().splitlines():
+            opened, _, nodeid = line.partition(" ")
+            seen[nodeid] = opened == "1"
+    return seen
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if config.getoption("--store") == "sqlite" and not hasattr(config, "workerinput"):
+        record = _record(config)  # appended to by every run: kept to its latest lines
+        record.parent.mkdir(parents=True, exist_ok=True)
+        if record.is_file() and record.stat().st_size > 2_000_000:
+            record.write_text("".join(f"{int(o)} {n}\n" for n, o in _seen(record).items()))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,6 +76,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "sqlite_only" in item.keywords:
             item.add_marker(skip)
+    if config.getoption("--store-all"):
+        return
+    seen = _seen(_record(config))
+    keep = [item for item in items if seen.get(item.nodeid, True)]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if not seen.get(i.nodeid, True)])
+        if not hasattr(config, "workerinput"):
+            print(
+                f"--store=postgres: {len(items) - len(keep)} tests left out, last seen on "
+                "SQLite opening no store (--store-all runs them too)",
+                file=sys.stderr,
+            )
+        items[:] = keep
 
 
 class Schemas:
@@ -101,10 +150,13 @@ def _schemas(request: pytest.FixtureRequest) -> Iterator[Schemas | None]:
 
 @pytest.fixture(autouse=True)
 def _store_backend(
-    _schemas: Schemas | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    _schemas: Schemas | None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[None]:
     if _schemas is None:
-        yield
+        yield from _noting_stores(monkeypatch, tmp_path, request)
         return
     from monitor.store.postgres import PostgresStore
     from monitor.store.sqlite import SQLiteStore
@@ -121,3 +173,24 @@ def _store_backend(
         yield
     finally:
         schemas.forget()
+
+
+def _noting_stores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[None]:
+    """The SQLite pass: note the test if it opened a store (see the module's docstring)."""
+    from monitor.store.sqlite import SQLiteStore
+
+    opened = False
+    original = SQLiteStore.open.__func__  # type: ignore[attr-defined]
+
+    async def noting(cls: type[SQLiteStore], path: Path) -> SQLiteStore:
+        nonlocal opened
+        opened = True
+        return await original(cls, path)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(SQLiteStore, "open", classmethod(noting))
+    yield
+    opened = opened or any(tmp_path.rglob("*.db"))
+    with contextlib.suppress(OSError), _record(request.config).open("a") as record:
+        record.write(f"{int(opened)} {request.node.nodeid}\n")
