@@ -165,11 +165,9 @@ class Database:
         self.jobs = 0  # reads and writes submitted and not yet answered
 
     @classmethod
-    async def connect(cls, driver: Driver | Path) -> Database:
-        """Open the driver's connection (a Path: a SQLite file) on a new thread; the
-        driver's errors and ``OSError`` pass."""
-        if isinstance(driver, Path):
-            driver = SQLiteDriver(driver)
+    async def connect(cls, driver: Driver) -> Database:
+        """Open the driver's connection on a new thread; the driver's errors and ``OSError``
+        pass."""
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="railguard-store")
         try:
             connection = await asyncio.get_running_loop().run_in_executor(thread, driver.connect)

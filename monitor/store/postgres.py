@@ -43,9 +43,4 @@ class PostgresStore(SqlStore):
             assert isinstance(connection, PgConnection)
             return migrate(connection.connection, "postgresql", driver.label)
 
-        try:
-            store.schema_version, store.migrated = await db.run(setup)
-        except BaseException:
-            await db.close()
-            raise
-        return store
+        return await store._set_up(setup)

@@ -116,6 +116,16 @@ class SqlStore(OutboxStore, BaselineStore):
         self.migrated: tuple[int, ...] = ()  # the versions this open applied
         self.fence: Fence | None = None
 
+    async def _set_up(self, setup: Job[tuple[int, tuple[int, ...]]]) -> Self:
+        """Run a backend's ``setup`` (configure, migrate) on the store's thread; the store
+        is closed again if it fails."""
+        try:
+            self.schema_version, self.migrated = await self._db.run(setup)
+        except BaseException:
+            await self._db.close()
+            raise
+        return self
+
     @property
     def busy(self) -> bool:
         """Whether a read or write is in flight (tests wait for it to settle)."""

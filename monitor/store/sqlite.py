@@ -36,9 +36,4 @@ class SQLiteStore(SqlStore):
             configure(connection, path)
             return migrate(connection, "sqlite", str(path))
 
-        try:
-            store.schema_version, store.migrated = await db.run(setup)
-        except BaseException:
-            await db.close()
-            raise
-        return store
+        return await store._set_up(setup)
