@@ -15,8 +15,8 @@ import pytest
 
 from monitor.clock import FakeClock
 from monitor.model import Signal
-from monitor.status import status_document
-from monitor.statuspage import render
+from monitor.status import service_document
+from monitor.statuspage import render_service
 from tests.stage import Stage, store_of, trail, worker
 
 RULES = """
@@ -201,12 +201,12 @@ async def test_status_says_the_comparison_while_it_fires(stage: Stage) -> None:
         await stage.run_for(0.5)
         if worker(stage).states["error-regression"].phase.value == "firing":
             break
-    document = await status_document(daemon)
-    (service,) = document["services"]
+    document = await service_document(daemon, worker(stage))
+    service = document["service"]
     rule = service["rules"]["error-regression"]
     assert rule["baseline_rule"] is True
     assert rule["baseline"]["release"] == "v1.1"
     assert rule["limit"] == pytest.approx(max(0.01, 2 * rule["baseline"]["value"]))
     assert "error rate 2% vs baseline 0.1" in rule["compared"]
-    page = render(document)
+    page = render_service(document)
     assert "above 2x the baseline of v1.1" in page

@@ -115,8 +115,13 @@ async def test_daemon_detects_a_failing_service(
             )
             status, body = await get("/status")
             assert status == 200
+            (summary,) = json.loads(body)["services"]
+            assert (summary["name"], summary["state"]) == ("web", "firing")
+            assert summary["firing"] == ["health-failing"]
+            status, body = await get("/status/web")
+            assert status == 200
             document = json.loads(body)
-            (web,) = document["services"]
+            web = document["service"]
             assert web["rules"]["health-failing"]["phase"] == "firing"
             assert [v for _, v in web["rules"]["health-failing"]["history"]] == [1.0] + [0.0] * 5
             assert web["railway"] is None  # watched only: no Railway ids

@@ -36,7 +36,7 @@ from monitor.lease import Leadership, LeaseRow, LeaseTerms
 from monitor.model import Phase
 from monitor.plan import build_plan
 from monitor.settings import load_environment
-from monitor.statuspage import render
+from monitor.statuspage import render_summary
 from monitor.store import open_store
 from monitor.store.lease_pg import Connection, PgLease, connector
 from monitor.store.postgres import PostgresStore
@@ -250,7 +250,7 @@ async def test_only_the_leader_rolls_back_and_alerts(
     follows = document["leadership"]
     assert (follows["replica"], follows["role"], follows["holder"]) == ("b", "standby", "a")
     assert follows["epoch"] is None
-    assert "a leads; this replica (b) is a standby" in render(document)
+    assert "a leads; this replica (b) is a standby" in "".join(render_summary(document, []))
     assert b.daemon.status()["leadership"] == follows
     # A standby is healthy and ready: it watches, and takes over when it must.
     assert b.daemon.liveness()[0]

@@ -122,6 +122,7 @@ async def test_a_pr_environment_is_guarded_while_it_lives_then_dropped(
         "auto_rollback": False,
         "severity": "info",
         "delivery": "off",
+        "next_digest": None,
     }
     assert shown[NAME]["railway"] is not None
     guarded = await store_of(s).events(NAME, kinds=["pr_environment_guarded"])

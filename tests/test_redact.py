@@ -240,7 +240,8 @@ async def test_logs_and_status_show_no_secret(
                 if n > 1:
                     await clock.advance(10)
                 await until(lambda n=n: worker.ticks == n, f"tick {n}")  # type: ignore[misc]
-            async with http.get(f"http://127.0.0.1:{daemon.port}/status") as response:
+            url = f"http://127.0.0.1:{daemon.port}/status/{worker.plan.name}"
+            async with http.get(url) as response:
                 status = await response.text()
             daemon.request_stop()
             await daemon.main_loop()
@@ -254,7 +255,7 @@ async def test_logs_and_status_show_no_secret(
     shown = repr(logs) + status + repr(sample)
     for secret in (SECRETS["PROBE_PASS"], SECRETS["HEALTH_TOKEN"]):
         assert secret not in shown
-    assert "127.0.0.1" in json.loads(status)["services"][0]["signals"]["health"]["detail"]["url"]
+    assert "127.0.0.1" in json.loads(status)["service"]["signals"]["health"]["detail"]["url"]
 
 
 async def test_a_failing_source_says_why_without_the_secret(clock: FakeClock, write: Write) -> None:
