@@ -20,7 +20,8 @@ from monitor.status_summary import Summary, charts_of, encode_summary, finite
 PARAMETERS = frozenset({"format", "tier", "service", "history"})
 TRUE, FALSE = frozenset({"1", "true", "yes"}), frozenset({"0", "false", "no"})
 HEADERS = {"Vary": "Accept", "Cache-Control": "no-store"}
-PIECE = 64 * 1024  # characters of HTML written (and the loop let go) at a time
+ROWS = 50  # summary rows rendered (the first time) between two yields to the loop
+PIECE = 32 * 1024  # characters of HTML written (and the loop let go) at a time
 
 SUMMARY_KEY = web.AppKey("status_summary", Summary)
 OBSERVED_KEY = web.AppKey("status_observed", Observed)
@@ -91,12 +92,21 @@ async def summary(request: web.Request) -> web.StreamResponse:
     document = finite(document)
     response = web.StreamResponse(headers=HEADERS)
     if wants_html(request):
-        from monitor.statuspage import render_summary
+        from monitor.statuspage import render_summary, summary_row
 
+        rendered = 0
+        for part in parts:
+            if part.html is None:  # rendered once, then reused until the service changes
+                part.html = summary_row(part.entry)
+                rendered += 1
+                if rendered % ROWS == 0:
+                    await asyncio.sleep(0)
+        await asyncio.sleep(0)
         response.content_type = "text/html"
         response.charset = "utf-8"
         await response.prepare(request)
-        await _write(response, _pieces(render_summary(document, [p.entry for p in parts])))
+        rows = [p.html for p in parts if p.html is not None]
+        await _write(response, _pieces(render_summary(document, rows)))
     else:
         response.content_type = "application/json"
         await response.prepare(request)
@@ -157,6 +167,9 @@ async def _detail(request: web.Request, name: str) -> web.Response:
 
 def mount(app: web.Application, daemon: Observed) -> None:
     """Serve /status and /status/<service> from ``daemon``'s state."""
+    from monitor.statuspage import compile_templates
+
+    compile_templates()  # now, not in the first request (tens of milliseconds)
     app[OBSERVED_KEY] = daemon
     app[SUMMARY_KEY] = Summary(daemon)
     app.router.add_get("/status", summary)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from markupsafe import Markup
+
 from monitor.engine import RuleState
 from monitor.errors import StoreError
 from monitor.model import Phase, release_label
@@ -33,7 +35,8 @@ from monitor.releases import Verdicts
 from monitor.scheduler import ServiceWorker
 from monitor.status import Labels, Observed, base, next_digest, timeline
 
-CHUNK = 250  # services built between two yields to the loop
+CHUNK = 50  # services built between two yields to the loop
+HISTORY_CHUNK = 25  # services with their charts' points encoded between two yields
 RELEASE_MAX_AGE = 60.0  # seconds (monotonic) a cached release part is trusted at most
 STATES = ("firing", "pending", "blind", "ok")  # worst first: the order of the summary
 TIER_ORDER = ("production", "staging", "preview")
@@ -69,6 +72,7 @@ class Part:
     entry: dict[str, Any]
     encoded: bytes
     rank: tuple[int, int, str]
+    html: Markup | None = None  # its row on the summary page, rendered when first asked
 
 
 class Summary:
@@ -88,11 +92,12 @@ class Summary:
         """The document without its services, and the services' parts, worst first."""
         daemon = self.daemon
         now = daemon.clock.time()
-        workers = [w for w in daemon.workers if tier is None or w.plan.tier == tier]
-        names = {w.plan.name for w in daemon.workers}
-        for gone in set(self._parts) - names:  # removed services (a closed PR) are forgotten
-            self._parts.pop(gone, None)
-            self._releases.pop(gone, None)
+        workers = daemon.workers
+        if len(self._parts) > len(workers):  # services were removed (a closed PR): forget them
+            names = {w.plan.name for w in workers}
+            for gone in set(self._parts) - names:
+                self._parts.pop(gone, None)
+                self._releases.pop(gone, None)
         document = base(daemon, now)
         frozen: set[str] = set()
         rolling: set[str] = set()
@@ -108,9 +113,12 @@ class Summary:
         except StoreError as e:
             problem = str(e)
         parts: list[Part] = []
+        tally = Tally()
         for i, worker in enumerate(workers):
             if i and i % CHUNK == 0:
                 await asyncio.sleep(0)
+            if tier is not None and worker.plan.tier != tier:
+                continue
             release = None
             if problem is None and has_railway_ids(worker.plan.config):
                 try:
@@ -118,13 +126,16 @@ class Summary:
                 except StoreError as e:
                     problem = str(e)
             name = worker.plan.name
-            parts.append(self._part(worker, release, name in frozen, name in rolling))
+            part = self._part(worker, release, name in frozen, name in rolling)
+            parts.append(part)
+            tally.add(part.entry)
+        await asyncio.sleep(0)  # sorting thousands: a step of its own
         parts.sort(key=lambda p: p.rank)
         document |= {
-            "counts": counts(parts),
+            "counts": tally.counts(),
             "tiers": {
                 t: {"next_digest": next_digest(daemon, t, now)}
-                for t in sorted({w.plan.tier for w in workers}, key=tier_rank)
+                for t in sorted(tally.by_tier, key=tier_rank)
             },
             "timeline": events,
         }
@@ -222,22 +233,36 @@ def tier_rank(tier: str) -> int:
     return TIER_ORDER.index(tier) if tier in TIER_ORDER else len(TIER_ORDER)
 
 
-def counts(parts: Sequence[Part]) -> dict[str, Any]:
-    """How many services, by state and by tier and state."""
-    by_state = dict.fromkeys(STATES, 0)
-    by_tier: dict[str, dict[str, int]] = {}
-    for part in parts:
-        state, tier = part.entry["state"], part.entry["tier"]
-        by_state[state] += 1
-        by_tier.setdefault(tier, dict.fromkeys(STATES, 0))[state] += 1
-    return {
-        "services": len(parts),
-        "by_state": by_state,
-        "by_tier": by_tier,
-        "frozen": sum(p.entry["frozen"] for p in parts),
-        "rollbacks_in_progress": sum(p.entry["rollback_in_progress"] for p in parts),
-        "maintenance": sum(p.entry["maintenance"] for p in parts),
-    }
+class Tally:
+    """How many services, by state and by tier and state, counted as they are built."""
+
+    def __init__(self) -> None:
+        self.by_state = dict.fromkeys(STATES, 0)
+        self.by_tier: dict[str, dict[str, int]] = {}
+        self.frozen = self.rolling = self.maintenance = 0
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Count one summary entry."""
+        state, tier = entry["state"], entry["tier"]
+        self.by_state[state] += 1
+        tiered = self.by_tier.get(tier)
+        if tiered is None:
+            tiered = self.by_tier[tier] = dict.fromkeys(STATES, 0)
+        tiered[state] += 1
+        self.frozen += entry["frozen"]
+        self.rolling += entry["rollback_in_progress"]
+        self.maintenance += entry["maintenance"]
+
+    def counts(self) -> dict[str, Any]:
+        """The document's ``counts``."""
+        return {
+            "services": sum(self.by_state.values()),
+            "by_state": self.by_state,
+            "by_tier": {t: self.by_tier[t] for t in sorted(self.by_tier, key=tier_rank)},
+            "frozen": self.frozen,
+            "rollbacks_in_progress": self.rolling,
+            "maintenance": self.maintenance,
+        }
 
 
 def encode_summary(
@@ -248,8 +273,9 @@ def encode_summary(
     by ``?history=1``) each entry also carries its signals' recent values."""
     text = json.dumps(document, allow_nan=False)
     yield (text[:-1] + ', "services": [').encode()
-    for start in range(0, len(parts), CHUNK):
-        chunk = parts[start : start + CHUNK]
+    step = CHUNK if charts is None else HISTORY_CHUNK
+    for start in range(0, len(parts), step):
+        chunk = parts[start : start + step]
         if charts is None:
             encoded = b",".join(p.encoded for p in chunk)
         else:

@@ -33,18 +33,30 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 46, 296, 4, 58  # the plot area inside it
 
 
 def render_summary(
-    document: Mapping[str, Any], services: Sequence[Mapping[str, Any]], *, refresh: int | None = 10
+    document: Mapping[str, Any], rows: Sequence[Markup], *, refresh: int | None = 10
 ) -> Iterator[str]:
-    """The summary page for the /status summary document, in fragments (to stream)."""
+    """The summary page for the /status summary document, in fragments (to stream);
+    ``rows``: the services' rows (:func:`summary_row`), worst first."""
     template = _env().get_template("summary.html")
     context = {
         "doc": {"counts": {"by_tier": {}}, "tiers": {}} | dict(document),
-        "services": services,
+        "rows": rows,
         "line": summary_line(document),
         "refresh": refresh,
         "levels": LEVELS,
     }
     return template.generate(context)
+
+
+def compile_templates() -> None:
+    """Load and compile every page's template, so no request pays for it."""
+    for name in ("summary.html", "summary_row.html", "service.html"):
+        _env().get_template(name)
+
+
+def summary_row(service: Mapping[str, Any]) -> Markup:
+    """One service's row on the summary page (HTML, its values escaped)."""
+    return Markup(_env().get_template("summary_row.html").render(s=service))
 
 
 def render_service(document: Mapping[str, Any], *, refresh: int | None = 10) -> str:

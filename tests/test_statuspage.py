@@ -12,7 +12,14 @@ from urllib.parse import quote
 import pytest
 
 from monitor.status import shown
-from monitor.statuspage import duration, policy, render_service, render_summary, summary_line
+from monitor.statuspage import (
+    duration,
+    policy,
+    render_service,
+    render_summary,
+    summary_line,
+    summary_row,
+)
 
 NOW = 1700000123.5  # 2023-11-14 22:15:23.5Z
 VOID = {"meta", "link", "br", "hr", "img", "input", "wbr", "col", "area", "base", "source"}
@@ -110,7 +117,8 @@ def page(document: dict[str, Any], **options: Any) -> Node:
 
 
 def summary_page(document: dict[str, Any], **options: Any) -> Node:
-    return parse("".join(render_summary(document, document["services"], **options)))
+    rows = [summary_row(s) for s in document["services"]]
+    return parse("".join(render_summary(document, rows, **options)))
 
 
 # -- the sample documents ------------------------------------------------------------------
@@ -506,7 +514,7 @@ def test_everything_from_the_documents_is_escaped() -> None:
     assert root.by_id("timeline").all("td", "title")[0].text == evil
     doc = summary()
     doc["services"][0]["name"] = f'"><img src=x>{evil}'
-    source = "".join(render_summary(doc, doc["services"]))
+    source = "".join(render_summary(doc, [summary_row(s) for s in doc["services"]]))
     assert evil not in source
     root = parse(source)
     assert not root.all("img")
