@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from jinja2 import Environment, PackageLoader
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from monitor.leadership import leadership_text
 from monitor.model import Op, Signal, format_duration
@@ -28,6 +28,8 @@ _DELIVERY = {"immediate": "alerts immediately", "digest": "daily digest", "off":
 _VERDICT = {"good": "verified good", "bad": "BAD", "unverified": "not verified yet"}
 # Badge tones for Railway's deployment statuses; anything else is on its way (or asleep).
 _DEPLOY_TONE = {SUCCESS: "ok"} | dict.fromkeys(FAILED, "firing") | dict.fromkeys(ENDED, "blind")
+TWO_VALUED = ("health", "deployment")
+RATES = ("error_rate", "memory")  # 1 or 0: charted from 0 to 1, said in words
 _W, _H = 300, 72  # chart size in px
 _LEFT, _RIGHT, _TOP, _BOTTOM = 46, 296, 4, 58  # the plot area inside it
 
@@ -204,16 +206,18 @@ def _rule_view(
     reason = None
     if latest is not None and latest.get("value") is None and latest.get("reason"):
         reason = latest["reason"]
+    signal, op, limit = str(rule.get("signal")), str(rule.get("op")), rule.get("threshold_shown")
+    condition = None if not limit else f"{op} {limit}"
+    if signal in TWO_VALUED and op == "<" and rule.get("threshold") == 1.0:
+        condition = show(signal, 0.0)  # "failing", which "< healthy" only hints at
     text = str(rule.get("rule", ""))
-    if not rule.get("baseline_rule") and rule.get("threshold_shown"):
+    if not rule.get("baseline_rule") and condition:
         # The rule in the unit it was written in (5%, not 0.05).
-        text = (
-            f"{rule.get('signal')} {rule.get('op')} {rule['threshold_shown']} "
-            f"for {duration(rule.get('for'))}"
-        )
+        text = f"{signal} {condition} for {duration(rule.get('for'))}"
     return {
         "name": name,
         "text": text,
+        "condition": condition,
         "rule": rule,
         "tone": tone,
         "word": phase if phase in ("pending", "firing") else "ok",
@@ -250,10 +254,13 @@ def chart(rule: Mapping[str, Any]) -> dict[str, Any]:
         return base | {"empty": True, "title": f"{signal}: no samples yet"}
     t0, t1 = history[0][0], history[-1][0]
     known = [v for _, v in history if v is not None]
-    if signal in ("health", "deployment"):
+    highest = max(known, default=0.0)
+    if signal in TWO_VALUED:
         top = 1.0
     else:
-        top = max((threshold or 0.0) * 1.5, max(known, default=0.0)) * 1.1
+        top = max((threshold or 0.0) * 1.5, highest) * 1.1
+        if signal in RATES:  # a share: no need to draw room above 100%
+            top = min(top, max(1.0, highest))
     top = top if top > 0 else 1.0
     try:
         op: Op | None = Op(str(rule.get("op")))
@@ -290,15 +297,16 @@ def chart(rule: Mapping[str, Any]) -> dict[str, Any]:
         "points": points,
         "unknowns": unknowns,
         "ty": None if threshold is None else y(threshold),
+        # The threshold's label above its line, or below it when the line is at the top.
+        "ly": None if threshold is None else _label_y(y(threshold)),
         "limit": None if threshold is None else show(signal, threshold),
         # On a two-valued signal the line sits on the values: its label would hide them.
-        "limit_label": signal not in ("health", "deployment"),
-        "ymax": show(signal, top) if signal not in ("health", "deployment") else show(signal, 1.0),
+        "limit_label": signal not in TWO_VALUED,
+        "ymax": show(signal, top) if signal not in TWO_VALUED else show(signal, 1.0),
         "ymin": show(signal, 0.0),
         "span": duration(t1 - t0),
     }
 
 
-def escaped(value: object) -> str:
-    """``value`` escaped as the templates escape it (for tests and callers outside them)."""
-    return str(escape(value))
+def _label_y(line: float) -> float:
+    return line - 2 if line - 2 >= _TOP + 9 else line + 10

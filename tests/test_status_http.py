@@ -156,6 +156,10 @@ async def test_during_and_after_a_rollback(stage: Stage, baked: Client) -> None:
         ("/status/web?tier=production", 400, "not /status/<service>"),
         ("/status/nope", 404, "no service called 'nope'"),
         ("/status?service=nope", 404, "no service called 'nope'"),
+        ("/status/%3Cscript%3E", 404, "no service called '<script>'"),
+        ("/status?tier=%00" + "x" * 500, 400, "unknown tier '\\x00xxx"),
+        ("/status/" + "y" * 3000, 404, "no service called 'yyy"),
+        ("/status?history=%F0%9F%92%A5", 400, "history must be 1 or 0"),
     ],
 )
 async def test_bad_queries_are_refused_naming_what_is_wrong(

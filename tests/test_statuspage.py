@@ -591,3 +591,19 @@ def test_summary_line() -> None:
     assert summary_line({"counts": {"services": 0}}) == "0 services"
     one = {"counts": {"services": 1, "by_state": {"ok": 1}}}
     assert summary_line(one) == "1 service · all clear"
+
+
+def test_a_health_rule_reads_in_words() -> None:
+    row = page(detail(rules={"health-failing": rule("health", "<", 1.0, [1.0, 0.0])})).one(
+        "tr", "rule"
+    )
+    assert row.one("td", "threshold").text == "failing"
+    assert row.one(cls="why").text == "health failing for 3s"
+
+
+def test_a_share_is_not_drawn_above_100_percent() -> None:
+    svg = chart(rule("memory", ">", 0.9, [0.2, 0.3]))
+    assert svg.one("text", "ymax").text == "100%"
+    # Its threshold is near the top: the label goes under the line, not off the chart.
+    line = float(svg.one("line", "threshold").attrs["y1"])
+    assert float(svg.one("text", "limit").attrs["y"]) == pytest.approx(line + 10)
