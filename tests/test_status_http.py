@@ -12,13 +12,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from monitor import status_summary
 from monitor.clock import FakeClock
 from monitor.engine import RuleState
+from monitor.errors import StoreError
 from monitor.model import Phase
 from monitor.server import create_app
+from monitor.status import service_document
 from monitor.status_routes import PIECE, _pieces
-from monitor.status_summary import Summary, state_of
-from tests.stage import Stage, worker
+from monitor.status_summary import Summary, maintenance_of, state_of
+from tests.stage import Stage, store_of, worker
 
 BAD_5XX = {"v2": {"error_ratio": 0.5}}
 
@@ -211,3 +214,72 @@ def test_a_page_is_written_in_pieces() -> None:
     pieces = list(_pieces(fragments))
     assert len(pieces) >= 3
     assert b"".join(pieces) == "".join(fragments).encode()
+
+
+class Seen:
+    """The daemon as the status documents see it, with some of its parts replaced."""
+
+    def __init__(self, daemon: Any, **replaced: Any) -> None:
+        self._daemon = daemon
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._daemon, name)
+
+
+class BrokenStore:
+    """A store every read of which fails, as PostgreSQL out of reach does."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def fails(*args: Any, **kwargs: Any) -> Any:
+            raise StoreError("connection refused")
+
+        return fails
+
+
+async def test_without_the_store_the_live_state_is_still_shown(stage: Stage, baked: Client) -> None:
+    seen = Seen(stage.daemon, store=BrokenStore())
+    document, parts = await Summary(seen).build()
+    assert document["store_error"] == "connection refused"
+    assert [p.entry["state"] for p in parts] == ["ok"]
+    assert parts[0].entry["release"] is None  # the store's part is left out, not guessed
+    detail = await service_document(seen, worker(stage))
+    assert detail["store_error"] == "connection refused"
+    assert detail["service"]["rules"]["error-rate"]["phase"] == "inactive"
+
+
+async def test_removed_services_are_forgotten_and_events_refresh_releases(
+    stage: Stage, baked: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert stage.daemon is not None
+    summary = Summary(stage.daemon)
+    _, parts = await summary.build()
+    assert parts[0].entry["verdict"] == "good"
+    # A verdict written behind the summary's back: an event about the service refreshes it.
+    store = store_of(stage)
+    active = parts[0].entry["deployment"]
+    await store.mark_bad("web", active, stage.clock.time(), "by hand", {})
+    monkeypatch.setattr(status_summary, "EVENTS_READ", 1)  # more events than it reads: all
+    for _ in range(2):
+        await store.record_event("web", "unfrozen", stage.clock.time(), {})
+    _, parts = await summary.build()
+    assert parts[0].entry["verdict"] == "bad"
+    _, parts = await Summary(Seen(stage.daemon, workers=())).build()
+    assert parts == []
+    gone = Summary(stage.daemon)
+    await gone.build()
+    gone.daemon = Seen(stage.daemon, workers=())
+    await gone.build()
+    assert gone._parts == {}
+
+
+def test_maintenance_flag_from_the_worker(stage: Stage) -> None:
+    class Worker:
+        maintenance: Any = None
+
+    shown = Worker()
+    assert maintenance_of(shown) is False  # type: ignore[arg-type]
+    shown.maintenance = {"active": {"name": "nightly"}, "next": None}
+    assert maintenance_of(shown) is True  # type: ignore[arg-type]
+    shown.maintenance = {"active": None, "next": {"name": "nightly"}}
+    assert maintenance_of(shown) is False  # type: ignore[arg-type]

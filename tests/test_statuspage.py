@@ -607,3 +607,17 @@ def test_a_share_is_not_drawn_above_100_percent() -> None:
     # Its threshold is near the top: the label goes under the line, not off the chart.
     line = float(svg.one("line", "threshold").attrs["y1"])
     assert float(svg.one("text", "limit").attrs["y"]) == pytest.approx(line + 10)
+
+
+def test_odd_values_in_a_document_are_said_not_fatal() -> None:
+    from monitor.statuspage import ago, clock, moment, show, window
+
+    assert str(moment(None)) == str(ago("soon", NOW)) == "at an unknown time"
+    assert str(clock(None, NOW)) == str(window("nightly", NOW)) == "—"
+    bare = window({"name": "w", "starts_at": NOW, "ends_at": NOW + 60}, NOW)
+    assert parse_fragment(str(bare)) == "w 22:15:23 → 22:16:23 UTC"
+    assert show("odd", 0.25) == "0.25"
+
+
+def parse_fragment(html: str) -> str:
+    return parse(f"<!DOCTYPE html><p>{html}</p>").one("p").text
