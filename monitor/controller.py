@@ -108,11 +108,21 @@ class RollbackController:
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._retry_at: dict[str, tuple[float, float]] = {}  # name -> (monotonic, backoff)
         self._episodes: dict[str, _Episode] = {}
+        # name -> the clock time of the last evaluation whose decision is made (recorded, or
+        # nothing to do): the alert router waits for it before telling a symptom.
+        self._decided: dict[str, float] = {}
         self._tasks = Background("rollback controller")
         self._closed = False
         executor.still_wanted = self._still_wanted
 
     # -- the evaluation hook -----------------------------------------------------------------
+
+    def decided_through(self, service: str) -> float | None:
+        """When the last evaluation of ``service`` that came to a decision began (clock time;
+        None before the first). A rule that fired before it has had its decision: a
+        rollback it started is in the store. The alert router reads this so that a symptom
+        is not told in the moment between the rule firing and the rollback's intent."""
+        return self._decided.get(service)
 
     def firing(self, service: ServicePlan) -> tuple[Firing, ...]:
         """The service's rules that are FIRING now, as the decision reads them."""
@@ -146,20 +156,24 @@ class RollbackController:
         retry = self._retry_at.get(name)
         if retry is not None and self.clock.monotonic() < retry[0]:
             return  # the last step failed: back off before asking Railway again
-        if name in self.open:
+        at = self.clock.time()
+        if name in self.open:  # its rollback is in the store: nothing new to decide
+            self._decided[name] = at
             self._spawn(name, self._drive_open(service))
             return
         if not service.policy.auto_rollback:
+            self._decided[name] = at
             return
         firing = self.firing(service)
         if not firing:
+            self._decided[name] = at
             episode = self._episodes.get(name)
             if episode is not None and self.clock.time() - episode.last_firing > max(
                 service.policy.cooldown, max((r.for_ for r in service.rules), default=0.0)
             ):
                 del self._episodes[name]  # over: the next incident speaks again
             return
-        self._spawn(name, self._act(service, firing, self.clock.monotonic()))
+        self._spawn(name, self._act(service, firing, self.clock.monotonic(), at))
 
     def _spawn(self, name: str, work: Awaitable[None]) -> None:
         task = self._tasks.spawn(work)
@@ -184,6 +198,7 @@ class RollbackController:
         self.open.clear()
         self._retry_at.clear()
         self._episodes.clear()
+        self._decided.clear()
 
     async def idle(self) -> None:
         """Wait until no decision or rollback task runs (tests and the bench)."""
@@ -257,7 +272,9 @@ class RollbackController:
             dry_run_of_active=dry,
         )
 
-    async def _act(self, service: ServicePlan, firing: tuple[Firing, ...], started: float) -> None:
+    async def _act(
+        self, service: ServicePlan, firing: tuple[Firing, ...], started: float, at: float
+    ) -> None:
         try:
             stored = await self.stored(service)
             facts = await self.facts(service, firing, stored=stored)
@@ -276,6 +293,8 @@ class RollbackController:
             self._failed(service, "decision", e)
         else:
             self._retry_at.pop(service.name, None)
+            if not (isinstance(decision, Idle) and decision.waiting):
+                self._decided[service.name] = at
 
     async def _carry_out(
         self, service: ServicePlan, facts: Facts, decision: Decision, started: float

@@ -101,9 +101,13 @@ class Facts:
 
 @dataclass(frozen=True, slots=True)
 class Idle:
-    """Nothing to decide: no rollback rule fires on fresh evidence about the active release."""
+    """Nothing to decide: no rollback rule fires on fresh evidence about the active release.
+
+    ``waiting``: a rule fires, but its evidence about the active release is not a whole
+    ``for`` yet; the decision may be Go in a tick or two (the alert router waits for it)."""
 
     why: str
+    waiting: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +158,8 @@ def decide(policy: TierPolicy, facts: Facts) -> Decision:
         return Idle("no deployment has gone live")
     firing = [f for f in facts.firing if f.judges(facts.live_at, now)]
     if not firing:
-        return Idle("no rollback rule fires on fresh evidence about the active release")
+        why = "no rollback rule fires on fresh evidence about the active release"
+        return Idle(why, waiting=bool(facts.firing))
     if policy.dry_run and facts.dry_run_of_active is not None:
         return Idle(f"dry run #{facts.dry_run_of_active} already recorded for {active.id}")
     chosen = min(firing, key=lambda f: (f.since, f.rule))
