@@ -128,11 +128,21 @@ def _aliases() -> set[str]:
     return {str(f.validation_alias) for f in Environment.model_fields.values()}
 
 
+TEST_PREFIX = "RAILGUARD_TEST_"  # the test suite's own variables (README, Development)
+
+
 def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
-    """Read the environment; an unknown ``RAILGUARD_*`` variable is a mistake, not ignored."""
+    """Read the environment; an unknown ``RAILGUARD_*`` variable is a mistake, not ignored.
+
+    ``RAILGUARD_TEST_*`` belongs to railguard's own test suite (where its artifacts go,
+    which PostgreSQL it uses): the daemons the tests start inherit it, and ignore it."""
     environ = os.environ if environ is None else environ
     known = _aliases()
-    unknown = sorted(k for k in environ if k.startswith("RAILGUARD_") and k not in known)
+    unknown = sorted(
+        k
+        for k in environ
+        if k.startswith("RAILGUARD_") and not k.startswith(TEST_PREFIX) and k not in known
+    )
     if unknown:
         # Only the name: the value may well be a secret set under a mistyped name.
         raise ConfigError(

@@ -2,7 +2,7 @@
 
 The demo plays on a FakeClock (a few seconds); then headless Chromium opens /status on the
 daemon that is still running, the screenshot is kept in test-artifacts/ (or
-$RAILGUARD_ARTIFACTS), and the assertions read the page's visible text and elements.
+$RAILGUARD_TEST_ARTIFACTS), and the assertions read the page's visible text and elements.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.browser import Browser, needs_chromium
 from tests.test_demo import drive
 
 ARTIFACTS = Path(
-    os.environ.get("RAILGUARD_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
+    os.environ.get("RAILGUARD_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
 )
 
 pytestmark = needs_chromium
