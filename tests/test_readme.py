@@ -45,9 +45,7 @@ async def test_readmes_local_walkthrough_works_as_written(tmp_path: Path) -> Non
     app, railguard = free_port(), free_port()
     script = tmp_path / "walkthrough.sh"
     script.write_text(made_ours(walkthrough(), tmp_path, app, railguard))
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RAILGUARD_", "DATABASE_URL"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAILGUARD_", "DATABASE_URL"))}
     env |= {
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PORT": str(railguard),
