@@ -18,6 +18,7 @@ from typing import Any
 
 from monitor.configtypes import shown
 from monitor.errors import ConfigError
+from monitor.sources.health import HealthCheck
 
 Location = tuple[int | str, ...]
 
@@ -182,20 +183,7 @@ def _expand_app(
     ]
 
 
-HEALTH_KEYS = frozenset(
-    {
-        "method",
-        "timeout",
-        "expected_status",
-        "body_contains",
-        "json_path",
-        "json_equals",
-        "max_body_bytes",
-        "headers",
-        "cold_start",
-        "release",
-    }
-)
+HEALTH_KEYS = frozenset(HealthCheck.model_fields) - {"url"}
 """The health check's keys an app or environment may set: its URL is the environment's."""
 
 
@@ -292,8 +280,10 @@ def _health(
     if "health" in env:
         _table(path, (*here, "health"), env["health"], HEALTH_KEYS)
     settings: dict[str, Any] = {}
+    written: Location = (*here, "url")  # where a mistake in the whole check is reported
     for table, loc in ((app.get("health"), app_loc), (env.get("health"), here)):
         if isinstance(table, Mapping):
+            written = (*loc, "health")
             for key, value in table.items():
                 settings[key], origin[("health", key)] = value, (*loc, "health", key)
     if url is None:
@@ -312,7 +302,7 @@ def _health(
     full = _join(url, health_path)
     if settings:
         service["health"] = {"url": full, **settings}
-        origin[("health",)] = (*here, "url")
+        origin[("health",)] = written
         origin[("health", "url")] = (*here, "url")
     else:
         service["health_url"] = full

@@ -390,6 +390,16 @@ memory = { source = "railway" }
             "apps[0].environments.production (shop-production): rule 'memory-high' of tier "
             "'production' needs the memory signal",
         ),
+        (
+            "[[apps]]\nname = 'x'\nhealth = { json_equals = 1 }\n[apps.environments.p]\n"
+            "tier = 'preview'\nurl = 'http://a'\n",
+            "apps[0].health: json_equals needs json_path",
+        ),
+        (
+            "[[apps]]\nname = 'x'\nhealth = { timeout = '2s' }\n[apps.environments.p]\n"
+            "tier = 'preview'\nurl = 'http://a'\nhealth = { json_path = 'a', method = 'HEAD' }\n",
+            "apps[0].environments.p.health: a HEAD response has no body",
+        ),
         # Names: an app's service may not take a written service's name, nor another app's.
         (
             '[[services]]\nname = "shop-production"\ntier = "preview"\n'
