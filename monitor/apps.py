@@ -143,7 +143,7 @@ def expand_apps(raw: Mapping[str, Any], path: Path) -> Expansion:
                 raise _fail(
                     path,
                     (*record.loc, "name"),
-                    f"the service name {record.service!r} this environment gets is also "
+                    f"the service name {shown(record.service)} this environment gets is also "
                     f"{taken[record.service]}'s: give one of them another name (an environment "
                     "table's name = ... sets its service's name)",
                 )
@@ -207,7 +207,7 @@ def _expand_environment(
         raise _fail(
             path,
             name_at if "name" in env else here,
-            f"the service name {name!r} is not one (at most 100 letters, digits, '.', '_' and "
+            f"the service name {shown(name)} is not one (at most 100 letters, digits, '.', '_' and "
             "'-', starting with a letter or digit): set name = ... in the environment's table",
         )
     service: dict[str, Any] = {"name": name, "tier": env["tier"]}

@@ -4,8 +4,9 @@
 local sandbox story. ``status``, ``rollback``, ``freeze`` and ``unfreeze`` talk to a running
 daemon's admin API (:mod:`monitor.adminclient`) with ``RAILGUARD_ADMIN_TOKEN``.
 
-Exit status: 0 ok, 1 runtime failure (for ``rollback``: it failed), 2 bad config or bad
-arguments (for the admin commands also: a wrong token, or a request the daemon refused).
+Exit status: 0 ok, 1 runtime failure (for ``rollback``: it failed; for ``check --strict``:
+a valid config that drew warnings), 2 bad config or bad arguments (for the admin commands
+also: a wrong token, or a request the daemon refused).
 """
 
 from __future__ import annotations

@@ -400,6 +400,10 @@ memory = { source = "railway" }
             "tier = 'preview'\nurl = 'http://a'\nhealth = { json_path = 'a', method = 'HEAD' }\n",
             "apps[0].environments.p.health: a HEAD response has no body",
         ),
+        (
+            "[[apps]]\nname = 'x'\n[apps.environments." + "e" * 200 + "]\ntier = 'preview'\n",
+            "apps[0].environments." + "e" * 200 + ": the service name 'x-" + "e" * 35 + "...",
+        ),
         # Names: an app's service may not take a written service's name, nor another app's.
         (
             '[[services]]\nname = "shop-production"\ntier = "preview"\n'
