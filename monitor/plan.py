@@ -395,7 +395,7 @@ def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None =
                     f"(known: {', '.join(sorted(rules))})"
                 )
     services = tuple(
-        plan_service(f"{path}: services[{i}]", service, config, rules)
+        plan_service(f"{path}: {config.where(i)}", service, config, rules)
         for i, service in enumerate(config.services)
     )
     plan = Plan(
