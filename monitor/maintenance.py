@@ -33,11 +33,11 @@ from monitor.configtypes import (
     Strict,
     Text,
     expand_in,
-    format_seconds,
     shown,
     within,
 )
 from monitor.errors import ConfigError
+from monitor.model import format_duration
 
 LOOKAHEAD = 7 * DAY
 """How far ahead /status looks for the next window."""
@@ -91,8 +91,6 @@ def instant(wall: datetime, zone: ZoneInfo) -> float:
 def _when(value: Any, info: ValidationInfo) -> Any:
     """A one-off window's ``start`` or ``end``: a TOML date-time or a string, read in the
     window's zone (unless it carries an offset); epoch seconds."""
-    if value is None:
-        return None
     if isinstance(value, str):
         text = expand_in(value, info).strip()
         try:
@@ -113,8 +111,6 @@ def _when(value: Any, info: ValidationInfo) -> Any:
 
 
 def _clock(value: Any) -> Any:
-    if value is None:
-        return None
     if isinstance(value, time):  # TOML's local time: 02:00:00
         return value.replace(tzinfo=None, microsecond=0)
     hours, sep, minutes = value.partition(":") if isinstance(value, str) else ("", "", "")
@@ -128,8 +124,6 @@ def _clock(value: Any) -> Any:
 
 
 def _days(value: Any) -> Any:
-    if value is None:
-        return None
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list | tuple) or not value:
@@ -267,7 +261,7 @@ class MaintenanceWindow(Strict):
         else:
             days, at, duration = self._recurrence()
             on = "every day" if len(days) == 7 else ", ".join(DAY_NAMES[d] for d in days)
-            when = f"{on} at {at:%H:%M} {self.zone} for {format_seconds(duration)}"
+            when = f"{on} at {at:%H:%M} {self.zone} for {format_duration(duration)}"
         return f"{self.name}: {when}, {scope}: {self.reason}"
 
 
@@ -297,7 +291,7 @@ class Occurrence:
 
 def in_force(windows: Iterable[MaintenanceWindow], now: float) -> Occurrence | None:
     """The window in force at ``now`` (of several, the one that ends last), or None."""
-    found = [o for w in windows for o in w.occurrences(now, now) if o.starts_at <= now]
+    found = [o for w in windows for o in w.occurrences(now, now + 1.0) if o.starts_at <= now]
     return max(found, key=lambda o: (o.ends_at, o.window.name), default=None)
 
 
@@ -308,7 +302,7 @@ def upcoming(
     found = [
         o
         for w in windows
-        for o in w.occurrences(now, now + within)
+        for o in w.occurrences(now, now + within + 1.0)
         if now < o.starts_at <= now + within
     ]
     return min(found, key=lambda o: (o.starts_at, o.window.name), default=None)
@@ -345,7 +339,7 @@ def describe_windows(windows: Sequence[MaintenanceWindow], now: float | None = N
                 line += f" (in force until {_local(current.ends_at, window.zone)})"
             elif later is not None:
                 line += f" (next from {_local(later.starts_at, window.zone)})"
-            elif not window.recurring:
+            else:  # a recurring window always comes again within the look
                 line += " (over)"
         lines.append(line)
     return lines
