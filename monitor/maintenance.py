@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from monitor.configtypes import (
     DAY,
@@ -46,6 +53,8 @@ MAX_ONE_OFF = 31 * DAY
 to lift (``railguard freeze``)."""
 MAX_RECURRING = 7 * DAY
 """A recurring window repeats at most weekly: a longer one would never end."""
+MEMO_SPAN = 3600.0
+"""The longest a window's worked-out state is kept when nothing about it changes sooner."""
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _DAYS = {name: i for i, name in enumerate(DAY_NAMES)} | {
@@ -159,6 +168,7 @@ class MaintenanceWindow(Strict):
     duration: Annotated[Duration, within(0.0, MAX_RECURRING, above=True)] | None = None
     tier: Text | None = None
     services: tuple[Text, ...] | None = None
+    _memo: _Cell = PrivateAttr(default_factory=lambda: _Cell())
 
     @field_validator("zone")
     @classmethod
@@ -227,6 +237,38 @@ class MaintenanceWindow(Strict):
             raise ValueError(f"maintenance window {self.name} is not recurring")
         return days, at, duration
 
+    def state(self, now: float) -> tuple[Occurrence | None, Occurrence | None]:
+        """Its occurrence in force at ``now`` and its next to start within :data:`LOOKAHEAD`.
+
+        Worked out once for as long as neither answer can change (until the one in force
+        ends, the next starts, or one comes within the look-ahead), since every service's
+        evaluation and every /status request asks, and many services share a window.
+        """
+        memo = self._memo.memo
+        if memo is None or not memo.since <= now < memo.until:
+            memo = self._memo.memo = self._work_out(now)
+        return memo.active, memo.next
+
+    def _work_out(self, now: float) -> _Memo:
+        active: Occurrence | None = None
+        next_: Occurrence | None = None
+        beyond: Occurrence | None = None
+        for o in self.occurrences(now, now + LOOKAHEAD + MEMO_SPAN + 1.0):
+            if o.starts_at <= now:  # and ends after it; of two, the later ends later
+                active = o
+            elif o.starts_at <= now + LOOKAHEAD:
+                next_ = next_ or o
+            else:
+                beyond = beyond or o
+        until = now + MEMO_SPAN
+        if active is not None:
+            until = min(until, active.ends_at)
+        if next_ is not None:
+            until = min(until, next_.starts_at)
+        elif beyond is not None:
+            until = min(until, beyond.starts_at - LOOKAHEAD)
+        return _Memo(now, until, active, next_)
+
     def occurrences(self, since: float, until: float) -> Iterator[Occurrence]:
         """Its occurrences that overlap ``[since, until)``, in order of start."""
         if self.start is not None and self.end is not None:
@@ -289,9 +331,33 @@ class Occurrence:
         return f"maintenance window {self.window.name} until {until}: {self.window.reason}"
 
 
+class _Cell:
+    """Where a window keeps its :class:`_Memo`: never part of what makes two windows equal."""
+
+    __slots__ = ("memo",)
+
+    def __init__(self) -> None:
+        self.memo: _Memo | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Cell)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """A window's state, true for every time in ``[since, until)``."""
+
+    since: float
+    until: float
+    active: Occurrence | None
+    next: Occurrence | None
+
+
 def in_force(windows: Iterable[MaintenanceWindow], now: float) -> Occurrence | None:
     """The window in force at ``now`` (of several, the one that ends last), or None."""
-    found = [o for w in windows for o in w.occurrences(now, now + 1.0) if o.starts_at <= now]
+    found = [o for w in windows if (o := w.state(now)[0]) is not None]
     return max(found, key=lambda o: (o.ends_at, o.window.name), default=None)
 
 
@@ -299,12 +365,15 @@ def upcoming(
     windows: Iterable[MaintenanceWindow], now: float, within: float = LOOKAHEAD
 ) -> Occurrence | None:
     """The next window to start after ``now`` and within ``within`` seconds, or None."""
-    found = [
-        o
-        for w in windows
-        for o in w.occurrences(now, now + within + 1.0)
-        if now < o.starts_at <= now + within
-    ]
+    if within == LOOKAHEAD:
+        found = [o for w in windows if (o := w.state(now)[1]) is not None]
+    else:
+        found = [
+            o
+            for w in windows
+            for o in w.occurrences(now, now + within + 1.0)
+            if now < o.starts_at <= now + within
+        ]
     return min(found, key=lambda o: (o.starts_at, o.window.name), default=None)
 
 

@@ -215,6 +215,49 @@ def test_of_two_windows_in_force_the_one_that_ends_last_is_shown() -> None:
     assert in_force([short, long], utc(2026, 1, 1, 3)) is None  # the end is not in it
 
 
+def _direct(w: MaintenanceWindow, now: float) -> tuple[Any, Any]:
+    """The state worked out from scratch: every occurrence around ``now``."""
+    around = list(w.occurrences(now, now + 8 * 86400))
+    active = [o for o in around if o.starts_at <= now]
+    later = [o for o in around if now < o.starts_at <= now + 7 * 86400]
+    return (
+        max(((o.starts_at, o.ends_at) for o in active), key=lambda p: p[1], default=None),
+        min(((o.starts_at, o.ends_at) for o in later), default=None),
+    )
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"zone": "Europe/Berlin", "days": ["sun"], "at": "02:30", "duration": "2h"},
+        {"zone": "America/New_York", "days": ["daily"], "at": "01:30", "duration": "90m"},
+        {"zone": "Europe/Berlin", "days": ["fri"], "at": "18:00", "duration": "3d"},
+        {"zone": "Europe/London", "days": ["daily"], "at": "00:00", "duration": "30h"},
+        {"zone": "Australia/Lord_Howe", "days": ["sat", "sun"], "at": "02:00", "duration": "1h"},
+        {"start": "2026-03-28T10:00", "end": "2026-04-02T10:00", "zone": "Europe/Berlin"},
+    ],
+)
+def test_the_remembered_state_is_the_state_worked_out_afresh(kw: dict[str, Any]) -> None:
+    """A window remembers its state until it can change; asked at any time, in any order
+    (a clock that jumps back too), it answers what a fresh look at the calendar says."""
+    import random
+
+    w = window(**kw)
+    times = [utc(2026, 3, 15) + i * 37 * 60.0 for i in range(26 * 24 * 60 // 37)]
+    times += [utc(2026, 10, 18) + i * 37 * 60.0 for i in range(14 * 24 * 60 // 37)]
+    shuffled = random.Random(7).sample(times, len(times))
+    edges = [t for o in w.occurrences(times[0], times[-1]) for t in (o.starts_at, o.ends_at)]
+    edges += [t + d for t in edges for d in (-1.0, 1.0, -7 * 86400, 1 - 7 * 86400)]
+    for now in times + shuffled + edges:
+        active, later = w.state(now)
+        got = (
+            None if active is None else (active.starts_at, active.ends_at),
+            None if later is None else (later.starts_at, later.ends_at),
+        )
+        assert got == _direct(w, now), datetime.fromtimestamp(now, UTC)
+    assert w == window(**kw)  # what it remembers does not make it another window
+
+
 def test_maintenance_json_is_the_status_shape() -> None:
     w = window(name="db", reason="upgrade", start="2026-01-01T00:00", end="2026-01-01T01:00")
     before = maintenance_json([w], utc(2025, 12, 31, 12))
