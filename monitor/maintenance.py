@@ -6,13 +6,10 @@ or named services, with a reason. The controller asks :func:`in_force` at every 
 so a window holds from the clock alone (level-triggered: nothing depends on having seen it
 start), and /status shows the window in force and the next one (:func:`maintenance_json`).
 
-Wall times are the zone's. Where the zone's clocks jump (daylight saving time):
-
-- a time that does not exist that day (02:30 on a spring-forward day in Europe/Berlin, where
-  02:00 becomes 03:00) means the end of the gap: the window starts at 03:00;
-- a time that happens twice (02:30 on a fall-back day) means the first of the two;
-- a duration is elapsed time: a 2h window is two real hours, across a change too, so its end
-  on the wall clock moves by the change.
+Wall times are the zone's, read by :func:`monitor.wallclock.instant` where the clocks jump
+(a time in a spring-forward gap is the gap's end, a repeated time the first). A duration is
+elapsed time: a 2h window is two real hours, across a change too, so its end on the wall
+clock moves by the change.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BeforeValidator,
@@ -45,6 +41,7 @@ from monitor.configtypes import (
 )
 from monitor.errors import ConfigError
 from monitor.model import format_duration
+from monitor.wallclock import instant, local_time, zone_of
 
 LOOKAHEAD = 7 * DAY
 """How far ahead /status looks for the next window."""
@@ -63,38 +60,6 @@ _DAYS = {name: i for i, name in enumerate(DAY_NAMES)} | {
         ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
     )
 }
-
-
-def zone_of(name: str) -> ZoneInfo:
-    """The tz database's zone ``name``; ValueError saying so when there is none."""
-    if not name or len(name) > 64 or not name.isascii():
-        raise ValueError(f'not a time zone: {shown(name)} (write one such as "Europe/Berlin")')
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(
-            f'unknown time zone: {shown(name)} (a tz database name such as "Europe/Berlin" '
-            'or "UTC")'
-        ) from None
-
-
-def instant(wall: datetime, zone: ZoneInfo) -> float:
-    """Epoch seconds of the wall time ``wall`` (naive) in ``zone``, by the module's DST rules:
-    a time in a gap is the gap's end, a time that happens twice is the first."""
-    first = wall.replace(tzinfo=zone, fold=0)
-    at = first.timestamp()
-    if datetime.fromtimestamp(at, zone).replace(tzinfo=None) == wall:
-        return at
-    # In a gap: fold=1 reads it with the offset after the jump (an instant before the jump),
-    # fold=0 with the offset before (after it). The jump lies between: find it to the second.
-    lo, hi = math.floor(wall.replace(tzinfo=zone, fold=1).timestamp()), math.ceil(at)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, zone).replace(tzinfo=None) >= wall:
-            hi = mid
-        else:
-            lo = mid + 1
-    return float(lo)
 
 
 def _when(value: Any, info: ValidationInfo) -> Any:
@@ -183,7 +148,7 @@ class MaintenanceWindow(Strict):
         if end is None or start is None:
             return end
         if end <= start:
-            raise ValueError(f"must be after start ({_local(start, info.data.get('zone'))})")
+            raise ValueError(f"must be after start ({local_time(start, info.data.get('zone'))})")
         if end - start > MAX_ONE_OFF:
             raise ValueError(
                 f"must be at most {MAX_ONE_OFF / DAY:g} days after start: a longer stop is a "
@@ -299,7 +264,7 @@ class MaintenanceWindow(Strict):
         elif self.tier is not None:
             scope = f"tier {self.tier}"
         if self.start is not None and self.end is not None:
-            when = f"from {_local(self.start, self.zone)} to {_local(self.end, self.zone)}"
+            when = f"from {local_time(self.start, self.zone)} to {local_time(self.end, self.zone)}"
         else:
             days, at, duration = self._recurrence()
             on = "every day" if len(days) == 7 else ", ".join(DAY_NAMES[d] for d in days)
@@ -327,7 +292,7 @@ class Occurrence:
 
     def hold_reason(self) -> str:
         """Why the controller holds: the window, until when (in its zone), and its reason."""
-        until = _local(self.ends_at, self.window.zone)
+        until = local_time(self.ends_at, self.window.zone)
         return f"maintenance window {self.window.name} until {until}: {self.window.reason}"
 
 
@@ -405,9 +370,9 @@ def describe_windows(windows: Sequence[MaintenanceWindow], now: float | None = N
             current = in_force([window], now)
             later = upcoming([window], now, within=MAX_ONE_OFF + LOOKAHEAD)
             if current is not None:
-                line += f" (in force until {_local(current.ends_at, window.zone)})"
+                line += f" (in force until {local_time(current.ends_at, window.zone)})"
             elif later is not None:
-                line += f" (next from {_local(later.starts_at, window.zone)})"
+                line += f" (next from {local_time(later.starts_at, window.zone)})"
             else:  # a recurring window always comes again within the look
                 line += " (over)"
         lines.append(line)
@@ -436,9 +401,3 @@ def check_windows(
                 raise ConfigError(
                     f"{here}.services[{j}]: no service named {service!r} (services: {known})"
                 )
-
-
-def _local(at: float, zone: object) -> str:
-    """A time on the zone's wall clock, with its abbreviation (CET, CEST)."""
-    tz = zone_of(zone) if isinstance(zone, str) else zone_of("UTC")
-    return datetime.fromtimestamp(at, tz).strftime("%Y-%m-%d %H:%M %Z")

@@ -22,13 +22,12 @@ from monitor.maintenance import (
     MaintenanceWindow,
     describe_windows,
     in_force,
-    instant,
     maintenance_json,
     upcoming,
-    zone_of,
 )
 from monitor.plan import build_plan
 from monitor.settings import load_environment
+from monitor.wallclock import instant, zone_of
 from tests.stage import Stage, known_good, store_of
 from tests.stage import trail as events
 
