@@ -50,6 +50,8 @@ MAX_ONE_OFF = 31 * DAY
 to lift (``railguard freeze``)."""
 MAX_RECURRING = 7 * DAY
 """A recurring window repeats at most weekly: a longer one would never end."""
+EARLIEST, LATEST = datetime(2000, 1, 1), datetime(2199, 12, 31, 23, 59, 59)
+"""The dates a one-off window may name: others are typos (or garbage)."""
 MEMO_SPAN = 3600.0
 """The longest a window's worked-out state is kept when nothing about it changes sooner."""
 
@@ -78,6 +80,8 @@ def _when(value: Any, info: ValidationInfo) -> Any:
         value = datetime.combine(value, time())
     if not isinstance(value, datetime):
         raise ValueError(f'a date and time such as "2026-12-05T22:00" (got {shown(value)})')
+    if not EARLIEST <= value.replace(tzinfo=None) <= LATEST:
+        raise ValueError(f"not a plausible time: {shown(str(value))} (years {EARLIEST.year}-2199)")
     if value.tzinfo is not None:
         return value.timestamp()
     zone = info.data.get("zone")  # absent when it was wrong: that is the error reported
@@ -368,13 +372,15 @@ def describe_windows(windows: Sequence[MaintenanceWindow], now: float | None = N
         line = f"  {window.describe()}"
         if now is not None:
             current = in_force([window], now)
-            later = upcoming([window], now, within=MAX_ONE_OFF + LOOKAHEAD)
+            later = upcoming([window], now, within=LOOKAHEAD)
             if current is not None:
                 line += f" (in force until {local_time(current.ends_at, window.zone)})"
-            elif later is not None:
+            elif later is not None and window.recurring:
                 line += f" (next from {local_time(later.starts_at, window.zone)})"
-            else:  # a recurring window always comes again within the look
+            elif window.end is not None and window.end <= now:
                 line += " (over)"
+            else:  # a one-off (a recurring window comes again within the look-ahead)
+                line += " (to come)"
         lines.append(line)
     return lines
 

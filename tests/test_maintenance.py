@@ -287,6 +287,8 @@ def test_describe_windows_says_when_each_is_next() -> None:
     assert lines[1].endswith("(in force until 2026-11-28 04:00 CET)")
     assert lines[2].endswith("(over)")
     assert describe_windows([w], utc(2026, 11, 27))[1].endswith("(next from 2026-11-28 02:00 CET)")
+    future = window(name="later", start="2027-01-01T00:00", end="2027-01-01T01:00")
+    assert describe_windows([future], utc(2026, 11, 27))[1].endswith("(to come)")
     assert describe_windows([]) == ["maintenance windows: none"]
 
 
@@ -339,6 +341,14 @@ MISTAKES = [
         "maintenance[0].start: not a date and time: 'soon'",
     ),
     ("start = 5\nend = 6", "maintenance[0].start: a date and time such as"),
+    (
+        'start = "0001-01-01T00:00"\nend = "0001-01-02T00:00"',
+        "maintenance[0].start: not a plausible time: '0001-01-01 00:00:00' (years 2000-2199)",
+    ),
+    (
+        'start = "2026-01-01T00:00"\nend = 9999-12-31T23:59:59-14:00',
+        "maintenance[0].end: not a plaus",
+    ),
     (
         'days = ["sat"]\nat = "02:00"\nduration = "1h"\nservices = ["wbe"]',
         "maintenance[0].services[0]: no service named 'wbe' (services: docs, web)",
