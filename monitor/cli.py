@@ -17,6 +17,7 @@ import contextlib
 import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -200,10 +201,14 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
 def _check(plan: Plan, out: TextIO, *, strict: bool) -> int:
     """Print the plan and the warnings; with ``strict`` a warning fails (exit 1)."""
     from monitor.checks import describe_apps, warnings
+    from monitor.maintenance import describe_windows
 
     print(plan.describe(), file=out)
     for line in describe_apps(plan):
         print(line, file=out)
+    if plan.config.maintenance:
+        for line in describe_windows(plan.config.maintenance, time.time()):
+            print(line, file=out)
     found = warnings(plan)
     for line in found:
         print(f"warning: {line}", file=out)

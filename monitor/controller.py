@@ -26,6 +26,7 @@ from monitor.errors import NotLeader, RailguardError
 from monitor.events import EscalationEvent, Evidence, HoldEvent, write_event
 from monitor.executor import RollbackExecutor
 from monitor.leadership import SOLO, Acting
+from monitor.maintenance import in_force
 from monitor.model import Phase, Rule, format_duration
 from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment, newest_live
@@ -220,11 +221,13 @@ class RollbackController:
         *,
         exclude: RollbackRecord | None = None,
         stored: ServiceRecords | None = None,
+        windows: bool = True,
     ) -> Facts:
         """Everything the decision looks at, from the poller's last answer unless given.
 
         ``exclude``: an intent about to be (re)sent, which is not yet a rollback that happened.
         ``stored``: the store's part, when it was just read (one decision reads it once).
+        ``windows``: whether maintenance windows count (they stop new decisions only).
         """
         name, now = service.name, self.clock.time()
         if stored is None:
@@ -257,6 +260,7 @@ class RollbackController:
         frozen = stored.frozen
         if frozen is not None and frozen.until is not None and frozen.until <= now:
             frozen = None
+        window = in_force(service.maintenance, now) if windows else None
         return Facts(
             now=now,
             firing=firing,
@@ -265,6 +269,7 @@ class RollbackController:
             live_at=live_at,
             verdicts=Verdicts.of(stored.records),
             frozen=None if frozen is None else f"{frozen.reason} (by {frozen.actor})",
+            maintenance=None if window is None else window.hold_reason(),
             blind=blind,
             incident=None if self.incident is None else self.incident(now),
             last_auto=real[0] if real else None,
@@ -366,8 +371,13 @@ class RollbackController:
     async def _still_wanted(
         self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
     ) -> str | None:
-        """Before an automatic intent is (re)sent: does the decision still say so?"""
-        facts = await self.facts(service, self.firing(service), current, exclude=record)
+        """Before an automatic intent is (re)sent: does the decision still say so?
+
+        A maintenance window does not count here: it stops new decisions, never one already
+        made (a resend is the same intent, after Railway provably did not apply it)."""
+        facts = await self.facts(
+            service, self.firing(service), current, exclude=record, windows=False
+        )
         decision = decide(service.policy, facts)
         if isinstance(decision, Go) and decision.target.id == record.to_deployment:
             return None

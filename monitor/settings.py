@@ -45,6 +45,7 @@ from monitor.configtypes import (
 )
 from monitor.errors import ConfigError
 from monitor.lease import LeaseTerms
+from monitor.maintenance import MaintenanceWindow
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import redact_url
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionLatency, ExpositionMemory
@@ -471,6 +472,8 @@ class Config(Strict):
     status_url: Text | None = None
     """railguard's public /status URL, linked from notifications."""
     pr_environments: PrEnvironmentsConfig | None = None
+    maintenance: tuple[MaintenanceWindow, ...] = ()
+    """Scheduled freezes of automatic rollback (monitor/maintenance.py)."""
     _apps: tuple[AppService, ...] = PrivateAttr(default=())
 
     @property

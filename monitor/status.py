@@ -17,6 +17,7 @@ from monitor.clock import Clock
 from monitor.decision import choose_target
 from monitor.errors import StoreError
 from monitor.events import EventKind, from_record
+from monitor.maintenance import maintenance_json
 from monitor.model import release_label
 from monitor.plan import Plan, has_railway_ids
 from monitor.releases import Verdicts, release_key
@@ -116,6 +117,7 @@ async def status_document(daemon: Observed) -> dict[str, Any]:
             "delivery": policy.delivery,
         }
         name = worker.plan.name
+        entry["maintenance"] = maintenance_json(worker.plan.maintenance, now)
         entry["railway"] = None
         if has_railway_ids(worker.plan.config) and problem is None:
             try:

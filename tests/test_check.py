@@ -322,3 +322,14 @@ def test_examples_pass_check_strict(example: Path, monkeypatch: pytest.MonkeyPat
         monkeypatch.setenv(name, "http://127.0.0.1:9" if name.endswith("_URL") else f"id-{name}")
     code, text, warnings = check(example, "--strict")
     assert (code, warnings) == (0, []), text
+
+
+def test_check_lists_the_maintenance_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = ROOT / "examples" / "maintenance.toml"
+    for name in re.findall(r"\$\{([A-Z_]+)\}", example.read_text()):
+        monkeypatch.setenv(name, "http://127.0.0.1:9" if name.endswith("_URL") else f"id-{name}")
+    code, text, _ = check(example)
+    assert code == 0
+    listed = text.split("maintenance windows (", 1)[1].splitlines()[1:]
+    assert listed
+    assert all(line.startswith("  ") for line in listed[:2])

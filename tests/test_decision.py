@@ -142,6 +142,7 @@ INCIDENT = '"Edge failing in every region" (INVESTIGATING, https://status.railwa
 # One fact that makes each guard hold, in DESIGN's order.
 GUARD_FACTS: dict[str, dict[str, Any]] = {
     "frozen": {"frozen": "migration running (by ops)"},
+    "maintenance": {"maintenance": "maintenance window backup until 2026-11-28 04:00 CET: backup"},
     "monitor_blind": {"blind": "the last Railway poll failed: HTTP 503"},
     "platform_incident": {"incident": "Elevated errors in us-west"},
     "deployment_in_progress": {"deployments": (COMING, BAD, GOOD, OLDER)},
