@@ -154,10 +154,13 @@ class RollbackController:
             return
         if not self.acting.leading():
             return  # a standby: the leader decides (the rules' states stay warm here)
+        at = self.clock.time()
         retry = self._retry_at.get(name)
         if retry is not None and self.clock.monotonic() < retry[0]:
-            return  # the last step failed: back off before asking Railway again
-        at = self.clock.time()
+            # The last step failed: back off before asking Railway again. Decided as far
+            # as the alerts go: a symptom railguard cannot act on now is for people.
+            self._decided[name] = at
+            return
         if name in self.open:  # its rollback is in the store: nothing new to decide
             self._decided[name] = at
             self._spawn(name, self._drive_open(service))
@@ -296,6 +299,7 @@ class RollbackController:
             self.acting.refused("rollback", e)
         except RailguardError as e:  # Railway or the store failed: decide again next time
             self._failed(service, "decision", e)
+            self._decided[service.name] = at  # no rollback now: its symptoms are told
         else:
             self._retry_at.pop(service.name, None)
             if not (isinstance(decision, Idle) and decision.waiting):
