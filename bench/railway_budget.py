@@ -54,7 +54,8 @@ def _world(emu: RailwayEmulator, clock: FakeClock, app_url: str) -> dict[str, st
     """One app in three environments, with traffic and memory, as the example expects."""
     project = emu.add_project("shop")
     service = emu.add_service(project.id, "app")
-    environ = {"APP_SERVICE_ID": service.id}
+    # The example's Slack channel: the sample app refuses it (404), so nothing is retried.
+    environ = {"APP_SERVICE_ID": service.id, "SLACK_WEBHOOK_URL": f"{app_url}/slack"}
     for tier in ("production", "staging", "preview"):
         env = emu.add_environment(project.id, tier)
         deployment = emu.add_deployment(service.id, env.id, created_at=clock.time() - 86400)

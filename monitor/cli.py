@@ -4,8 +4,9 @@
 local sandbox story. ``status``, ``rollback``, ``freeze`` and ``unfreeze`` talk to a running
 daemon's admin API (:mod:`monitor.adminclient`) with ``RAILGUARD_ADMIN_TOKEN``.
 
-Exit status: 0 ok, 1 runtime failure (for ``rollback``: it failed), 2 bad config or bad
-arguments (for the admin commands also: a wrong token, or a request the daemon refused).
+Exit status: 0 ok, 1 runtime failure (for ``rollback``: it failed; for ``check --strict``:
+a valid config that drew warnings), 2 bad config or bad arguments (for the admin commands
+also: a wrong token, or a request the daemon refused).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -51,6 +53,11 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help=config_help)
     check = commands.add_parser("check", help="validate config and rules, print the plan")
     check.add_argument("--config", type=Path, help=config_help)
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit {EXIT_FAILURE} when there are warnings (a valid config still exits 0 without)",
+    )
     demo = commands.add_parser("demo", help="run the local sandbox story")
     demo.add_argument("--keep", action="store_true", help="keep running after the story")
     demo.add_argument("--port", type=int, default=0, help="railguard's port (default: any)")
@@ -191,6 +198,32 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_FAILURE
 
 
+def _check(plan: Plan, out: TextIO, *, strict: bool) -> int:
+    """Print the plan and the warnings; with ``strict`` a warning fails (exit 1)."""
+    from monitor.checks import describe_apps, warnings
+    from monitor.maintenance import describe_windows
+
+    print(plan.describe(), file=out)
+    for line in describe_apps(plan):
+        print(line, file=out)
+    if plan.config.maintenance:
+        for line in describe_windows(plan.config.maintenance, time.time()):
+            print(line, file=out)
+    found = warnings(plan)
+    for line in found:
+        print(f"warning: {line}", file=out)
+    count = len(found) + len(plan.run_problems())  # describe() printed those as warnings
+    if not count:
+        print("config OK", file=out)
+        return EXIT_OK
+    plural = "s" if count > 1 else ""
+    if strict:
+        print(f"config valid, but {count} warning{plural} (--strict)", file=out)
+        return EXIT_FAILURE
+    print(f"config OK ({count} warning{plural})", file=out)
+    return EXIT_OK
+
+
 def _admin(args: argparse.Namespace, out: TextIO) -> int:
     from monitor.adminclient import run_command
 
@@ -216,9 +249,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None) -> int
         print(f"railguard: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check":
-        print(plan.describe(), file=out)
-        print("config OK", file=out)
-        return EXIT_OK
+        return _check(plan, out, strict=args.strict)
     problems = plan.run_problems()
     if problems:
         for problem in problems:

@@ -26,6 +26,7 @@ from monitor.errors import NotLeader, RailguardError
 from monitor.events import EscalationEvent, Evidence, HoldEvent, write_event
 from monitor.executor import RollbackExecutor
 from monitor.leadership import SOLO, Acting
+from monitor.maintenance import in_force
 from monitor.model import Phase, Rule, format_duration
 from monitor.plan import ServicePlan
 from monitor.railway.client import Deployment, newest_live
@@ -108,11 +109,21 @@ class RollbackController:
         self._busy: dict[str, asyncio.Task[None]] = {}
         self._retry_at: dict[str, tuple[float, float]] = {}  # name -> (monotonic, backoff)
         self._episodes: dict[str, _Episode] = {}
+        # name -> the clock time of the last evaluation whose decision is made (recorded, or
+        # nothing to do): the alert router waits for it before telling a symptom.
+        self._decided: dict[str, float] = {}
         self._tasks = Background("rollback controller")
         self._closed = False
         executor.still_wanted = self._still_wanted
 
     # -- the evaluation hook -----------------------------------------------------------------
+
+    def decided_through(self, service: str) -> float | None:
+        """When the last evaluation of ``service`` that came to a decision began (clock time;
+        None before the first). A rule that fired before it has had its decision: a
+        rollback it started is in the store. The alert router reads this so that a symptom
+        is not told in the moment between the rule firing and the rollback's intent."""
+        return self._decided.get(service)
 
     def firing(self, service: ServicePlan) -> tuple[Firing, ...]:
         """The service's rules that are FIRING now, as the decision reads them."""
@@ -143,23 +154,30 @@ class RollbackController:
             return
         if not self.acting.leading():
             return  # a standby: the leader decides (the rules' states stay warm here)
+        at = self.clock.time()
         retry = self._retry_at.get(name)
         if retry is not None and self.clock.monotonic() < retry[0]:
-            return  # the last step failed: back off before asking Railway again
-        if name in self.open:
+            # The last step failed: back off before asking Railway again. Decided as far
+            # as the alerts go: a symptom railguard cannot act on now is for people.
+            self._decided[name] = at
+            return
+        if name in self.open:  # its rollback is in the store: nothing new to decide
+            self._decided[name] = at
             self._spawn(name, self._drive_open(service))
             return
         if not service.policy.auto_rollback:
+            self._decided[name] = at
             return
         firing = self.firing(service)
         if not firing:
+            self._decided[name] = at
             episode = self._episodes.get(name)
             if episode is not None and self.clock.time() - episode.last_firing > max(
                 service.policy.cooldown, max((r.for_ for r in service.rules), default=0.0)
             ):
                 del self._episodes[name]  # over: the next incident speaks again
             return
-        self._spawn(name, self._act(service, firing, self.clock.monotonic()))
+        self._spawn(name, self._act(service, firing, self.clock.monotonic(), at))
 
     def _spawn(self, name: str, work: Awaitable[None]) -> None:
         task = self._tasks.spawn(work)
@@ -184,6 +202,7 @@ class RollbackController:
         self.open.clear()
         self._retry_at.clear()
         self._episodes.clear()
+        self._decided.clear()
 
     async def idle(self) -> None:
         """Wait until no decision or rollback task runs (tests and the bench)."""
@@ -205,11 +224,13 @@ class RollbackController:
         *,
         exclude: RollbackRecord | None = None,
         stored: ServiceRecords | None = None,
+        windows: bool = True,
     ) -> Facts:
         """Everything the decision looks at, from the poller's last answer unless given.
 
         ``exclude``: an intent about to be (re)sent, which is not yet a rollback that happened.
         ``stored``: the store's part, when it was just read (one decision reads it once).
+        ``windows``: whether maintenance windows count (they stop new decisions only).
         """
         name, now = service.name, self.clock.time()
         if stored is None:
@@ -242,6 +263,7 @@ class RollbackController:
         frozen = stored.frozen
         if frozen is not None and frozen.until is not None and frozen.until <= now:
             frozen = None
+        window = in_force(service.maintenance, now) if windows else None
         return Facts(
             now=now,
             firing=firing,
@@ -250,6 +272,7 @@ class RollbackController:
             live_at=live_at,
             verdicts=Verdicts.of(stored.records),
             frozen=None if frozen is None else f"{frozen.reason} (by {frozen.actor})",
+            maintenance=None if window is None else window.hold_reason(),
             blind=blind,
             incident=None if self.incident is None else self.incident(now),
             last_auto=real[0] if real else None,
@@ -257,7 +280,9 @@ class RollbackController:
             dry_run_of_active=dry,
         )
 
-    async def _act(self, service: ServicePlan, firing: tuple[Firing, ...], started: float) -> None:
+    async def _act(
+        self, service: ServicePlan, firing: tuple[Firing, ...], started: float, at: float
+    ) -> None:
         try:
             stored = await self.stored(service)
             facts = await self.facts(service, firing, stored=stored)
@@ -274,8 +299,11 @@ class RollbackController:
             self.acting.refused("rollback", e)
         except RailguardError as e:  # Railway or the store failed: decide again next time
             self._failed(service, "decision", e)
+            self._decided[service.name] = at  # no rollback now: its symptoms are told
         else:
             self._retry_at.pop(service.name, None)
+            if not (isinstance(decision, Idle) and decision.waiting):
+                self._decided[service.name] = at
 
     async def _carry_out(
         self, service: ServicePlan, facts: Facts, decision: Decision, started: float
@@ -347,8 +375,13 @@ class RollbackController:
     async def _still_wanted(
         self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
     ) -> str | None:
-        """Before an automatic intent is (re)sent: does the decision still say so?"""
-        facts = await self.facts(service, self.firing(service), current, exclude=record)
+        """Before an automatic intent is (re)sent: does the decision still say so?
+
+        A maintenance window does not count here: it stops new decisions, never one already
+        made (a resend is the same intent, after Railway provably did not apply it)."""
+        facts = await self.facts(
+            service, self.firing(service), current, exclude=record, windows=False
+        )
         decision = decide(service.policy, facts)
         if isinstance(decision, Go) and decision.target.id == record.to_deployment:
             return None

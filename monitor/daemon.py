@@ -374,6 +374,7 @@ class Daemon:
             metrics=self.metrics,
             status_url=status_url,
             acting=self.acting,
+            decided=None if self.controller is None else self.controller.decided_through,
         )
         digest = Digest(
             store,

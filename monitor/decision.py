@@ -6,6 +6,7 @@ statuses, the store's freezes, rollbacks and verdicts, the rules' states) and ca
 the whole decision is tested as a table. The guards run in DESIGN's order, in one place:
 
 1. ``frozen``          a freeze (manual, or the loop breaker's) is in force
+   ``maintenance``     a maintenance window from the config is in force (a scheduled freeze)
 2. ``monitor_blind``   railguard cannot see Railway (its last poll failed, or is stale)
 3. ``platform_incident`` Railway itself reports an incident
 4. ``deployment_in_progress`` a deployment newer than the active one is coming up by itself
@@ -37,6 +38,7 @@ from monitor.store import RollbackRecord
 
 GUARDS = (
     "frozen",
+    "maintenance",
     "monitor_blind",
     "platform_incident",
     "deployment_in_progress",
@@ -92,6 +94,7 @@ class Facts:
     live_at: float | None  # when the active one went live, by Railway's clock
     verdicts: Verdicts
     frozen: str | None = None  # why automatic rollback is frozen, if it is
+    maintenance: str | None = None  # the maintenance window in force, if one is
     blind: str | None = None  # why railguard may be blind, if it may
     incident: str | None = None  # Railway's own incident, if any
     last_auto: RollbackRecord | None = None  # the newest automatic rollback that reached Railway
@@ -101,9 +104,13 @@ class Facts:
 
 @dataclass(frozen=True, slots=True)
 class Idle:
-    """Nothing to decide: no rollback rule fires on fresh evidence about the active release."""
+    """Nothing to decide: no rollback rule fires on fresh evidence about the active release.
+
+    ``waiting``: a rule fires, but its evidence about the active release is not a whole
+    ``for`` yet; the decision may be Go in a tick or two (the alert router waits for it)."""
 
     why: str
+    waiting: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +161,8 @@ def decide(policy: TierPolicy, facts: Facts) -> Decision:
         return Idle("no deployment has gone live")
     firing = [f for f in facts.firing if f.judges(facts.live_at, now)]
     if not firing:
-        return Idle("no rollback rule fires on fresh evidence about the active release")
+        why = "no rollback rule fires on fresh evidence about the active release"
+        return Idle(why, waiting=bool(facts.firing))
     if policy.dry_run and facts.dry_run_of_active is not None:
         return Idle(f"dry run #{facts.dry_run_of_active} already recorded for {active.id}")
     chosen = min(firing, key=lambda f: (f.since, f.rule))
@@ -181,6 +189,8 @@ def _guards(policy: TierPolicy, facts: Facts, active: Deployment) -> Hold | Esca
     now = facts.now
     if facts.frozen is not None:
         return Hold("frozen", f"automatic rollback is frozen: {facts.frozen}")
+    if facts.maintenance is not None:
+        return Hold("maintenance", facts.maintenance)
     if facts.blind is not None:
         return Hold("monitor_blind", f"railguard may be the one that is blind: {facts.blind}")
     if facts.incident is not None:

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 from monitor.alerts.channels import channel_name
 from monitor.configtypes import Expansions
 from monitor.errors import ConfigError
+from monitor.maintenance import MaintenanceWindow, check_windows, for_service
 from monitor.model import LATENCY_SIGNALS, Rule, Signal, format_duration
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import Redactor
@@ -49,6 +50,8 @@ class ServicePlan:
     policy: TierPolicy
     rules: tuple[Rule, ...]
     skipped: tuple[SkippedRule, ...] = ()
+    maintenance: tuple[MaintenanceWindow, ...] = ()
+    """The config's maintenance windows that cover this service."""
 
     @property
     def name(self) -> str:
@@ -365,7 +368,13 @@ def plan_service(
         if problem:
             raise ConfigError(f"{here}.rules.{name} ({service.name}): {problem}")
         resolved.append(rule)
-    plan = ServicePlan(config=service, policy=policy, rules=tuple(resolved), skipped=tuple(skipped))
+    plan = ServicePlan(
+        config=service,
+        policy=policy,
+        rules=tuple(resolved),
+        skipped=tuple(skipped),
+        maintenance=for_service(config.maintenance, service.name, service.tier),
+    )
     _check_latency_query(here, plan)
     return plan
 
@@ -394,8 +403,10 @@ def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None =
                     f"{path}: tiers.{tier_name}.rules[{index}]: unknown rule {name!r} "
                     f"(known: {', '.join(sorted(rules))})"
                 )
+    names = [s.name for s in config.services]
+    check_windows(path, config.maintenance, names, config.tiers)
     services = tuple(
-        plan_service(f"{path}: services[{i}]", service, config, rules)
+        plan_service(f"{path}: {config.where(i)}", service, config, rules)
         for i, service in enumerate(config.services)
     )
     plan = Plan(

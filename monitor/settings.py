@@ -12,13 +12,14 @@ import os
 import re
 import stat
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -28,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from monitor.alerts.channels import CHANNELS, ChannelSettings
+from monitor.apps import AppService, expand_apps
 from monitor.configtypes import (
     DAY,
     HOUR,
@@ -43,6 +45,7 @@ from monitor.configtypes import (
 )
 from monitor.errors import ConfigError
 from monitor.lease import LeaseTerms
+from monitor.maintenance import MaintenanceWindow
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import redact_url
 from monitor.sources.exposition import ExpositionErrorRate, ExpositionLatency, ExpositionMemory
@@ -128,11 +131,21 @@ def _aliases() -> set[str]:
     return {str(f.validation_alias) for f in Environment.model_fields.values()}
 
 
+TEST_PREFIX = "RAILGUARD_TEST_"  # the test suite's own variables (README, Development)
+
+
 def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
-    """Read the environment; an unknown ``RAILGUARD_*`` variable is a mistake, not ignored."""
+    """Read the environment; an unknown ``RAILGUARD_*`` variable is a mistake, not ignored.
+
+    ``RAILGUARD_TEST_*`` belongs to railguard's own test suite (where its artifacts go,
+    which PostgreSQL it uses): the daemons the tests start inherit it, and ignore it."""
     environ = os.environ if environ is None else environ
     known = _aliases()
-    unknown = sorted(k for k in environ if k.startswith("RAILGUARD_") and k not in known)
+    unknown = sorted(
+        k
+        for k in environ
+        if k.startswith("RAILGUARD_") and not k.startswith(TEST_PREFIX) and k not in known
+    )
     if unknown:
         # Only the name: the value may well be a secret set under a mistyped name.
         raise ConfigError(
@@ -459,12 +472,25 @@ class Config(Strict):
     status_url: Text | None = None
     """railguard's public /status URL, linked from notifications."""
     pr_environments: PrEnvironmentsConfig | None = None
+    maintenance: tuple[MaintenanceWindow, ...] = ()
+    """Scheduled freezes of automatic rollback (monitor/maintenance.py)."""
+    _apps: tuple[AppService, ...] = PrivateAttr(default=())
+
+    @property
+    def apps(self) -> tuple[AppService, ...]:
+        """The services ``[[apps]]`` expanded to (they follow the written ``[[services]]``)."""
+        return self._apps
+
+    def where(self, index: int) -> str:
+        """How messages name the ``index``-th service: where the file wrote it."""
+        app = index - (len(self.services) - len(self._apps))
+        return self._apps[app].where if app >= 0 else f"services[{index}]"
 
     @field_validator("services")
     @classmethod
     def _services(cls, services: tuple[ServiceConfig, ...]) -> tuple[ServiceConfig, ...]:
         if not services:
-            raise ValueError("no services: add at least one [[services]] table")
+            raise ValueError("no services: add at least one [[services]] or [[apps]] table")
         seen: set[str] = set()
         for service in services:
             if service.name in seen:
@@ -533,13 +559,17 @@ def load_config(
 ) -> Config:
     """Read and validate the config file at ``path``; ``expansions`` collects what its
     ``${VAR}`` references were expanded to (for redaction)."""
-    raw = _with_default_tiers(read_toml(path))
+    written = _with_default_tiers(read_toml(path))
+    apps = expand_apps(written, path)
     environ = os.environ if environ is None else environ
     context: dict[str, Any] = {"environ": environ, "expansions": expansions}
     try:
-        config = Config.model_validate(raw, context=context)
+        config = Config.model_validate(apps.raw, context=context)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(str(path), e, raw)) from e
+        raise ConfigError(
+            format_validation_error(str(path), e, written, relocate=apps.relocate)
+        ) from e
+    config._apps = apps.apps
     return _lease_from_environment(config, env)
 
 
@@ -595,17 +625,23 @@ def _quotable(value: Any) -> bool:
 
 
 def format_validation_error(
-    source: str, error: ValidationError, raw: Mapping[str, Any] | None = None
+    source: str,
+    error: ValidationError,
+    raw: Mapping[str, Any] | None = None,
+    relocate: Callable[[Sequence[int | str]], list[int | str]] | None = None,
 ) -> str:
     """One line per mistake: ``FILE: key.path: what is wrong (got VALUE)``.
 
     With ``raw`` (what was read, before ``${VAR}`` expansion) the value quoted is the one
-    written there, never what the environment filled in: that may be a secret.
+    written there, never what the environment filled in: that may be a secret. ``relocate``
+    turns a key path in what was validated into the one the file wrote (``[[apps]]``).
     """
-    lines = []
+    lines: list[str] = []
     items = error.errors(include_url=False)
     for item in items[:MAX_ERRORS_SHOWN]:
         loc = _user_location(item["loc"])
+        if relocate is not None:
+            loc = relocate(loc)
         key = format_location(loc)
         if item["type"] == "extra_forbidden":
             message = "unknown key"
@@ -632,7 +668,9 @@ def format_validation_error(
         quoted = (
             "" if hidden else f" (got {shown(redact_url(got) if isinstance(got, str) else got)})"
         )
-        lines.append(f"{source}: {key}: {message}{quoted}")
+        line = f"{source}: {key}: {message}{quoted}"
+        if line not in lines:  # an app's key is checked once per environment it reaches
+            lines.append(line)
     if len(items) > MAX_ERRORS_SHOWN:
         lines.append(f"{source}: ... and {len(items) - MAX_ERRORS_SHOWN} more mistakes")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from monitor.clock import Clock
 from monitor.decision import choose_target
 from monitor.errors import StoreError
 from monitor.events import EventKind, from_record
+from monitor.maintenance import maintenance_json
 from monitor.model import Signal, release_label
 from monitor.plan import Plan, has_railway_ids
 from monitor.releases import Verdicts, release_key
@@ -212,6 +213,7 @@ def service_entry(
         "delivery": policy.delivery,
         "next_digest": next_digest(daemon, worker.plan.tier, now),
     }
+    entry["maintenance"] = maintenance_json(worker.plan.maintenance, now)
     entry["railway"] = None
     signals: dict[str, dict[str, Any]] = cast(dict[str, dict[str, Any]], entry["signals"])
     for signal, sample in signals.items():

@@ -29,6 +29,7 @@ from markupsafe import Markup
 
 from monitor.engine import RuleState
 from monitor.errors import StoreError
+from monitor.maintenance import in_force
 from monitor.model import Phase, release_label
 from monitor.plan import has_railway_ids
 from monitor.releases import Verdicts
@@ -126,7 +127,7 @@ class Summary:
                 except StoreError as e:
                     problem = str(e)
             name = worker.plan.name
-            part = self._part(worker, release, name in frozen, name in rolling)
+            part = self._part(worker, release, name in frozen, name in rolling, now)
             parts.append(part)
             tally.add(part.entry)
         await asyncio.sleep(0)  # sorting thousands: a step of its own
@@ -144,11 +145,16 @@ class Summary:
         return document, parts
 
     def _part(
-        self, worker: ServiceWorker, release: Release | None, frozen: bool, rolling: bool
+        self,
+        worker: ServiceWorker,
+        release: Release | None,
+        frozen: bool,
+        rolling: bool,
+        now: float,
     ) -> Part:
         name = worker.plan.name
         phases = tuple((s.phase, s.blind) for s in worker.states.values())
-        maintenance = maintenance_of(worker)
+        maintenance = maintenance_of(worker, now)
         key = (phases, release, frozen, rolling, maintenance)
         held = self._parts.get(name)
         if held is not None and held.key == key:
@@ -221,11 +227,10 @@ class Summary:
         return release
 
 
-def maintenance_of(worker: ServiceWorker) -> bool:
-    """Whether a maintenance window is open for the worker's service now (the maintenance
-    feature sets ``worker.maintenance``; without it, never)."""
-    window = getattr(worker, "maintenance", None)
-    return bool(window.get("active")) if isinstance(window, dict) else False
+def maintenance_of(worker: ServiceWorker, now: float) -> bool:
+    """Whether a maintenance window covering the worker's service is in force now."""
+    windows = worker.plan.maintenance
+    return bool(windows) and in_force(windows, now) is not None
 
 
 def tier_rank(tier: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from monitor.alerts.router import DECISION_WAIT
 from monitor.clock import FakeClock
 from monitor.model import Signal
 from tests.stage import Stage, released, store_of
@@ -416,3 +417,33 @@ async def test_the_store_failing_after_the_mutation_never_resends(stage: Stage) 
     assert failed["n"] >= 1
     assert stage.applied_rollbacks() == [good]
     assert (await store.rollbacks("web"))[0].state == "succeeded"
+
+
+# -- 5. a decision Railway cannot answer still lets the alerts go ------------------------------
+
+
+async def test_a_decision_railway_cannot_confirm_is_decided_as_far_as_the_alerts_go(
+    stage: Stage,
+) -> None:
+    """The alert router waits for the controller's decision before it tells a rule firing
+    (a rollback would hold it). If the controller cannot decide (Railway fails the fresh
+    look at the deployments), the symptom is for people now, not after the router's cap."""
+    await released(stage)
+    stage.emu.set_faults(error_ratio=1.0, fault_operations=["RailguardDeployments"])
+    store = store_of(stage)
+    for _ in range(120):
+        await stage.run_for(0.5)
+        if await store.events("web", kinds=["rule_firing"]):
+            break
+    else:
+        pytest.fail("the rule never fired")
+    (firing,) = await store.events("web", kinds=["rule_firing"])
+    daemon = stage.daemon
+    assert daemon is not None
+    assert daemon.controller is not None
+    (web,) = daemon.plan.services
+    cap = max(r.for_ for r in web.rules) + 2 * web.interval + DECISION_WAIT
+    while (daemon.controller.decided_through("web") or 0.0) < firing.at:
+        assert stage.clock.time() - firing.at < cap / 2, "decided only by the router's cap"
+        await stage.run_for(0.5)  # the client's own retries come first
+    assert stage.applied_rollbacks() == []  # nothing could be confirmed, nothing was sent

@@ -151,4 +151,5 @@ def test_check_says_where_latency_comes_from(
     assert main(["check", "--config", str(write(text))], stdout=out) == 0
     web = out.getvalue().split("  web [production]")[1].split("  api [production]")[0]
     assert "    latency p95 from railway\n" in web
-    assert "latency" not in out.getvalue().split("  api [production]")[1]
+    api = out.getvalue().split("  api [production]")[1].split("warning:")[0]
+    assert "latency" not in api

@@ -142,6 +142,7 @@ INCIDENT = '"Edge failing in every region" (INVESTIGATING, https://status.railwa
 # One fact that makes each guard hold, in DESIGN's order.
 GUARD_FACTS: dict[str, dict[str, Any]] = {
     "frozen": {"frozen": "migration running (by ops)"},
+    "maintenance": {"maintenance": "maintenance window backup until 2026-11-28 04:00 CET: backup"},
     "monitor_blind": {"blind": "the last Railway poll failed: HTTP 503"},
     "platform_incident": {"incident": "Elevated errors in us-west"},
     "deployment_in_progress": {"deployments": (COMING, BAD, GOOD, OLDER)},
@@ -556,3 +557,11 @@ def test_a_rule_judges_a_release_on_windows_that_began_after_it(
     firing: Firing, live_at: float | None, now: float, judged: bool
 ) -> None:
     assert firing.judges(live_at, now) is judged
+
+
+def test_a_rule_firing_before_its_evidence_about_the_release_is_whole_is_a_wait() -> None:
+    """The alert router waits on such an Idle (a Go may follow in a tick); not on the rest."""
+    young = replace(BAD, created_at=NOW - 60, updated_at=NOW - 60, status_updated_at=NOW - 60)
+    waiting = decide(POLICY, facts(active=young, deployments=(young, GOOD, OLDER)))
+    assert waiting == Idle(waiting.why, waiting=True)  # fired 150s ago, live for 60s of 120
+    assert decide(POLICY, facts(firing=())) == Idle(waiting.why, waiting=False)

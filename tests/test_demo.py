@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
@@ -15,6 +17,7 @@ from monitor.sandbox import demo as demo_module
 from monitor.sandbox.demo import Demo, DemoError, run_demo
 
 T = TypeVar("T")
+ALERT = re.compile(r"\[(INFO|WARNING|CRITICAL)\] (FIRING|RESOLVED): ")
 
 
 async def drive(clock: FakeClock, work: Awaitable[T], step: float = 0.05) -> T:
@@ -79,6 +82,20 @@ async def test_demo_story_runs_to_the_end(clock: FakeClock) -> None:
     assert "production web-production: fired error-rate; rolled back in" in summary
     assert "preview    web-preview: fired health-failing; no rollback; now serving pr-8" in summary
     assert "railway: 2 rollback mutation(s) sent" in summary
+    assert printed_alerts(text) == readme_alerts()
+
+
+def printed_alerts(text: str) -> list[str]:
+    """The console channel's headlines, dates made ``<date>`` (README's form)."""
+    lines = [line for line in text.splitlines() if ALERT.match(line)]
+    return [re.sub(r"\d{4}-\d{2}-\d{2}", "<date>", line) for line in lines]
+
+
+def readme_alerts() -> list[str]:
+    """The list README gives after ``<!-- demo-alerts -->``."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("<!-- demo-alerts -->\n```\n", 1)[1].split("```", 1)[0]
+    return block.splitlines()
 
 
 async def test_demo_step_that_never_happens_fails_with_its_name(

@@ -441,3 +441,12 @@ def test_check_shows_the_lease_with_a_database_url(
     ) in plan.describe()
     assert "pw" not in plan.describe()
     assert "high availability" not in lease_plan(write, "", {}).describe()
+
+
+def test_the_test_suites_own_variables_are_not_railguards_mistakes() -> None:
+    """RAILGUARD_TEST_* (where the suite's artifacts go, its PostgreSQL) reaches the daemons
+    the tests start: it must not stop them (it did, for RAILGUARD_ARTIFACTS)."""
+    environ = {"RAILGUARD_TEST_ARTIFACTS": "/tmp/x", "RAILGUARD_TEST_POSTGRES": "postgresql://"}
+    assert load_environment(environ).admin_token is None
+    with pytest.raises(ConfigError, match="unknown variable RAILGUARD_TESTS_X"):
+        load_environment({"RAILGUARD_TESTS_X": "1"})

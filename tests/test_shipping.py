@@ -93,6 +93,7 @@ def test_the_three_tier_example_passes_check_with_railway_variables_set(
 ) -> None:
     monkeypatch.setenv("RAILWAY_API_TOKEN", "token")
     monkeypatch.setenv("APP_SERVICE_ID", "svc")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x")
     for tier in ("PRODUCTION", "STAGING", "PREVIEW"):
         monkeypatch.setenv(f"{tier}_ENV_ID", f"env-{tier.lower()}")
         monkeypatch.setenv(f"{tier}_URL", f"https://{tier.lower()}.example")

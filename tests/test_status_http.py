@@ -20,8 +20,10 @@ from monitor.model import Phase
 from monitor.server import create_app
 from monitor.status import service_document
 from monitor.status_routes import PIECE, _pieces
-from monitor.status_summary import Summary, maintenance_of, state_of
+from monitor.status_summary import Summary, finite, state_of
+from monitor.statuspage import render_service
 from tests.stage import Stage, store_of, worker
+from tests.test_maintenance import one_off
 
 BAD_5XX = {"v2": {"error_ratio": 0.5}}
 
@@ -273,13 +275,25 @@ async def test_removed_services_are_forgotten_and_events_refresh_releases(
     assert gone._parts == {}
 
 
-def test_maintenance_flag_from_the_worker(stage: Stage) -> None:
-    class Worker:
-        maintenance: Any = None
-
-    shown = Worker()
-    assert maintenance_of(shown) is False  # type: ignore[arg-type]
-    shown.maintenance = {"active": {"name": "nightly"}, "next": None}
-    assert maintenance_of(shown) is True  # type: ignore[arg-type]
-    shown.maintenance = {"active": None, "next": {"name": "nightly"}}
-    assert maintenance_of(shown) is False  # type: ignore[arg-type]
+async def test_a_maintenance_window_in_force_is_flagged_and_explained(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    stage = Stage(clock, tmp_path, BAD_5XX)
+    await stage.start_servers()
+    try:
+        t0 = clock.time()
+        stage.extra_config = one_off(t0 - 60, t0 + 600)
+        stage.deploy("v1", ago=7200)
+        daemon = await stage.start_daemon()
+        await stage.run_for(2)
+        _, parts = await Summary(daemon).build()
+        assert parts[0].entry["maintenance"] is True
+        document = await service_document(daemon, worker(stage))
+        assert document["service"]["maintenance"]["active"]["name"] == "deploy-freeze"
+        page = render_service(finite(document))
+        assert "maintenance window <strong>deploy-freeze</strong> open until" in page
+        await clock.advance(700)  # the window is over
+        _, parts = await Summary(daemon).build()
+        assert parts[0].entry["maintenance"] is False
+    finally:
+        await stage.close()

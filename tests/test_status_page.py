@@ -1,7 +1,7 @@
 """The status pages as a person sees them in a real browser, healthy and mid-rollback.
 
 Playwright drives the system's Chromium (``executable_path``; nothing is downloaded). The
-screenshots, light and dark, are kept in ``$RAILGUARD_ARTIFACTS`` when it is set (CI keeps
+screenshots, light and dark, are kept in ``$RAILGUARD_TEST_ARTIFACTS`` when it is set (CI keeps
 that directory), else in the test's own temporary directory; pytest prints where.
 """
 
@@ -47,7 +47,7 @@ async def demo(clock: FakeClock) -> AsyncIterator[Demo]:
 @pytest.fixture
 def artifacts(tmp_path: Path) -> Path:
     """Where the screenshots are kept after the run."""
-    chosen = os.environ.get("RAILGUARD_ARTIFACTS")
+    chosen = os.environ.get("RAILGUARD_TEST_ARTIFACTS")
     where = Path(chosen) if chosen else tmp_path / "artifacts"
     where.mkdir(parents=True, exist_ok=True)
     print(f"screenshots in {where}")

@@ -18,7 +18,7 @@ their severity (:func:`platform_severity`). The words (title, text, fields) are
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
 
@@ -39,6 +39,8 @@ from monitor.telemetry import Metrics
 log = structlog.get_logger("railguard.alerts")
 
 CURSOR = "alert-router"
+SYMPTOM_ENDS = frozenset({EventKind.RULE_RESOLVED, EventKind.SIGHT_RESTORED})
+DECISION_WAIT = 30.0  # how long past two intervals a firing waits for the controller (s)
 SYMPTOMS = frozenset({EventKind.RULE_FIRING, EventKind.BLIND, EventKind.PLATFORM_INCIDENT})
 RESOLVING = frozenset(
     {
@@ -107,8 +109,10 @@ class Router:
         status_url: str | None = None,
         poll_every: float = 1.0,
         acting: Acting = SOLO,
+        decided: Callable[[str], float | None] | None = None,
     ) -> None:
         self.store = store
+        self.decided = decided
         self.acting = acting
         self.outbox = outbox
         self.channels = dict(channels)
@@ -121,6 +125,7 @@ class Router:
         self._open: dict[str, float] = {}  # incident key -> when it began
         # Immediate incidents still open: key -> (the last message, when it was sent).
         self._last: dict[str, tuple[Notification, float]] = {}
+        self._held: set[str] = set()  # incidents whose firing was held: their end is too
         self._reminders = 0
         self.platform_severity = platform_severity(self.services.values())
 
@@ -147,6 +152,7 @@ class Router:
                 if not restored:
                     self._open.clear()
                     self._last.clear()
+                    self._held.clear()
                     await self.restore()
                     restored = True
                 await self.route_new()
@@ -178,11 +184,36 @@ class Router:
     async def route_new(self) -> int:
         """Route every event recorded since the last call (or the last run); how many."""
         last = int(await self.store.cursor(CURSOR) or 0)
-        events = await self.store.events_after(last)
-        for event in events:
+        routed = 0
+        for event in await self.store.events_after(last):
+            if await self._awaits_decision(event):
+                break  # in order: the rest waits with it (a tick, as a rule)
             await self.route(event)
             await self.store.set_cursor(CURSOR, str(event.id))
-        return len(events)
+            routed += 1
+        return routed
+
+    async def _awaits_decision(self, event: EventRecord) -> bool:
+        """A rule firing on a service the controller may roll back, told at once, before the
+        controller has decided on it: wait, or the symptom would be told in the moment
+        before the rollback that holds it is recorded (the controller asks Railway first,
+        and waits for a whole ``for`` of evidence about a release that just went live). Not
+        for ever: a controller that cannot decide (Railway down) lets it through after the
+        service's longest ``for``, two intervals and 30 s."""
+        if self.decided is None or event.kind != EventKind.RULE_FIRING:
+            return False
+        service = self.services.get(event.service or "")
+        if service is None or not service.policy.auto_rollback:
+            return False
+        if service.policy.delivery != "immediate":
+            return False
+        through = self.decided(service.name)
+        if through is not None and through >= event.at:
+            return False
+        if await self._rollback_running(service.name):
+            return False  # decided: the rollback holds it
+        longest = max((rule.for_ for rule in service.rules), default=0.0)
+        return self.clock.time() - event.at < longest + 2 * service.interval + DECISION_WAIT
 
     async def route(self, event: EventRecord, *, replay: bool = False) -> None:
         """One event: notify, hold for the digest, or only count it.
@@ -215,6 +246,7 @@ class Router:
                 self.metrics.alerts_suppressed.labels(tier, "duplicate").inc()
             return
         started = self._open.get(key, event.at)
+        was_open = key in self._open
         if status is Status.RESOLVED:
             self._open.pop(key, None)
         elif not verified:
@@ -225,8 +257,17 @@ class Router:
                 self.metrics.alerts_suppressed.labels(tier, reason).inc()
                 log.info("alert not sent now", service=name, kind=kind, delivery=reason)
             return
+        if not replay and kind in SYMPTOM_ENDS and key in self._held:
+            # Its firing was held, a rollback told the incident: its end is the rollback's
+            # to tell (succeeded closed it; a rollback still running will), unless the
+            # rollback failed and left the incident open: then this closes it.
+            self._held.discard(key)
+            if not was_open or await self._rollback_running(name or ""):
+                self.metrics.alerts_suppressed.labels(tier, "held").inc()
+                return
         held = not replay and kind in SYMPTOMS and name is not None
         if held and await self._rollback_running(name or ""):
+            self._held.add(key)
             self.metrics.alerts_suppressed.labels(tier, "held").inc()
             return
         words = describe(typed)

@@ -392,3 +392,84 @@ async def test_a_railway_incident_nobody_is_told_of_at_once_is_only_counted(
         assert value == 1
     finally:
         await store.close()
+
+
+# -- a rule firing waits for the controller's decision ----------------------------------------
+
+
+async def _rollback_running(world: World, service: str = "web-production") -> int:
+    """A rollback of ``service`` in the store, as the controller's intent leaves it; its id."""
+    now = world.clock.time()
+    await world.store.upsert_deployment(
+        service, id="d2", status="SUCCESS", created_at=now, can_rollback=True, meta={},
+        seen_at=now, live=True,
+    )  # fmt: skip
+    record = await world.store.begin_rollback(
+        service, "d2", "d1", "auto", "railguard", "health-failing", "x", {}, now, dry_run=False
+    )
+    return record.id
+
+
+async def test_a_firing_waits_for_the_controllers_decision_and_is_held_by_its_rollback(
+    world: World,
+) -> None:
+    """The moment between a rule firing and the controller's intent (it asks Railway first):
+    routing waits for the decision instead of paging a symptom the rollback then holds."""
+    decided: dict[str, float] = {}
+    world.router.decided = decided.get
+    service = "web-production"
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record("web-staging", "rule_firing", rule="health-failing")  # behind it
+    await world.clock.advance(1.0)
+    assert await world.router.route_new() == 0  # undecided: everything waits, in order
+    assert await world.queued() == []
+    decided[service] = world.clock.time() - 5.0  # an older decision does not count
+    assert await world.router.route_new() == 0
+    await _rollback_running(world)
+    decided[service] = world.clock.time()  # decided: the intent is in the store
+    assert await world.router.route_new() == 2
+    assert await world.queued() == []
+    assert world.suppressed("production", "held") == 1
+    # Its end, while the rollback runs, is the rollback's to tell too.
+    await world.record(service, "rule_resolved", rule="health-failing")
+    await world.router.route_new()
+    assert await world.queued() == []
+    assert world.suppressed("production", "held") == 2
+
+
+async def test_a_controller_that_cannot_decide_does_not_silence_a_firing(world: World) -> None:
+    world.router.decided = {}.get  # never decides (Railway down, say)
+    await world.record("web-production", "rule_firing", rule="health-failing", reason="500")
+    interval = world.router.services["web-production"].interval
+    longest = max(r.for_ for r in world.router.services["web-production"].rules)
+    await world.clock.advance(longest + 2 * interval + 29.0)
+    assert await world.router.route_new() == 0
+    await world.clock.advance(1.0)
+    assert await world.router.route_new() == 1
+    assert await world.queued() == ["web-production: health-failing firing"]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "told"), [("succeeded", False), ("failed", True)], ids=["succeeded", "failed"]
+)
+async def test_a_held_symptoms_end_is_told_only_when_no_rollback_closed_its_incident(
+    world: World, outcome: str, told: bool
+) -> None:
+    service = "web-production"
+    id = await _rollback_running(world)
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.router.route_new()
+    now = world.clock.time()
+    if outcome == "succeeded":
+        await world.store.advance_rollback(id, "sent", at=now)
+        await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+        await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    else:
+        await world.store.advance_rollback(id, "failed", at=now, error="refused")
+        await world.record(service, "rollback_failed", rule="health-failing", to="d1")
+    await world.record(service, "rule_resolved", rule="health-failing")
+    await world.router.route_new()
+    kinds = [Notification.from_dict(m.payload).kind for m in await world.store.outbox("pager")]
+    assert ("rule_resolved" in kinds) is told, kinds
+    assert "rule_firing" not in kinds
