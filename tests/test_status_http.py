@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from monitor import status_summary
+from monitor import status_routes, status_summary
 from monitor.clock import FakeClock
 from monitor.engine import RuleState
 from monitor.errors import StoreError
@@ -176,7 +176,10 @@ async def test_bad_queries_are_refused_naming_what_is_wrong(
     assert (got, kind) == (status, "application/json")
 
 
-async def test_filters_and_history_only_where_asked(baked: Client) -> None:
+async def test_filters_and_history_only_where_asked(
+    baked: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status_routes, "ROWS", 1)  # let the loop go after every row rendered
     assert [s["name"] for s in (await baked.json("/status?tier=production"))["services"]] == ["web"]
     assert (await baked.json("/status?tier=staging"))["services"] == []  # a tier, no service
     with_history = await baked.json("/status?history=1")
