@@ -55,3 +55,42 @@ def test_a_recurring_window_shorter_than_its_gaps_is_fine(write: Write) -> None:
     sunday = 1_765_108_800.0  # 2025-12-07 12:00 UTC: thursday 02:00 + 71h is over
     assert in_force([window], sunday) is None
     assert in_force([window], sunday - 12 * 3600) is not None
+
+
+APP = """
+[[apps]]
+name = "app"
+{app}
+[apps.environments.preview]
+tier = "preview"
+url = "http://127.0.0.1:9"
+
+[apps.environments.staging]
+tier = "staging"
+url = "http://127.0.0.1:9"
+error_rate = {{ source = "exposition", url = "/metrics" }}
+"""
+
+
+@pytest.mark.parametrize(
+    ("app", "said"),
+    [
+        # The app's own override reaches preview, whose tier has no such rule: the file
+        # wrote it at the app's table, not at the environment's.
+        (
+            '[apps.rules.error-rate]\nfor = "1m"',
+            "apps[0].rules.error-rate: tier 'preview' does not use rule 'error-rate'",
+        ),
+        (
+            "[apps.rules.health-failing]\nthreshold = 2",
+            "apps[0].rules.health-failing (app-preview): always fires",
+        ),
+    ],
+)
+def test_a_mistake_in_an_apps_own_table_is_named_where_the_file_wrote_it(
+    write: Write, capsys: pytest.CaptureFixture[str], app: str, said: str
+) -> None:
+    path = write(APP.format(app=app))
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: {said}" in err, err
