@@ -249,6 +249,10 @@ class Router:
         was_open = key in self._open
         if status is Status.RESOLVED:
             self._open.pop(key, None)
+            if kind == EventKind.ROLLBACK_SUCCEEDED:
+                # It told the story of every firing it held, another rule's too: closed.
+                for told in [k for k in self._held if k.startswith(f"railguard/{name}/")]:
+                    self._open.pop(told, None)
         elif not verified:
             self._open.setdefault(key, event.at)
         if delivery != "immediate":

@@ -473,3 +473,29 @@ async def test_a_held_symptoms_end_is_told_only_when_no_rollback_closed_its_inci
     kinds = [Notification.from_dict(m.payload).kind for m in await world.store.outbox("pager")]
     assert ("rule_resolved" in kinds) is told, kinds
     assert "rule_firing" not in kinds
+
+
+async def test_a_firing_held_under_another_rules_rollback_is_closed_by_its_success(
+    world: World,
+) -> None:
+    """Two rules fire on one bad release: the first's rollback holds both firings, and its
+    success closes the incident for both: neither rule's end is told (README: a held
+    firing's resolved notice is told only when a failed rollback left the incident open)."""
+    service = "web-production"
+    id = await _rollback_running(world)  # for health-failing
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.record(service, "rule_firing", rule="error-rate", reason="50% 5xx")  # held too
+    await world.router.route_new()
+    now = world.clock.time()
+    await world.store.advance_rollback(id, "sent", at=now)
+    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    await world.record(service, "rule_resolved", rule="error-rate")
+    await world.record(service, "rule_resolved", rule="health-failing")
+    await world.router.route_new()
+    told = [Notification.from_dict(m.payload) for m in await world.store.outbox("pager")]
+    kinds = [(n.kind, n.key.rsplit("/", 1)[1]) for n in reversed(told)]
+    assert ("rule_resolved", "error-rate") not in kinds, kinds
+    assert [k for k, _ in kinds] == ["rollback_started", "rollback_succeeded"], kinds
+    assert world.router._open == {}
