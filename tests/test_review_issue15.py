@@ -94,3 +94,17 @@ def test_a_mistake_in_an_apps_own_table_is_named_where_the_file_wrote_it(
     assert main(["check", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: {said}" in err, err
+
+
+@pytest.mark.parametrize("zone", ["localtime", "posixrules"])
+def test_the_machines_own_zone_is_not_a_windows_zone(
+    write: Write, capsys: pytest.CaptureFixture[str], zone: str
+) -> None:
+    """``localtime`` is a file in the tz directory (a link to /etc/localtime), not a tz
+    database name: the same config would hold at other hours on a laptop (where check ran)
+    and in railguard's container (UTC, or no such file)."""
+    body = f'zone = "{zone}"\ndays = ["sat"]\nat = "02:00"\nduration = "2h"'
+    path = write(f'{SERVICES}\n[[maintenance]]\nname = "w"\nreason = "r"\n{body}\n')
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: maintenance[0].zone: not a time zone: '{zone}'" in err, err
