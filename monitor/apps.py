@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,18 @@ class AppService:
     """The service's name (``<app>-<environment>`` unless the environment sets ``name``)."""
     loc: Location
     """The environment's table in the file: ``("apps", 0, "environments", "staging")``."""
+    origins: Mapping[Location, Location] = field(default_factory=dict, compare=False)
+    """A key path in the service -> the path the file wrote it at."""
 
     @property
     def where(self) -> str:
         """The environment's table as messages name it: ``apps[0].environments.staging``."""
         return _format(self.loc)
+
+    def locate(self, key: Sequence[int | str]) -> str:
+        """A key of the service as messages name it: where the file wrote it
+        (``rules.error-rate`` -> ``apps[0].rules.error-rate`` when the app's table set it)."""
+        return _format(_relocate(self.origins, tuple(key)) if self.origins else (*self.loc, *key))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +75,16 @@ class Expansion:
         index = loc[1] - self.written
         if not 0 <= index < len(self.origins):
             return list(loc)
-        origins, rest = self.origins[index], tuple(loc[2:])
-        for length in (2, 1):  # the longest path written somewhere: health.timeout, health
-            origin = origins.get(rest[:length]) if len(rest) >= length else None
-            if origin is not None:
-                return [*origin, *rest[length:]]
-        return [*origins[()], *rest]  # the environment's table
+        return list(_relocate(self.origins[index], tuple(loc[2:])))
+
+
+def _relocate(origins: Mapping[Location, Location], rest: Location) -> Location:
+    """A key path in an expanded service -> where the file wrote it."""
+    for length in (2, 1):  # the longest path written somewhere: health.timeout, health
+        origin = origins.get(rest[:length]) if len(rest) >= length else None
+        if origin is not None:
+            return (*origin, *rest[length:])
+    return (*origins[()], *rest)  # the environment's table
 
 
 def _fail(path: Path, loc: Location, message: str, value: Any = None) -> ConfigError:
@@ -238,7 +249,7 @@ def _expand_environment(
             service[key] = {**table, "url": _join(url, target)}  # type: ignore[dict-item]
     _merge_rules(service, origin, app, env, app_loc, here)
     _health(path, service, origin, app, env, app_loc, here, url)
-    record = AppService(app_name, environment, name, here)
+    record = AppService(app_name, environment, name, here, origin)
     return service, record, origin
 
 

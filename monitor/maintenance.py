@@ -36,6 +36,7 @@ from monitor.configtypes import (
     Strict,
     Text,
     expand_in,
+    format_seconds,
     shown,
     within,
 )
@@ -49,7 +50,8 @@ MAX_ONE_OFF = 31 * DAY
 """A one-off window longer than this is a typo (a year in ``end``), or a freeze for a person
 to lift (``railguard freeze``)."""
 MAX_RECURRING = 7 * DAY
-"""A recurring window repeats at most weekly: a longer one would never end."""
+"""A recurring window repeats at most weekly: a longer one would never end (nor would one as
+long as the time from one of its days to the next: ``MaintenanceWindow._ends``)."""
 EARLIEST, LATEST = datetime(2000, 1, 1), datetime(2199, 12, 31, 23, 59, 59)
 """The dates a one-off window may name: others are typos (or garbage)."""
 MEMO_SPAN = 3600.0
@@ -159,6 +161,22 @@ class MaintenanceWindow(Strict):
                 "freeze for a person to lift (railguard freeze)"
             )
         return end
+
+    @field_validator("duration")
+    @classmethod
+    def _ends(cls, duration: float | None, info: ValidationInfo) -> float | None:
+        days = info.data.get("days")
+        if duration is None or not days:
+            return duration
+        # The shortest wait from one of its days to the next (around the week): a window as
+        # long as that meets the next and never ends, a permanent freeze nobody asked for.
+        gap = min((b - a) % 7 or 7 for a, b in zip(days, (*days[1:], days[0]), strict=True))
+        if duration >= gap * DAY:
+            raise ValueError(
+                f"must be less than {format_seconds(gap * DAY)}, the time from one of its days "
+                "to the next: a window as long never ends (a stop for good is railguard freeze)"
+            )
+        return duration
 
     @field_validator("services")
     @classmethod

@@ -6,7 +6,7 @@ with a configuration is found here, before the daemon starts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,8 +309,18 @@ def _cadence(service: ServiceConfig, signal: Signal, railway: RailwayConfig) -> 
 
 
 def plan_service(
-    here: str, service: ServiceConfig, config: Config, rules: Mapping[str, LoadedRule]
+    here: str,
+    service: ServiceConfig,
+    config: Config,
+    rules: Mapping[str, LoadedRule],
+    at: Callable[..., str] | None = None,
 ) -> ServicePlan:
+    """``here`` names the service in messages; ``at`` one of its keys, where the file wrote
+    it (default: under ``here``)."""
+
+    def written(*path: str) -> str:
+        return at(*path) if at is not None else ".".join((here, *path))
+
     policy = config.tiers.get(service.tier)
     if policy is None:
         raise ConfigError(
@@ -320,7 +330,7 @@ def plan_service(
     for name in service.rules:
         if name not in policy.rules:
             raise ConfigError(
-                f"{here}.rules.{name}: tier {service.tier!r} does not use rule {name!r} "
+                f"{written('rules', name)}: tier {service.tier!r} does not use rule {name!r} "
                 f"(its rules: {', '.join(policy.rules) or 'none'})"
             )
     uses_railway = [
@@ -348,7 +358,8 @@ def plan_service(
         try:
             rule = spec.resolve(cadence, service.rules.get(name))
         except ValueError as e:  # the override's threshold does not fit the rule's signal
-            raise ConfigError(f"{here}.rules.{name}.threshold ({service.name}): {e}") from e
+            where = written("rules", name, "threshold")
+            raise ConfigError(f"{where} ({service.name}): {e}") from e
         if source_type(service, rule.signal) is None:
             key = "health_url" if rule.signal is Signal.HEALTH else str(rule.signal.table)
             raise ConfigError(
@@ -358,15 +369,16 @@ def plan_service(
             )
         source = source_type(service, rule.signal)
         if rule.baseline is not None and source in _UNCOUNTED.get(rule.signal, ()):
+            table = written(str(rule.signal.table))
             raise ConfigError(
-                f"{here}.{rule.signal.table} ({service.name}): rule {name!r} compares request "
+                f"{table} ({service.name}): rule {name!r} compares request "
                 f"counts with a release's record, but {rule.signal.value} from source "
                 f"{source!r} counts no requests (use source 'railway' or 'exposition'), or "
                 f"take the rule out of tiers.{service.tier}.rules"
             )
         problem = dry_run(rule, cadence)
         if problem:
-            raise ConfigError(f"{here}.rules.{name} ({service.name}): {problem}")
+            raise ConfigError(f"{written('rules', name)} ({service.name}): {problem}")
         resolved.append(rule)
     plan = ServicePlan(
         config=service,
@@ -406,7 +418,13 @@ def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None =
     names = [s.name for s in config.services]
     check_windows(path, config.maintenance, names, config.tiers)
     services = tuple(
-        plan_service(f"{path}: {config.where(i)}", service, config, rules)
+        plan_service(
+            f"{path}: {config.where(i)}",
+            service,
+            config,
+            rules,
+            lambda *key, i=i: f"{path}: {config.where(i, *key)}",
+        )
         for i, service in enumerate(config.services)
     )
     plan = Plan(

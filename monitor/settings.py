@@ -481,10 +481,13 @@ class Config(Strict):
         """The services ``[[apps]]`` expanded to (they follow the written ``[[services]]``)."""
         return self._apps
 
-    def where(self, index: int) -> str:
-        """How messages name the ``index``-th service: where the file wrote it."""
+    def where(self, index: int, *key: str) -> str:
+        """How messages name the ``index``-th service, or its ``key``: where the file wrote
+        it (an ``[[apps]]`` key may be the app's own, for all its environments)."""
         app = index - (len(self.services) - len(self._apps))
-        return self._apps[app].where if app >= 0 else f"services[{index}]"
+        if app >= 0:
+            return self._apps[app].locate(key) if key else self._apps[app].where
+        return ".".join((f"services[{index}]", *key))
 
     @field_validator("services")
     @classmethod

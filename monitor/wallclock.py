@@ -16,11 +16,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from monitor.configtypes import shown
 
+MACHINE_ZONES = frozenset({"localtime", "posixrules"})
+"""Files in the tz directory that stand for a machine's setting, not a zone: links to
+/etc/localtime and to the system's default rules."""
+
 
 def zone_of(name: str) -> ZoneInfo:
     """The tz database's zone ``name``; ValueError saying so when there is none."""
     if not name or len(name) > 64 or not name.isascii():
         raise ValueError(f'not a time zone: {shown(name)} (write one such as "Europe/Berlin")')
+    if name in MACHINE_ZONES:
+        raise ValueError(
+            f"not a time zone: {shown(name)} is a machine's own setting, which differs "
+            'between machines: write a tz database name, such as "Europe/Berlin"'
+        )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):

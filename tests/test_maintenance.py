@@ -231,7 +231,8 @@ def _direct(w: MaintenanceWindow, now: float) -> tuple[Any, Any]:
         {"zone": "Europe/Berlin", "days": ["sun"], "at": "02:30", "duration": "2h"},
         {"zone": "America/New_York", "days": ["daily"], "at": "01:30", "duration": "90m"},
         {"zone": "Europe/Berlin", "days": ["fri"], "at": "18:00", "duration": "3d"},
-        {"zone": "Europe/London", "days": ["daily"], "at": "00:00", "duration": "30h"},
+        # Daily, 23h30m: the 23-hour day of the spring change makes two occurrences overlap.
+        {"zone": "Europe/London", "days": ["daily"], "at": "00:00", "duration": "23h30m"},
         {"zone": "Australia/Lord_Howe", "days": ["sat", "sun"], "at": "02:00", "duration": "1h"},
         {"start": "2026-03-28T10:00", "end": "2026-04-02T10:00", "zone": "Europe/Berlin"},
     ],

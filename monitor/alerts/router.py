@@ -126,6 +126,7 @@ class Router:
         # Immediate incidents still open: key -> (the last message, when it was sent).
         self._last: dict[str, tuple[Notification, float]] = {}
         self._held: set[str] = set()  # incidents whose firing was held: their end is too
+        self._ahead: set[int] = set()  # events routed past one still waiting (route_new)
         self._reminders = 0
         self.platform_severity = platform_severity(self.services.values())
 
@@ -153,6 +154,7 @@ class Router:
                     self._open.clear()
                     self._last.clear()
                     self._held.clear()
+                    self._ahead.clear()
                     await self.restore()
                     restored = True
                 await self.route_new()
@@ -182,15 +184,31 @@ class Router:
         return sent
 
     async def route_new(self) -> int:
-        """Route every event recorded since the last call (or the last run); how many."""
+        """Route every event recorded since the last call (or the last run); how many.
+
+        A firing that waits for the controller's decision holds back its service's later
+        events (their order is the incident's), not other services': a page about another
+        service goes at once. The cursor stays before the first event still waiting; events
+        routed past it are remembered (``_ahead``), and after a restart routed again, which
+        the outbox refuses to queue twice (a message's id is its event's)."""
         last = int(await self.store.cursor(CURSOR) or 0)
         routed = 0
+        waiting: set[str | None] = set()  # services whose events wait behind a firing
         for event in await self.store.events_after(last):
-            if await self._awaits_decision(event):
-                break  # in order: the rest waits with it (a tick, as a rule)
+            if event.id in self._ahead:
+                if not waiting:  # everything before it is routed: the cursor moves on
+                    self._ahead.discard(event.id)
+                    await self.store.set_cursor(CURSOR, str(event.id))
+                continue
+            if event.service in waiting or await self._awaits_decision(event):
+                waiting.add(event.service)
+                continue
             await self.route(event)
-            await self.store.set_cursor(CURSOR, str(event.id))
             routed += 1
+            if waiting:
+                self._ahead.add(event.id)
+            else:
+                await self.store.set_cursor(CURSOR, str(event.id))
         return routed
 
     async def _awaits_decision(self, event: EventRecord) -> bool:
@@ -249,6 +267,10 @@ class Router:
         was_open = key in self._open
         if status is Status.RESOLVED:
             self._open.pop(key, None)
+            if kind == EventKind.ROLLBACK_SUCCEEDED:
+                # It told the story of every firing it held, another rule's too: closed.
+                for told in [k for k in self._held if k.startswith(f"railguard/{name}/")]:
+                    self._open.pop(told, None)
         elif not verified:
             self._open.setdefault(key, event.at)
         if delivery != "immediate":

@@ -421,13 +421,13 @@ async def test_a_firing_waits_for_the_controllers_decision_and_is_held_by_its_ro
     await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
     await world.record("web-staging", "rule_firing", rule="health-failing")  # behind it
     await world.clock.advance(1.0)
-    assert await world.router.route_new() == 0  # undecided: everything waits, in order
+    assert await world.router.route_new() == 1  # undecided: it waits (web-staging does not)
     assert await world.queued() == []
     decided[service] = world.clock.time() - 5.0  # an older decision does not count
     assert await world.router.route_new() == 0
     await _rollback_running(world)
     decided[service] = world.clock.time()  # decided: the intent is in the store
-    assert await world.router.route_new() == 2
+    assert await world.router.route_new() == 1
     assert await world.queued() == []
     assert world.suppressed("production", "held") == 1
     # Its end, while the rollback runs, is the rollback's to tell too.
@@ -473,3 +473,72 @@ async def test_a_held_symptoms_end_is_told_only_when_no_rollback_closed_its_inci
     kinds = [Notification.from_dict(m.payload).kind for m in await world.store.outbox("pager")]
     assert ("rule_resolved" in kinds) is told, kinds
     assert "rule_firing" not in kinds
+
+
+async def test_a_firing_held_under_another_rules_rollback_is_closed_by_its_success(
+    world: World,
+) -> None:
+    """Two rules fire on one bad release: the first's rollback holds both firings, and its
+    success closes the incident for both: neither rule's end is told (README: a held
+    firing's resolved notice is told only when a failed rollback left the incident open)."""
+    service = "web-production"
+    id = await _rollback_running(world)  # for health-failing
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.record(service, "rule_firing", rule="error-rate", reason="50% 5xx")  # held too
+    await world.router.route_new()
+    now = world.clock.time()
+    await world.store.advance_rollback(id, "sent", at=now)
+    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    await world.record(service, "rule_resolved", rule="error-rate")
+    await world.record(service, "rule_resolved", rule="health-failing")
+    await world.router.route_new()
+    told = [Notification.from_dict(m.payload) for m in await world.store.outbox("pager")]
+    kinds = [(n.kind, n.key.rsplit("/", 1)[1]) for n in reversed(told)]
+    assert ("rule_resolved", "error-rate") not in kinds, kinds
+    assert [k for k, _ in kinds] == ["rollback_started", "rollback_succeeded"], kinds
+    assert world.router._open == {}
+
+
+async def test_a_firing_that_waits_holds_back_only_its_own_services_alerts(
+    world: World, write: Callable[..., Path]
+) -> None:
+    """A firing waits for the controller as long as the service's longest ``for`` (a day,
+    at most) and two intervals: another service's alerts, a failed rollback's page among
+    them, do not wait with it. The service's own later alerts keep their order behind it,
+    and a restart routes nothing twice."""
+    api = '\n[[services]]\nname = "api"\ntier = "production"\nhealth_url = "http://x/health"\n'
+    plan = build_plan(write(CONFIG + api), load_environment({}), {})
+    world.router.services = {s.name: s for s in plan.services}
+    decided: dict[str, float] = {}
+    world.router.decided = decided.get  # nothing decided on web-production yet
+    await world.record("web-production", "rule_firing", rule="health-failing", reason="500")
+    await world.record("api", "rollback_failed", rule="health-failing", to="d1", reason="x")
+    await world.record("web-production", "rule_resolved", rule="health-failing")
+    await world.clock.advance(1.0)
+    assert await world.router.route_new() == 1
+    assert await world.queued() == ["api: rollback #? failed: ? → deployment d1"]  # at once
+    assert await world.router.route_new() == 0  # nothing twice while it waits
+    # A restart (or a new leader) while it waits: what was told is not told again.
+    again = Router(
+        world.store,
+        world.outbox,
+        world.router.channels,
+        world.router.services,
+        clock=world.clock,
+        metrics=world.metrics,
+        decided=decided.get,
+    )
+    await again.restore()
+    await again.route_new()
+    assert await world.queued() == ["api: rollback #? failed: ? → deployment d1"]
+    decided["web-production"] = world.clock.time()  # decided: nothing to hold it
+    assert await again.route_new() == 2
+    assert await world.queued() == [
+        "api: rollback #? failed: ? → deployment d1",
+        "web-production: health-failing firing",
+        "web-production: health-failing resolved",
+    ]
+    assert await again.route_new() == 0
+    assert int(await world.store.cursor("alert-router") or 0) == 3
