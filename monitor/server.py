@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor import status_routes
 from monitor.admin import AdminAPI, Administered
+from monitor.readauth import read_guard
 from monitor.status import Observed
 from monitor.status_routes import wants_html
 from monitor.status_summary import finite
@@ -69,7 +70,10 @@ async def _metrics(request: web.Request) -> web.Response:
 def create_app(daemon: Served, metrics: Metrics) -> web.Application:
     """The aiohttp application serving railguard's endpoints."""
     # Bodies are read with their own limits (admin, webhook); this caps any other reader.
-    app = web.Application(client_max_size=WEBHOOK_MAX_BYTES)
+    app = web.Application(
+        client_max_size=WEBHOOK_MAX_BYTES,
+        middlewares=[read_guard(daemon.plan.env.read_token)],
+    )
     app[DAEMON_KEY] = daemon
     app[METRICS_KEY] = metrics
     app.router.add_get("/healthz", _healthz)

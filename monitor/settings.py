@@ -92,6 +92,7 @@ class Environment(BaseSettings):
     state: Path | None = Field(None, validation_alias="RAILGUARD_STATE")
     admin_token: SecretStr | None = Field(None, validation_alias="RAILGUARD_ADMIN_TOKEN")
     webhook_secret: SecretStr | None = Field(None, validation_alias="RAILGUARD_WEBHOOK_SECRET")
+    read_token: SecretStr | None = Field(None, validation_alias="RAILGUARD_READ_TOKEN")
     database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
     railway_replica_id: str | None = Field(None, validation_alias="RAILWAY_REPLICA_ID")
     # The leader lease's terms, over the file's [lease] (durations such as "10s").
