@@ -16,12 +16,14 @@ daemon nothing), with ``--settle`` seconds after each for the ticks it held up t
   marked unfiltered if its answer is as big as /status's
 - ``metrics``: ``GET /metrics``
 
-Per kind: the answer's size, the request's wall time (median), how many probe ticks started
-more than 10 ms and more than 100 ms late while it ran or in the settle after it (the
-scheduler's own lateness, read by wrapping ``railguard_scheduler_lag_seconds``'s observe),
-the longest event-loop stall (a task sleeping 5 ms at a time, and how late it woke), and
-the process's RSS before and after the kind's requests. The same windows without a request
-(``idle``) give the background: the box may be busy with other work.
+The kinds take turns (one request of each, then an ``idle`` window of ``--idle`` seconds
+with no request, ``--requests`` rounds), so every kind meets the same background: the box
+may be busy with other work. Per kind: the answer's size, the request's wall time (median),
+how many probe ticks started more than 10 ms and more than 100 ms late while it ran or in
+the settle after it (the scheduler's own lateness, read by wrapping
+``railguard_scheduler_lag_seconds``'s observe) and how many beyond the idle windows' rate
+for as long, the longest event-loop stall (a task sleeping 5 ms at a time, and how late it
+woke), and how much the process's RSS grew over the kind's requests.
 
     .venv/bin/python bench/status_scale.py [--services 1000,5000] [--requests 10]
 
@@ -209,67 +211,61 @@ def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-async def measure_kind(
-    kind: Kind, base: str, client: Client, watch: Watch, args: argparse.Namespace
-) -> dict[str, Any]:
-    """``args.requests`` requests of one kind, one at a time, each followed by a settle."""
-    url = base + kind.path
+@dataclass
+class Record:
+    """One request (or idle window) and what happened meanwhile."""
+
+    wall: float
+    size: int
+    window: dict[str, float]
+    rss_growth: float
+
+
+async def one_request(
+    kind: Kind | None, base: str, client: Client, watch: Watch, args: argparse.Namespace
+) -> Record:
+    """One request of ``kind`` (None: an idle window of ``--idle`` seconds), then the
+    settle; the ticks held up and the loop's stalls from its start to the settle's end."""
     rss_before = rss_mib()
-    walls: list[float] = []
-    windows: list[dict[str, float]] = []
-    size = 0
-    for i in range(args.requests):
-        start = time.perf_counter()
-        status, size, wall = await client.get(url, kind.accept)
-        if status == 404 and i == 0:
-            return {"kind": kind.name, "path": kind.path, "skipped": "404"}
-        if status != 200:
-            raise RuntimeError(f"{url} answered {status}")
-        end = time.perf_counter()
-        await asyncio.sleep(args.settle)
-        walls.append(wall)
-        windows.append(watch.window(start, end + args.settle))
-    return summarize(kind.name, kind.path, walls, windows, size, rss_before, rss_mib())
+    start = time.perf_counter()
+    if kind is None:
+        await asyncio.sleep(args.idle)
+        status, size, wall = 200, 0, 0.0
+    else:
+        status, size, wall = await client.get(base + kind.path, kind.accept)
+    end = time.perf_counter() + args.settle
+    await asyncio.sleep(args.settle)
+    if status != 200:
+        raise RuntimeError(f"{kind} answered {status}")
+    window = {**watch.window(start, end), "seconds": end - start}
+    return Record(wall, size, window, rss_mib() - rss_before)
 
 
-async def measure_idle(seconds: float, watch: Watch, args: argparse.Namespace) -> dict[str, Any]:
-    """The same windows with no request: what the box's noise makes late by itself."""
-    rss_before = rss_mib()
-    windows = []
-    for _ in range(args.requests):
-        start = time.perf_counter()
-        await asyncio.sleep(seconds)
-        windows.append(watch.window(start, time.perf_counter()))
-    return summarize("idle", "", [], windows, 0, rss_before, rss_mib())
-
-
-def summarize(
-    name: str,
-    path: str,
-    walls: list[float],
-    windows: list[dict[str, float]],
-    size: int,
-    rss_before: float,
-    rss_after: float,
-) -> dict[str, Any]:
-    """One kind's figures: medians per request, and the worst."""
+def summarize(name: str, path: str, records: list[Record], idle_rate: float) -> dict[str, Any]:
+    """One kind's figures: medians per request, the worst, and what beyond the idle rate
+    (late ticks per second in the idle windows, times this kind's window) it held up."""
+    windows = [r.window for r in records]
+    walls = [r.wall for r in records]
+    late = [w["late_10ms"] for w in windows]
+    excess = [w["late_10ms"] - idle_rate * w["seconds"] for w in windows]
     return {
         "kind": name,
         "path": path,
-        "requests": len(windows),
-        "bytes": size,
-        "wall_ms_median": rounded(1000 * statistics.median(walls)) if walls else None,
-        "wall_ms_max": rounded(1000 * max(walls)) if walls else None,
+        "requests": len(records),
+        "bytes": records[-1].size,
+        "wall_ms_median": rounded(1000 * statistics.median(walls)),
+        "wall_ms_max": rounded(1000 * max(walls)),
+        "window_s_median": round(statistics.median(w["seconds"] for w in windows), 3),
         "ticks_per_window_median": median([w["ticks"] for w in windows]),
-        "late_10ms_median": median([w["late_10ms"] for w in windows]),
-        "late_10ms_max": max(w["late_10ms"] for w in windows),
+        "late_10ms_median": median(late),
+        "late_10ms_max": max(late),
+        "late_10ms_beyond_idle_median": rounded(median(excess)),
         "late_100ms_median": median([w["late_100ms"] for w in windows]),
         "late_100ms_max": max(w["late_100ms"] for w in windows),
         "max_tick_lag_ms_median": rounded(median([w["max_tick_lag_ms"] for w in windows])),
         "stall_ms_median": rounded(median([w["max_stall_ms"] for w in windows])),
-        "stall_ms_max": round(max(w["max_stall_ms"] for w in windows), 1),
-        "rss_mib_before": round(rss_before, 1),
-        "rss_mib_after": round(rss_after, 1),
+        "stall_ms_max": rounded(max(w["max_stall_ms"] for w in windows)),
+        "rss_growth_mib": round(sum(r.rss_growth for r in records), 1),
     }
 
 
@@ -296,35 +292,47 @@ async def one_fleet(
         print(f"  {services} services started in {time.perf_counter() - started:.1f}s", flush=True)
         await asyncio.sleep(args.warmup)
         beat = asyncio.create_task(watch.beat())
-        first = plan.services[0].name
         kinds = [
             Kind("status_json", "/status", "application/json"),
             Kind("status_html", "/status", "text/html"),
-            Kind("status_service", f"/status/{first}", "application/json"),
+            Kind("status_service", f"/status/{plan.services[0].name}", "application/json"),
             Kind("status_tier", "/status?tier=production", "application/json"),
             Kind("metrics", "/metrics", "text/plain"),
         ]
-        results = []
-        for kind in kinds:
-            result = await measure_kind(kind, base, client, watch, args)
-            print(f"    {line(result)}", flush=True)
-            results.append(result)
-        full = results[0].get("bytes", 0)
+        live, skipped = [], []
+        for kind in kinds:  # a first request of each: routes that do not exist yet are left out
+            status, _, _ = await client.get(base + kind.path, kind.accept)
+            (skipped if status == 404 else live).append(kind)
+        await asyncio.sleep(args.settle)
+        rss_start = rss_mib()
+        # Round-robin, an idle window in each round: every kind meets the same background.
+        records: dict[str, list[Record]] = {k.name: [] for k in live}
+        records["idle"] = []
+        for _ in range(args.requests):
+            for kind in [*live, None]:
+                record = await one_request(kind, base, client, watch, args)
+                records["idle" if kind is None else kind.name].append(record)
+        idle_late = sum(r.window["late_10ms"] for r in records["idle"])
+        idle_rate = idle_late / sum(r.window["seconds"] for r in records["idle"])
+        paths = {k.name: k.path for k in live}
+        results = [summarize(n, paths.get(n, ""), rs, idle_rate) for n, rs in records.items()]
+        results += [{"kind": k.name, "path": k.path, "skipped": "404"} for k in skipped]
+        full = results[0]["bytes"]
         for result in results:
             if result["kind"] == "status_tier" and "skipped" not in result:
                 result["filtered"] = result["bytes"] < 0.9 * full
-        walls = [r["wall_ms_median"] for r in results if "skipped" not in r]
-        idle = await measure_idle((median(walls) or 0.0) / 1000 + args.settle, watch, args)
-        print(f"    {line(idle)}", flush=True)
-        results.append(idle)
+        for result in results:
+            print(f"    {line(result)}", flush=True)
         lags = [v for _, v in watch.lags]
         return {
             "services": services,
             "interval_s": args.interval,
             "ticks_per_second": round(services / args.interval, 1),
+            "idle_late_10ms_per_s": round(idle_rate, 2),
             "kinds": results,
             "all_ticks": len(lags),
             "all_ticks_late_10ms": sum(v > LATE[0] for v in lags),
+            "rss_mib_measuring_start": round(rss_start, 1),
             "rss_mib_end": round(rss_mib(), 1),
         }
     finally:
@@ -343,10 +351,11 @@ def line(r: dict[str, Any]) -> str:
     wall = "" if r["wall_ms_median"] is None else f"{r['wall_ms_median']:.1f}"
     return (
         f"{r['kind']:<15} {r['bytes'] / 1024:>9.0f} KiB {wall:>8} ms"
-        f"  late>10ms {r['late_10ms_median']:>6g} (max {r['late_10ms_max']:g})"
+        f"  late>10ms {r['late_10ms_median']:>6g} (max {r['late_10ms_max']:g}"
+        f", beyond idle {r['late_10ms_beyond_idle_median']:g})"
         f"  late>100ms {r['late_100ms_median']:>5g} (max {r['late_100ms_max']:g})"
         f"  stall {r['stall_ms_median']:>6.1f} ms (max {r['stall_ms_max']:.1f})"
-        f"  RSS {r['rss_mib_before']:.0f}->{r['rss_mib_after']:.0f} MiB"
+        f"  RSS +{r['rss_growth_mib']:.1f} MiB"
     )
 
 
@@ -380,6 +389,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=40.0, help="seconds before measuring")
     parser.add_argument("--requests", type=int, default=10, help="requests of each kind")
     parser.add_argument("--settle", type=float, default=0.5, help="seconds after a request")
+    parser.add_argument("--idle", type=float, default=0.1, help="an idle window, less settle")
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/status_scale.json")
     return parser.parse_args(argv)
 
