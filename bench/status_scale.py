@@ -23,7 +23,8 @@ how many probe ticks started more than 10 ms and more than 100 ms late while it 
 the settle after it (the scheduler's own lateness, read by wrapping
 ``railguard_scheduler_lag_seconds``'s observe) and how many beyond the idle windows' rate
 for as long, the longest event-loop stall (a task sleeping 5 ms at a time, and how late it
-woke), and how much the process's RSS grew over the kind's requests.
+woke); and then, each kind's ``--requests`` back to back, the process's RSS before and
+after them.
 
     .venv/bin/python bench/status_scale.py [--services 1000,5000] [--requests 10]
 
@@ -218,7 +219,6 @@ class Record:
     wall: float
     size: int
     window: dict[str, float]
-    rss_growth: float
 
 
 async def one_request(
@@ -226,7 +226,6 @@ async def one_request(
 ) -> Record:
     """One request of ``kind`` (None: an idle window of ``--idle`` seconds), then the
     settle; the ticks held up and the loop's stalls from its start to the settle's end."""
-    rss_before = rss_mib()
     start = time.perf_counter()
     if kind is None:
         await asyncio.sleep(args.idle)
@@ -238,7 +237,7 @@ async def one_request(
     if status != 200:
         raise RuntimeError(f"{kind} answered {status}")
     window = {**watch.window(start, end), "seconds": end - start}
-    return Record(wall, size, window, rss_mib() - rss_before)
+    return Record(wall, size, window)
 
 
 def summarize(name: str, path: str, records: list[Record], idle_rate: float) -> dict[str, Any]:
@@ -265,7 +264,6 @@ def summarize(name: str, path: str, records: list[Record], idle_rate: float) -> 
         "max_tick_lag_ms_median": rounded(median([w["max_tick_lag_ms"] for w in windows])),
         "stall_ms_median": rounded(median([w["max_stall_ms"] for w in windows])),
         "stall_ms_max": rounded(max(w["max_stall_ms"] for w in windows)),
-        "rss_growth_mib": round(sum(r.rss_growth for r in records), 1),
     }
 
 
@@ -317,6 +315,15 @@ async def one_fleet(
         paths = {k.name: k.path for k in live}
         results = [summarize(n, paths.get(n, ""), rs, idle_rate) for n, rs in records.items()]
         results += [{"kind": k.name, "path": k.path, "skipped": "404"} for k in skipped]
+        # RSS: each kind's requests back to back (taking turns, one kind's garbage would be
+        # counted in the next one's growth).
+        for result in results:
+            kind = next((k for k in live if k.name == result["kind"]), None)
+            if kind is not None:
+                result["rss_mib_before"] = round(rss_mib(), 1)
+                for _ in range(args.requests):
+                    await client.get(base + kind.path, kind.accept)
+                result["rss_mib_after"] = round(rss_mib(), 1)
         full = results[0]["bytes"]
         for result in results:
             if result["kind"] == "status_tier" and "skipped" not in result:
@@ -355,7 +362,11 @@ def line(r: dict[str, Any]) -> str:
         f", beyond idle {r['late_10ms_beyond_idle_median']:g})"
         f"  late>100ms {r['late_100ms_median']:>5g} (max {r['late_100ms_max']:g})"
         f"  stall {r['stall_ms_median']:>6.1f} ms (max {r['stall_ms_max']:.1f})"
-        f"  RSS +{r['rss_growth_mib']:.1f} MiB"
+        + (
+            f"  RSS {r['rss_mib_before']:.0f}->{r['rss_mib_after']:.0f} MiB"
+            if "rss_mib_after" in r
+            else ""
+        )
     )
 
 
