@@ -62,13 +62,26 @@ def label_text(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 class Series:
-    """One series (or a histogram's group of lines): its numbers and its label text."""
+    """One series (or a histogram's group of lines): its numbers and its label text.
 
-    __slots__ = ("labels", "prefix")
+    The label text is formatted at the first scrape that shows the series, not when it is
+    created: a request creating thousands of series at once (the first scrape's
+    ``railguard_frozen``) then costs a few milliseconds, and the formatting happens in the
+    scrape's slices."""
+
+    __slots__ = ("_prefix", "labels", "name")
 
     def __init__(self, family: Family[Any], values: tuple[str, ...]) -> None:
+        self.name = family.sample_name
         self.labels = dict(zip(family.labelnames, values, strict=True))
-        self.prefix = family.sample_name + label_text(self.labels.items()) + " "
+        self._prefix: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        """``name{labels} ``, the start of the series' line."""
+        if self._prefix is None:
+            self._prefix = self.name + label_text(self.labels.items()) + " "
+        return self._prefix
 
     def lines(self, out: list[str]) -> None:
         """Append this series' exposition lines to ``out``."""
@@ -124,7 +137,7 @@ class GaugeSeries(CounterSeries):
 class HistogramSeries(Series):
     """Observations counted in buckets, with their sum."""
 
-    __slots__ = ("_bucket_prefixes", "_count_prefix", "_sum_prefix", "bounds", "counts", "sum")
+    __slots__ = ("_prefixes", "bounds", "counts", "sum")
 
     def __init__(self, family: Family[Any], values: tuple[str, ...]) -> None:
         super().__init__(family, values)
@@ -132,14 +145,18 @@ class HistogramSeries(Series):
         self.bounds = family.bounds
         self.counts = [0] * len(self.bounds)  # per bucket, not cumulative
         self.sum = 0.0
-        name, pairs = family.name, list(self.labels.items())
-        self._bucket_prefixes = [
-            f"{name}_bucket" + label_text([*pairs, ("le", number(bound))]) + " "
-            for bound in self.bounds
-        ]
-        text = label_text(pairs) + " "
-        self._count_prefix = f"{name}_count{text}"
-        self._sum_prefix = f"{name}_sum{text}"
+        self._prefixes: list[str] = []  # each bucket's, then _count's and _sum's
+
+    def prefixes(self) -> list[str]:
+        """The starts of the bucket lines, then of ``_count`` and ``_sum`` (made once)."""
+        if not self._prefixes:
+            pairs = list(self.labels.items())
+            text = label_text(pairs) + " "
+            self._prefixes = [
+                f"{self.name}_bucket" + label_text([*pairs, ("le", number(bound))]) + " "
+                for bound in self.bounds
+            ] + [f"{self.name}_count{text}", f"{self.name}_sum{text}"]
+        return self._prefixes
 
     def observe(self, value: float) -> None:
         """Count ``value`` in the first bucket whose bound is at least it."""
@@ -149,12 +166,13 @@ class HistogramSeries(Series):
 
     def lines(self, out: list[str]) -> None:
         """Append the cumulative buckets, the count and the sum to ``out``."""
+        *buckets, count_prefix, sum_prefix = self.prefixes()
         total = 0
-        for prefix, count in zip(self._bucket_prefixes, self.counts, strict=True):
+        for prefix, count in zip(buckets, self.counts, strict=True):
             total += count
             out.append(prefix + number(total) + "\n")
-        out.append(self._count_prefix + number(total) + "\n")
-        out.append(self._sum_prefix + number(self.sum) + "\n")
+        out.append(count_prefix + number(total) + "\n")
+        out.append(sum_prefix + number(self.sum) + "\n")
 
     def add_samples(self, metric: Metric, name: str) -> None:
         """Add the buckets, the count and the sum to a prometheus_client family."""
@@ -169,18 +187,17 @@ class HistogramSeries(Series):
 class InfoSeries(Series):
     """Constant labels describing the process, with the value 1."""
 
-    __slots__ = ("_line", "_name", "info_labels")
+    __slots__ = ("_line", "info_labels")
 
     def __init__(self, family: Family[Any], values: tuple[str, ...]) -> None:
         super().__init__(family, values)
         self.info_labels: dict[str, str] = {}
-        self._name = family.sample_name
         self._line = ""
 
     def info(self, labels: dict[str, str]) -> None:
         """Set the labels."""
         self.info_labels = {**self.labels, **labels}
-        self._line = f"{self._name}{label_text(self.info_labels.items())} 1.0\n"
+        self._line = f"{self.name}{label_text(self.info_labels.items())} 1.0\n"
 
     def lines(self, out: list[str]) -> None:
         """Append the line, once the labels are set."""
