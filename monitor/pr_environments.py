@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -42,17 +42,7 @@ LEFT_BEHIND_EVENTS = 1000  # how far back a start looks for PR environments guar
 
 def forget_service(metrics: Metrics, name: str) -> int:
     """Remove every metric series labelled ``service=name``; returns how many."""
-    removed = 0
-    for metric in vars(metrics).values():
-        labels: Sequence[str] = getattr(metric, "_labelnames", ())
-        if "service" not in labels:
-            continue
-        at = list(labels).index("service")
-        children: dict[tuple[str, ...], Any] = getattr(metric, "_metrics", {})
-        for key in [k for k in children if k[at] == name]:
-            metric.remove(*key)
-            removed += 1
-    return removed
+    return metrics.forget_service(name)
 
 
 class PrEnvironments:
