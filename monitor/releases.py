@@ -89,6 +89,12 @@ class Verdicts:
         """Whether the deployment's release was rolled back from."""
         return release_key(deployment) in self.bad
 
+    def word(self, deployment: HasMeta) -> str:
+        """The deployment's verdict in a word: ``bad``, ``good`` or ``unverified``."""
+        if self.is_bad(deployment):
+            return "bad"
+        return "good" if self.known_good(deployment) else "unverified"
+
     @property
     def count(self) -> int:
         """How many releases are known-good."""

@@ -276,13 +276,7 @@ async def releases(
     if active is not None:
         seen = records.get(active.id)
         proof = proofs.get(release_key(active))
-        verdict = (
-            "bad"
-            if verdicts.is_bad(active)
-            else "good"
-            if verdicts.known_good(active)
-            else "unverified"
-        )
+        verdict = verdicts.word(active)
         active_json = {
             "id": active.id,
             "release": release_label(active.meta),

@@ -215,13 +215,7 @@ class Summary:
             store = daemon.store
             records = [] if store is None else await store.deployments(name, 200)
             verdicts = Verdicts.of(records)
-            verdict = (
-                "bad"
-                if verdicts.is_bad(active)
-                else "good"
-                if verdicts.known_good(active)
-                else "unverified"
-            )
+            verdict = verdicts.word(active)
             release = Release(active.id, release_label(active.meta) or active.id, verdict, now)
         self._releases[name] = release
         return release
