@@ -24,7 +24,7 @@ from monitor.decision import Decision, Escalate, Facts, Firing, Go, Hold, Idle, 
 from monitor.engine import RuleState, compared_text
 from monitor.errors import NotLeader, RailguardError
 from monitor.events import EscalationEvent, Evidence, HoldEvent, write_event
-from monitor.executor import RollbackExecutor
+from monitor.executor import NotYet, RollbackExecutor
 from monitor.leadership import SOLO, Acting
 from monitor.maintenance import in_force
 from monitor.model import Phase, Rule, format_duration
@@ -374,7 +374,7 @@ class RollbackController:
 
     async def _still_wanted(
         self, service: ServicePlan, record: RollbackRecord, current: Sequence[Deployment]
-    ) -> str | None:
+    ) -> str | NotYet | None:
         """Before an automatic intent is (re)sent: does the decision still say so?
 
         A maintenance window does not count here: it stops new decisions, never one already
@@ -392,9 +392,18 @@ class RollbackController:
                 return f"held back now ({guard}): {why}"
             case Escalate(kind=kind, why=why):
                 return f"{kind}: {why}"
+            case Idle(why=why, waiting=True) if not self._waited_out(service, record):
+                return NotYet(why)  # the rule fires: its fresh evidence comes in a tick
             case Idle(why=why):
                 return why
         return "the decision changed"  # pragma: no cover  (the match is exhaustive)
+
+    def _waited_out(self, service: ServicePlan, record: RollbackRecord) -> bool:
+        """Whether an intent kept for its rule's fresh evidence has waited long enough: the
+        rule's whole ``for``, two intervals and 30 s from the decision (after that the rule
+        is not coming back to it: the intent is abandoned, and decided anew if it does)."""
+        longest = max((rule.for_ for rule in service.rules), default=0.0)
+        return self.clock.time() - record.decided_at > longest + 2 * service.interval + 30.0
 
     # -- driving unfinished rollbacks ----------------------------------------------------------
 

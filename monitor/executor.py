@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -41,9 +42,21 @@ from monitor.verification import LatestSamples, Verification
 
 log = structlog.get_logger("railguard.rollback")
 
+
+@dataclass(frozen=True, slots=True)
+class NotYet:
+    """An intent to keep unsent for now: the decision may say Go again in a tick (its rule
+    fires, its evidence about the release is not whole yet, as after a takeover)."""
+
+    why: str
+
+
 # Whether an automatic intent should still be sent, given Railway's deployments now: None if
-# so, else why not (the controller re-runs the decision with the newest facts).
-StillWanted = Callable[[ServicePlan, RollbackRecord, Sequence[Deployment]], Awaitable[str | None]]
+# so, NotYet to keep it for the next look, else why not (the controller re-runs the decision
+# with the newest facts).
+StillWanted = Callable[
+    [ServicePlan, RollbackRecord, Sequence[Deployment]], Awaitable[str | NotYet | None]
+]
 
 
 class RollbackRefused(RailguardError):
@@ -386,6 +399,13 @@ class RollbackExecutor(Rebuilds, Verification):
             return None
         assert isinstance(settled, Send)
         refused = await self._precondition(service, record, current, redecide=not decided)
+        if isinstance(refused, NotYet):
+            if (record.id, "not yet") not in self._said:
+                self._said.add((record.id, "not yet"))
+                log.info(
+                    "rollback waits", service=service.name, rollback=record.id, why=refused.why
+                )
+            return None  # kept: decided again at the next look
         if refused is not None:
             return await self.finish(service, record, "abandoned", refused)
         if record.attempts >= self.max_attempts:
@@ -400,7 +420,7 @@ class RollbackExecutor(Rebuilds, Verification):
         current: Sequence[Deployment],
         *,
         redecide: bool = True,
-    ) -> str | None:
+    ) -> str | NotYet | None:
         """Why the intent must not be sent now, or None: checked right before each send."""
         active = newest_live(current)
         if active is None or active.id != record.from_deployment:
