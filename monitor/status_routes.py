@@ -106,21 +106,27 @@ async def summary(request: web.Request) -> web.StreamResponse:
         response.charset = "utf-8"
         await response.prepare(request)
         rows = [p.html for p in parts if p.html is not None]
-        await _write(response, _pieces(render_summary(document, rows)))
+        await _write(request, response, _pieces(render_summary(document, rows)))
     else:
         response.content_type = "application/json"
         await response.prepare(request)
         charts = charts_of(request.app[OBSERVED_KEY].workers) if history else None
-        await _write(response, encode_summary(document, parts, charts))
-    await response.write_eof()
+        await _write(request, response, encode_summary(document, parts, charts))
     return response
 
 
-async def _write(response: web.StreamResponse, pieces: Iterable[bytes]) -> None:
+async def _write(
+    request: web.Request, response: web.StreamResponse, pieces: Iterable[bytes]
+) -> None:
     # Each piece is a few milliseconds of work: let the ticks run between two.
-    for piece in pieces:
-        await response.write(piece)
-        await asyncio.sleep(0)
+    try:
+        if request.method != "HEAD":  # a streamed response's body is not held back for one
+            for piece in pieces:
+                await response.write(piece)
+                await asyncio.sleep(0)
+        await response.write_eof()
+    except ConnectionResetError:  # the client left mid-stream: no one to answer
+        pass
 
 
 def _pieces(fragments: Iterable[str]) -> Iterable[bytes]:

@@ -1,0 +1,80 @@
+"""Review of /status, /metrics and RAILGUARD_READ_TOKEN: what hostile or careless requests
+and settings did to them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from monitor.clock import FakeClock
+from monitor.errors import ConfigError
+from monitor.server import create_app
+from monitor.settings import load_environment
+from tests.stage import Stage
+
+TOKEN = "read-6f1c0d9e2b7a4c58"
+
+
+@pytest.fixture
+async def stage(clock: FakeClock, tmp_path: Path) -> AsyncIterator[Stage]:
+    stage = Stage(clock, tmp_path, {})
+    await stage.start_servers()
+    yield stage
+    await stage.close()
+
+
+async def serve(stage: Stage, environ: dict[str, str]) -> AsyncIterator[int]:
+    """The stage's daemon behind railguard's server; yields the port."""
+    stage.extra_environ = environ
+    stage.deploy("v1", ago=7200)
+    daemon = await stage.start_daemon()
+    await stage.run_for(2)
+    runner = web.AppRunner(create_app(daemon, daemon.metrics), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def exchange(port: int, request: bytes) -> bytes:
+    """Raw bytes out, every byte back until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+async def test_a_bearer_token_that_is_no_utf8_gets_a_401_not_a_500(
+    stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    async for port in serve(stage, {"RAILGUARD_READ_TOKEN": TOKEN}):
+        for header in (b"Bearer \xff\xfe", b"Basic \xff", b"Bearer " + TOKEN.encode() + b"\xff"):
+            got = await exchange(
+                port,
+                b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Authorization: " + header + b"\r\n\r\n",
+            )
+            assert got.startswith(b"HTTP/1.1 401 "), (header, got[:200])
+            assert b'"error"' in got
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+@pytest.mark.parametrize("value", ["", "  ", "\n"])
+def test_an_empty_read_token_is_refused_at_startup(value: str) -> None:
+    # Set but empty, "Authorization: Bearer" (nothing after it) read every page.
+    with pytest.raises(ConfigError, match="RAILGUARD_READ_TOKEN"):
+        load_environment({"RAILGUARD_READ_TOKEN": value})
+
+
+def test_a_pasted_read_tokens_newline_is_not_part_of_it() -> None:
+    # A header cannot carry the newline: nobody could have presented the token.
+    env = load_environment({"RAILGUARD_READ_TOKEN": TOKEN + "\n"})
+    assert env.read_token is not None
+    assert env.read_token.get_secret_value() == TOKEN
