@@ -4,12 +4,14 @@ and settings did to them."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
+from monitor import status_routes
 from monitor.clock import FakeClock
 from monitor.errors import ConfigError
 from monitor.server import create_app
@@ -78,3 +80,39 @@ def test_a_pasted_read_tokens_newline_is_not_part_of_it() -> None:
     env = load_environment({"RAILGUARD_READ_TOKEN": TOKEN + "\n"})
     assert env.read_token is not None
     assert env.read_token.get_secret_value() == TOKEN
+
+
+async def test_head_on_the_summary_sends_no_body(stage: Stage) -> None:
+    # A body after a HEAD's headers is read by the client as the next response.
+    async for port in serve(stage, {}):
+        for accept in (b"application/json", b"text/html"):
+            got = await exchange(
+                port,
+                b"HEAD /status HTTP/1.1\r\nHost: x\r\nAccept: " + accept + b"\r\n\r\n"
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            head, _, rest = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert rest.startswith(b"HTTP/1.1 200 "), rest[:200]
+
+
+async def test_a_client_leaving_mid_stream_is_no_error(
+    stage: Stage, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status_routes, "PIECE", 8)  # many pieces: the client leaves between
+    caplog.set_level(logging.DEBUG)
+    async for port in serve(stage, {}):
+        for accept in (b"text/html", b"application/json"):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET /status?history=1 HTTP/1.1\r\nHost: x\r\nAccept: " + accept + b"\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.transport.abort()
+            for _ in range(50):  # the handler's remaining pieces, each a turn of the loop
+                await asyncio.sleep(0)
+        assert await exchange(
+            port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
