@@ -67,6 +67,9 @@ def _check(request: web.Request) -> None:
     if unknown:
         known = ", ".join(sorted(PARAMETERS))
         raise BadQuery(400, f"unknown parameter {unknown[0][:40]!r} (known: {known})")
+    chosen = _one(request, "format")
+    if chosen is not None and chosen not in ("html", "json"):
+        raise BadQuery(400, f"format must be html or json, not {chosen[:40]!r}")
 
 
 def _error(e: BadQuery) -> web.Response:

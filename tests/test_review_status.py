@@ -116,3 +116,26 @@ async def test_a_client_leaving_mid_stream_is_no_error(
         )
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert not errors, [r.getMessage() for r in errors]
+
+
+async def test_a_format_neither_html_nor_json_or_given_twice_is_a_400(stage: Stage) -> None:
+    # README: a parameter given twice is a 400; format=xml was answered as JSON, and
+    # format=html&format=json as the page.
+    async for port in serve(stage, {}):
+        for path in (
+            b"/status?format=xml",
+            b"/status?format=html&format=json",
+            b"/status/web?format=",
+            b"/status/web?format=json&format=json",
+        ):
+            got = await exchange(
+                port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            assert got.startswith(b"HTTP/1.1 400 "), (path, got[:200])
+            assert b'{"error": "' in got, got
+            assert b"format" in got.partition(b'{"error": "')[2], got
+        got = await exchange(
+            port, b"GET /status?format=html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        assert got.startswith(b"HTTP/1.1 200 ")
+        assert b"<!DOCTYPE html>" in got
