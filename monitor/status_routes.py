@@ -174,6 +174,13 @@ async def _detail(request: web.Request, name: str) -> web.Response:
     return web.Response(text=body, content_type="application/json", headers=HEADERS)
 
 
+async def no_page(request: web.Request) -> web.Response:
+    """Any other path under /status/ (``/status/``, ``/status/web/``): a 404 that says so."""
+    shown = request.path[:100]
+    message = f"no page {shown!r}: the summary is /status, a service /status/<service>"
+    return _error(BadQuery(404, message))
+
+
 def mount(app: web.Application, daemon: Observed) -> None:
     """Serve /status and /status/<service> from ``daemon``'s state."""
     from monitor.statuspage import compile_templates
@@ -183,3 +190,4 @@ def mount(app: web.Application, daemon: Observed) -> None:
     app[SUMMARY_KEY] = Summary(daemon)
     app.router.add_get("/status", summary)
     app.router.add_get("/status/{service}", service)
+    app.router.add_get("/status/{rest:.*}", no_page)

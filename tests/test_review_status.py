@@ -139,3 +139,16 @@ async def test_a_format_neither_html_nor_json_or_given_twice_is_a_400(stage: Sta
         )
         assert got.startswith(b"HTTP/1.1 200 ")
         assert b"<!DOCTYPE html>" in got
+
+
+async def test_a_path_under_status_that_names_no_page_gets_a_json_404(stage: Stage) -> None:
+    # A trailing slash (/status/, /status/web/) or a deeper path was aiohttp's text 404.
+    async for port in serve(stage, {}):
+        for path in (b"/status/", b"/status/web/", b"/status/web/x", b"/status//web"):
+            got = await exchange(
+                port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            head, _, body = got.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 404 "), (path, got[:200])
+            assert b"Content-Type: application/json" in head, (path, head)
+            assert body.startswith(b'{"error": "'), (path, body)
