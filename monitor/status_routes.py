@@ -107,12 +107,10 @@ async def summary(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0)
         response.content_type = "text/html"
         response.charset = "utf-8"
-        await response.prepare(request)
         rows = [p.html for p in parts if p.html is not None]
         await _write(request, response, _pieces(render_summary(document, rows)))
     else:
         response.content_type = "application/json"
-        await response.prepare(request)
         charts = charts_of(request.app[OBSERVED_KEY].workers) if history else None
         await _write(request, response, encode_summary(document, parts, charts))
     return response
@@ -123,6 +121,7 @@ async def _write(
 ) -> None:
     # Each piece is a few milliseconds of work: let the ticks run between two.
     try:
+        await response.prepare(request)
         if request.method != "HEAD":  # a streamed response's body is not held back for one
             for piece in pieces:
                 await response.write(piece)

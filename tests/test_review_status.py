@@ -152,3 +152,20 @@ async def test_a_path_under_status_that_names_no_page_gets_a_json_404(stage: Sta
             assert head.startswith(b"HTTP/1.1 404 "), (path, got[:200])
             assert b"Content-Type: application/json" in head, (path, head)
             assert body.startswith(b'{"error": "'), (path, body)
+
+
+async def test_a_client_leaving_before_the_answer_is_no_error(
+    stage: Stage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Gone while the summary was built: the headers had nowhere to go.
+    caplog.set_level(logging.DEBUG)
+    async for port in serve(stage, {}):
+        for accept in (b"text/html", b"application/json"):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\nAccept: " + accept + b"\r\n\r\n")
+            await writer.drain()
+            writer.transport.abort()
+            for _ in range(100):  # the handler's steps, each a turn of the loop
+                await asyncio.sleep(0)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not errors, [r.getMessage() for r in errors]
