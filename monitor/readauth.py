@@ -34,7 +34,8 @@ def presented(header: str) -> bytes | None:
     scheme, _, value = header.strip().partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer":
-        return value.encode()
+        # A byte that is no UTF-8 comes as a lone surrogate (aiohttp's surrogateescape).
+        return value.encode("utf-8", "surrogateescape")
     if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value, validate=True)

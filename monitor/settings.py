@@ -105,6 +105,23 @@ class Environment(BaseSettings):
         "info", validation_alias="RAILGUARD_LOG_LEVEL"
     )
 
+    @field_validator("read_token")
+    @classmethod
+    def _read_token(cls, value: SecretStr | None) -> SecretStr | None:
+        """A token that can be presented: set but empty, ``Authorization: Bearer`` with
+        nothing after it would read every page. Stripped: a header cannot carry a pasted
+        secret's newline."""
+        if value is None:
+            return None
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("set but empty: give a token, or unset it to leave the pages open")
+        try:  # a byte that is no UTF-8 comes as a lone surrogate (os.environ's surrogateescape)
+            token.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid UTF-8 (a byte in it is no character)") from None
+        return SecretStr(token)
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:

@@ -67,6 +67,9 @@ def _check(request: web.Request) -> None:
     if unknown:
         known = ", ".join(sorted(PARAMETERS))
         raise BadQuery(400, f"unknown parameter {unknown[0][:40]!r} (known: {known})")
+    chosen = _one(request, "format")
+    if chosen is not None and chosen not in ("html", "json"):
+        raise BadQuery(400, f"format must be html or json, not {chosen[:40]!r}")
 
 
 def _error(e: BadQuery) -> web.Response:
@@ -104,23 +107,28 @@ async def summary(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(0)
         response.content_type = "text/html"
         response.charset = "utf-8"
-        await response.prepare(request)
         rows = [p.html for p in parts if p.html is not None]
-        await _write(response, _pieces(render_summary(document, rows)))
+        await _write(request, response, _pieces(render_summary(document, rows)))
     else:
         response.content_type = "application/json"
-        await response.prepare(request)
         charts = charts_of(request.app[OBSERVED_KEY].workers) if history else None
-        await _write(response, encode_summary(document, parts, charts))
-    await response.write_eof()
+        await _write(request, response, encode_summary(document, parts, charts))
     return response
 
 
-async def _write(response: web.StreamResponse, pieces: Iterable[bytes]) -> None:
+async def _write(
+    request: web.Request, response: web.StreamResponse, pieces: Iterable[bytes]
+) -> None:
     # Each piece is a few milliseconds of work: let the ticks run between two.
-    for piece in pieces:
-        await response.write(piece)
-        await asyncio.sleep(0)
+    try:
+        await response.prepare(request)
+        if request.method != "HEAD":  # a streamed response's body is not held back for one
+            for piece in pieces:
+                await response.write(piece)
+                await asyncio.sleep(0)
+        await response.write_eof()
+    except ConnectionResetError:  # the client left mid-stream: no one to answer
+        pass
 
 
 def _pieces(fragments: Iterable[str]) -> Iterable[bytes]:
@@ -165,6 +173,13 @@ async def _detail(request: web.Request, name: str) -> web.Response:
     return web.Response(text=body, content_type="application/json", headers=HEADERS)
 
 
+async def no_page(request: web.Request) -> web.Response:
+    """Any other path under /status/ (``/status/``, ``/status/web/``): a 404 that says so."""
+    shown = request.path[:100]
+    message = f"no page {shown!r}: the summary is /status, a service /status/<service>"
+    return _error(BadQuery(404, message))
+
+
 def mount(app: web.Application, daemon: Observed) -> None:
     """Serve /status and /status/<service> from ``daemon``'s state."""
     from monitor.statuspage import compile_templates
@@ -174,3 +189,4 @@ def mount(app: web.Application, daemon: Observed) -> None:
     app[SUMMARY_KEY] = Summary(daemon)
     app.router.add_get("/status", summary)
     app.router.add_get("/status/{service}", service)
+    app.router.add_get("/status/{rest:.*}", no_page)
