@@ -128,7 +128,7 @@ def evaluate(
 
 
 def compared_text(rule: Rule, value: float) -> str:
-    """``error_rate 0.07 > 0.05``: the sample against the fixed threshold, if the rule has one."""
+    """``error_rate 7% > 5%``: the sample against the fixed threshold, if the rule has one."""
     shown = f"{rule.signal.value} {rule.shown(value)}"
     if rule.threshold is None:
         return shown

@@ -221,11 +221,15 @@ class Rule:
         return isinstance(mark, Mapping) and mark.get("breaching") is True
 
     def shown(self, value: float) -> str:
-        """A value of the rule's signal as the rule's own text writes it."""
-        return self.signal.show(value) if self.signal.quantile is not None else f"{value:g}"
+        """A value of the rule's signal as people read it: a rate or a share of the memory
+        limit as a percentage (``5%``), a latency in its unit (``812ms``); health and the
+        deployment signal as numbers (``health 0 < 1``)."""
+        if self.signal.quantile is not None or self.signal.rate:
+            return self.signal.show(value)
+        return f"{value:g}"
 
     def describe(self) -> str:
-        """``error_rate > 0.05 for 2m``: the rule in one line."""
+        """``error_rate > 5% for 2m``: the rule in one line."""
         return f"{self.signal.value} {self.describe_limit()} for {format_duration(self.for_)}"
 
     def describe_limit(self) -> str:

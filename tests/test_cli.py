@@ -97,7 +97,7 @@ def test_check_prints_baseline_and_latency_rules(write: Write) -> None:
     text = out.getvalue()
     assert "    latency p95/p99 from exposition http://127.0.0.1:9/metrics\n" in text
     assert "latency-p95-regression: latency_p95 > 1.5x baseline for 5m (max_gap 30s)" in text
-    assert "error-rate-regression: error_rate > 0.01 and > 2x baseline for 2m" in text
+    assert "error-rate-regression: error_rate > 1% and > 2x baseline for 2m" in text
     assert "latency-p99-high: latency_p99 > 800ms for 5m" in text
     # Without Railway there are no releases, so no baseline: the rules are skipped, and said so.
     out = io.StringIO()

@@ -251,42 +251,42 @@ def test_evidence_with_tolerance_keeps_the_healthy_samples() -> None:
     _, verdicts = run(rule, alternate(0, 60))
     assert verdicts[-1].fired
     assert [s.value for s in verdicts[-1].evidence] == [BAD, OK, BAD, OK, BAD]
-    assert verdicts[-1].reason == "error_rate 0.2 > 0.05 for 1m (3/5 samples breaching)"
+    assert verdicts[-1].reason == "error_rate 20% > 5% for 1m (3/5 samples breaching)"
 
 
 @pytest.mark.parametrize(
     ("overrides", "points", "expected"),
     [
-        pytest.param({}, [(0, OK)], "error_rate 0.01 not > 0.05", id="healthy"),
+        pytest.param({}, [(0, OK)], "error_rate 1% not > 5%", id="healthy"),
         pytest.param(
             {},
             every(0, 45, BAD),
-            "error_rate 0.2 > 0.05 for 45s of 3m (4/4 samples breaching)",
+            "error_rate 20% > 5% for 45s of 3m (4/4 samples breaching)",
             id="pending",
         ),
         pytest.param(
             {"for_": 120.0},
             every(0, 120, BAD),
-            "error_rate 0.2 > 0.05 for 2m (9/9 samples breaching)",
+            "error_rate 20% > 5% for 2m (9/9 samples breaching)",
             id="firing",
         ),
         pytest.param(
             {},
             [*every(0, 90, BAD), (105, OK)],
-            "error_rate 0.01 not > 0.05; pending reset after 1m45s",
+            "error_rate 1% not > 5%; pending reset after 1m45s",
             id="reset",
         ),
         pytest.param(
             {"for_": 60.0, "tolerance": 0.5},
             [(0, BAD), (15, OK), (30, OK)],
-            "error_rate 0.01 not > 0.05; pending reset after 30s (1/3 breaching < tolerance 0.5)",
+            "error_rate 1% not > 5%; pending reset after 30s (1/3 breaching < tolerance 0.5)",
             id="tolerance-reset",
         ),
         pytest.param(
             {},
             [(0, BAD), (45, BAD)],
             "pending reset by a gap of 45s (> max_gap 30s); "
-            "error_rate 0.2 > 0.05 for 0s of 3m (1/1 samples breaching)",
+            "error_rate 20% > 5% for 0s of 3m (1/1 samples breaching)",
             id="gap",
         ),
         pytest.param(
@@ -310,7 +310,7 @@ def test_evidence_with_tolerance_keeps_the_healthy_samples() -> None:
         pytest.param(
             {},
             [(0, OK), (45, UNK), (60, OK)],
-            "sight restored after 1m; error_rate 0.01 not > 0.05",
+            "sight restored after 1m; error_rate 1% not > 5%",
             id="sight-restored",
         ),
     ],

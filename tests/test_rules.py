@@ -39,7 +39,7 @@ def test_builtin_rules_are_the_seed_rules() -> None:
     assert rules["deployment-crashed"].spec.tolerance == 0.5
     regression = rules["error-rate-regression"].spec.resolve(15.0)
     assert regression.baseline == Baseline(factor=2.0, min_requests=200, confidence=0.95)
-    assert regression.describe() == "error_rate > 0.01 and > 2x baseline for 2m"
+    assert regression.describe() == "error_rate > 1% and > 2x baseline for 2m"
     latency = rules["latency-p95-regression"].spec.resolve(15.0)
     assert latency.describe() == "latency_p95 > 1.5x baseline for 5m"
     assert rules["latency-p95-high"].spec.resolve(15.0).describe() == "latency_p95 > 1s for 5m"
