@@ -402,8 +402,7 @@ class RollbackController:
         """Whether an intent kept for its rule's fresh evidence has waited long enough: the
         rule's whole ``for``, two intervals and 30 s from the decision (after that the rule
         is not coming back to it: the intent is abandoned, and decided anew if it does)."""
-        longest = max((rule.for_ for rule in service.rules), default=0.0)
-        return self.clock.time() - record.decided_at > longest + 2 * service.interval + 30.0
+        return self.clock.time() - record.decided_at > service.decision_wait
 
     # -- driving unfinished rollbacks ----------------------------------------------------------
 

@@ -42,6 +42,9 @@ class SkippedRule:
     why: str
 
 
+DECISION_WAIT = 30.0  # past a service's longest `for` and two intervals (ServicePlan.decision_wait)
+
+
 @dataclass(frozen=True, slots=True)
 class ServicePlan:
     """One service with its tier policy and its resolved rules."""
@@ -67,6 +70,14 @@ class ServicePlan:
     def interval(self) -> float:
         """Seconds between ticks."""
         return self.config.interval
+
+    @property
+    def decision_wait(self) -> float:
+        """How long a rule firing may wait for the controller's decision (its alert in the
+        router, a resumed intent for whole evidence): the longest ``for``, two intervals
+        and 30 s. A decision not made by then is not coming from that firing."""
+        longest = max((rule.for_ for rule in self.rules), default=0.0)
+        return longest + 2 * self.interval + DECISION_WAIT
 
     @property
     def health(self) -> HealthCheck | None:

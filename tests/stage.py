@@ -9,8 +9,9 @@ emulator puts to sleep puts the app to sleep; the request that wakes the app wak
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sandbox.sample_app import STATE_KEY, create_app
 from monitor.sandbox.sandbox import HEALTHY, link_sleep, plays
 from monitor.scheduler import ServiceWorker
+from monitor.server import create_app as railguard_app
 from monitor.settings import load_environment
 from monitor.store import Store
 from monitor.telemetry import Metrics
@@ -284,3 +286,25 @@ async def trail(stage: Stage, kind: str) -> list[dict[str, Any]]:
     """The data of one kind of event of service ``web``, oldest first."""
     found = await store_of(stage).events("web", kinds=[kind])
     return [dict(e.data) for e in reversed(found)]
+
+
+@contextlib.asynccontextmanager
+async def serving(daemon: Daemon) -> AsyncIterator[int]:
+    """railguard's own HTTP server for ``daemon`` on 127.0.0.1; its port."""
+    runner = web.AppRunner(railguard_app(daemon, daemon.metrics), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
+async def served(stage: Stage, environ: Mapping[str, str]) -> AsyncIterator[int]:
+    """v1 serving for hours, the daemon started with ``environ`` behind its server; the port."""
+    stage.extra_environ = dict(environ)
+    stage.deploy("v1", ago=7200)
+    daemon = await stage.start_daemon()
+    await stage.run_for(2)
+    async with serving(daemon) as port:
+        yield port

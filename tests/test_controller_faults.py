@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from monitor.alerts.router import DECISION_WAIT
 from monitor.clock import FakeClock
 from monitor.model import Signal
 from tests.stage import Stage, released, store_of
@@ -442,7 +441,7 @@ async def test_a_decision_railway_cannot_confirm_is_decided_as_far_as_the_alerts
     assert daemon is not None
     assert daemon.controller is not None
     (web,) = daemon.plan.services
-    cap = max(r.for_ for r in web.rules) + 2 * web.interval + DECISION_WAIT
+    cap = web.decision_wait
     while (daemon.controller.decided_through("web") or 0.0) < firing.at:
         assert stage.clock.time() - firing.at < cap / 2, "decided only by the router's cap"
         await stage.run_for(0.5)  # the client's own retries come first

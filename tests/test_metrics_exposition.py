@@ -12,16 +12,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from monitor.clock import FakeClock
 from monitor.series import Counter, Gauge, Histogram, Info, number, render
-from monitor.server import create_app
 from monitor.telemetry import Metrics
-from tests.stage import Stage
+from tests.stage import Stage, serving
 
 # What the exposition held before railguard's metrics left prometheus_client's classes
 # (captured from that code): family -> (type, help, (sample name, label names) pairs), with
@@ -371,21 +369,14 @@ async def test_a_small_daemon_serves_the_families_and_labels_it_served_before(
     stage.deploy("v1.1", ago=3600)
     daemon = await stage.start_daemon()
     await stage.run_for(12)  # probes, polls, a release verified, a deployment timed
-    runner = web.AppRunner(create_app(daemon, daemon.metrics), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/metrics") as response,
-        ):
-            assert response.status == 200
-            assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
-            text = await response.text()
-    finally:
-        await runner.cleanup()
+    async with (
+        serving(daemon) as port,
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST
+        text = await response.text()
     served = families(text)
     assert {name: samples for name, (_, _, samples) in served.items()} == DAEMON
     assert {name: kind for name, (kind, _, _) in served.items()} == {

@@ -8,28 +8,17 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from monitor.clock import FakeClock
 from monitor.readauth import presented
-from monitor.server import create_app
-from tests.stage import Stage
+from tests.stage import Stage, served
 
 TOKEN = "read-6f1c0d9e2b7a4c58"
 
 
 async def serve(stage: Stage, environ: dict[str, str]) -> AsyncIterator[str]:
-    stage.extra_environ = environ
-    stage.deploy("v1", ago=7200)
-    daemon = await stage.start_daemon()
-    await stage.run_for(2)
-    runner = web.AppRunner(create_app(daemon, daemon.metrics), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async for port in served(stage, environ):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture

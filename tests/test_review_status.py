@@ -9,14 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from monitor import status_routes
 from monitor.clock import FakeClock
 from monitor.errors import ConfigError
-from monitor.server import create_app
 from monitor.settings import load_environment
-from tests.stage import Stage
+from tests.stage import Stage, served
 
 TOKEN = "read-6f1c0d9e2b7a4c58"
 
@@ -27,21 +25,6 @@ async def stage(clock: FakeClock, tmp_path: Path) -> AsyncIterator[Stage]:
     await stage.start_servers()
     yield stage
     await stage.close()
-
-
-async def serve(stage: Stage, environ: dict[str, str]) -> AsyncIterator[int]:
-    """The stage's daemon behind railguard's server; yields the port."""
-    stage.extra_environ = environ
-    stage.deploy("v1", ago=7200)
-    daemon = await stage.start_daemon()
-    await stage.run_for(2)
-    runner = web.AppRunner(create_app(daemon, daemon.metrics), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
 
 
 async def exchange(port: int, request: bytes) -> bytes:
@@ -56,7 +39,7 @@ async def exchange(port: int, request: bytes) -> bytes:
 async def test_a_bearer_token_that_is_no_utf8_gets_a_401_not_a_500(
     stage: Stage, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async for port in serve(stage, {"RAILGUARD_READ_TOKEN": TOKEN}):
+    async for port in served(stage, {"RAILGUARD_READ_TOKEN": TOKEN}):
         for header in (b"Bearer \xff\xfe", b"Basic \xff", b"Bearer " + TOKEN.encode() + b"\xff"):
             got = await exchange(
                 port,
@@ -84,7 +67,7 @@ def test_a_pasted_read_tokens_newline_is_not_part_of_it() -> None:
 
 async def test_head_on_the_summary_sends_no_body(stage: Stage) -> None:
     # A body after a HEAD's headers is read by the client as the next response.
-    async for port in serve(stage, {}):
+    async for port in served(stage, {}):
         for accept in (b"application/json", b"text/html"):
             got = await exchange(
                 port,
@@ -101,7 +84,7 @@ async def test_a_client_leaving_mid_stream_is_no_error(
 ) -> None:
     monkeypatch.setattr(status_routes, "PIECE", 8)  # many pieces: the client leaves between
     caplog.set_level(logging.DEBUG)
-    async for port in serve(stage, {}):
+    async for port in served(stage, {}):
         for accept in (b"text/html", b"application/json"):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(
@@ -121,7 +104,7 @@ async def test_a_client_leaving_mid_stream_is_no_error(
 async def test_a_format_neither_html_nor_json_or_given_twice_is_a_400(stage: Stage) -> None:
     # README: a parameter given twice is a 400; format=xml was answered as JSON, and
     # format=html&format=json as the page.
-    async for port in serve(stage, {}):
+    async for port in served(stage, {}):
         for path in (
             b"/status?format=xml",
             b"/status?format=html&format=json",
@@ -143,7 +126,7 @@ async def test_a_format_neither_html_nor_json_or_given_twice_is_a_400(stage: Sta
 
 async def test_a_path_under_status_that_names_no_page_gets_a_json_404(stage: Stage) -> None:
     # A trailing slash (/status/, /status/web/) or a deeper path was aiohttp's text 404.
-    async for port in serve(stage, {}):
+    async for port in served(stage, {}):
         for path in (b"/status/", b"/status/web/", b"/status/web/x", b"/status//web"):
             got = await exchange(
                 port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -159,7 +142,7 @@ async def test_a_client_leaving_before_the_answer_is_no_error(
 ) -> None:
     # Gone while the summary was built: the headers had nowhere to go.
     caplog.set_level(logging.DEBUG)
-    async for port in serve(stage, {}):
+    async for port in served(stage, {}):
         for accept in (b"text/html", b"application/json"):
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\nAccept: " + accept + b"\r\n\r\n")

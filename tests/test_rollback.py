@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from monitor.clock import FakeClock
+from monitor.railway.client import Deployment
+from monitor.store import Store
 from tests.stage import Stage
 
 BAD_5XX = {"v2": {"error_ratio": 0.5}}
@@ -390,26 +392,11 @@ async def test_an_intent_killed_before_its_counted_mutation_left_is_sent_once_af
     await store.close()
 
 
-async def test_a_resumed_intent_whose_rule_has_no_whole_evidence_yet_waits_not_abandons(
-    stage: Stage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After a takeover or a restart the rule may fire on evidence not yet whole about the
-    release (Idle, waiting): the intent is kept and sent when the decision says Go again,
-    not abandoned and decided anew as a second rollback. Past the wait's bound (the rule's
-    `for`, two intervals and 30 s from the decision) it is abandoned."""
-    from monitor import controller as controller_module
-    from monitor.decision import Idle
+async def resumed_intent(stage: Stage, tmp_path: Path) -> tuple[Deployment, Store]:
+    """v2 live for 10 minutes and failing, an intent to v1.1 left with its attempt counted
+    (a kill or a takeover), the daemon started on that store: v1.1 and the store."""
     from monitor.store import open_store
 
-    real = controller_module.decide
-    waiting = {"on": True}
-
-    def decide(policy: Any, facts: Any) -> Any:
-        if waiting["on"] and facts.firing:
-            return Idle("no rollback rule fires on fresh evidence", waiting=True)
-        return real(policy, facts)
-
-    monkeypatch.setattr(controller_module, "decide", decide)
     stage.deploy("v1", ago=7200)
     good = stage.deploy("v1.1", ago=3600)
     bad = stage.deploy("v2", ago=600)
@@ -425,6 +412,29 @@ async def test_a_resumed_intent_whose_rule_has_no_whole_evidence_yet_waits_not_a
     )  # fmt: skip
     stage.behaviour = {"v2": {"error_ratio": 0.5}}
     await stage.start_daemon(store=store)
+    return good, store
+
+
+async def test_a_resumed_intent_whose_rule_has_no_whole_evidence_yet_waits_not_abandons(
+    stage: Stage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a takeover or a restart the rule may fire on evidence not yet whole about the
+    release (Idle, waiting): the intent is kept and sent when the decision says Go again,
+    not abandoned and decided anew as a second rollback. Past the wait's bound (the rule's
+    `for`, two intervals and 30 s from the decision) it is abandoned."""
+    from monitor import controller as controller_module
+    from monitor.decision import Idle
+
+    real = controller_module.decide
+    waiting = {"on": True}
+
+    def decide(policy: Any, facts: Any) -> Any:
+        if waiting["on"] and facts.firing:
+            return Idle("no rollback rule fires on fresh evidence", waiting=True)
+        return real(policy, facts)
+
+    monkeypatch.setattr(controller_module, "decide", decide)
+    good, store = await resumed_intent(stage, tmp_path)
     await stage.run_for(25)  # past the reconcile window: it would be sent, but not yet
     (record,) = await store.rollbacks("web")
     assert record.state == "intent"
@@ -443,27 +453,12 @@ async def test_an_intent_kept_for_evidence_that_never_comes_is_abandoned_in_time
 ) -> None:
     from monitor import controller as controller_module
     from monitor.decision import Idle
-    from monitor.store import open_store
 
     def decide(policy: Any, facts: Any) -> Any:
         return Idle("no rollback rule fires on fresh evidence", waiting=bool(facts.firing))
 
     monkeypatch.setattr(controller_module, "decide", decide)
-    stage.deploy("v1", ago=7200)
-    good = stage.deploy("v1.1", ago=3600)
-    bad = stage.deploy("v2", ago=600)
-    store = await open_store(tmp_path / "state.db")
-    now = stage.clock.time()
-    await store.upsert_deployment(
-        "web", id=bad.id, status="SUCCESS", created_at=now - 600, can_rollback=True, meta={},
-        seen_at=now - 600, live=True,
-    )  # fmt: skip
-    await store.begin_rollback(
-        "web", bad.id, good.id, "auto", "railguard", "error-rate", "test", {}, now - 1,
-        dry_run=False, attempt=True,
-    )  # fmt: skip
-    stage.behaviour = {"v2": {"error_ratio": 0.5}}
-    await stage.start_daemon(store=store)
+    _, store = await resumed_intent(stage, tmp_path)
     await stage.run_for(120)
     (record,) = await store.rollbacks("web")
     assert record.state == "abandoned"

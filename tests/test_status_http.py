@@ -10,19 +10,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from monitor import status_routes, status_summary
 from monitor.clock import FakeClock
 from monitor.engine import RuleState
 from monitor.errors import StoreError
 from monitor.model import Phase
-from monitor.server import create_app
 from monitor.status import service_document
 from monitor.status_routes import PIECE, _pieces
 from monitor.status_summary import Summary, finite, state_of
 from monitor.statuspage import render_service
-from tests.stage import Stage, store_of, worker
+from tests.stage import Stage, serving, store_of, worker
 from tests.test_maintenance import one_off
 
 BAD_5XX = {"v2": {"error_ratio": 0.5}}
@@ -60,14 +58,8 @@ async def baked(stage: Stage) -> AsyncIterator[Client]:
     stage.deploy("v1.1", ago=3600)
     daemon = await stage.start_daemon()
     await stage.run_for(12)
-    runner = web.AppRunner(create_app(daemon, daemon.metrics), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield Client(f"http://127.0.0.1:{runner.addresses[0][1]}", session)
-    finally:
-        await runner.cleanup()
+    async with serving(daemon) as port, aiohttp.ClientSession() as session:
+        yield Client(f"http://127.0.0.1:{port}", session)
 
 
 async def test_the_summary_and_the_verified_active_release(stage: Stage, baked: Client) -> None:

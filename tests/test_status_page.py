@@ -15,13 +15,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
 from monitor.clock import FakeClock
 from monitor.sandbox.demo import Demo
-from monitor.server import create_app
-from tests.stage import Stage
+from tests.stage import Stage, serving
 from tests.test_demo import drive
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -135,29 +133,24 @@ async def rolling(clock: FakeClock, tmp_path: Path) -> AsyncIterator[tuple[Stage
     stage = Stage(clock, tmp_path / "stage", {"v2": {"error_ratio": 0.5}})
     (tmp_path / "stage").mkdir()
     await stage.start_servers()
-    runner = None
     try:
         stage.deploy("v1", ago=7200)
         stage.deploy("v1.1", ago=3600)
         daemon = await stage.start_daemon()
         await stage.run_for(12)
-        runner = web.AppRunner(create_app(daemon, daemon.metrics), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/status"
-        stage.deploy("v2")
-        async with aiohttp.ClientSession() as http:
-            for _ in range(60):
-                await stage.run_for(0.5)
-                async with http.get(url) as response:
-                    (web_,) = json.loads(await response.text())["services"]
-                if web_["rollback_in_progress"]:
-                    break
-        assert web_["rollback_in_progress"]
-        yield stage, url
+        async with serving(daemon) as port:
+            url = f"http://127.0.0.1:{port}/status"
+            stage.deploy("v2")
+            async with aiohttp.ClientSession() as http:
+                for _ in range(60):
+                    await stage.run_for(0.5)
+                    async with http.get(url) as response:
+                        (web_,) = json.loads(await response.text())["services"]
+                    if web_["rollback_in_progress"]:
+                        break
+            assert web_["rollback_in_progress"]
+            yield stage, url
     finally:
-        if runner is not None:
-            await runner.cleanup()
         await stage.close()
 
 

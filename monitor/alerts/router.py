@@ -40,7 +40,6 @@ log = structlog.get_logger("railguard.alerts")
 
 CURSOR = "alert-router"
 SYMPTOM_ENDS = frozenset({EventKind.RULE_RESOLVED, EventKind.SIGHT_RESTORED})
-DECISION_WAIT = 30.0  # how long past two intervals a firing waits for the controller (s)
 SYMPTOMS = frozenset({EventKind.RULE_FIRING, EventKind.BLIND, EventKind.PLATFORM_INCIDENT})
 RESOLVING = frozenset(
     {
@@ -230,8 +229,7 @@ class Router:
             return False
         if await self._rollback_running(service.name):
             return False  # decided: the rollback holds it
-        longest = max((rule.for_ for rule in service.rules), default=0.0)
-        return self.clock.time() - event.at < longest + 2 * service.interval + DECISION_WAIT
+        return self.clock.time() - event.at < service.decision_wait
 
     async def route(self, event: EventRecord, *, replay: bool = False) -> None:
         """One event: notify, hold for the digest, or only count it.

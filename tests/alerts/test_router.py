@@ -143,21 +143,7 @@ async def test_one_incident_from_firing_through_rollback_to_resolution(world: Wo
 
 
 async def test_symptoms_are_held_while_a_rollback_runs(world: World) -> None:
-    store = world.store
-    now = world.clock.time()
-    await store.upsert_deployment(
-        "web-production",
-        id="d2",
-        status="SUCCESS",
-        created_at=now,
-        can_rollback=True,
-        meta={},
-        seen_at=now,
-        live=True,
-    )
-    await store.begin_rollback(
-        "web-production", "d2", "d1", "auto", "railguard", "error-rate", "x", {}, now, dry_run=False
-    )
+    await _rollback_running(world)
     await world.record("web-production", "rule_firing", rule="memory-high")
     await world.router.route_new()
     assert await world.queued() == []
