@@ -18,6 +18,7 @@ their severity (:func:`platform_severity`). The words (title, text, fields) are
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -39,6 +40,9 @@ from monitor.telemetry import Metrics
 log = structlog.get_logger("railguard.alerts")
 
 CURSOR = "alert-router"
+# The incidents whose firing was held (a JSON list of keys, beside the cursor): a restart, or
+# a new leader, still knows their end is a rollback's to tell and that they were never told.
+HELD = "alert-router-held"
 SYMPTOM_ENDS = frozenset({EventKind.RULE_RESOLVED, EventKind.SIGHT_RESTORED})
 SYMPTOMS = frozenset({EventKind.RULE_FIRING, EventKind.BLIND, EventKind.PLATFORM_INCIDENT})
 RESOLVING = frozenset(
@@ -132,6 +136,7 @@ class Router:
     async def restore(self, days: float = 7.0) -> int:
         """Rebuild the open incidents from recent events already routed (after a restart)."""
         last = int(await self.store.cursor(CURSOR) or 0)
+        self._held = held_keys(await self.store.cursor(HELD))
         since = self.clock.time() - days * 86400
         events = [e for e in await self.store.events(since=since, limit=10_000) if e.id <= last]
         for event in sorted(events, key=lambda e: e.id):
@@ -281,13 +286,13 @@ class Router:
             # Its firing was held, a rollback told the incident: its end is the rollback's
             # to tell (succeeded closed it; a rollback still running will), unless the
             # rollback failed and left the incident open: then this closes it.
-            self._held.discard(key)
+            await self._hold(key, False)
             if not was_open or await self._rollback_running(name or ""):
                 self.metrics.alerts_suppressed.labels(tier, "held").inc()
                 return
         held = not replay and kind in SYMPTOMS and name is not None
         if held and await self._rollback_running(name or ""):
-            self._held.add(key)
+            await self._hold(key, True)
             self.metrics.alerts_suppressed.labels(tier, "held").inc()
             return
         words = describe(typed)
@@ -310,8 +315,18 @@ class Router:
             await self._send(notification)
         if status is Status.RESOLVED:
             self._last.pop(key, None)
-        elif not verified:
-            self._last[key] = (notification, event.at)
+        elif not verified and not (replay and key in self._held and kind in SYMPTOMS):
+            self._last[key] = (notification, event.at)  # a held firing was never told: no reminder
+
+    async def _hold(self, key: str, held: bool) -> None:
+        """Note (or forget) that an incident's firing was held, in the store too."""
+        if (key in self._held) == held:
+            return
+        if held:
+            self._held.add(key)
+        else:
+            self._held.discard(key)
+        await self.store.set_cursor(HELD, json.dumps(sorted(self._held)))
 
     async def _send(self, notification: Notification) -> None:
         for name, config in self.channels.items():
@@ -325,6 +340,18 @@ class Router:
 
     async def _rollback_running(self, service: str) -> bool:
         return bool(await self.store.rollbacks(service, unfinished=True, limit=1))
+
+
+def held_keys(value: str | None) -> set[str]:
+    """The held incidents kept beside the cursor; anything but a list of keys is none."""
+    try:
+        keys = json.loads(value or "[]")
+    except ValueError:
+        keys = None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        log.warning("held incidents unreadable: forgotten", value=str(value)[:200])
+        return set()
+    return set(keys)
 
 
 def platform_severity(services: Iterable[ServicePlan]) -> Severity | None:

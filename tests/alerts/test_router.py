@@ -528,3 +528,54 @@ async def test_a_firing_that_waits_holds_back_only_its_own_services_alerts(
     ]
     assert await again.route_new() == 0
     assert int(await world.store.cursor("alert-router") or 0) == 3
+
+
+def _new_process(world: World) -> Router:
+    """The router of a restarted railguard (or of a new leader) on the same store."""
+    return Router(
+        world.store,
+        world.outbox,
+        world.router.channels,
+        world.router.services,
+        clock=world.clock,
+        metrics=world.metrics,
+    )
+
+
+async def test_a_held_firing_is_still_held_after_a_restart(world: World) -> None:
+    """A restart mid-rollback still knows the firing was held: its end is the rollback's to
+    tell, and it was never told, so no reminder repeats it (an hour is production's
+    ``remind_every``)."""
+    service = "web-production"
+    id = await _rollback_running(world)
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.router.route_new()
+    assert await world.queued() == ["web-production: rollback #? started: ? → deployment d1"]
+    router = _new_process(world)
+    await router.restore()
+    await world.clock.advance(3600)
+    await router.remind()
+    assert not [t for t in await world.queued() if "firing" in t], await world.queued()
+    now = world.clock.time()
+    await world.store.advance_rollback(id, "sent", at=now)
+    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    await world.record(service, "rule_resolved", rule="health-failing")
+    await router.route_new()
+    kinds = [Notification.from_dict(m.payload).kind for m in await world.store.outbox("pager")]
+    assert "rule_resolved" not in kinds, kinds
+    assert "rule_firing" not in kinds, kinds
+    assert await world.store.cursor("alert-router-held") == "[]"  # its end came: forgotten
+
+
+@pytest.mark.parametrize("value", ["{", '{"a": 1}', '["ok", 2]', "null"])
+async def test_held_incidents_the_store_garbled_are_forgotten_not_fatal(
+    world: World, value: str
+) -> None:
+    await world.store.set_cursor("alert-router-held", value)
+    await world.record("web-production", "rule_firing", rule="health-failing")
+    router = _new_process(world)
+    assert await router.restore() == 0
+    assert await router.route_new() == 1
+    assert await world.queued() == ["web-production: health-failing firing"]
