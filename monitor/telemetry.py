@@ -12,6 +12,7 @@ import sys
 from typing import Any, Literal, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from monitor import __version__
@@ -303,3 +304,30 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, LibraryLogs)]:
+        root.removeHandler(handler)
+    root.addHandler(LibraryLogs())
+    root.setLevel(logging.WARNING)
+
+
+class LibraryLogs(logging.Handler):
+    """What libraries log through the standard library (aiohttp, asyncio) as railguard's own
+    lines, in the same format. A request aiohttp's parser refused (a request line over 8 KB,
+    a NUL in a header: answered 400 before any railguard code runs) is the client's doing:
+    one warning naming it, not a traceback."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            error = record.exc_info[1] if record.exc_info else None
+            fields: dict[str, Any] = {"logger": record.name}
+            event = record.getMessage()
+            level = record.levelno
+            if isinstance(error, HttpProcessingError) and 400 <= (error.code or 400) < 500:
+                event, level = "bad HTTP request refused", logging.WARNING
+                fields.update(status=error.code or 400, error=str(error.message)[:200])
+            elif record.exc_info:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger("railguard.library").log(level, event, **fields)
+        except Exception:  # a log line must never take anything down
+            self.handleError(record)
