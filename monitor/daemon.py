@@ -26,7 +26,7 @@ from monitor.errors import RailguardError
 from monitor.leadership import SOLO, Acting, Leader, solo_status
 from monitor.lease import Lease
 from monitor.model import Phase, format_duration
-from monitor.plan import Plan, ServicePlan
+from monitor.plan import Plan, ServicePlan, has_railway_ids
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
 from monitor.sources.railway import RailwayErrorRate, RailwayLatency, RailwayMemory
@@ -558,14 +558,16 @@ class Daemon:
     async def refresh_gauges(self) -> None:
         """``railguard_frozen`` from the store's freezes in force now (one query): right after
         a restart, after a freeze expired, or one set by another railguard."""
-        if self.store is None or not self.plan.railway_services:
+        # Railway services, PR environments' included (they come and go with their workers).
+        services = [w.plan for w in self._workers.values() if has_railway_ids(w.plan.config)]
+        if self.store is None or not services:
             return
         try:
             frozen = {f.service for f in await self.store.freezes(self.clock.time())}
         except RailguardError as e:  # a busy store: the scrape goes on with the last values
             log.warning("could not read freezes for the metrics", error=str(e))
             return
-        for service in self.plan.railway_services:
+        for service in services:
             self.metrics.frozen.labels(service.name, service.tier).set(service.name in frozen)
 
     async def status_document(self) -> dict[str, Any]:

@@ -125,6 +125,14 @@ async def test_a_pr_environment_is_guarded_while_it_lives_then_dropped(
         "next_digest": None,
     }
     assert shown[NAME]["railway"] is not None
+    # A freeze on it shows in railguard_frozen at the next scrape, as a configured service's.
+    await store_of(s).freeze(NAME, "investigating", "alice", s.clock.time())
+    await daemon.refresh_gauges()
+    frozen = {"service": NAME, "tier": "preview"}
+    assert daemon.metrics.registry.get_sample_value("railguard_frozen", frozen) == 1.0
+    await store_of(s).unfreeze(NAME)
+    await daemon.refresh_gauges()
+    assert daemon.metrics.registry.get_sample_value("railguard_frozen", frozen) == 0.0
     guarded = await store_of(s).events(NAME, kinds=["pr_environment_guarded"])
     assert [dict(e.data) for e in guarded] == [
         {"environment": "web-pr-7", "environment_id": env["id"], "template": "web"}
