@@ -16,18 +16,30 @@ from monitor.clock import FakeClock
 from monitor.sandbox import demo as demo_module
 from monitor.sandbox.demo import Demo, DemoError, run_demo
 
+# Many seconds of wall time: started first (conftest), so the wait overlaps other tests.
+pytestmark = pytest.mark.long_running
+
 T = TypeVar("T")
 ALERT = re.compile(r"\[(INFO|WARNING|CRITICAL)\] (FIRING|RESOLVED): ")
 
 
-async def drive(clock: FakeClock, work: Awaitable[T], step: float = 0.05) -> T:
-    """Advance fake time in small steps, letting real I/O (probes, traffic) complete between."""
+async def drive(
+    clock: FakeClock, work: Awaitable[T], step: float = 0.05, demo: Demo | None = None
+) -> T:
+    """Advance fake time in small steps, letting real I/O (probes, traffic) complete between
+    and, with ``demo``, its store finish what the step started: on PostgreSQL a write is a
+    network away, and fake time running on meanwhile would reorder the story."""
     task = asyncio.ensure_future(work)
     for _ in range(40_000):
         if task.done():
             break
         await clock.advance(step)
-        await asyncio.sleep(0.001)  # loopback I/O completes; no time is being waited for
+        quiet = 0
+        while quiet < 3:  # loopback I/O completes; no time is being waited for
+            await asyncio.sleep(0.001)
+            daemon = demo.daemon if demo is not None else None
+            busy = daemon is not None and daemon.store is not None and daemon.store.busy
+            quiet = 0 if busy else quiet + 1
     return await task
 
 
@@ -58,7 +70,8 @@ STORY = [
 
 async def test_demo_story_runs_to_the_end(clock: FakeClock) -> None:
     out = io.StringIO()
-    assert await drive(clock, run_demo(clock=clock, out=out)) == 0
+    demo = Demo(clock=clock, out=out)
+    assert await drive(clock, demo.run(), demo=demo) == 0
     text = out.getvalue()
     positions = [text.find(step) for step in STORY]
     assert -1 not in positions, [s for s, p in zip(STORY, positions, strict=True) if p == -1]
@@ -104,7 +117,7 @@ async def test_demo_step_that_never_happens_fails_with_its_name(
     monkeypatch.setattr(demo_module, "STEP_LIMIT", 2.0)  # shorter than the 4s bake
     demo = Demo(clock=clock, out=io.StringIO())
     try:
-        await drive(clock, demo.start())
+        await drive(clock, demo.start(), demo=demo)
         with pytest.raises(DemoError, match="waited 2s for v1 to be known-good on production"):
             await drive(clock, demo.play())
     finally:

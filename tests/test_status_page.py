@@ -22,6 +22,9 @@ from monitor.sandbox.demo import Demo
 from tests.stage import Stage, serving
 from tests.test_demo import drive
 
+# Many seconds of wall time: started first (conftest), so the wait overlaps other tests.
+pytestmark = pytest.mark.long_running
+
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(
     not CHROMIUM.exists() and os.environ.get("CI") != "true",
@@ -35,8 +38,8 @@ async def demo(clock: FakeClock) -> AsyncIterator[Demo]:
     """The demo's daemon, still serving, after the whole story: every service healthy."""
     played = Demo(clock=clock, out=io.StringIO())
     try:
-        await drive(clock, played.start())
-        await drive(clock, played.play())
+        await drive(clock, played.start(), demo=played)
+        await drive(clock, played.play(), demo=played)
         yield played
     finally:
         await played.stop()

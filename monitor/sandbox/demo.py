@@ -92,6 +92,23 @@ class Demo:
         """Where the status page is."""
         return f"http://127.0.0.1:{self.port}/status"
 
+    async def run(self, *, keep: bool = False) -> int:
+        """The whole demo: start, play, the summary; with ``keep``, serve until cancelled."""
+        with _alerts_to(self.narrator.out):
+            try:
+                await self.start()
+                await self.play()
+                self.narrator.say("summary:")
+                for line in await self.summary():
+                    self.narrator.say(line)
+                self.narrator.say(f"the status page shows it all: {self.status_url}")
+                if keep:
+                    self.narrator.say("--keep: still running; press Ctrl-C to stop")
+                    await asyncio.Event().wait()
+            finally:
+                await self.stop()
+        return 0
+
     @property
     def store(self) -> Store:
         """The daemon's store (in memory: the demo keeps nothing)."""
@@ -280,18 +297,4 @@ def _alerts_to(out: TextIO) -> Iterator[None]:
 
 async def run_demo(*, clock: Clock, out: TextIO, keep: bool = False, port: int = 0) -> int:
     """Play the demo; with ``keep``, leave everything running until cancelled."""
-    demo = Demo(clock=clock, out=out, port=port)
-    with _alerts_to(out):
-        try:
-            await demo.start()
-            await demo.play()
-            demo.narrator.say("summary:")
-            for line in await demo.summary():
-                demo.narrator.say(line)
-            demo.narrator.say(f"the status page shows it all: {demo.status_url}")
-            if keep:
-                demo.narrator.say("--keep: still running; press Ctrl-C to stop")
-                await asyncio.Event().wait()
-        finally:
-            await demo.stop()
-    return 0
+    return await Demo(clock=clock, out=out, port=port).run(keep=keep)
