@@ -25,14 +25,14 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -n 2
+	$(BIN)/coverage run -m pytest -n 3
 	$(BIN)/coverage combine --quiet
 	$(BIN)/coverage report
 
 # The suite again with every store on PostgreSQL (RAILGUARD_TEST_POSTGRES, default
 # postgres@127.0.0.1:5432; .ci/run starts it): both backends pass the same tests.
 pytest-postgres: $(STAMP)
-	$(BIN)/pytest -q -n 2 --store=postgres
+	$(BIN)/pytest -q -n 4 --store=postgres
 
 test: lint typecheck pytest pytest-postgres
 

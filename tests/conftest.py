@@ -46,3 +46,17 @@ def write(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return _write
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "long_running: many seconds of wall time (real processes, a browser, the real clock, "
+        "long simulations): started first",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: pytest-xdist hands the first tests out one per worker in turn, so the
+    long ones run side by side from the start instead of one of them ending the suite late."""
+    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)

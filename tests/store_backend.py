@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.postgres import FAST_COMMITS
+
 SERVER = os.environ.get("RAILGUARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -101,6 +103,7 @@ class Schemas:
         self.database = f"railguard_suite_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(server, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f'CREATE DATABASE "{self.database}"')
+            admin.execute(f'ALTER DATABASE "{self.database}" {FAST_COMMITS}')
         self.base = server.rsplit("/", 1)[0] + "/" + self.database
         self._numbers = itertools.count(1)
         self.by_path: dict[str, str] = {}

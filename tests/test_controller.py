@@ -127,6 +127,7 @@ async def test_a_fix_coming_up_holds_and_when_it_is_bad_too_it_is_rolled_back(
     assert (record.from_deployment, record.state) == (fix.id, "succeeded")
 
 
+@pytest.mark.long_running
 async def test_a_new_bad_release_within_the_cooldown_waits_for_it_and_is_no_loop(
     stage: Stage,
 ) -> None:

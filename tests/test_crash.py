@@ -23,6 +23,9 @@ import pytest
 from monitor.clock import SystemClock
 from tests.stage import Stage
 
+# Many seconds of wall time: started first (conftest), so the wait overlaps other tests.
+pytestmark = pytest.mark.long_running
+
 BAD = {"v2": {"error_ratio": 0.5}}
 
 

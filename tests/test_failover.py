@@ -41,6 +41,9 @@ from tests.postgres import database
 from tests.stage import Stage
 from tests.test_daemon import metric
 
+# Many seconds of wall time: started first (conftest), so the wait overlaps other tests.
+pytestmark = pytest.mark.long_running
+
 BAD = {"v2": {"error_ratio": 0.5}}
 TTL, RENEW = 3.0, 0.5  # takeover within 3.5s; a leader acts for 2.4s after a renewal began
 # The reconcile window: longer than a takeover, so the new leader finds the intent of a

@@ -43,6 +43,7 @@ def made_ours(block: str, tmp: Path, app: int, railguard: int) -> str:
     return block.replace("/tmp/railguard.", f"{tmp}/railguard.")
 
 
+@pytest.mark.long_running
 @pytest.mark.sqlite_only  # README's block keeps its state in RAILGUARD_STATE, a SQLite file
 async def test_readmes_local_walkthrough_works_as_written(tmp_path: Path) -> None:
     app, railguard = free_port(), free_port()

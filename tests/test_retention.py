@@ -170,6 +170,7 @@ async def test_a_rebuild_under_way_at_a_restart_is_followed_not_resent(
     await store.close()
 
 
+@pytest.mark.long_running
 async def test_a_rebuild_past_the_deploy_goal_says_so_once_and_still_recovers(
     stage: Stage, tmp_path: Path
 ) -> None:

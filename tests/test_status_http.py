@@ -270,6 +270,7 @@ async def test_removed_services_are_forgotten_and_events_refresh_releases(
     assert gone._parts == {}
 
 
+@pytest.mark.long_running
 async def test_a_maintenance_window_in_force_is_flagged_and_explained(
     clock: FakeClock, tmp_path: Path
 ) -> None:

@@ -39,6 +39,7 @@ what reached the emulator.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import random
@@ -99,7 +100,7 @@ class _Incoming:
     record: RequestRecord
     problem: str | None = None
     document: DocumentNode | None = None
-    syntax_errors: list[GraphQLError] = field(default_factory=list)
+    errors: Sequence[GraphQLError] = ()
 
 
 class RailwayEmulator(EmulatorModel):
@@ -245,9 +246,7 @@ class RailwayEmulator(EmulatorModel):
         if incoming.problem is not None:
             return 400, {"errors": [{"message": incoming.problem}]}
         document, record = incoming.document, incoming.record
-        errors = incoming.syntax_errors
-        if document is not None:
-            errors = list(graphql.validate(load_schema(), document))
+        errors = list(incoming.errors)
         if not errors and record.operation_type == OperationType.SUBSCRIPTION.value:
             errors = [GraphQLError("Subscriptions are served over WebSocket, not POST")]
         if document is None or errors:
@@ -337,11 +336,23 @@ def _read(raw: bytes, now: float) -> _Incoming:
     if not isinstance(variables, dict) or not isinstance(name, str | None):
         return _Incoming(record, problem="variables must be an object, operationName a string")
     record = dataclasses.replace(record, operation_name=name, variables=variables)
+    document, errors = _document(payload["query"])
+    if document is None:
+        return _Incoming(record, errors=errors)
+    described = _describe(record, get_operation_ast(document, name))
+    return _Incoming(described, document=document, errors=errors)
+
+
+@functools.lru_cache(maxsize=256)
+def _document(query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
+    """A query's document and what validating it against the schema found. A client sends
+    the same few texts again and again (railguard's own are constants), so each is parsed and
+    validated once, as GraphQL servers cache documents; execution never changes one."""
     try:
-        document = graphql.parse(payload["query"])
+        document = graphql.parse(query)
     except GraphQLError as error:
-        return _Incoming(record, syntax_errors=[error])
-    return _Incoming(_describe(record, get_operation_ast(document, name)), document=document)
+        return None, (error,)
+    return document, tuple(graphql.validate(load_schema(), document))
 
 
 def _describe(record: RequestRecord, operation: OperationDefinitionNode | None) -> RequestRecord:
