@@ -48,7 +48,11 @@ from monitor.lease import LeaseTerms
 from monitor.maintenance import MaintenanceWindow
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import redact_url
-from monitor.sources.exposition import ExpositionErrorRate, ExpositionLatency, ExpositionMemory
+from monitor.sources.exposition_config import (
+    ExpositionErrorRate,
+    ExpositionLatency,
+    ExpositionMemory,
+)
 from monitor.sources.health import HealthCheck
 from monitor.sources.probe_latency import HealthLatency
 from monitor.sources.promql import PromQLErrorRate, PromQLLatency, PromQLMemory

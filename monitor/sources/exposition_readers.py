@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client.samples import Sample as PromSample
 
@@ -22,15 +22,13 @@ from monitor.sources.exposition_checks import (
     series_text,
     value_problem,
 )
+from monitor.sources.exposition_config import (
+    ExpositionErrorRate,
+    ExpositionLatency,
+    ExpositionMemory,
+    Scrape,
+)
 from monitor.sources.quantile import Buckets, bucket_quantile, buckets, increase
-
-if TYPE_CHECKING:  # the config models live with the source; readers only read them
-    from monitor.sources.exposition import (
-        ExpositionErrorRate,
-        ExpositionLatency,
-        ExpositionMemory,
-        Scrape,
-    )
 
 Found = dict[str, list[PromSample]]
 """The parsed samples a scrape needs, by sample name."""

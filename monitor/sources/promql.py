@@ -24,8 +24,8 @@ from monitor.configtypes import DAY, Duration, HttpUrl, Secret, Strict, Timeout,
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal, format_duration
 from monitor.redact import redact_url
-from monitor.sources.exposition import MetricName
 from monitor.sources.exposition_checks import MAX_MEMORY_RATIO, value_problem
+from monitor.sources.exposition_config import MetricName
 from monitor.sources.health import describe_error
 from monitor.sources.promql_answer import Result, excerpt, interpret, read_at_most, show
 

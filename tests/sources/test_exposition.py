@@ -17,13 +17,8 @@ from monitor.clock import FakeClock
 from monitor.errors import ProbeError
 from monitor.model import Sample, Signal
 from monitor.sandbox.sample_app import create_app
-from monitor.sources.exposition import (
-    THREAD_PARSE_BYTES,
-    ExpositionErrorRate,
-    ExpositionMemory,
-    ExpositionSource,
-    parse_size,
-)
+from monitor.sources.exposition import THREAD_PARSE_BYTES, ExpositionSource
+from monitor.sources.exposition_config import ExpositionErrorRate, ExpositionMemory, parse_size
 
 MIB = 1024 * 1024
 CTX = {"environ": {}}

@@ -23,13 +23,9 @@ from hypothesis import strategies as st
 import monitor.sources.exposition as exposition
 from monitor.clock import FakeClock
 from monitor.model import Sample, Signal
-from monitor.sources.exposition import (
-    ExpositionErrorRate,
-    ExpositionMemory,
-    ExpositionSource,
-    _parse,
-)
+from monitor.sources.exposition import ExpositionSource, _parse
 from monitor.sources.exposition_checks import MAX_MEMORY_RATIO
+from monitor.sources.exposition_config import ExpositionErrorRate, ExpositionMemory
 from monitor.sources.exposition_readers import ErrorRateReader, MemoryReader
 
 CTX = {"environ": {}}

@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestServer
 from monitor.clock import FakeClock
 from monitor.model import Signal
 from monitor.sandbox.sample_app import create_app
-from monitor.sources.exposition import ExpositionLatency, ExpositionSource, _parse
+from monitor.sources.exposition import ExpositionSource, _parse
+from monitor.sources.exposition_config import ExpositionLatency
 from monitor.sources.exposition_readers import LatencyReader
 from monitor.sources.quantile import bucket_quantile
 
