@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := test
-.PHONY: install test lint typecheck pytest pytest-postgres demo bench clean
+.PHONY: install test lint typecheck pytest pytest-postgres pytest-postgres-all demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ pytest: $(STAMP)
 # postgres@127.0.0.1:5432; .ci/run starts it): both backends pass the same tests.
 pytest-postgres: $(STAMP)
 	$(BIN)/pytest -q -n 4 --store=postgres
+
+# Every test on PostgreSQL, those that open no store too (not in CI: about 8 minutes).
+pytest-postgres-all: $(STAMP)
+	$(BIN)/pytest -q -n 4 --store=postgres --store-all
 
 test: lint typecheck pytest pytest-postgres
 
