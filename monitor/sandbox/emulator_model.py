@@ -14,6 +14,7 @@ import random
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from monitor.clock import Clock
@@ -72,6 +73,12 @@ class Service:
     project_id: str
     name: str
     created_at: float
+
+
+def iso(ts: float) -> str:
+    """Railway's DateTime form: UTC with milliseconds and a Z."""
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
 
 
 @dataclass

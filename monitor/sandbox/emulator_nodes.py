@@ -19,6 +19,7 @@ from monitor.sandbox.emulator_model import (
     Environment,
     Project,
     Service,
+    iso,
 )
 
 if TYPE_CHECKING:
@@ -69,12 +70,6 @@ class RequestContext:
         if self.scope is None:
             raise graphql.GraphQLError(NOT_AUTHORIZED)
         return self.scope
-
-
-def iso(ts: float) -> str:
-    """Railway's DateTime form: UTC with milliseconds and a Z."""
-    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z")
 
 
 def parse_time(value: Any, name: str) -> float:

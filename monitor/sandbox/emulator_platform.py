@@ -16,8 +16,7 @@ from typing import Any
 import graphql
 
 from monitor.clock import Clock
-from monitor.sandbox.emulator_model import EmulatorError, enum_values
-from monitor.sandbox.emulator_nodes import iso
+from monitor.sandbox.emulator_model import EmulatorError, enum_values, iso
 
 
 @dataclass

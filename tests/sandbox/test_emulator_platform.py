@@ -11,8 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from monitor.clock import FakeClock
 from monitor.railway.schema import validate_document
-from monitor.sandbox.emulator_model import EmulatorError
-from monitor.sandbox.emulator_nodes import iso
+from monitor.sandbox.emulator_model import EmulatorError, iso
 from monitor.sandbox.railway_emulator import RailwayEmulator
 
 TOKEN = "account-token"

@@ -19,8 +19,8 @@ from monitor.sandbox.emulator_model import (
     EmulatorError,
     EmulatorModel,
     EmulatorNotFound,
+    iso,
 )
-from monitor.sandbox.emulator_nodes import iso
 from monitor.sandbox.railway_emulator import Faults, RailwayEmulator
 from monitor.sandbox.sample_app import STATE_KEY, create_app
 from monitor.sandbox.sandbox import link_sleep
