@@ -22,7 +22,6 @@ from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import Redactor
 from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
 from monitor.settings import (
-    SIGNAL_TABLES,
     Config,
     Environment,
     RailwayConfig,
@@ -32,6 +31,7 @@ from monitor.settings import (
 )
 from monitor.sources.health import HealthCheck
 from monitor.sources.promql import QUANTILE
+from monitor.sources.tables import SIGNAL_TABLES
 
 
 @dataclass(frozen=True, slots=True)

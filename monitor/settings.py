@@ -14,7 +14,7 @@ import stat
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -48,11 +48,16 @@ from monitor.lease import LeaseTerms
 from monitor.maintenance import MaintenanceWindow
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import redact_url
-from monitor.sources.exposition import ExpositionErrorRate, ExpositionLatency, ExpositionMemory
 from monitor.sources.health import HealthCheck
 from monitor.sources.probe_latency import HealthLatency
-from monitor.sources.promql import PromQLErrorRate, PromQLLatency, PromQLMemory
-from monitor.sources.railway import RailwayErrorRate, RailwayLatency, RailwayMemory
+from monitor.sources.tables import (
+    SIGNAL_TABLES,
+    SOURCE_TYPES,
+    TABLE_SOURCES,
+    ErrorRateSource,
+    LatencySource,
+    MemorySource,
+)
 
 DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
@@ -298,36 +303,6 @@ class RuleOverride(Strict):
     threshold: Threshold | None = None
     max_gap: Annotated[Duration, within(0.0, DAY, above=True)] | None = None
     tolerance: float | None = Field(None, gt=0, le=1)
-
-
-# A signal's source is chosen by its `source` key; each type is its own strict model.
-ErrorRateSource = Annotated[
-    ExpositionErrorRate | RailwayErrorRate | PromQLErrorRate, Field(discriminator="source")
-]
-MemorySource = Annotated[
-    ExpositionMemory | RailwayMemory | PromQLMemory, Field(discriminator="source")
-]
-# One table for every latency quantile: the rules say which quantiles (latency_p95, ...).
-LatencySource = Annotated[
-    ExpositionLatency | RailwayLatency | PromQLLatency | HealthLatency,
-    Field(discriminator="source"),
-]
-SOURCE_TYPES = frozenset({"exposition", "railway", "promql", "health"})
-SIGNAL_TABLES = ("error_rate", "memory", "latency")
-"""The service's keys that choose a signal's source."""
-
-
-def _tags(union: Any) -> tuple[str, ...]:
-    """The ``source`` values a discriminated union of source models takes."""
-    members = get_args(get_args(union)[0]) or (get_args(union)[0],)
-    return tuple(sorted(get_args(m.model_fields["source"].annotation)[0] for m in members))
-
-
-TABLE_SOURCES = {
-    "error_rate": _tags(ErrorRateSource),
-    "memory": _tags(MemorySource),
-    "latency": _tags(LatencySource),
-}
 
 
 class ServiceConfig(Strict):
