@@ -20,6 +20,7 @@ import structlog
 from aiohttp import web
 
 from monitor import __version__
+from monitor.alerts.wiring import start_alerts
 from monitor.clock import Clock
 from monitor.engine import RuleState
 from monitor.errors import RailguardError
@@ -136,7 +137,7 @@ class Daemon:
             await start_rollbacks(self, await self._ensure_store())
         self.switchboard.store = self.store
         if self.plan.config.channels:
-            await self._start_alerts()
+            await start_alerts(self, await self._ensure_store())
         for tier, count in Tally(s.tier for s in self.plan.services).items():
             self.metrics.services.labels(tier).set(count)
         self.scheduler = Scheduler(
@@ -240,54 +241,6 @@ class Daemon:
             # Nowhere to keep state (tests, the demo): in memory, for this run only.
             self.store, self._own_store = await open_store(Path(":memory:")), True
         return self.store
-
-    async def _start_alerts(self) -> None:
-        """Channels, the outbox that feeds them, the router and the digest."""
-        from monitor.alerts.channels import build_channel, channel_name
-        from monitor.alerts.digest import Digest
-        from monitor.alerts.outbox import Outbox
-        from monitor.alerts.router import Router
-
-        store = await self._ensure_store()
-        assert self.session is not None
-        configs = {channel_name(c, i): c for i, c in enumerate(self.plan.config.channels)}
-        channels = {n: build_channel(c, n, self.session, self.clock) for n, c in configs.items()}
-        self.outbox = Outbox(
-            store, channels, clock=self.clock, metrics=self.metrics, acting=self.acting
-        )
-        status_url = self.plan.config.status_url
-        services = {s.name: s for s in self.plan.services}
-        router = Router(
-            store,
-            self.outbox,
-            configs,
-            services,
-            clock=self.clock,
-            metrics=self.metrics,
-            status_url=status_url,
-            acting=self.acting,
-            decided=None if self.controller is None else self.controller.decided_through,
-        )
-        digest = Digest(
-            store,
-            self.outbox,
-            configs,
-            self.plan.services,
-            clock=self.clock,
-            status_url=status_url,
-            acting=self.acting,
-        )
-        self.router, self.digest = router, digest
-        await self.outbox.start(self.supervisor)
-        self.supervisor.start(
-            "alert-router",
-            router.run,
-            alive=lambda: router.last_beat,
-            stall_after=3 * router.poll_every + 120.0,
-        )
-        self.supervisor.start(
-            "alert-digest", digest.run, alive=lambda: digest.last_beat, stall_after=240.0
-        )
 
     async def _start_server(self) -> None:
         # Requests in flight at shutdown get a second; the rest of the budget is the ticks'.
