@@ -84,13 +84,13 @@ from monitor.baseline import Summary  # noqa: E402
 from monitor.baselines import BaselineBook  # noqa: E402
 from monitor.clock import FakeClock  # noqa: E402
 from monitor.daemon import SWITCH_INTERVAL  # noqa: E402
+from monitor.environment import load_environment  # noqa: E402
 from monitor.model import Sample, Signal  # noqa: E402
 from monitor.plan import Plan, build_plan  # noqa: E402
 from monitor.railway.client import Deployment  # noqa: E402
 from monitor.railway.statuses import SUCCESS  # noqa: E402
 from monitor.releases import ReleaseTracker  # noqa: E402
 from monitor.scheduler import ServiceWorker  # noqa: E402
-from monitor.settings import load_environment  # noqa: E402
 from monitor.store import open_store  # noqa: E402
 from monitor.switchboard import Switchboard  # noqa: E402
 from monitor.telemetry import Metrics, configure_logging  # noqa: E402

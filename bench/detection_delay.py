@@ -82,9 +82,9 @@ from monitor import __version__ as railguard_version  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
 from monitor.daemon import Daemon  # noqa: E402
 from monitor.engine import Transition, Verdict  # noqa: E402
+from monitor.environment import load_environment  # noqa: E402
 from monitor.model import Phase  # noqa: E402
 from monitor.plan import ServicePlan, build_plan  # noqa: E402
-from monitor.settings import load_environment  # noqa: E402
 from monitor.telemetry import Metrics, configure_logging  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

@@ -21,10 +21,10 @@ import aiohttp
 
 from monitor import __version__
 from monitor.clock import Clock, SystemClock
+from monitor.environment import Environment
 from monitor.errors import RailguardError
 from monitor.leadership import leadership_text
 from monitor.model import format_duration
-from monitor.settings import Environment
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 CONFIRM = "CONFIRM"
@@ -39,7 +39,8 @@ class AdminError(RailguardError):
 
 
 def _login() -> str:
-    # The password database, not $USER: settings.py is the only reader of the environment.
+    # The password database, not $USER: only environment.py and settings.py (${VAR}) read
+    # the environment.
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:

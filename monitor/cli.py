@@ -27,10 +27,10 @@ import structlog
 from monitor import __version__
 from monitor.clock import SystemClock
 from monitor.daemon import Daemon
+from monitor.environment import Environment, load_environment
 from monitor.errors import ConfigError, RailguardError
 from monitor.lease import Lease
 from monitor.plan import Plan, build_plan
-from monitor.settings import Environment, load_environment
 from monitor.telemetry import configure_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2

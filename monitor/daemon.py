@@ -20,16 +20,17 @@ import structlog
 from aiohttp import web
 
 from monitor import __version__
+from monitor.alerts.wiring import start_alerts
 from monitor.clock import Clock
 from monitor.engine import RuleState
 from monitor.errors import RailguardError
 from monitor.leadership import SOLO, Acting, Leader, solo_status
 from monitor.lease import Lease
-from monitor.model import Phase, format_duration
+from monitor.model import Phase
 from monitor.plan import Plan, ServicePlan, has_railway_ids
+from monitor.railway_wiring import railway_poller, reconcile, start_rollbacks
 from monitor.scheduler import Scheduler, ServiceWorker, VerdictSink
 from monitor.server import create_app
-from monitor.sources.railway import RailwayErrorRate, RailwayLatency, RailwayMemory
 from monitor.sources.registry import SourceContext, build_sources
 from monitor.supervisor import Supervisor
 from monitor.switchboard import Switchboard
@@ -43,35 +44,13 @@ if TYPE_CHECKING:  # imported when used: the Railway client brings graphql-core 
     from monitor.executor import RollbackExecutor
     from monitor.pr_environments import PrEnvironments
     from monitor.railway.budget import RequestBudget
-    from monitor.railway.client import Deployment, RailwayClient
-    from monitor.railway.document import Target
-    from monitor.railway.poller import RailwayPoller, ServiceSnapshot
+    from monitor.railway.client import RailwayClient
+    from monitor.railway.poller import RailwayPoller
     from monitor.releases import ReleaseTracker
     from monitor.store import Store
 
 log = structlog.get_logger("railguard.daemon")
 SWITCH_INTERVAL = 0.0002  # seconds; see startup()
-
-
-def railway_target(service: ServicePlan) -> Target:
-    """The poller's view of a service with Railway ids."""
-    from monitor.railway.document import Target
-
-    config = service.config
-    assert config.service_id is not None
-    assert config.environment_id is not None
-    error_rate, memory, latency = config.error_rate, config.memory, config.latency
-    railway_latency = latency if isinstance(latency, RailwayLatency) else None
-    return Target(
-        name=service.name,
-        service_id=config.service_id,
-        environment_id=config.environment_id,
-        error_rate=error_rate if isinstance(error_rate, RailwayErrorRate) else None,
-        memory=memory if isinstance(memory, RailwayMemory) else None,
-        latency=railway_latency,
-        quantiles=service.latency_signals if railway_latency is not None else (),
-        deployment=service.wants_deployment,
-    )
 
 
 class Daemon:
@@ -146,7 +125,7 @@ class Daemon:
             headers={"User-Agent": f"railguard/{__version__}"},
         )
         self._semaphore = asyncio.Semaphore(limit)
-        self.poller = self._railway_poller(self.session)
+        self.poller = railway_poller(self, self.session)
         workers = [self.worker(service) for service in self.plan.services]
         self._workers = {w.plan.name: w for w in workers}
         if self.leader is not None and self.fenced:
@@ -155,10 +134,10 @@ class Daemon:
         if self.store is not None:
             await self.restore_rule_states(workers)
         if self.poller is not None:
-            await self._start_rollbacks()
+            await start_rollbacks(self, await self._ensure_store())
         self.switchboard.store = self.store
         if self.plan.config.channels:
-            await self._start_alerts()
+            await start_alerts(self, await self._ensure_store())
         for tier, count in Tally(s.tier for s in self.plan.services).items():
             self.metrics.services.labels(tier).set(count)
         self.scheduler = Scheduler(
@@ -238,96 +217,10 @@ class Daemon:
                         state = replace(state, phase=Phase.PENDING)
                     worker.states[rule.name] = state
 
-    async def _start_rollbacks(self) -> None:
-        """Release tracking, the executor and the controller; then settle what a previous
-        run left open, before the first decision."""
-        from monitor.baselines import BaselineBook, watched
-        from monitor.controller import RollbackController
-        from monitor.executor import RollbackExecutor
-        from monitor.platform_watch import PlatformWatch
-        from monitor.releases import ReleaseTracker
-
-        assert self.poller is not None, "built only with Railway services"
-        assert self.railway is not None
-        self.store = await self._ensure_store()
-        self.tracker = ReleaseTracker(
-            self.store,
-            clock=self.clock,
-            metrics=self.metrics,
-            troubled=self._troubled,
-            acting=self.acting,
-        )
-        services = self.plan.railway_services
-        self.executor = RollbackExecutor(
-            services=services,
-            store=self.store,
-            client=self.railway,
-            clock=self.clock,
-            metrics=self.metrics,
-            latest=lambda name: self._workers[name].latest,
-            reconcile_window=self.plan.config.railway.reconcile_window,
-            acting=self.acting,
-        )
-        poller = self.poller
-
-        def snapshot(name: str) -> tuple[float, Sequence[Deployment]] | None:
-            latest = poller.latest(name)
-            return None if latest is None else (latest.at, latest.deployments)
-
-        def incident(now: float) -> str | None:
-            trouble = poller.incident(now)  # fresh and troubled, else None
-            return None if trouble is None else trouble.describe()
-
-        self.controller = RollbackController(
-            services=services,
-            store=self.store,
-            executor=self.executor,
-            clock=self.clock,
-            metrics=self.metrics,
-            rule_states=lambda name: self._workers[name].states,
-            snapshot=snapshot,
-            blind=self._control,
-            incident=incident,
-            acting=self.acting,
-        )
-        self.switchboard.tracker = self.tracker
-        self.switchboard.controller = self.controller
-        if any(watched(s) for s in services):
-            book = BaselineBook(self.store, self.tracker, clock=self.clock)
-            self.switchboard.baselines = book
-            self.executor.reference = book.reference
-            for worker in self._workers.values():
-                worker.baselines = book
-        tracker, workers = self.tracker, self._workers
-
-        async def observe(name: str, snapshot: ServiceSnapshot) -> None:
-            if name in workers:  # a PR environment's service may have gone meanwhile
-                await tracker.observe(workers[name].plan, snapshot)
-
-        self.poller.listener = observe
-        self.poller.platform_listener = PlatformWatch(self.store, self.acting).observe
-        if self.leader is None:  # with a lease, the replica that takes it reconciles first
-            await self._reconcile()
-
-    async def _reconcile(self) -> None:
-        """Settle what a previous run (or the last leader) left unfinished."""
-        controller, store = self.controller, self.store
-        assert controller is not None
-        assert store is not None
-        try:
-            await controller.reconcile()
-        except RailguardError as e:  # Railway unreachable: the store keeps them for later
-            log.error("could not reconcile unfinished rollbacks", error=str(e))
-            controller.open.update(
-                r.service
-                for r in await store.rollbacks(unfinished=True)
-                if r.service in controller.services
-            )
-
     async def _take_over(self) -> None:
         """This replica just took the lease: reconcile, then act."""
         if self.controller is not None:
-            await self._reconcile()
+            await reconcile(self)
 
     async def _decide_all(self) -> None:
         """This replica leads now: every service decided at once from its warm rules, not
@@ -348,105 +241,6 @@ class Daemon:
             # Nowhere to keep state (tests, the demo): in memory, for this run only.
             self.store, self._own_store = await open_store(Path(":memory:")), True
         return self.store
-
-    async def _start_alerts(self) -> None:
-        """Channels, the outbox that feeds them, the router and the digest."""
-        from monitor.alerts.channels import build_channel, channel_name
-        from monitor.alerts.digest import Digest
-        from monitor.alerts.outbox import Outbox
-        from monitor.alerts.router import Router
-
-        store = await self._ensure_store()
-        assert self.session is not None
-        configs = {channel_name(c, i): c for i, c in enumerate(self.plan.config.channels)}
-        channels = {n: build_channel(c, n, self.session, self.clock) for n, c in configs.items()}
-        self.outbox = Outbox(
-            store, channels, clock=self.clock, metrics=self.metrics, acting=self.acting
-        )
-        status_url = self.plan.config.status_url
-        services = {s.name: s for s in self.plan.services}
-        router = Router(
-            store,
-            self.outbox,
-            configs,
-            services,
-            clock=self.clock,
-            metrics=self.metrics,
-            status_url=status_url,
-            acting=self.acting,
-            decided=None if self.controller is None else self.controller.decided_through,
-        )
-        digest = Digest(
-            store,
-            self.outbox,
-            configs,
-            self.plan.services,
-            clock=self.clock,
-            status_url=status_url,
-            acting=self.acting,
-        )
-        self.router, self.digest = router, digest
-        await self.outbox.start(self.supervisor)
-        self.supervisor.start(
-            "alert-router",
-            router.run,
-            alive=lambda: router.last_beat,
-            stall_after=3 * router.poll_every + 120.0,
-        )
-        self.supervisor.start(
-            "alert-digest", digest.run, alive=lambda: digest.last_beat, stall_after=240.0
-        )
-
-    def _troubled(self, name: str) -> bool:
-        """Any rule of the service pending, firing or blind now."""
-        states = self._workers[name].states.values()
-        return any(s.phase is not Phase.INACTIVE or s.blind for s in states)
-
-    async def _control(self, name: str) -> str | None:
-        """Can railguard see service ``name`` on Railway? Its last poll answered, recently,
-        and Railway answered for this service."""
-        poller = self.poller
-        if poller is None:
-            return None
-        if poller.last_failure is not None:
-            return f"the last Railway poll failed: {poller.last_failure}"
-        age = poller.age(self.clock.time())
-        if age is not None and age > poller.max_age:  # stuck, not merely slowed by the budget
-            return f"the last Railway poll answered {format_duration(age)} ago"
-        latest = poller.latest(name)
-        if latest is not None and latest.problem is not None:
-            return f"Railway's answer about this service: {latest.problem}"
-        return None
-
-    def _railway_poller(self, session: aiohttp.ClientSession) -> RailwayPoller | None:
-        services = self.plan.railway_services
-        if not services:
-            return None
-        from monitor.railway.budget import RequestBudget
-        from monitor.railway.client import RailwayClient
-        from monitor.railway.poller import RailwayPoller
-
-        env, railway = self.plan.env, self.plan.config.railway
-        self.budget = RequestBudget(
-            self.clock,
-            per_hour=railway.requests_per_hour,
-            per_second=railway.requests_per_second,
-            reserve=railway.reserve,
-            metrics=self.metrics,
-        )
-        client = RailwayClient(
-            session,
-            url=env.railway_api_url,
-            # A project token is scoped to one project: preferred when both are set.
-            token=None if env.railway_project_token else env.railway_api_token,
-            project_token=env.railway_project_token,
-            clock=self.clock,
-            budget=self.budget,
-            metrics=self.metrics,
-        )
-        self.railway = client
-        targets = [railway_target(s) for s in services]
-        return RailwayPoller(client, targets, clock=self.clock, interval=railway.poll_interval)
 
     async def _start_server(self) -> None:
         # Requests in flight at shutdown get a second; the rest of the budget is the ticks'.

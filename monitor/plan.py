@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from monitor.alerts.channels import channel_name
 from monitor.configtypes import Expansions
+from monitor.environment import Environment
 from monitor.errors import ConfigError
 from monitor.maintenance import MaintenanceWindow, check_windows, for_service
 from monitor.model import LATENCY_SIGNALS, Rule, Signal, format_duration
@@ -22,9 +23,7 @@ from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import Redactor
 from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
 from monitor.settings import (
-    SIGNAL_TABLES,
     Config,
-    Environment,
     RailwayConfig,
     ServiceConfig,
     TierPolicy,
@@ -32,6 +31,7 @@ from monitor.settings import (
 )
 from monitor.sources.health import HealthCheck
 from monitor.sources.promql import QUANTILE
+from monitor.sources.tables import SIGNAL_TABLES
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from monitor.plan import ServicePlan
 from monitor.pr_config import service_name as pr_service_name
 from monitor.pr_plan import pr_service_plans
 from monitor.railway.environments import DOCUMENT, PrEnvironment, read_environments
+from monitor.railway_wiring import railway_target
 from monitor.telemetry import Metrics
 
 if TYPE_CHECKING:
@@ -219,8 +220,6 @@ class PrEnvironments:
         return maps
 
     def _retarget(self) -> None:
-        from monitor.daemon import railway_target
-
         poller = self.daemon.poller
         assert poller is not None
         services = [*self.daemon.plan.railway_services]

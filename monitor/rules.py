@@ -24,6 +24,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from monitor.baseline import Reference
+from monitor.configfile import format_validation_error, read_toml
 from monitor.configtypes import DAY, Duration, Strict, Threshold, parse_duration, shown, within
 from monitor.engine import RuleState, evaluate
 from monitor.errors import ConfigError
@@ -37,7 +38,7 @@ from monitor.model import (
     Signal,
     format_duration,
 )
-from monitor.settings import WINDOW_WHY, RuleOverride, format_validation_error, read_toml
+from monitor.settings import WINDOW_WHY, RuleOverride
 
 RULE_NAME = r"^[a-z0-9][a-z0-9-]*$"
 DRY_RUN_SAMPLES = 100

@@ -1,35 +1,31 @@
-"""Settings: the environment and the TOML config file. The ONLY place the environment is read.
+"""Settings: the TOML config file's models, and :func:`load_config` that reads it.
 
-:func:`load_environment` reads the process environment (tokens, PORT, paths);
-:func:`load_config` reads one TOML file, expanding ``${VAR}`` references in its strings from
-that environment. Every mistake becomes a :class:`~monitor.errors.ConfigError` whose message
-names the file, the key path and the offending value.
+:func:`load_config` reads one TOML file (configfile.py), expanding ``${VAR}`` references in
+its strings from the environment (the variables railguard itself takes: environment.py).
+Every mistake becomes a :class:`~monitor.errors.ConfigError` whose message names the file,
+the key path and the offending value.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import stat
-import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     Field,
     PrivateAttr,
-    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from monitor.alerts.channels import CHANNELS, ChannelSettings
+from monitor.alerts.channels import ChannelSettings
 from monitor.apps import AppService, expand_apps
+from monitor.configfile import format_validation_error, read_toml
 from monitor.configtypes import (
     DAY,
     HOUR,
@@ -43,155 +39,18 @@ from monitor.configtypes import (
     shown,
     within,
 )
+from monitor.environment import Environment
 from monitor.errors import ConfigError
 from monitor.lease import LeaseTerms
 from monitor.maintenance import MaintenanceWindow
 from monitor.pr_config import PrEnvironmentsConfig
-from monitor.redact import redact_url
-from monitor.sources.exposition_config import (
-    ExpositionErrorRate,
-    ExpositionLatency,
-    ExpositionMemory,
-)
 from monitor.sources.health import HealthCheck
 from monitor.sources.probe_latency import HealthLatency
-from monitor.sources.promql import PromQLErrorRate, PromQLLatency, PromQLMemory
-from monitor.sources.railway import RailwayErrorRate, RailwayLatency, RailwayMemory
+from monitor.sources.tables import ErrorRateSource, LatencySource, MemorySource
 
-DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
-"""A config or rule file larger than this is not one a person wrote."""
 MAX_BODY_BYTES = 256 * 1024 * 1024
 """The most a source may read of one response (``max_body_bytes``)."""
-MAX_ERRORS_SHOWN = 20
 WINDOW_WHY = "a longer window keeps a broken release serving for more than a day before acting"
-
-
-class Environment(BaseSettings):
-    """What railguard takes from environment variables (secrets come only from here)."""
-
-    model_config = SettingsConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only what load_environment passes: it reads the environment itself (and checks
-        it), so an explicit mapping is the whole environment, not one laid over the
-        process's."""
-        return (init_settings,)
-
-    config: Path | None = Field(None, validation_alias="RAILGUARD_CONFIG")
-    railway_api_token: SecretStr | None = Field(None, validation_alias="RAILWAY_API_TOKEN")
-    railway_project_token: SecretStr | None = Field(None, validation_alias="RAILWAY_PROJECT_TOKEN")
-    railway_api_url: str = Field(DEFAULT_API_URL, validation_alias="RAILWAY_API_URL")
-    railway_project_id: str | None = Field(None, validation_alias="RAILWAY_PROJECT_ID")
-    host: str = Field("0.0.0.0", validation_alias="RAILGUARD_HOST")
-    port: int = Field(8080, ge=0, le=65535, validation_alias="PORT")
-    state: Path | None = Field(None, validation_alias="RAILGUARD_STATE")
-    admin_token: SecretStr | None = Field(None, validation_alias="RAILGUARD_ADMIN_TOKEN")
-    webhook_secret: SecretStr | None = Field(None, validation_alias="RAILGUARD_WEBHOOK_SECRET")
-    read_token: SecretStr | None = Field(None, validation_alias="RAILGUARD_READ_TOKEN")
-    database_url: SecretStr | None = Field(None, validation_alias="DATABASE_URL")
-    railway_replica_id: str | None = Field(None, validation_alias="RAILWAY_REPLICA_ID")
-    # The leader lease's terms, over the file's [lease] (durations such as "10s").
-    lease_ttl: str | None = Field(None, validation_alias="RAILGUARD_LEASE_TTL")
-    lease_renew_every: str | None = Field(None, validation_alias="RAILGUARD_LEASE_RENEW_EVERY")
-    log_format: Literal["auto", "json", "console"] = Field(
-        "auto", validation_alias="RAILGUARD_LOG_FORMAT"
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = Field(
-        "info", validation_alias="RAILGUARD_LOG_LEVEL"
-    )
-
-    @field_validator("read_token")
-    @classmethod
-    def _read_token(cls, value: SecretStr | None) -> SecretStr | None:
-        """A token that can be presented: set but empty, ``Authorization: Bearer`` with
-        nothing after it would read every page. Stripped: a header cannot carry a pasted
-        secret's newline."""
-        if value is None:
-            return None
-        token = value.get_secret_value().strip()
-        if not token:
-            raise ValueError("set but empty: give a token, or unset it to leave the pages open")
-        try:  # a byte that is no UTF-8 comes as a lone surrogate (os.environ's surrogateescape)
-            token.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("not valid UTF-8 (a byte in it is no character)") from None
-        return SecretStr(token)
-
-    @field_validator("database_url")
-    @classmethod
-    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
-        """A PostgreSQL URL or nothing: another scheme is a mistake, said at startup."""
-        # Stripped: a pasted secret's newline would otherwise end the database's name.
-        url = "" if value is None else value.get_secret_value().strip()
-        if not url:
-            return None
-        try:  # a byte that is no UTF-8 comes as a lone surrogate (os.environ's surrogateescape)
-            url.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("not valid UTF-8 (a byte in it is no character)") from None
-        scheme = url.split("://", 1)[0] if "://" in url else ""
-        if scheme not in ("postgres", "postgresql"):
-            # Only a scheme is shown: before a "://" further in, "user:password@host" may be.
-            shown = scheme[:20] if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme) else ""
-            raise ValueError(
-                "a PostgreSQL URL is needed, postgresql://user:password@host:port/database "
-                f"(scheme {shown!r})"
-            )
-        return SecretStr(url)
-
-
-def _aliases() -> set[str]:
-    return {str(f.validation_alias) for f in Environment.model_fields.values()}
-
-
-TEST_PREFIX = "RAILGUARD_TEST_"  # the test suite's own variables (README, Development)
-
-
-def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
-    """Read the environment; an unknown ``RAILGUARD_*`` variable is a mistake, not ignored.
-
-    ``RAILGUARD_TEST_*`` belongs to railguard's own test suite (where its artifacts go,
-    which PostgreSQL it uses): the daemons the tests start inherit it, and ignore it."""
-    environ = os.environ if environ is None else environ
-    known = _aliases()
-    unknown = sorted(
-        k
-        for k in environ
-        if k.startswith("RAILGUARD_") and not k.startswith(TEST_PREFIX) and k not in known
-    )
-    if unknown:
-        # Only the name: the value may well be a secret set under a mistyped name.
-        raise ConfigError(
-            f"environment: unknown variable {unknown[0][:100]} "
-            f"(known: {', '.join(sorted(k for k in known if k.startswith('RAILGUARD_')))})"
-        )
-    values = {k: v for k, v in environ.items() if k in known}
-    try:
-        return Environment.model_validate(values)
-    except ValidationError as e:
-        # A secret's value is never quoted back, not even a malformed one.
-        quotable = {k: _MISSING if k in _secret_aliases() else v for k, v in values.items()}
-        raise ConfigError(format_validation_error("environment", e, quotable)) from e
-
-
-def _secret_aliases() -> set[str]:
-    return {
-        str(f.validation_alias)
-        for f in Environment.model_fields.values()
-        if f.annotation in (SecretStr, SecretStr | None)
-    }
-
-
-# -- the config file ------------------------------------------------------------------------
 
 
 def _clock_time(value: str) -> str:
@@ -302,36 +161,6 @@ class RuleOverride(Strict):
     threshold: Threshold | None = None
     max_gap: Annotated[Duration, within(0.0, DAY, above=True)] | None = None
     tolerance: float | None = Field(None, gt=0, le=1)
-
-
-# A signal's source is chosen by its `source` key; each type is its own strict model.
-ErrorRateSource = Annotated[
-    ExpositionErrorRate | RailwayErrorRate | PromQLErrorRate, Field(discriminator="source")
-]
-MemorySource = Annotated[
-    ExpositionMemory | RailwayMemory | PromQLMemory, Field(discriminator="source")
-]
-# One table for every latency quantile: the rules say which quantiles (latency_p95, ...).
-LatencySource = Annotated[
-    ExpositionLatency | RailwayLatency | PromQLLatency | HealthLatency,
-    Field(discriminator="source"),
-]
-SOURCE_TYPES = frozenset({"exposition", "railway", "promql", "health"})
-SIGNAL_TABLES = ("error_rate", "memory", "latency")
-"""The service's keys that choose a signal's source."""
-
-
-def _tags(union: Any) -> tuple[str, ...]:
-    """The ``source`` values a discriminated union of source models takes."""
-    members = get_args(get_args(union)[0]) or (get_args(union)[0],)
-    return tuple(sorted(get_args(m.model_fields["source"].annotation)[0] for m in members))
-
-
-TABLE_SOURCES = {
-    "error_rate": _tags(ErrorRateSource),
-    "memory": _tags(MemorySource),
-    "latency": _tags(LatencySource),
-}
 
 
 class ServiceConfig(Strict):
@@ -545,37 +374,6 @@ def _with_default_tiers(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "tiers": merged}
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse one TOML file; a missing file or a syntax error is a ConfigError naming it.
-
-    Only a regular file of at most :data:`MAX_CONFIG_BYTES` of UTF-8 is read.
-    """
-    try:
-        with path.open("rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise ConfigError(f"{path}: cannot read: not a regular file")
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except FileNotFoundError as e:
-        raise ConfigError(f"{path}: no such file") from e
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
-    except ValueError as e:  # a NUL in the path
-        raise ConfigError(f"{path}: cannot read: not a file name") from e
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise ConfigError(f"{path}: not valid UTF-8 (line {line}, byte {e.start})") from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    except RecursionError:
-        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
-
-
 def load_config(
     path: Path,
     env: Environment,
@@ -596,106 +394,3 @@ def load_config(
         ) from e
     config._apps = apps.apps
     return _lease_from_environment(config, env)
-
-
-def format_location(loc: Sequence[int | str]) -> str:
-    """``("services", 0, "health", "timeout")`` -> ``services[0].health.timeout``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _user_location(loc: Sequence[int | str]) -> list[int | str]:
-    """The key path as the user wrote it, without pydantic's union tags and wrappers."""
-    out: list[int | str] = []
-    for part in loc:
-        if isinstance(part, str) and part.startswith("function-"):
-            continue
-        if part in SOURCE_TYPES and out and out[-1] in SIGNAL_TABLES:
-            continue
-        if part in CHANNELS and len(out) >= 2 and out[-2] == "channels":
-            continue
-        out.append(part)
-    return out
-
-
-_MISSING = object()
-
-
-def _raw_at(raw: Any, loc: Sequence[int | str]) -> Any:
-    """The value at ``loc`` as written in the file (``_MISSING`` if the path is not there)."""
-    for part in loc:
-        in_table = isinstance(raw, Mapping) and isinstance(part, str) and part in raw
-        in_array = isinstance(raw, list | tuple) and isinstance(part, int) and 0 <= part < len(raw)
-        if not (in_table or in_array):
-            return _MISSING
-        raw = raw[part]
-    return raw
-
-
-def _quotable(value: Any) -> bool:
-    """Whether a value from the file may be quoted: a scalar, or an array of scalars.
-
-    Tables are not: they may hold a secret written literally (refused, and never echoed).
-    """
-    if isinstance(value, Mapping):
-        return False
-    if isinstance(value, list | tuple):
-        return not any(isinstance(v, Mapping | list | tuple) for v in value)
-    return True
-
-
-def format_validation_error(
-    source: str,
-    error: ValidationError,
-    raw: Mapping[str, Any] | None = None,
-    relocate: Callable[[Sequence[int | str]], list[int | str]] | None = None,
-) -> str:
-    """One line per mistake: ``FILE: key.path: what is wrong (got VALUE)``.
-
-    With ``raw`` (what was read, before ``${VAR}`` expansion) the value quoted is the one
-    written there, never what the environment filled in: that may be a secret. ``relocate``
-    turns a key path in what was validated into the one the file wrote (``[[apps]]``).
-    """
-    lines: list[str] = []
-    items = error.errors(include_url=False)
-    for item in items[:MAX_ERRORS_SHOWN]:
-        loc = _user_location(item["loc"])
-        if relocate is not None:
-            loc = relocate(loc)
-        key = format_location(loc)
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif item["type"] == "missing":
-            message = "required key is missing"
-        elif item["type"] in ("union_tag_not_found", "union_tag_invalid"):
-            ctx = item.get("ctx", {})
-            tag_key = str(ctx.get("discriminator", "'source'")).strip("'")
-            known = sorted(SOURCE_TYPES if tag_key == "source" else CHANNELS)
-            if tag_key == "source" and loc and loc[-1] in TABLE_SOURCES:
-                known = list(TABLE_SOURCES[str(loc[-1])])  # what this table takes
-            tag = ctx.get("tag")
-            message = (
-                f"unknown {tag_key} {tag!r}" if tag is not None else f"missing key {tag_key!r}"
-            )
-            message += f" (one of: {', '.join(known)})"
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-        got = item.get("input") if raw is None else _raw_at(raw, loc)
-        hidden = (
-            item["type"] in ("missing", "secret_literal") or got is _MISSING or not _quotable(got)
-        )
-        # A URL written with a literal password or token is quoted without them.
-        quoted = (
-            "" if hidden else f" (got {shown(redact_url(got) if isinstance(got, str) else got)})"
-        )
-        line = f"{source}: {key}: {message}{quoted}"
-        if line not in lines:  # an app's key is checked once per environment it reaches
-            lines.append(line)
-    if len(items) > MAX_ERRORS_SHOWN:
-        lines.append(f"{source}: ... and {len(items) - MAX_ERRORS_SHOWN} more mistakes")
-    return "\n".join(lines)

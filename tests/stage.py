@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from monitor.clock import Clock, FakeClock
 from monitor.daemon import Daemon
+from monitor.environment import load_environment
 from monitor.model import Signal
 from monitor.plan import build_plan
 from monitor.railway.client import Deployment
@@ -29,7 +30,6 @@ from monitor.sandbox.sample_app import STATE_KEY, create_app
 from monitor.sandbox.sandbox import HEALTHY, link_sleep, plays
 from monitor.scheduler import ServiceWorker
 from monitor.server import create_app as railguard_app
-from monitor.settings import load_environment
 from monitor.store import Store
 from monitor.telemetry import Metrics
 

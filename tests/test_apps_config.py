@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.cli import main
+from monitor.environment import load_environment
 from monitor.errors import ConfigError
 from monitor.plan import Plan, build_plan
-from monitor.settings import load_environment
 from tests.conftest import ROOT
 from tests.test_config_garbage import KEY_PATH, scalars
 

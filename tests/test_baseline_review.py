@@ -18,6 +18,7 @@ from monitor.baseline import Reference, Summary, breaches_now, judge
 from monitor.baselines import KEEP
 from monitor.clock import FakeClock
 from monitor.engine import RuleState, evaluate
+from monitor.environment import load_environment
 from monitor.errors import ConfigError
 from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal
 from monitor.plan import ServicePlan, build_plan
@@ -25,7 +26,6 @@ from monitor.pr_plan import pr_service_plans
 from monitor.railway.environments import PrEnvironment
 from monitor.rules import builtin_rules_path, dry_run
 from monitor.scheduler import ServiceWorker
-from monitor.settings import load_environment
 from monitor.store import open_store
 from monitor.store.sqlite import SQLiteStore
 from monitor.switchboard import Switchboard

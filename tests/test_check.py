@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from monitor.cli import main
+from monitor.environment import load_environment
 from monitor.plan import build_plan
-from monitor.settings import load_environment
 from tests.conftest import ROOT
 
 Write = Callable[..., Path]

@@ -20,10 +20,10 @@ from structlog.testing import capture_logs
 
 from monitor.clock import FakeClock
 from monitor.daemon import Daemon
+from monitor.environment import load_environment
 from monitor.model import Signal
 from monitor.plan import build_plan
 from monitor.sandbox.sample_app import STATE_KEY, create_app
-from monitor.settings import load_environment
 from monitor.telemetry import Metrics
 from tests.helpers import until
 

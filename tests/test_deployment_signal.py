@@ -15,13 +15,13 @@ import pytest
 from monitor.cli import main
 from monitor.clock import FakeClock
 from monitor.engine import RuleState, evaluate
+from monitor.environment import load_environment
 from monitor.model import Phase, Rule, Sample, Signal
 from monitor.plan import NO_RAILWAY_IDS, Plan, build_plan, source_type
 from monitor.railway.client import Deployment
 from monitor.railway.deployment_signal import deployment_sample
 from monitor.railway.poller import RailwayPoller
 from monitor.rules import builtin_rules_path, dry_run, load_rule_files
-from monitor.settings import load_environment
 from monitor.sources.railway import RailwaySource
 from monitor.sources.registry import SourceContext, build_sources
 

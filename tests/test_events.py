@@ -17,6 +17,7 @@ from monitor.alerts.model import Notification, Severity
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.router import Router
 from monitor.clock import FakeClock
+from monitor.environment import load_environment
 from monitor.events import (
     DeploymentEvent,
     EscalationEvent,
@@ -36,7 +37,6 @@ from monitor.events import (
 )
 from monitor.plan import build_plan
 from monitor.render import describe
-from monitor.settings import load_environment
 from monitor.status import Labels, words
 from monitor.store import EventRecord, open_store
 from monitor.store.sqlite import SQLiteStore

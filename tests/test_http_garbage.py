@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from monitor.clock import FakeClock
+from monitor.environment import load_environment
 from monitor.executor import RollbackRefused
 from monitor.plan import Plan, build_plan
 from monitor.server import create_app
-from monitor.settings import load_environment
 from monitor.store import Store, open_store
 from monitor.telemetry import Metrics
 

@@ -29,13 +29,13 @@ from monitor.alerts.digest import Digest
 from monitor.alerts.outbox import Outbox
 from monitor.clock import FakeClock, SystemClock
 from monitor.daemon import Daemon
+from monitor.environment import load_environment
 from monitor.errors import NotLeader
 from monitor.executor import RollbackRefused
 from monitor.leadership import SOLO, Leader, leadership_text, replica_id, solo_status
 from monitor.lease import Leadership, LeaseRow, LeaseTerms
 from monitor.model import Phase
 from monitor.plan import build_plan
-from monitor.settings import load_environment
 from monitor.statuspage import render_summary
 from monitor.store import open_store
 from monitor.store.lease_pg import Connection, PgLease, connector

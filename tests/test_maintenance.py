@@ -18,6 +18,7 @@ import pytest
 from monitor.alerts.model import Notification
 from monitor.cli import main
 from monitor.clock import FakeClock
+from monitor.environment import load_environment
 from monitor.maintenance import (
     MaintenanceWindow,
     describe_windows,
@@ -26,7 +27,6 @@ from monitor.maintenance import (
     upcoming,
 )
 from monitor.plan import build_plan
-from monitor.settings import load_environment
 from monitor.wallclock import instant, zone_of
 from tests.stage import Stage, known_good, store_of
 from tests.stage import trail as events

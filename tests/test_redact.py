@@ -19,11 +19,11 @@ from structlog.testing import capture_logs
 from monitor.cli import main
 from monitor.clock import FakeClock
 from monitor.daemon import Daemon
+from monitor.environment import load_environment
 from monitor.model import Sample, Signal
 from monitor.plan import build_plan
 from monitor.redact import Redactor, redact_url, secret_name
 from monitor.scheduler import ServiceWorker
-from monitor.settings import load_environment
 from monitor.telemetry import Metrics
 from tests.helpers import until
 

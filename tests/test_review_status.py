@@ -12,8 +12,8 @@ import pytest
 
 from monitor import status_routes
 from monitor.clock import FakeClock
+from monitor.environment import load_environment
 from monitor.errors import ConfigError
-from monitor.settings import load_environment
 from tests.stage import Stage, served
 
 TOKEN = "read-6f1c0d9e2b7a4c58"

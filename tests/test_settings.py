@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from monitor.configtypes import parse_duration
+from monitor.environment import load_environment
 from monitor.errors import ConfigError
 from monitor.model import Signal
 from monitor.plan import build_plan
 from monitor.rules import builtin_rules_path
-from monitor.settings import load_environment
 
 Write = Callable[..., Path]
 

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 
 from monitor.clock import FakeClock
+from monitor.environment import load_environment
 from monitor.errors import ConfigError, NotLeader, StoreError
-from monitor.settings import load_environment
 from monitor.store import Fence, open_store
 from monitor.store.pg import redact, translate
 from monitor.store.postgres import PostgresStore

@@ -26,12 +26,12 @@ from monitor.alerts.router import CURSOR as ROUTER_CURSOR
 from monitor.clock import Clock
 from monitor.daemon import Daemon
 from monitor.engine import Transition, Verdict
+from monitor.environment import load_environment
 from monitor.errors import RailguardError
 from monitor.events import EventKind
 from monitor.model import format_duration
 from monitor.plan import ServicePlan, build_plan
 from monitor.sandbox.sandbox import Sandbox
-from monitor.settings import load_environment
 from monitor.status import TIMELINE_KINDS, Labels, words
 from monitor.store import EventRecord, Store
 from monitor.telemetry import Metrics

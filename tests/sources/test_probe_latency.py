@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from monitor.clock import FakeClock
+from monitor.environment import load_environment
 from monitor.model import LATENCY_SIGNALS, Sample, Signal
 from monitor.plan import build_plan
 from monitor.rules import builtin_rules_path
-from monitor.settings import load_environment
 from monitor.sources.health import HealthCheck, HealthSource
 from monitor.sources.probe_latency import HealthLatency, quantile
 from monitor.sources.registry import SourceContext, build_sources

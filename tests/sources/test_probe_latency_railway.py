@@ -15,12 +15,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from monitor.clock import FakeClock
+from monitor.environment import load_environment
 from monitor.model import Sample, Signal
 from monitor.plan import build_plan
 from monitor.railway.poller import RailwayPoller
 from monitor.rules import builtin_rules_path
 from monitor.sandbox.sample_app import STATE_KEY, create_app
-from monitor.settings import load_environment
 from monitor.sources.health import HealthCheck, HealthSource
 from monitor.sources.probe_latency import HealthLatency
 from monitor.sources.registry import SourceContext, build_sources
