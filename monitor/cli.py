@@ -30,7 +30,8 @@ from monitor.daemon import Daemon
 from monitor.environment import Environment, load_environment
 from monitor.errors import ConfigError, RailguardError
 from monitor.lease import Lease
-from monitor.plan import Plan, build_plan
+from monitor.plan import Plan
+from monitor.planning import build_plan
 from monitor.telemetry import configure_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2

@@ -14,20 +14,18 @@ from typing import Any
 from pydantic import SecretStr
 
 from monitor.alerts.channels import channel_name
-from monitor.configtypes import Expansions
 from monitor.environment import Environment
 from monitor.errors import ConfigError
-from monitor.maintenance import MaintenanceWindow, check_windows, for_service
+from monitor.maintenance import MaintenanceWindow, for_service
 from monitor.model import LATENCY_SIGNALS, Rule, Signal, format_duration
 from monitor.pr_config import PrEnvironmentsConfig
 from monitor.redact import Redactor
-from monitor.rules import LoadedRule, builtin_rules_path, dry_run, load_rule_files
+from monitor.rules import LoadedRule, dry_run
 from monitor.settings import (
     Config,
     RailwayConfig,
     ServiceConfig,
     TierPolicy,
-    load_config,
 )
 from monitor.sources.health import HealthCheck
 from monitor.sources.promql import QUANTILE
@@ -264,22 +262,6 @@ def _channel_url(channel: Any) -> str | None:
     return url if isinstance(url, str) else None
 
 
-def _redactor(env: Environment, expansions: Expansions) -> Redactor:
-    """Hides what the config's ``${VAR}`` references held and railguard's own secrets."""
-    values = dict(expansions.values)
-    for name, info in Environment.model_fields.items():
-        secret = getattr(env, name)
-        if isinstance(secret, SecretStr):
-            values.setdefault(str(info.validation_alias), secret.get_secret_value())
-    return Redactor(values, expansions.written)
-
-
-def _rule_paths(config: Config, config_path: Path) -> list[Path]:
-    if config.rule_files is None:
-        return [builtin_rules_path()]
-    return [(config_path.parent / p).resolve() for p in config.rule_files]
-
-
 def has_railway_ids(service: ServiceConfig) -> bool:
     """Whether railguard can ask Railway about the service (both of its ids are set)."""
     return bool(service.service_id and service.environment_id)
@@ -412,41 +394,3 @@ def _check_latency_query(here: str, plan: ServicePlan) -> None:
             f"{here}.latency.query ({plan.name}): its rules want {names}, but the query has no "
             f"{QUANTILE} to put each quantile in: write histogram_quantile({QUANTILE}, ...)"
         )
-
-
-def build_plan(path: Path, env: Environment, environ: Mapping[str, str] | None = None) -> Plan:
-    """Load the config at ``path`` and its rule files, and check everything."""
-    expansions = Expansions()
-    config = load_config(path, env, environ, expansions)
-    rules = load_rule_files(_rule_paths(config, path))
-    for tier_name, policy in config.tiers.items():
-        for index, name in enumerate(policy.rules):
-            if name not in rules:
-                raise ConfigError(
-                    f"{path}: tiers.{tier_name}.rules[{index}]: unknown rule {name!r} "
-                    f"(known: {', '.join(sorted(rules))})"
-                )
-    names = [s.name for s in config.services]
-    check_windows(path, config.maintenance, names, config.tiers)
-    services = tuple(
-        plan_service(
-            f"{path}: {config.where(i)}",
-            service,
-            config,
-            rules,
-            lambda *key, i=i: f"{path}: {config.where(i, *key)}",
-        )
-        for i, service in enumerate(config.services)
-    )
-    plan = Plan(
-        path=path,
-        config=config,
-        env=env,
-        services=services,
-        rules=rules,
-        redactor=_redactor(env, expansions),
-    )
-    from monitor.pr_plan import check_pr_environments  # it builds on this module
-
-    check_pr_environments(plan)
-    return plan

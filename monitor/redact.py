@@ -80,7 +80,7 @@ def redact_url(url: str) -> str:
 class Redactor:
     """Redaction that knows the config: how its URLs were written, what each ``${VAR}`` held.
 
-    :func:`monitor.plan.build_plan` makes one per plan; an empty one applies the rules on
+    :func:`monitor.planning.build_plan` makes one per plan; an empty one applies the rules on
     passwords and secret parameters only.
     """
 

@@ -23,7 +23,7 @@ from monitor.clock import Clock, FakeClock
 from monitor.daemon import Daemon
 from monitor.environment import load_environment
 from monitor.model import Signal
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.railway.client import Deployment
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.sandbox.sample_app import STATE_KEY, create_app

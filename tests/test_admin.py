@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from monitor.clock import FakeClock
 from monitor.daemon import Daemon
 from monitor.environment import load_environment
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.telemetry import Metrics
 from tests.helpers import until
 from tests.stage import Stage

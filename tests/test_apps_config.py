@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from monitor.cli import main
 from monitor.environment import load_environment
 from monitor.errors import ConfigError
-from monitor.plan import Plan, build_plan
+from monitor.plan import Plan
+from monitor.planning import build_plan
 from tests.conftest import ROOT
 from tests.test_config_garbage import KEY_PATH, scalars
 

@@ -21,7 +21,8 @@ from monitor.engine import RuleState, evaluate
 from monitor.environment import load_environment
 from monitor.errors import ConfigError
 from monitor.model import Baseline, Op, Phase, Rule, Sample, Signal
-from monitor.plan import ServicePlan, build_plan
+from monitor.plan import ServicePlan
+from monitor.planning import build_plan
 from monitor.pr_plan import pr_service_plans
 from monitor.railway.environments import PrEnvironment
 from monitor.rules import builtin_rules_path, dry_run

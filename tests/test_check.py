@@ -13,7 +13,7 @@ import pytest
 
 from monitor.cli import main
 from monitor.environment import load_environment
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from tests.conftest import ROOT
 
 Write = Callable[..., Path]

@@ -15,7 +15,7 @@ from monitor.clock import FakeClock
 from monitor.daemon import Daemon
 from monitor.environment import load_environment
 from monitor.model import Phase, Signal
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.sandbox.railway_emulator import RailwayEmulator
 from monitor.telemetry import Metrics
 from tests.helpers import until

@@ -17,7 +17,8 @@ from monitor.clock import FakeClock
 from monitor.engine import RuleState, evaluate
 from monitor.environment import load_environment
 from monitor.model import Phase, Rule, Sample, Signal
-from monitor.plan import NO_RAILWAY_IDS, Plan, build_plan, source_type
+from monitor.plan import NO_RAILWAY_IDS, Plan, source_type
+from monitor.planning import build_plan
 from monitor.railway.client import Deployment
 from monitor.railway.deployment_signal import deployment_sample
 from monitor.railway.poller import RailwayPoller

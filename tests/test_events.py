@@ -35,7 +35,7 @@ from monitor.events import (
     rule_of,
     write_event,
 )
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.render import describe
 from monitor.status import Labels, words
 from monitor.store import EventRecord, open_store

@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry
 from monitor.clock import FakeClock
 from monitor.environment import load_environment
 from monitor.executor import RollbackRefused
-from monitor.plan import Plan, build_plan
+from monitor.plan import Plan
+from monitor.planning import build_plan
 from monitor.server import create_app
 from monitor.store import Store, open_store
 from monitor.telemetry import Metrics

@@ -35,7 +35,7 @@ from monitor.executor import RollbackRefused
 from monitor.leadership import SOLO, Leader, leadership_text, replica_id, solo_status
 from monitor.lease import Leadership, LeaseRow, LeaseTerms
 from monitor.model import Phase
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.statuspage import render_summary
 from monitor.store import open_store
 from monitor.store.lease_pg import Connection, PgLease, connector

@@ -26,7 +26,7 @@ from monitor.maintenance import (
     maintenance_json,
     upcoming,
 )
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.wallclock import instant, zone_of
 from tests.stage import Stage, known_good, store_of
 from tests.stage import trail as events

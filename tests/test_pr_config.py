@@ -11,7 +11,8 @@ import pytest
 
 from monitor.environment import load_environment
 from monitor.errors import ConfigError
-from monitor.plan import Plan, build_plan
+from monitor.plan import Plan
+from monitor.planning import build_plan
 from monitor.pr_config import fill, service_name
 from monitor.pr_plan import pr_service_plans
 from monitor.railway.environments import PrEnvironment

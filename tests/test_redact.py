@@ -21,7 +21,7 @@ from monitor.clock import FakeClock
 from monitor.daemon import Daemon
 from monitor.environment import load_environment
 from monitor.model import Sample, Signal
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.redact import Redactor, redact_url, secret_name
 from monitor.scheduler import ServiceWorker
 from monitor.telemetry import Metrics

@@ -49,7 +49,7 @@ def test_a_recurring_window_shorter_than_its_gaps_is_fine(write: Write) -> None:
     path = write(f'{SERVICES}\n[[maintenance]]\nname = "w"\nreason = "r"\n{body}\n')
     assert main(["check", "--config", str(path)]) == 0
     from monitor.environment import load_environment
-    from monitor.plan import build_plan
+    from monitor.planning import build_plan
 
     (window,) = build_plan(path, load_environment({}), {}).config.maintenance
     sunday = 1_765_108_800.0  # 2025-12-07 12:00 UTC: thursday 02:00 + 71h is over

@@ -12,7 +12,7 @@ from monitor.configtypes import parse_duration
 from monitor.environment import load_environment
 from monitor.errors import ConfigError
 from monitor.model import Signal
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.rules import builtin_rules_path
 
 Write = Callable[..., Path]

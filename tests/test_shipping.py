@@ -21,7 +21,7 @@ from monitor.cli import main
 from monitor.clock import SystemClock
 from monitor.daemon import Daemon
 from monitor.environment import load_environment
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -9,7 +9,7 @@ import pytest
 from monitor.engine import RuleState, Transition, Verdict
 from monitor.environment import load_environment
 from monitor.model import Phase
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.store import open_store
 from monitor.switchboard import Switchboard
 

@@ -30,7 +30,8 @@ from monitor.environment import load_environment
 from monitor.errors import RailguardError
 from monitor.events import EventKind
 from monitor.model import format_duration
-from monitor.plan import ServicePlan, build_plan
+from monitor.plan import ServicePlan
+from monitor.planning import build_plan
 from monitor.sandbox.sandbox import Sandbox
 from monitor.status import TIMELINE_KINDS, Labels, words
 from monitor.store import EventRecord, Store

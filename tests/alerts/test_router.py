@@ -15,7 +15,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.router import Router
 from monitor.clock import FakeClock
 from monitor.environment import load_environment
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.store import open_store
 from monitor.store.sqlite import SQLiteStore
 from monitor.telemetry import Metrics

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from monitor.clock import FakeClock
 from monitor.environment import load_environment
 from monitor.model import LATENCY_SIGNALS, Sample, Signal
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.rules import builtin_rules_path
 from monitor.sources.health import HealthCheck, HealthSource
 from monitor.sources.probe_latency import HealthLatency, quantile

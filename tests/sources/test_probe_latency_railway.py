@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 from monitor.clock import FakeClock
 from monitor.environment import load_environment
 from monitor.model import Sample, Signal
-from monitor.plan import build_plan
+from monitor.planning import build_plan
 from monitor.railway.poller import RailwayPoller
 from monitor.rules import builtin_rules_path
 from monitor.sandbox.sample_app import STATE_KEY, create_app
