@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from monitor.errors import ConfigError
+import aiohttp
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from monitor.alerts.channels.base import ChannelConfig
+from monitor.alerts.model import Severity
+from monitor.alerts.outbox import Outbox
+from monitor.alerts.router import CURSOR, GAP_WAIT, Router
+from monitor.clock import FakeClock
+from monitor.errors import ConfigError, NotLeader
+from monitor.events import EventKind, FreezeEvent
+from monitor.plan import build_plan
 from monitor.settings import load_environment
+from monitor.store import open_store
+from monitor.store.outbox import OutboxRecord
+from monitor.store.sql import SqlStore
+from monitor.telemetry import Metrics
+from tests.alerts.test_outbox import HookChannel, Receiver, note, receiver
+from tests.alerts.test_router import Recorder
+from tests.helpers import until
+
+__all__ = ["receiver"]  # the fixture
+
+ROUTER_CONFIG = """
+[[services]]
+name = "web"
+tier = "production"
+health_url = "http://127.0.0.1:9/health"
+[tiers.production]
+rules = ["health-failing"]
+"""
 
 # -- DATABASE_URL: what libpq refuses only when it connects is said by `check` (exit 2) ------
 
@@ -44,3 +77,126 @@ def test_a_database_url_libpq_can_use_is_kept(url: str) -> None:
     kept = load_environment({"DATABASE_URL": url}).database_url
     assert kept is not None
     assert kept.get_secret_value() == url
+
+
+# -- the outbox: a claim that answers after the leader's view ran out sends nothing ---------
+
+
+class Deposable:
+    """Leads until told otherwise (``Acting``)."""
+
+    def __init__(self) -> None:
+        self.lead = True
+        self.refusals: list[str] = []
+
+    def leading(self) -> bool:
+        return self.lead
+
+    def refused(self, task: str, error: NotLeader) -> None:
+        self.refusals.append(task)
+
+
+class SlowClaims:
+    """The store, with each outbox claim's commit answering only once the replica's view has
+    run out (PostgreSQL slow to answer: the lease's renewals are not answered either)."""
+
+    def __init__(self, store: SqlStore, acting: Deposable) -> None:
+        self.store, self.acting = store, acting
+        self.slow = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def outbox_claim(self, id: int, at: float) -> OutboxRecord:
+        claimed = await self.store.outbox_claim(id, at)
+        if self.slow:
+            self.acting.lead = False  # the view ran out while the commit was on its way
+        return claimed
+
+
+async def test_a_claim_answered_after_the_view_ran_out_is_not_sent(
+    receiver: tuple[Receiver, str], clock: FakeClock, tmp_path: Path
+) -> None:
+    r, url = receiver
+    acting = Deposable()
+    async with aiohttp.ClientSession() as session:
+        store = await open_store(tmp_path / "state.db")
+        slow = SlowClaims(store, acting)
+        outbox = Outbox(
+            slow,
+            {"hook": HookChannel(session, url)},
+            clock=clock,
+            metrics=Metrics(CollectorRegistry()),
+            acting=acting,
+            seed=1,
+        )
+        await outbox.start()
+        assert await outbox.put("hook", note(1, clock))
+        await until(lambda: not acting.lead, "the claim")
+        await until(lambda: not store.busy and clock.sleepers > 0, "the worker to settle")
+        # Deposed before the send: nothing goes out; the next leader sends it, once.
+        assert r.attempts == 0
+        (message,) = await store.outbox("hook")
+        assert message.state == "pending"
+        slow.slow, acting.lead = False, True  # a takeover (a new epoch)
+        for _ in range(20):
+            if r.got:
+                break
+            await clock.advance(1)
+        await until(lambda: r.got == ["m1"], "the new leader's send")
+        await outbox.stop()
+        await store.close()
+    assert r.got == ["m1"]
+
+
+# -- the router's cursor: an event another replica commits late is still routed -------------
+
+
+async def test_an_event_committed_after_a_later_one_was_routed_is_still_routed(
+    postgres: str, clock: FakeClock, write: Callable[..., Path]
+) -> None:
+    # Ids come from a sequence when a transaction inserts, not when it commits: a standby's
+    # freeze (the admin API answers on every replica) holds id N in a transaction still open
+    # while the leader's event N+1 commits and is routed; the cursor must not pass N.
+    plan = build_plan(write(ROUTER_CONFIG), load_environment({}), {})
+    store = await open_store(Path("x"), database_url=postgres)
+    metrics = Metrics(CollectorRegistry())
+    channels = {"pager": ChannelConfig(min_severity=Severity.CRITICAL)}
+    outbox = Outbox(store, {"pager": Recorder("pager")}, clock=clock, metrics=metrics)
+    router = Router(
+        store, outbox, channels, {s.name: s for s in plan.services}, clock=clock, metrics=metrics
+    )
+    standby = await psycopg.AsyncConnection.connect(postgres)  # a transaction of its own
+    try:
+        frozen = FreezeEvent(kind=EventKind.FROZEN, reason="incident", actor="ops")
+        await standby.execute(
+            "INSERT INTO events (service, kind, at, data) VALUES (%s, %s, %s, %s)",
+            ("web", "frozen", clock.time(), json.dumps(frozen.to_dict())),
+        )
+        await store.record_event(
+            "web", "rule_firing", clock.time(), {"rule": "health-failing", "reason": "500"}
+        )
+        assert await router.route_new() == 1
+        await standby.commit()
+        await clock.advance(60)
+        await router.route_new()
+        kinds = [m.payload["kind"] for m in reversed(await store.outbox("pager"))]
+        assert kinds == ["rule_firing", "frozen"]
+        # A transaction rolled back leaves a gap for ever: what follows is routed at once,
+        # and the cursor passes the gap once it has been waited for.
+        await standby.execute(
+            "INSERT INTO events (service, kind, at, data) VALUES (%s, %s, %s, %s)",
+            ("web", "frozen", clock.time(), json.dumps(frozen.to_dict())),
+        )
+        await standby.rollback()
+        resolved = await store.record_event(
+            "web", "rule_resolved", clock.time(), {"rule": "health-failing"}
+        )
+        assert await router.route_new() == 1
+        assert await store.cursor(CURSOR) != str(resolved)
+        await clock.advance(GAP_WAIT)
+        assert await router.route_new() == 0
+        assert await store.cursor(CURSOR) == str(resolved)
+    finally:
+        await standby.close()
+        await store.close()

@@ -66,6 +66,11 @@ SERVICE_WIDE = frozenset(
 )
 
 
+GAP_WAIT = 60.0
+"""How long the cursor waits before an event id not seen yet (seconds): longer than a
+transaction of the store's takes (a statement gives up after 15 s)."""
+
+
 class EventLog(Protocol):
     """What the router reads from the store."""
 
@@ -126,6 +131,7 @@ class Router:
         self._last: dict[str, tuple[Notification, float]] = {}
         self._held: set[str] = set()  # incidents whose firing was held: their end is too
         self._ahead: set[int] = set()  # events routed past one still waiting (route_new)
+        self._gaps: dict[int, float] = {}  # an id not seen yet -> when it was first missed
         self._reminders = 0
         self.platform_severity = platform_severity(self.services.values())
 
@@ -193,9 +199,14 @@ class Router:
         last = int(await self.store.cursor(CURSOR) or 0)
         routed = 0
         waiting: set[str | None] = set()  # services whose events wait behind a firing
+        self._gaps = {id: at for id, at in self._gaps.items() if id > last}  # filled, or given up
+        gap = False  # an id before this event may yet be committed: the cursor stays
+        expected = last + 1
         for event in await self.store.events_after(last):
+            gap = gap or (event.id > expected and self._gap_open(expected))
+            expected = event.id + 1
             if event.id in self._ahead:
-                if not waiting:  # everything before it is routed: the cursor moves on
+                if not waiting and not gap:  # everything before it is routed: the cursor moves on
                     self._ahead.discard(event.id)
                     await self.store.set_cursor(CURSOR, str(event.id))
                 continue
@@ -204,11 +215,19 @@ class Router:
                 continue
             await self.route(event)
             routed += 1
-            if waiting:
+            if waiting or gap:
                 self._ahead.add(event.id)
             else:
                 await self.store.set_cursor(CURSOR, str(event.id))
         return routed
+
+    def _gap_open(self, missing: int) -> bool:
+        """Whether event ``missing`` may still come: ids are taken when a transaction inserts
+        and seen when it commits, so on PostgreSQL another replica's event (a freeze through
+        a standby's admin API) or a slow batch's may commit after a later one was routed. A
+        gap is waited for ``GAP_WAIT``; a transaction rolled back leaves one for ever."""
+        now = self.clock.monotonic()
+        return now - self._gaps.setdefault(missing, now) < GAP_WAIT
 
     async def _awaits_decision(self, event: EventRecord) -> bool:
         """A rule firing on a service the controller may roll back, told at once, before the
