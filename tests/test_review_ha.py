@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ from monitor.alerts.router import CURSOR, GAP_WAIT, Router
 from monitor.clock import FakeClock
 from monitor.errors import ConfigError, NotLeader
 from monitor.events import EventKind, FreezeEvent
+from monitor.leadership import Leader
 from monitor.plan import build_plan
 from monitor.settings import load_environment
 from monitor.store import open_store
@@ -28,6 +30,7 @@ from monitor.telemetry import Metrics
 from tests.alerts.test_outbox import HookChannel, Receiver, note, receiver
 from tests.alerts.test_router import Recorder
 from tests.helpers import until
+from tests.test_leadership import TERMS, Watched
 
 __all__ = ["receiver"]  # the fixture
 
@@ -200,3 +203,40 @@ async def test_an_event_committed_after_a_later_one_was_routed_is_still_routed(
     finally:
         await standby.close()
         await store.close()
+
+
+# -- a takeover's reconcile that waits on Railway longer than a lease lasts -----------------
+
+
+async def test_a_slow_takeover_keeps_renewing_and_no_other_replica_takes_the_lease(
+    postgres: str, clock: FakeClock
+) -> None:
+    # The takeover reconciles an unfinished intent against Railway: one request may take
+    # 15s (5 attempts, more), longer than the lease's ttl. Meanwhile the lease is renewed:
+    # otherwise it runs out, another replica takes it and reconciles as slowly, and so on,
+    # and no replica ever leads (no notification either) while Railway is slow.
+    a, b = (Watched(postgres, name, clock, mirror=None) for name in "ab")
+    railway = asyncio.Event()
+    reconciling: list[float] = []
+
+    async def takeover() -> None:
+        reconciling.append(clock.monotonic())
+        await railway.wait()
+
+    leader = Leader(a, clock=clock, metrics=Metrics(CollectorRegistry()), takeover=takeover)
+    task = asyncio.create_task(leader.run())
+    try:
+        await until(lambda: bool(reconciling), "the takeover")
+        for _ in range(10):  # 30s: three times the ttl
+            await clock.advance(TERMS.renew_every)
+            await until(lambda: not a.busy, "a's look")
+            await b.look()
+            assert b.view.epoch is None, "b took the lease while a reconciled"
+            assert b.holder == "a"
+        railway.set()
+        await until(leader.leading, "a leads")
+        assert leader.epoch() == 1
+        assert len(reconciling) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
