@@ -21,6 +21,7 @@ from monitor.clock import FakeClock
 from monitor.errors import ConfigError, NotLeader
 from monitor.events import EventKind, FreezeEvent
 from monitor.leadership import Leader
+from monitor.model import Phase
 from monitor.plan import build_plan
 from monitor.settings import load_environment
 from monitor.store import open_store
@@ -30,9 +31,10 @@ from monitor.telemetry import Metrics
 from tests.alerts.test_outbox import HookChannel, Receiver, note, receiver
 from tests.alerts.test_router import Recorder
 from tests.helpers import until
-from tests.test_leadership import TERMS, Watched
+from tests.stage import Stage
+from tests.test_leadership import TERMS, Replicas, Watched, baked, replicas, stage
 
-__all__ = ["receiver"]  # the fixture
+__all__ = ["receiver", "replicas", "stage"]  # the fixtures
 
 ROUTER_CONFIG = """
 [[services]]
@@ -240,3 +242,41 @@ async def test_a_slow_takeover_keeps_renewing_and_no_other_replica_takes_the_lea
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+# -- a rule's transition seen while this replica stood by is told when it takes over -------
+
+
+async def test_a_rule_that_fired_while_this_replica_stood_by_is_told_when_it_takes_over(
+    stage: Stage, replicas: Replicas
+) -> None:
+    stage.tier_extra = "auto_rollback = false"  # told, not rolled back: the page is all
+    a, b = await baked(stage, replicas, "a", "b")
+    await replicas.stop(a, clean=False)  # the leader dies ...
+    stage.deploy("v2")  # ... as a bad release goes live: b's rule fires before it leads
+    await replicas.run_until(b.leading, "b takes over")
+    assert b.daemon.workers[0].states["error-rate"].phase is Phase.FIRING
+    await replicas.run(3)
+    kinds = [e.kind for e in await b.store.events("web")]
+    assert "rule_firing" in kinds
+
+
+async def test_a_rule_that_resolved_while_this_replica_stood_by_is_told_when_it_takes_over(
+    stage: Stage, replicas: Replicas
+) -> None:
+    stage.tier_extra = "auto_rollback = false"
+    a, b = await baked(stage, replicas, "a", "b")
+    stage.deploy("v2")
+    await replicas.run_until(
+        lambda: a.daemon.workers[0].states["error-rate"].phase is Phase.FIRING, "a's rule fires"
+    )
+    await replicas.run(1)
+    assert "rule_firing" in [e.kind for e in await a.store.events("web")]  # told by a
+    await replicas.stop(a, clean=False)  # the leader dies ...
+    stage.deploy("v3")  # ... and a good release ends the incident before b leads
+    await replicas.run_until(b.leading, "b takes over")
+    assert b.daemon.workers[0].states["error-rate"].phase is Phase.INACTIVE
+    await replicas.run(3)
+    kinds = [e.kind for e in await b.store.events("web")]
+    # Else the incident stays open on b's router, and its reminders repeat for ever.
+    assert kinds.count("rule_resolved") == 1, kinds
