@@ -235,6 +235,9 @@ async def test_a_slow_takeover_keeps_renewing_and_no_other_replica_takes_the_lea
             await b.look()
             assert b.view.epoch is None, "b took the lease while a reconciled"
             assert b.holder == "a"
+            # The lease loop beats: the supervisor does not call it stalled (/healthz red).
+            assert leader.last_beat is not None
+            assert clock.monotonic() - leader.last_beat < TERMS.renew_every
         railway.set()
         await until(leader.leading, "a leads")
         assert leader.epoch() == 1
