@@ -303,3 +303,26 @@ async def test_two_processes_with_one_replica_id_do_not_both_lead(
     assert not (first.view.may_act(clock.monotonic()) and second.view.may_act(clock.monotonic())), (
         "both lead, under one epoch"
     )
+
+
+# -- a release the standby verified first is still announced -------------------------------
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.5, 1.0, 1.5])
+async def test_a_release_the_standby_verified_first_is_still_announced(
+    stage: Stage, replicas: Replicas, offset: float
+) -> None:
+    # Both replicas bake what they see; the one whose poll saw the release first marks it
+    # known-good first. The leader, finding it good already, must still tell it.
+    stage.deploy("v1", ago=7200)
+    a = await replicas.start("a")
+    b = await replicas.start("b")
+    assert a.leading()
+    await replicas.run(1.0 + offset)
+    v11 = stage.deploy("v1.1")
+    await replicas.run(20)
+    (record,) = [r for r in await a.store.deployments("web") if r.id == v11.id]
+    assert record.verdict == "good"
+    told = [e.data.get("deployment") for e in await a.store.events("web")]
+    assert told.count(v11.id) == 1, told
+    assert b.daemon.workers
