@@ -29,12 +29,12 @@ from monitor.store.outbox import OutboxRecord
 from monitor.store.sql import SqlStore
 from monitor.telemetry import Metrics
 from tests.alerts.test_outbox import HookChannel, Receiver, note, receiver
-from tests.alerts.test_router import Recorder
+from tests.alerts.test_router import Recorder, World, world
 from tests.helpers import until
 from tests.stage import Stage
 from tests.test_leadership import TERMS, Replicas, Watched, baked, replicas, stage
 
-__all__ = ["receiver", "replicas", "stage"]  # the fixtures
+__all__ = ["receiver", "replicas", "stage", "world"]  # the fixtures
 
 ROUTER_CONFIG = """
 [[services]]
@@ -326,3 +326,26 @@ async def test_a_release_the_standby_verified_first_is_still_announced(
     told = [e.data.get("deployment") for e in await a.store.events("web")]
     assert told.count(v11.id) == 1, told
     assert b.daemon.workers
+
+
+# -- reminders: a takeover (or a restart) does not repeat one just sent ---------------------
+
+
+async def test_a_takeover_does_not_repeat_a_reminder_just_sent(world: World) -> None:
+    await world.record("web-production", "escalation", kind="rollback_failed", why="it broke")
+    await world.router.route_new()
+    await world.clock.advance(3600)
+    assert await world.router.remind() == 1  # the old leader reminds, then dies
+    await world.clock.advance(60)
+    router = Router(
+        world.store,
+        world.outbox,
+        world.router.channels,
+        world.router.services,
+        clock=world.clock,
+        metrics=world.metrics,
+    )  # the new leader
+    await router.restore()
+    assert await router.remind() == 0  # reminded a minute ago: not again for an hour
+    await world.clock.advance(3540)
+    assert await router.remind() == 1

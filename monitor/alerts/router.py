@@ -34,6 +34,7 @@ from monitor.model import format_duration
 from monitor.plan import ServicePlan
 from monitor.render import describe
 from monitor.store import EventRecord, RollbackRecord
+from monitor.store.outbox import OutboxRecord, OutboxState
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.alerts")
@@ -85,6 +86,10 @@ class EventLog(Protocol):
     async def events_after(self, last_id: int, limit: int = 500) -> list[EventRecord]: ...
 
     async def cursor(self, name: str) -> str | None: ...
+
+    async def outbox(
+        self, channel: str | None = None, state: OutboxState | None = None, limit: int = 200
+    ) -> list[OutboxRecord]: ...
 
     async def set_cursor(self, name: str, value: str) -> None: ...
 
@@ -142,6 +147,14 @@ class Router:
         events = [e for e in await self.store.events(since=since, limit=10_000) if e.id <= last]
         for event in sorted(events, key=lambda e: e.id):
             await self.route(event, replay=True)
+        # An incident's last reminder, not its first message, is when it was last told: a
+        # takeover (or a restart) right after one does not repeat it.
+        for message in await self.store.outbox(limit=1000):
+            payload = message.payload
+            told = self._last.get(str(payload.get("key")))
+            if payload.get("kind") == "reminder" and told is not None:
+                at = float(payload.get("at") or 0.0)
+                self._last[told[0].key] = (told[0], max(told[1], at))
         return len(events)
 
     async def run(self) -> None:
