@@ -288,21 +288,25 @@ async def test_a_rule_that_resolved_while_this_replica_stood_by_is_told_when_it_
 # -- two processes under one RAILWAY_REPLICA_ID ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: the configured id is the lease's holder as it is, so two processes "
-    "given one (a copied variable, an overlap under one id) both renew one lease, both lead "
-    "and pass the fence with the same epoch",
-)
 async def test_two_processes_with_one_replica_id_do_not_both_lead(
     postgres: str, clock: FakeClock
 ) -> None:
+    # Two processes given one id (a copied variable, a replica's last run still alive): the
+    # one that holds the lease renews it; the other follows until it expires, then takes it
+    # under a new epoch (which fences the first), never renewing the first's.
     first, second = (Watched(postgres, replica_id("replica-1"), clock, mirror=None) for _ in "ab")
     await first.look()
+    for _ in range(4):
+        await second.look()
+        assert first.view.may_act(clock.monotonic())
+        assert second.view.epoch is None, "both lead, under one epoch"
+        await clock.advance(TERMS.renew_every)
+        await first.look()
+    await clock.advance(TERMS.ttl)  # the first dies
     await second.look()
-    assert not (first.view.may_act(clock.monotonic()) and second.view.may_act(clock.monotonic())), (
-        "both lead, under one epoch"
-    )
+    assert (second.view.epoch, second.view.may_act(clock.monotonic())) == (2, True)
+    await first.look()  # it was only paused: it finds its lease taken, and follows
+    assert first.view.epoch is None
 
 
 # -- a release the standby verified first is still announced -------------------------------
