@@ -272,8 +272,7 @@ class ReleaseTracker:
         if (await self.verdicts(service)).is_bad(active):
             return False
         leading = self.acting.leading()
-        if leading:  # a standby looks again: by the time it leads, it may be the one to tell
-            state.good_marked.add(active.id)
+        state.good_marked.add(active.id)
         record = await self.store.deployment(service.name, active.id)
         if record is not None and record.verdict == "good":
             # Verified by an earlier run: announced once, not once per restart. Or baked by
