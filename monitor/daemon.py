@@ -218,9 +218,12 @@ class Daemon:
                     worker.states[rule.name] = state
 
     async def _take_over(self) -> None:
-        """This replica just took the lease: reconcile, then act."""
+        """This replica just took the lease: reconcile, tell what its rules did while it
+        stood by, then act."""
         if self.controller is not None:
             await reconcile(self)
+        plans = [worker.plan for worker in self._workers.values()]
+        await self.switchboard.take_over(plans, self.clock.time())
 
     async def _decide_all(self) -> None:
         """This replica leads now: every service decided at once from its warm rules, not

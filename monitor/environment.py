@@ -100,7 +100,36 @@ class Environment(BaseSettings):
                 "a PostgreSQL URL is needed, postgresql://user:password@host:port/database "
                 f"(scheme {shown!r})"
             )
+        problem = _conninfo_problem(url)
+        if problem:
+            raise ValueError(problem)
         return SecretStr(url)
+
+
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _conninfo_problem(url: str) -> str | None:
+    """What libpq would refuse in ``url`` only when it connects (a stray ``%``, an unknown
+    parameter, a port that is no number), said at startup and by ``check`` instead; never
+    with the password, which libpq's message quotes."""
+    # Imported here: psycopg is needed only with a DATABASE_URL.
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+
+    from monitor.store.pg import scrub
+
+    try:
+        given = conninfo_to_dict(url)
+    except Error as e:
+        return scrub(f"libpq cannot read it: {str(e).strip()}", url)
+    for port in str(given.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            return scrub(f"port {port[:20]!r} is not a port number (1-65535)", url)
+    sslmode = given.get("sslmode")
+    if sslmode is not None and sslmode not in _SSL_MODES:
+        return scrub(f"sslmode {str(sslmode)[:20]!r} is none of {', '.join(_SSL_MODES)}", url)
+    return None
 
 
 def _aliases() -> set[str]:

@@ -16,6 +16,7 @@ Without ``DATABASE_URL`` there is one replica and no lease: :data:`SOLO` always 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
@@ -151,6 +152,12 @@ class Leader:
 
     async def step(self) -> None:
         """One look at the lease, then whatever it changed."""
+        await self._look()
+        await self.settle()
+
+    async def _look(self) -> None:
+        """One look at the lease, its failures counted and said once per streak."""
+        self.last_beat = self.clock.monotonic()
         await self.lease.look()
         error = self.lease.last_error
         if error is not None:
@@ -161,7 +168,6 @@ class Leader:
         elif self._failing:
             self._failing = False
             log.info("the lease answers again", **self._context())
-        await self.settle()
 
     async def settle(self) -> None:
         """Take over or stand down as the view says now."""
@@ -176,15 +182,41 @@ class Leader:
         if may and self.acting_epoch is None:
             self._refused.clear()
             log.warning("took the lead", replica=self.me, epoch=view.epoch)
-            if self.takeover is not None:
-                await self.takeover()  # reconcile before the first decision
-            self.acting_epoch = view.epoch
-            self.metrics.leader_takeovers.inc()
-            if self.leading_now is not None:
-                await self.leading_now()
+            # Reconcile before the first decision.
+            if self.takeover is None or await self._renewing(self.takeover, view.epoch):
+                self.acting_epoch = view.epoch
+                self.metrics.leader_takeovers.inc()
+                if self.leading_now is not None:
+                    await self.leading_now()
+            else:
+                log.warning("lost the lease while taking over", replica=self.me)
         leading = self.leading()
         self.metrics.leader.set(1 if leading else 0)
         self.metrics.lease_epoch.set((view.epoch or 0) if leading else 0)
+
+    async def _renewing(self, hook: Hook, epoch: int | None) -> bool:
+        """Run ``hook`` (the takeover: its reconcile may wait on Railway for longer than a
+        lease lasts) while the lease is renewed every ``renew_every``, or the lease runs
+        out, another replica takes it and reconciles as slowly, and none ever leads. False
+        (the hook cancelled) if the lease was lost meanwhile."""
+        work = asyncio.ensure_future(hook())
+        try:
+            while True:
+                sleeper = asyncio.ensure_future(self.clock.sleep(self.lease.terms.renew_every))
+                try:
+                    await asyncio.wait({work, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                if work.done():
+                    work.result()  # the hook's error, as when it was awaited
+                    return True
+                await self._look()
+                view = self.lease.view
+                if not view.may_act(self.clock.monotonic()) or view.epoch != epoch:
+                    return False
+        finally:
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
 
     def _context(self) -> dict[str, Any]:
         return {"replica": self.me, "holder": self.lease.holder}

@@ -66,12 +66,19 @@ class LeaseRow:
     expires_at: float
 
 
-def claim(row: LeaseRow | None, me: str, db_now: float, terms: LeaseTerms) -> LeaseRow | None:
+def claim(
+    row: LeaseRow | None, me: str, db_now: float, terms: LeaseTerms, held: int | None = None
+) -> LeaseRow | None:
     """The row replica ``me`` writes at ``db_now`` (compare and set on what it read), or None
-    when another replica holds a live lease."""
+    when another replica holds a live lease.
+
+    ``held``: the epoch this process holds the lease under (None: none). A live lease in
+    ``me``'s name under another epoch is another process's (two given one
+    ``RAILWAY_REPLICA_ID``, or this replica's last run): followed until it expires, then
+    taken under a new epoch, so that two processes never both renew it."""
     if row is None:
         return LeaseRow(me, 1, db_now + terms.ttl)
-    if row.holder == me and db_now < row.expires_at:
+    if row.holder == me and row.epoch == held and db_now < row.expires_at:
         return LeaseRow(me, row.epoch, db_now + terms.ttl)  # renewed: the same epoch
     if row.holder is None or db_now >= row.expires_at:
         return LeaseRow(me, row.epoch + 1, db_now + terms.ttl)  # taken: a new epoch fences

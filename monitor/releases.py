@@ -122,6 +122,7 @@ class _Service:
     active: Deployment | None = None
     live_since: float | None = None
     bake_start: float | None = None  # restarts whenever a rule leaves INACTIVE or goes blind
+    watched_since: float | None = None  # when this run saw the active release serve
     good_marked: set[str] = field(default_factory=set)
     timed: set[str] = field(default_factory=set)  # deployments whose duration was exported
     inferred: bool = False
@@ -237,6 +238,7 @@ class ReleaseTracker:
             # release serve, never earlier (a release live while railguard was down has
             # not been watched).
             state.active, state.live_since, state.bake_start = active, live_at, max(live_at, now)
+            state.watched_since = now
             log.info("deployment live", service=name, deployment=active.id, status=active.status)
         state.active = active  # the newest facts: it may have crashed since
         marked = await self._bake(service, state, now)
@@ -269,10 +271,17 @@ class ReleaseTracker:
             return False
         if (await self.verdicts(service)).is_bad(active):
             return False
+        leading = self.acting.leading()
         state.good_marked.add(active.id)
         record = await self.store.deployment(service.name, active.id)
         if record is not None and record.verdict == "good":
-            return False  # verified by an earlier run: announced once, not once per restart
+            # Verified by an earlier run: announced once, not once per restart. Or baked by
+            # another replica while this one watched (every replica bakes; a standby tells
+            # nothing): the leader announces it, once.
+            if leading and await self._baked_elsewhere(service, state, record):
+                verified = self._verified(service, state, now)
+                await write_event(self.store, service.name, verified, now)
+            return False
         evidence = {
             "live_since": state.live_since,
             "quiet_since": state.bake_start,
@@ -285,20 +294,40 @@ class ReleaseTracker:
             f"(bake {format_duration(service.policy.bake)})"
         )
         await self.store.mark_good(service.name, active.id, now, reason, evidence)
-        verified = DeploymentEvent(
+        if leading:
+            await write_event(self.store, service.name, self._verified(service, state, now), now)
+        log.info("deployment known-good", service=service.name, deployment=active.id, reason=reason)
+        return True
+
+    def _verified(self, service: ServicePlan, state: _Service, now: float) -> DeploymentEvent:
+        """The event that tells the active release baked to known-good at ``now``."""
+        active = state.active
+        assert active is not None
+        assert state.bake_start is not None
+        return DeploymentEvent(
             kind=EventKind.DEPLOYMENT_VERIFIED,
             deployment=active.id,
             release=release_label(active.meta),
             live_since=state.live_since,
             quiet_since=state.bake_start,
-            baked_s=baked,
+            baked_s=now - state.bake_start,
             bake_s=service.policy.bake,
             rules=tuple(rule.describe() for rule in service.rules),
         )
-        if self.acting.leading():
-            await write_event(self.store, service.name, verified, now)
-        log.info("deployment known-good", service=service.name, deployment=active.id, reason=reason)
-        return True
+
+    async def _baked_elsewhere(
+        self, service: ServicePlan, state: _Service, record: DeploymentRecord
+    ) -> bool:
+        """Whether another replica baked the active release to known-good while this one
+        watched it (not an earlier run, not learned from history) and nobody told it."""
+        if record.verdict_at is None or state.watched_since is None:
+            return False
+        if record.verdict_at < state.watched_since or "baked_s" not in record.evidence:
+            return False
+        told = await self.store.events(
+            service.name, kinds=[EventKind.DEPLOYMENT_VERIFIED], limit=50
+        )
+        return not any(e.data.get("deployment") == record.id for e in told)
 
     async def _infer(self, service: ServicePlan, history: Sequence[Deployment], now: float) -> None:
         """On first start with nothing known-good, learn from Railway's history."""

@@ -7,7 +7,7 @@ tick of a service, the rollback controller decides afresh from the rules' states
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from monitor.engine import RuleState, Transition, Verdict
@@ -72,6 +72,36 @@ class Switchboard:
             self.tracker.note_trouble(service.name, verdict.at)
         if self.sink is not None:
             await self.sink(service, verdict)
+
+    async def take_over(self, services: Iterable[ServicePlan], at: float) -> int:
+        """This replica just took the lead: tell what its rules did while it stood by; how
+        many it told.
+
+        A standby keeps its rules' states but records no event, and the last leader told
+        only what it saw until it died or was cut off. A rule this replica saw fire since
+        is told now (or its page is never sent), and one it saw end (or its incident stays
+        open and its reminders repeat for ever); a pending rule tells itself."""
+        if self.store is None:
+            return 0
+        told = 0
+        kinds = (EventKind.RULE_FIRING, EventKind.RULE_RESOLVED)
+        for service in services:
+            last: dict[str, str] = {}  # rule -> the last of its firing and resolved told
+            for record in await self.store.events(service.name, kinds=kinds, limit=1000):
+                last.setdefault(str(record.data.get("rule")), record.kind)  # newest first
+            for rule, state in self.states(service.name).items():
+                was_firing = last.get(rule) == EventKind.RULE_FIRING
+                if state.phase is Phase.FIRING and not was_firing:
+                    kind: RuleKind = EventKind.RULE_FIRING
+                elif state.phase is Phase.INACTIVE and was_firing:
+                    kind = EventKind.RULE_RESOLVED
+                else:
+                    continue
+                reason = "seen by this replica before it took the lead"
+                event = RuleEvent(kind=kind, rule=rule, reason=reason)
+                await write_event(self.store, service.name, event, at)
+                told += 1
+        return told
 
     async def after_tick(self, service: ServicePlan) -> None:
         """Every evaluation of a service: the baselines are brought up to date, and the

@@ -12,24 +12,30 @@ TERMS = LeaseTerms(ttl=10.0, renew_every=3.0, margin=2.0)
 
 
 @pytest.mark.parametrize(
-    ("row", "me", "now", "written"),
+    ("row", "me", "now", "written", "held"),
     [
-        pytest.param(None, "a", 100.0, LeaseRow("a", 1, 110.0), id="no lease yet: take it"),
-        pytest.param(LeaseRow("a", 4, 105.0), "a", 100.0, LeaseRow("a", 4, 110.0), id="renew"),
-        pytest.param(LeaseRow("b", 4, 105.0), "a", 100.0, None, id="another's: follow"),
+        pytest.param(None, "a", 100.0, LeaseRow("a", 1, 110.0), None, id="no lease yet: take it"),
+        pytest.param(LeaseRow("a", 4, 105.0), "a", 100.0, LeaseRow("a", 4, 110.0), 4, id="renew"),
         pytest.param(
-            LeaseRow("b", 4, 100.0), "a", 100.0, LeaseRow("a", 5, 110.0), id="expired: take"
+            LeaseRow("a", 4, 105.0), "a", 100.0, None, None, id="own name, another process"
+        ),
+        pytest.param(LeaseRow("a", 4, 105.0), "a", 100.0, None, 3, id="own name, old epoch"),
+        pytest.param(LeaseRow("b", 4, 105.0), "a", 100.0, None, None, id="another's: follow"),
+        pytest.param(
+            LeaseRow("b", 4, 100.0), "a", 100.0, LeaseRow("a", 5, 110.0), None, id="expired: take"
         ),
         pytest.param(
-            LeaseRow(None, 4, 200.0), "a", 100.0, LeaseRow("a", 5, 110.0), id="released: take"
+            LeaseRow(None, 4, 200.0), "a", 100.0, LeaseRow("a", 5, 110.0), None, id="released: take"
         ),
         pytest.param(
-            LeaseRow("a", 4, 99.0), "a", 100.0, LeaseRow("a", 5, 110.0), id="own but expired"
+            LeaseRow("a", 4, 99.0), "a", 100.0, LeaseRow("a", 5, 110.0), 4, id="own but expired"
         ),
     ],
 )
-def test_claims(row: LeaseRow | None, me: str, now: float, written: LeaseRow | None) -> None:
-    assert claim(row, me, now, TERMS) == written
+def test_claims(
+    row: LeaseRow | None, me: str, now: float, written: LeaseRow | None, held: int | None
+) -> None:
+    assert claim(row, me, now, TERMS, held) == written
 
 
 def test_a_leader_acts_until_its_renewal_start_plus_ttl_less_the_margin() -> None:
@@ -65,7 +71,7 @@ def test_a_cut_off_leader_stops_before_anyone_can_take_over(
     for k in range(renewals):
         left = start + k * terms.renew_every  # the leader's clock
         db_now = left + latency  # the database receives it later (real time ~ db time)
-        row = claim(row, me, db_now, terms)
+        row = claim(row, me, db_now, terms, view.epoch)
         assert row is not None
         view = view.after(row, me, left, terms)
     assert row is not None

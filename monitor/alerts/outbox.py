@@ -183,6 +183,13 @@ class Outbox:
             log.info("alert not claimed", channel=name, message=message.message_id, why=str(e))
             await self.clock.sleep(self.standby_poll)
             return
+        if not self.acting.leading():
+            # The claim's answer came after this replica's view ran out (PostgreSQL slow to
+            # answer, as it was to the lease): another may lead by now, and sends it itself.
+            error = NotLeader(f"outbox message #{message.id}: this replica no longer leads")
+            self.acting.refused(f"outbox:{name}", error)
+            await self.clock.sleep(self.standby_poll)
+            return
         try:
             try:
                 await channel.send(notification)

@@ -35,6 +35,7 @@ from monitor.model import format_duration
 from monitor.plan import ServicePlan
 from monitor.render import describe
 from monitor.store import EventRecord, RollbackRecord
+from monitor.store.outbox import OutboxRecord, OutboxState
 from monitor.telemetry import Metrics
 
 log = structlog.get_logger("railguard.alerts")
@@ -70,6 +71,11 @@ SERVICE_WIDE = frozenset(
 )
 
 
+GAP_WAIT = 60.0
+"""How long the cursor waits before an event id not seen yet (seconds): longer than a
+transaction of the store's takes (a statement gives up after 15 s)."""
+
+
 class EventLog(Protocol):
     """What the router reads from the store."""
 
@@ -84,6 +90,10 @@ class EventLog(Protocol):
     async def events_after(self, last_id: int, limit: int = 500) -> list[EventRecord]: ...
 
     async def cursor(self, name: str) -> str | None: ...
+
+    async def outbox(
+        self, channel: str | None = None, state: OutboxState | None = None, limit: int = 200
+    ) -> list[OutboxRecord]: ...
 
     async def set_cursor(self, name: str, value: str) -> None: ...
 
@@ -130,6 +140,7 @@ class Router:
         self._last: dict[str, tuple[Notification, float]] = {}
         self._held: set[str] = set()  # incidents whose firing was held: their end is too
         self._ahead: set[int] = set()  # events routed past one still waiting (route_new)
+        self._gaps: dict[int, float] = {}  # an id not seen yet -> when it was first missed
         self._reminders = 0
         self.platform_severity = platform_severity(self.services.values())
 
@@ -141,6 +152,14 @@ class Router:
         events = [e for e in await self.store.events(since=since, limit=10_000) if e.id <= last]
         for event in sorted(events, key=lambda e: e.id):
             await self.route(event, replay=True)
+        # An incident's last reminder, not its first message, is when it was last told: a
+        # takeover (or a restart) right after one does not repeat it.
+        for message in await self.store.outbox(limit=1000):
+            payload = message.payload
+            told = self._last.get(str(payload.get("key")))
+            if payload.get("kind") == "reminder" and told is not None:
+                at = float(payload.get("at") or 0.0)
+                self._last[told[0].key] = (told[0], max(told[1], at))
         return len(events)
 
     async def run(self) -> None:
@@ -198,9 +217,14 @@ class Router:
         last = int(await self.store.cursor(CURSOR) or 0)
         routed = 0
         waiting: set[str | None] = set()  # services whose events wait behind a firing
+        self._gaps = {id: at for id, at in self._gaps.items() if id > last}  # filled, or given up
+        gap = False  # an id before this event may yet be committed: the cursor stays
+        expected = last + 1
         for event in await self.store.events_after(last):
+            gap = gap or (event.id > expected and self._gap_open(expected))
+            expected = event.id + 1
             if event.id in self._ahead:
-                if not waiting:  # everything before it is routed: the cursor moves on
+                if not waiting and not gap:  # everything before it is routed: the cursor moves on
                     self._ahead.discard(event.id)
                     await self.store.set_cursor(CURSOR, str(event.id))
                 continue
@@ -209,11 +233,19 @@ class Router:
                 continue
             await self.route(event)
             routed += 1
-            if waiting:
+            if waiting or gap:
                 self._ahead.add(event.id)
             else:
                 await self.store.set_cursor(CURSOR, str(event.id))
         return routed
+
+    def _gap_open(self, missing: int) -> bool:
+        """Whether event ``missing`` may still come: ids are taken when a transaction inserts
+        and seen when it commits, so on PostgreSQL another replica's event (a freeze through
+        a standby's admin API) or a slow batch's may commit after a later one was routed. A
+        gap is waited for ``GAP_WAIT``; a transaction rolled back leaves one for ever."""
+        now = self.clock.monotonic()
+        return now - self._gaps.setdefault(missing, now) < GAP_WAIT
 
     async def _awaits_decision(self, event: EventRecord) -> bool:
         """A rule firing on a service the controller may roll back, told at once, before the

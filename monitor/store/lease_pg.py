@@ -123,7 +123,7 @@ class PgLease:
                     raise StoreError(f"lease {self.name!r} vanished")
                 now = await self.database_time(connection)
                 held = LeaseRow(found[0], int(found[1]), float(found[2]))
-                written = claim(held, self.me, now, self.terms)
+                written = claim(held, self.me, now, self.terms, self.view.epoch)
                 if written is not None:
                     await connection.execute(
                         "UPDATE leases SET holder = %s, epoch = %s, expires_at = %s "
