@@ -86,7 +86,8 @@ from monitor.clock import FakeClock  # noqa: E402
 from monitor.daemon import SWITCH_INTERVAL  # noqa: E402
 from monitor.environment import load_environment  # noqa: E402
 from monitor.model import Sample, Signal  # noqa: E402
-from monitor.plan import Plan, build_plan  # noqa: E402
+from monitor.plan import Plan  # noqa: E402
+from monitor.planning import build_plan  # noqa: E402
 from monitor.railway.client import Deployment  # noqa: E402
 from monitor.railway.statuses import SUCCESS  # noqa: E402
 from monitor.releases import ReleaseTracker  # noqa: E402

@@ -70,7 +70,8 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
 from monitor.daemon import Daemon  # noqa: E402
 from monitor.environment import load_environment  # noqa: E402
-from monitor.plan import ServicePlan, build_plan  # noqa: E402
+from monitor.plan import ServicePlan  # noqa: E402
+from monitor.planning import build_plan  # noqa: E402
 from monitor.sandbox import emulator_resolvers, railway_emulator  # noqa: E402
 from monitor.sandbox.emulator_nodes import RequestContext, connection, deployment_node  # noqa: E402
 from monitor.sandbox.railway_emulator import RailwayEmulator  # noqa: E402

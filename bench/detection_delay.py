@@ -84,7 +84,8 @@ from monitor.daemon import Daemon  # noqa: E402
 from monitor.engine import Transition, Verdict  # noqa: E402
 from monitor.environment import load_environment  # noqa: E402
 from monitor.model import Phase  # noqa: E402
-from monitor.plan import ServicePlan, build_plan  # noqa: E402
+from monitor.plan import ServicePlan  # noqa: E402
+from monitor.planning import build_plan  # noqa: E402
 from monitor.telemetry import Metrics, configure_logging  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

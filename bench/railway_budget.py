@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from monitor.clock import FakeClock  # noqa: E402
 from monitor.daemon import Daemon  # noqa: E402
 from monitor.environment import load_environment  # noqa: E402
-from monitor.plan import build_plan  # noqa: E402
+from monitor.planning import build_plan  # noqa: E402
 from monitor.sandbox.railway_emulator import RailwayEmulator  # noqa: E402
 from monitor.sandbox.sample_app import create_app  # noqa: E402
 from monitor.telemetry import Metrics, configure_logging  # noqa: E402

@@ -58,7 +58,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 from monitor.clock import SystemClock  # noqa: E402
 from monitor.daemon import Daemon  # noqa: E402
 from monitor.environment import load_environment  # noqa: E402
-from monitor.plan import build_plan  # noqa: E402
+from monitor.planning import build_plan  # noqa: E402
 from monitor.store import open_store  # noqa: E402
 from monitor.telemetry import Metrics, configure_logging  # noqa: E402
 

@@ -18,12 +18,12 @@ from monitor.alerts.model import Severity
 from monitor.alerts.outbox import Outbox
 from monitor.alerts.router import CURSOR, GAP_WAIT, Router
 from monitor.clock import FakeClock
+from monitor.environment import load_environment
 from monitor.errors import ConfigError, NotLeader
 from monitor.events import EventKind, FreezeEvent
 from monitor.leadership import Leader, replica_id
 from monitor.model import Phase
-from monitor.plan import build_plan
-from monitor.settings import load_environment
+from monitor.planning import build_plan
 from monitor.store import open_store
 from monitor.store.outbox import OutboxRecord
 from monitor.store.sql import SqlStore
