@@ -56,7 +56,29 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest first: pytest-xdist hands the first tests out one per worker in turn, so the
-    long ones run side by side from the start instead of one of them ending the suite late."""
-    items.sort(key=lambda item: item.get_closest_marker("long_running") is None)
+@pytest.hookimpl(trylast=True)  # after the PostgreSQL pass has left tests out
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long tests first, spread over the workers: pytest-xdist gives each worker a first
+    chunk of consecutive tests, so each chunk begins with a lane of long tests. A module's
+    long tests share a lane and run one after another (the failover tests' replicas side by
+    side would load the machine enough to cost a leader its lease). Only the order changes:
+    with another xdist scheduler, or none, every test still runs."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    long: dict[str, list[pytest.Item]] = {}
+    rest: list[pytest.Item] = []
+    for item in items:
+        if item.get_closest_marker("long_running"):
+            long.setdefault(item.nodeid.split("::")[0], []).append(item)
+        else:
+            rest.append(item)
+    lanes: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for module in sorted(long.values(), key=len, reverse=True):
+        min(lanes, key=len).extend(module)
+    # xdist's "load" scheduler: a first chunk of a quarter of each worker's share, at least 2.
+    chunk = max((len(items) // workers) // 4, 2)
+    ordered: list[pytest.Item] = []
+    for lane in lanes:
+        ordered.extend(lane)
+        ordered.extend(rest[: max(0, chunk - len(lane))])
+        del rest[: max(0, chunk - len(lane))]
+    items[:] = ordered + rest

@@ -45,7 +45,9 @@ from tests.test_daemon import metric
 pytestmark = pytest.mark.long_running
 
 BAD = {"v2": {"error_ratio": 0.5}}
-TTL, RENEW = 3.0, 0.5  # takeover within 3.5s; a leader acts for 2.4s after a renewal began
+# A takeover within 5.5s; a leader acts for 4s after a renewal began, so a loaded machine
+# (replicas under coverage beside the other tests) does not cost a healthy leader its lease.
+TTL, RENEW = 5.0, 0.5
 # The reconcile window: longer than a takeover, so the new leader finds the intent of a
 # mutation that never reached Railway still within it (resent), not past it (abandoned).
 WINDOW = 8.0
