@@ -29,7 +29,7 @@ from monitor.store.outbox import OutboxRecord
 from monitor.store.sql import SqlStore
 from monitor.telemetry import Metrics
 from tests.alerts.test_outbox import HookChannel, Receiver, note, receiver
-from tests.alerts.test_router import Recorder, World, world
+from tests.alerts.test_router import Recorder, World, _new_process, world
 from tests.helpers import until
 from tests.stage import Stage
 from tests.test_leadership import TERMS, Replicas, Watched, baked, replicas, stage
@@ -341,14 +341,7 @@ async def test_a_takeover_does_not_repeat_a_reminder_just_sent(world: World) -> 
     await world.clock.advance(3600)
     assert await world.router.remind() == 1  # the old leader reminds, then dies
     await world.clock.advance(60)
-    router = Router(
-        world.store,
-        world.outbox,
-        world.router.channels,
-        world.router.services,
-        clock=world.clock,
-        metrics=world.metrics,
-    )  # the new leader
+    router = _new_process(world)  # the new leader
     await router.restore()
     assert await router.remind() == 0  # reminded a minute ago: not again for an hour
     await world.clock.advance(3540)

@@ -98,6 +98,18 @@ async def world(clock: FakeClock, tmp_path: Path, write) -> AsyncIterator[World]
     await store.close()
 
 
+def _new_process(world: World) -> Router:
+    """The router of a restarted railguard (or of a new leader) on the same store."""
+    return Router(
+        world.store,
+        world.outbox,
+        world.router.channels,
+        world.router.services,
+        clock=world.clock,
+        metrics=world.metrics,
+    )
+
+
 async def test_production_pages_at_once_staging_waits_preview_only_counts(world: World) -> None:
     for service in ("web-production", "web-staging", "web-preview"):
         await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
@@ -154,14 +166,7 @@ async def test_routing_resumes_after_a_restart_without_repeats(world: World) -> 
     await world.record("web-production", "rule_firing", rule="health-failing")
     await world.router.route_new()
     await world.record("web-production", "escalation", kind="rollback_failed", why="it broke")
-    router = Router(
-        world.store,
-        world.outbox,
-        world.router.channels,
-        world.router.services,
-        clock=world.clock,
-        metrics=world.metrics,
-    )  # a new process
+    router = _new_process(world)  # a new process
     assert await router.route_new() == 1  # only the new event
     assert await world.queued() == [
         "web-production: health-failing firing",
@@ -228,14 +233,7 @@ async def test_open_incidents_and_their_reminders_survive_a_restart(world: World
     await world.record("web-production", "rule_firing", rule="health-failing")
     await world.record("web-production", "rule_resolved", rule="health-failing")
     await world.router.route_new()
-    router = Router(
-        world.store,
-        world.outbox,
-        world.router.channels,
-        world.router.services,
-        clock=world.clock,
-        metrics=world.metrics,
-    )  # a new process
+    router = _new_process(world)  # a new process
     assert await router.restore() == 3
     assert await world.queued() == [
         "web-production: a person is needed (rollback_failed)",
@@ -310,14 +308,7 @@ async def test_railways_incident_is_one_incident_told_to_every_channel_that_take
 async def test_an_open_railway_incident_survives_a_router_restart(world: World) -> None:
     await record_platform(world, "platform_incident", key="inc-1", notice="incident", message="x")
     await world.router.route_new()
-    router = Router(
-        world.store,
-        world.outbox,
-        world.router.channels,
-        world.router.services,
-        clock=world.clock,
-        metrics=world.metrics,
-    )
+    router = _new_process(world)
     await router.restore()
     await record_platform(world, "platform_incident", key="inc-1", notice="incident", message="x")
     await router.route_new()
@@ -528,18 +519,6 @@ async def test_a_firing_that_waits_holds_back_only_its_own_services_alerts(
     ]
     assert await again.route_new() == 0
     assert int(await world.store.cursor("alert-router") or 0) == 3
-
-
-def _new_process(world: World) -> Router:
-    """The router of a restarted railguard (or of a new leader) on the same store."""
-    return Router(
-        world.store,
-        world.outbox,
-        world.router.channels,
-        world.router.services,
-        clock=world.clock,
-        metrics=world.metrics,
-    )
 
 
 async def test_a_held_firing_is_still_held_after_a_restart(world: World) -> None:
