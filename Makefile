@@ -34,7 +34,7 @@ pytest: $(STAMP)
 pytest-postgres: $(STAMP)
 	$(BIN)/pytest -q -n 4 --store=postgres
 
-# Every test on PostgreSQL, those that open no store too (not in CI: about 8 minutes).
+# Every test on PostgreSQL, those that open no store too (not in CI: a minute longer).
 pytest-postgres-all: $(STAMP)
 	$(BIN)/pytest -q -n 4 --store=postgres --store-all
 
