@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from monitor.configfile import format_validation_error
 from monitor.errors import ConfigError
+from monitor.redact import scrub_database_url
 
 DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
 
@@ -117,18 +118,18 @@ def _conninfo_problem(url: str) -> str | None:
     from psycopg import Error
     from psycopg.conninfo import conninfo_to_dict
 
-    from monitor.store.pg import scrub
-
     try:
         given = conninfo_to_dict(url)
     except Error as e:
-        return scrub(f"libpq cannot read it: {str(e).strip()}", url)
+        return scrub_database_url(f"libpq cannot read it: {str(e).strip()}", url)
     for port in str(given.get("port") or "").split(","):
         if port and not (port.isdigit() and 0 < int(port) < 65536):
-            return scrub(f"port {port[:20]!r} is not a port number (1-65535)", url)
+            return scrub_database_url(f"port {port[:20]!r} is not a port number (1-65535)", url)
     sslmode = given.get("sslmode")
     if sslmode is not None and sslmode not in _SSL_MODES:
-        return scrub(f"sslmode {str(sslmode)[:20]!r} is none of {', '.join(_SSL_MODES)}", url)
+        return scrub_database_url(
+            f"sslmode {str(sslmode)[:20]!r} is none of {', '.join(_SSL_MODES)}", url
+        )
     return None
 
 

@@ -137,3 +137,36 @@ class Redactor:
         if reason == sample.reason and detail == sample.detail:
             return sample
         return replace(sample, reason=reason, detail=detail)
+
+
+def redact_database_url(url: str) -> str:
+    """The URL (or key=value DSN) with its password hidden: what messages and logs may name."""
+    if "://" not in url:  # the key=value form
+        return _DSN_PASSWORD.sub(rf"\1{REDACTED}", url)
+    return redact_url(url)  # the userinfo's password, and a query's ?password=
+
+
+def scrub_database_url(text: str, url: str) -> str:
+    """``text`` (a driver's message) without ``url``'s password in any form: libpq quotes
+    the token or the URL it could not parse, password and all."""
+    text = text.replace(url, redact_database_url(url))
+    for secret in sorted(_passwords(url), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE)
+
+
+def _passwords(url: str) -> set[str]:
+    """What may be ``url``'s password, generously: as written and percent-decoded."""
+    if "://" not in url:  # the key=value form
+        found = [m[2] for m in _DSN_PASSWORD.finditer(url)]
+    else:
+        found = _QUERY_PASSWORD.findall(url)
+        userinfo, at, _ = url.split("://", 1)[1].rpartition("@")  # "@" in a password too
+        if at and ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    secrets = {form for secret in found for form in (secret, unquote(secret), secret.strip("'"))}
+    return {secret for secret in secrets if secret}

@@ -15,8 +15,9 @@ import pytest
 from monitor.clock import FakeClock
 from monitor.environment import load_environment
 from monitor.errors import ConfigError, NotLeader, StoreError
+from monitor.redact import redact_database_url as redact
 from monitor.store import Fence, open_store
-from monitor.store.pg import redact, translate
+from monitor.store.pg import translate
 from monitor.store.postgres import PostgresStore
 from monitor.store.sql import SqlStore
 from monitor.store.sqlite import SQLiteStore

@@ -18,12 +18,11 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from monitor.redact import REDACTED, redact_url
+from monitor.redact import redact_database_url, scrub_database_url
 from monitor.store.db import Connection
 
 # Named parameters outside of string literals and casts (``::type``): the jobs' SQL has no
@@ -38,39 +37,6 @@ CONNECT_TIMEOUT_S = 10
 def translate(sql: str) -> str:
     """``:name`` -> ``%(name)s`` (and a literal ``%`` doubled), once per text."""
     return _PARAMETER.sub(r"%(\1)s", sql.replace("%", "%%"))
-
-
-def redact(url: str) -> str:
-    """The URL (or key=value DSN) with its password hidden: what messages and logs may name."""
-    if "://" not in url:  # the key=value form
-        return _DSN_PASSWORD.sub(rf"\1{REDACTED}", url)
-    return redact_url(url)  # the userinfo's password, and a query's ?password=
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` (a driver's message) without ``url``'s password in any form: libpq quotes
-    the token or the URL it could not parse, password and all."""
-    text = text.replace(url, redact(url))
-    for secret in sorted(_passwords(url), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-_QUERY_PASSWORD = re.compile(r"[?&]password=([^&#]*)", re.IGNORECASE)
-
-
-def _passwords(url: str) -> set[str]:
-    """What may be ``url``'s password, generously: as written and percent-decoded."""
-    if "://" not in url:  # the key=value form
-        found = [m[2] for m in _DSN_PASSWORD.finditer(url)]
-    else:
-        found = _QUERY_PASSWORD.findall(url)
-        userinfo, at, _ = url.split("://", 1)[1].rpartition("@")  # "@" in a password too
-        if at and ":" in userinfo:
-            found.append(userinfo.split(":", 1)[1])
-    secrets = {form for secret in found for form in (secret, unquote(secret), secret.strip("'"))}
-    return {secret for secret in secrets if secret}
 
 
 class PgRow:
@@ -155,14 +121,14 @@ class PgDriver:
 
     def __init__(self, url: str, *, application_name: str = "railguard") -> None:
         self.url = url
-        self.label = redact(url)
+        self.label = redact_database_url(url)
         self.application_name = application_name
 
     def connect(self) -> Connection:
         try:
             return self._connect()
-        except psycopg.Error as e:
-            raise type(e)(scrub(str(e), self.url)) from None  # the original quotes the password
+        except psycopg.Error as e:  # its message may quote the password: scrubbed
+            raise type(e)(scrub_database_url(str(e), self.url)) from None
         except UnicodeEncodeError:  # a lone surrogate: libpq takes UTF-8 only
             raise psycopg.ProgrammingError("the URL is not valid UTF-8") from None
 

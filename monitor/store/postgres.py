@@ -12,8 +12,9 @@ from __future__ import annotations
 import psycopg
 
 from monitor.errors import StoreError
+from monitor.redact import redact_database_url
 from monitor.store.db import Connection, Database
-from monitor.store.pg import PgConnection, PgDriver, redact
+from monitor.store.pg import PgConnection, PgDriver
 from monitor.store.schema import migrate
 from monitor.store.sql import SqlStore
 
@@ -36,7 +37,7 @@ class PostgresStore(SqlStore):
         try:
             db = await Database.connect(driver)
         except psycopg.Error as e:
-            raise StoreError(f"{redact(url)}: cannot connect: {e}; {HINT}") from e
+            raise StoreError(f"{redact_database_url(url)}: cannot connect: {e}; {HINT}") from e
         store = cls(driver.label, db)
 
         def setup(connection: Connection) -> tuple[int, tuple[int, ...]]:
