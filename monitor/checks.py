@@ -21,7 +21,7 @@ SHOWN_SERVICES = 5
 
 def warnings(plan: Plan) -> list[str]:
     """Every warning for ``plan``, each one line without the ``warning:`` prefix."""
-    checks: tuple[Callable[[Plan], list[str]], ...] = (budget, channels, project_token)
+    checks: tuple[Callable[[Plan], list[str]], ...] = (budget, channels, project_token, lease)
     return [line for check in checks for line in check(plan)]
 
 
@@ -161,6 +161,26 @@ def project_token(plan: Plan) -> list[str]:
         "Railway refuses those the token cannot see, so their Railway signals are unknown and "
         "their rollbacks held. Use a workspace token in RAILWAY_API_TOKEN instead, or one "
         "railguard per environment, each with that environment's project token"
+    ]
+
+
+def lease(plan: Plan) -> list[str]:
+    """With ``DATABASE_URL``: a leader acts for ``ttl - margin`` after a renewal began; with
+    fewer than two renewals in that time, one slow or failed renewal (a database busy for a
+    moment) makes a healthy leader stand down, and the takeover that follows settles every
+    unfinished rollback again."""
+    if plan.env.database_url is None:
+        return []
+    terms = plan.config.lease.terms
+    acting = terms.ttl - terms.margin
+    if terms.renew_every <= acting / 2:
+        return []
+    return [
+        f"{plan.path}: lease.renew_every {format_duration(terms.renew_every)} leaves a leader "
+        f"one renewal in the {format_duration(acting)} it acts for after one began (ttl "
+        f"{format_duration(terms.ttl)} less {format_duration(terms.margin)}): one slow renewal "
+        f"makes it stand down; renew at most every {format_duration(acting / 2)}, or make "
+        "ttl longer"
     ]
 
 

@@ -333,3 +333,29 @@ def test_check_lists_the_maintenance_windows(monkeypatch: pytest.MonkeyPatch) ->
     listed = text.split("maintenance windows (", 1)[1].splitlines()[1:]
     assert listed
     assert all(line.startswith("  ") for line in listed[:2])
+
+
+# -- the leader lease -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lease", "warned"),
+    [
+        ("", False),  # ttl 10s, every 3s: 8s of acting holds two renewals and more
+        ('ttl = "10s"\nrenew_every = "4s"\n', False),
+        ('ttl = "10s"\nrenew_every = "4.5s"\n', True),
+        ('ttl = "10s"\nrenew_every = "7.9s"\n', True),
+    ],
+)
+def test_a_lease_renewed_too_seldom_to_survive_one_slow_renewal_warns(
+    write: Write, monkeypatch: pytest.MonkeyPatch, lease: str, warned: bool
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://railguard:pw@127.0.0.1:9/railguard")
+    code, _, warnings = check(write(RAILWAY_SERVICE + "[lease]\n" + lease))
+    assert code == 0
+    mine = [w for w in warnings if "lease.renew_every" in w]
+    assert bool(mine) is warned, warnings
+    if warned:
+        assert "renew at most every 4s" in mine[0]
+        assert "pw" not in mine[0]
+        assert check(write(RAILWAY_SERVICE + "[lease]\n" + lease), "--strict")[0] == 1
