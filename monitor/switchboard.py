@@ -33,6 +33,29 @@ ROUTED_TRANSITIONS: dict[Transition, RuleKind] = {
 }
 
 
+# What a rule told of itself, newest first, is where a new leader's telling starts from: is
+# its incident open (firing told, not its end), and is it blind (blind told, not sight)?
+TOLD = (EventKind.RULE_FIRING, EventKind.RULE_RESOLVED, EventKind.BLIND, EventKind.SIGHT_RESTORED)
+OPENS: dict[str, str] = {EventKind.RULE_FIRING: "firing", EventKind.BLIND: "blind"}
+CLOSES: dict[str, str] = {EventKind.RULE_RESOLVED: "firing", EventKind.SIGHT_RESTORED: "blind"}
+
+
+def missed(left_open: set[str], state: RuleState) -> list[RuleKind]:
+    """What a rule's events would have said had this replica led (``left_open``: what its
+    last events left open, of "firing" and "blind"), in the order its transitions tell them
+    (blind before the end it causes)."""
+    kinds: list[RuleKind] = []
+    if state.blind and "blind" not in left_open:
+        kinds.append(EventKind.BLIND)
+    if "firing" in left_open and state.phase is not Phase.FIRING:
+        kinds.append(EventKind.RULE_RESOLVED)  # healthy, a gap or blind: the incident ends
+    if "blind" in left_open and not state.blind:
+        kinds.append(EventKind.SIGHT_RESTORED)
+    if state.phase is Phase.FIRING and "firing" not in left_open:
+        kinds.append(EventKind.RULE_FIRING)
+    return kinds
+
+
 class Switchboard:
     """Connects the scheduler's workers to the store, the release tracker and the controller."""
 
@@ -80,27 +103,26 @@ class Switchboard:
         A standby keeps its rules' states but records no event, and the last leader told
         only what it saw until it died or was cut off. A rule this replica saw fire since
         is told now (or its page is never sent), and one it saw end (or its incident stays
-        open and its reminders repeat for ever); a pending rule tells itself."""
+        open and its reminders repeat for ever); so are blindness and sight restored; a
+        pending rule tells itself."""
         if self.store is None:
             return 0
         told = 0
-        kinds = (EventKind.RULE_FIRING, EventKind.RULE_RESOLVED)
         for service in services:
-            last: dict[str, str] = {}  # rule -> the last of its firing and resolved told
-            for record in await self.store.events(service.name, kinds=kinds, limit=1000):
-                last.setdefault(str(record.data.get("rule")), record.kind)  # newest first
+            seen: dict[tuple[str, str], bool] = {}  # (rule, "firing"|"blind") -> left open
+            for record in await self.store.events(service.name, kinds=TOLD, limit=1000):
+                rule = str(record.data.get("rule"))  # newest first: the last word counts
+                if record.kind in OPENS:
+                    seen.setdefault((rule, OPENS[record.kind]), True)
+                elif record.kind in CLOSES:
+                    seen.setdefault((rule, CLOSES[record.kind]), False)
             for rule, state in self.states(service.name).items():
-                was_firing = last.get(rule) == EventKind.RULE_FIRING
-                if state.phase is Phase.FIRING and not was_firing:
-                    kind: RuleKind = EventKind.RULE_FIRING
-                elif state.phase is Phase.INACTIVE and was_firing:
-                    kind = EventKind.RULE_RESOLVED
-                else:
-                    continue
+                left_open = {what for what in ("firing", "blind") if seen.get((rule, what))}
                 reason = "seen by this replica before it took the lead"
-                event = RuleEvent(kind=kind, rule=rule, reason=reason)
-                await write_event(self.store, service.name, event, at)
-                told += 1
+                for kind in missed(left_open, state):
+                    event = RuleEvent(kind=kind, rule=rule, reason=reason)
+                    await write_event(self.store, service.name, event, at)
+                    told += 1
         return told
 
     async def after_tick(self, service: ServicePlan) -> None:
