@@ -15,6 +15,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.router import Router
 from monitor.clock import FakeClock
 from monitor.environment import load_environment
+from monitor.errors import StoreError
 from monitor.planning import build_plan
 from monitor.store import open_store
 from monitor.store.sqlite import SQLiteStore
@@ -558,3 +559,32 @@ async def test_held_incidents_the_store_garbled_are_forgotten_not_fatal(
     assert await router.restore() == 0
     assert await router.route_new() == 1
     assert await world.queued() == ["web-production: health-failing firing"]
+
+
+async def test_a_held_firings_end_the_store_failed_midway_is_not_told_after_the_retry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: the held incident was forgotten in the store before the router asked whether
+    a rollback still runs; the store failing at that question killed the loop, and the
+    supervisor's restart (restore from the store) no longer knew the firing was held: it
+    told the end of an incident nobody was told of."""
+    service = "web-production"
+    await _rollback_running(world)
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.router.route_new()
+    await world.record(service, "rule_resolved", rule="health-failing")  # rollback still runs
+    rollbacks = world.store.rollbacks
+
+    async def failing(*args: object, **kwargs: object) -> object:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(world.store, "rollbacks", failing)
+    with pytest.raises(StoreError):
+        await world.router.route_new()
+    monkeypatch.setattr(world.store, "rollbacks", rollbacks)
+    router = _new_process(world)  # run() restarted by the supervisor: restore from the store
+    await router.restore()
+    await router.route_new()
+    kinds = [Notification.from_dict(m.payload).kind for m in await world.store.outbox("pager")]
+    assert kinds == ["rollback_started"], kinds
