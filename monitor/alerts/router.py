@@ -330,6 +330,8 @@ class Router:
             await self._hold(key, True)
             self.metrics.alerts_suppressed.labels(tier, "held").inc()
             return
+        if held:  # told: no longer held (one that never ended, its rule dropped meanwhile)
+            await self._hold(key, False)
         words = describe(typed)
         notification = Notification(
             id=f"event-{event.id}",

@@ -588,3 +588,30 @@ async def test_a_held_firings_end_the_store_failed_midway_is_not_told_after_the_
     await router.route_new()
     kinds = [Notification.from_dict(m.payload).kind for m in await world.store.outbox("pager")]
     assert kinds == ["rollback_started"], kinds
+
+
+async def test_a_firing_told_after_its_held_one_is_reminded_after_a_restart(
+    world: World,
+) -> None:
+    """Review: a held firing whose rule never resolved (the rule dropped from the config
+    after its rollback succeeded, then put back) stayed held for ever; its next firing,
+    told, was then taken after a restart for one never told: no reminder repeated it."""
+    service = "web-production"
+    id = await _rollback_running(world)
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.router.route_new()
+    now = world.clock.time()
+    await world.store.advance_rollback(id, "sent", at=now)
+    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    await world.router.route_new()
+    await world.clock.advance(600)
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.router.route_new()
+    assert "web-production: health-failing firing" in await world.queued()
+    assert await world.store.cursor("alert-router-held") == "[]"
+    router = _new_process(world)
+    await router.restore()
+    await world.clock.advance(3600)
+    assert await router.remind() == 1
