@@ -615,3 +615,48 @@ async def test_a_firing_told_after_its_held_one_is_reminded_after_a_restart(
     await router.restore()
     await world.clock.advance(3600)
     assert await router.remind() == 1
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+@pytest.mark.parametrize("restart_after", [0, 1, 2, 3, 4, None])
+async def test_a_restart_at_any_step_of_a_held_incident_tells_what_no_restart_tells(
+    world: World, outcome: str, restart_after: int | None
+) -> None:
+    """Review: two rules held under one rollback, a restart (or a new leader) after any
+    step: the same messages as without one, and no reminder of a firing never told."""
+    service = "web-production"
+    id = await _rollback_running(world)
+    router = world.router
+
+    async def rollback_ends() -> None:
+        now = world.clock.time()
+        if outcome == "succeeded":
+            await world.store.advance_rollback(id, "sent", at=now)
+            await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+        else:
+            await world.store.advance_rollback(id, "failed", at=now, error="refused")
+        await world.record(service, f"rollback_{outcome}", rule="health-failing", to="d1")
+
+    steps = [
+        lambda: world.record(service, "rule_firing", rule="health-failing", reason="500"),
+        lambda: world.record(service, "rollback_started", rule="health-failing", to="d1"),
+        lambda: world.record(service, "rule_firing", rule="error-rate", reason="50% 5xx"),
+        rollback_ends,
+        lambda: world.record(service, "rule_resolved", rule="health-failing"),
+        lambda: world.record(service, "rule_resolved", rule="error-rate"),
+    ]
+    for i, step in enumerate(steps):
+        await step()
+        await router.route_new()
+        if i == restart_after:
+            router = _new_process(world)
+            await router.restore()
+    await world.clock.advance(3600)
+    await router.remind()
+    told = [Notification.from_dict(m.payload) for m in await world.store.outbox("pager")]
+    kinds = sorted((n.kind, n.key.rsplit("/", 1)[1]) for n in told)
+    expected = [("rollback_started", "health-failing"), (f"rollback_{outcome}", "health-failing")]
+    if outcome == "failed":  # the incidents stay open: their ends are told
+        expected += [("rule_resolved", "error-rate"), ("rule_resolved", "health-failing")]
+    assert kinds == sorted(expected), kinds
+    assert await world.store.cursor("alert-router-held") in (None, "[]")
