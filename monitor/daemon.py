@@ -365,6 +365,9 @@ class Daemon:
             log.warning("could not read freezes for the metrics", error=str(e))
             return
         for service in services:
+            worker = self._workers.get(service.name)
+            if worker is None or worker.plan is not service:
+                continue  # dropped meanwhile (a PR environment): its series are forgotten
             self.metrics.frozen.labels(service.name, service.tier).set(service.name in frozen)
 
     async def status_document(self) -> dict[str, Any]:

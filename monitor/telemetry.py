@@ -311,6 +311,9 @@ def configure_logging(
     root.setLevel(logging.WARNING)
 
 
+_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+
+
 class LibraryLogs(logging.Handler):
     """What libraries log through the standard library (aiohttp, asyncio) as railguard's own
     lines, in the same format. A request aiohttp's parser refused (a request line over 8 KB,
@@ -321,8 +324,12 @@ class LibraryLogs(logging.Handler):
         try:
             error = record.exc_info[1] if record.exc_info else None
             fields: dict[str, Any] = {"logger": record.name}
-            event = record.getMessage()
-            level = record.levelno
+            try:
+                event = record.getMessage()
+            except Exception:  # its arguments do not fit its message: both, as they are
+                event = f"{record.msg!s} {record.args!r}"
+            # structlog knows the standard levels only: a library's own is the one below it.
+            level = max((n for n in _LEVELS if n <= record.levelno), default=logging.DEBUG)
             if isinstance(error, HttpProcessingError) and 400 <= (error.code or 400) < 500:
                 event, level = "bad HTTP request refused", logging.WARNING
                 fields.update(status=error.code or 400, error=str(error.message)[:200])

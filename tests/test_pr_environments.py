@@ -279,3 +279,34 @@ async def test_across_restarts_a_pr_keeps_its_pending_rule_and_one_closed_meanwh
         await s.run_for(10)  # the next look: nothing left behind twice
         assert len(await store.events("web.web-pr-8", kinds=["pr_environment_dropped"])) == 1
         await s.stop_daemon()
+
+
+async def test_a_pr_environment_dropped_while_the_gauges_refresh_leaves_no_series(
+    stage: tuple[Stage, PrApp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: ``refresh_gauges`` took the workers, then asked the store for freezes; a PR
+    environment dropped meanwhile (its series forgotten) had ``railguard_frozen`` set again
+    after the answer: a series for a service no longer guarded, for ever."""
+    s, _ = stage
+    s.deploy("v1", ago=7200)
+    daemon = await s.start_daemon()
+    project = next(iter(s.emu.projects))
+    env = await control(
+        s, "POST", "environments", {"projectId": project, "name": "web-pr-7", "ephemeral": True}
+    )
+    body = {"serviceId": s.service, "environmentId": env["id"], "meta": release_meta("pr-7")}
+    await control(s, "POST", "deployments", body)
+    await s.run_for(12)
+    assert names(s) == ["web", NAME]
+    store = store_of(s)
+    freezes = store.freezes
+
+    async def dropped_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        answer = await freezes(*args, **kwargs)
+        await prs(s)._drop(*prs(s).guarded.pop(env["id"]))  # the PR closed meanwhile
+        return answer
+
+    monkeypatch.setattr(store, "freezes", dropped_meanwhile)
+    await daemon.refresh_gauges()
+    frozen = {"service": NAME, "tier": "preview"}
+    assert daemon.metrics.registry.get_sample_value("railguard_frozen", frozen) is None

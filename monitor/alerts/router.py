@@ -318,8 +318,11 @@ class Router:
             # Its firing was held, a rollback told the incident: its end is the rollback's
             # to tell (succeeded closed it; a rollback still running will), unless the
             # rollback failed and left the incident open: then this closes it.
+            # Decided before it is forgotten in the store: the store failing at the question
+            # must leave it held for the retry (a restart restores what the store says).
+            quiet = not was_open or await self._rollback_running(name or "")
             await self._hold(key, False)
-            if not was_open or await self._rollback_running(name or ""):
+            if quiet:
                 self.metrics.alerts_suppressed.labels(tier, "held").inc()
                 return
         held = not replay and kind in SYMPTOMS and name is not None
@@ -327,6 +330,8 @@ class Router:
             await self._hold(key, True)
             self.metrics.alerts_suppressed.labels(tier, "held").inc()
             return
+        if held:  # told: no longer held (one that never ended, its rule dropped meanwhile)
+            await self._hold(key, False)
         words = describe(typed)
         notification = Notification(
             id=f"event-{event.id}",

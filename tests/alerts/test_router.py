@@ -15,6 +15,7 @@ from monitor.alerts.outbox import Outbox
 from monitor.alerts.router import Router
 from monitor.clock import FakeClock
 from monitor.environment import load_environment
+from monitor.errors import StoreError
 from monitor.planning import build_plan
 from monitor.store import open_store
 from monitor.store.sqlite import SQLiteStore
@@ -558,3 +559,104 @@ async def test_held_incidents_the_store_garbled_are_forgotten_not_fatal(
     assert await router.restore() == 0
     assert await router.route_new() == 1
     assert await world.queued() == ["web-production: health-failing firing"]
+
+
+async def test_a_held_firings_end_the_store_failed_midway_is_not_told_after_the_retry(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: the held incident was forgotten in the store before the router asked whether
+    a rollback still runs; the store failing at that question killed the loop, and the
+    supervisor's restart (restore from the store) no longer knew the firing was held: it
+    told the end of an incident nobody was told of."""
+    service = "web-production"
+    await _rollback_running(world)
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.router.route_new()
+    await world.record(service, "rule_resolved", rule="health-failing")  # rollback still runs
+    rollbacks = world.store.rollbacks
+
+    async def failing(*args: object, **kwargs: object) -> object:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(world.store, "rollbacks", failing)
+    with pytest.raises(StoreError):
+        await world.router.route_new()
+    monkeypatch.setattr(world.store, "rollbacks", rollbacks)
+    router = _new_process(world)  # run() restarted by the supervisor: restore from the store
+    await router.restore()
+    await router.route_new()
+    kinds = [Notification.from_dict(m.payload).kind for m in await world.store.outbox("pager")]
+    assert kinds == ["rollback_started"], kinds
+
+
+async def test_a_firing_told_after_its_held_one_is_reminded_after_a_restart(
+    world: World,
+) -> None:
+    """Review: a held firing whose rule never resolved (the rule dropped from the config
+    after its rollback succeeded, then put back) stayed held for ever; its next firing,
+    told, was then taken after a restart for one never told: no reminder repeated it."""
+    service = "web-production"
+    id = await _rollback_running(world)
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
+    await world.router.route_new()
+    now = world.clock.time()
+    await world.store.advance_rollback(id, "sent", at=now)
+    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    await world.router.route_new()
+    await world.clock.advance(600)
+    await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
+    await world.router.route_new()
+    assert "web-production: health-failing firing" in await world.queued()
+    assert await world.store.cursor("alert-router-held") == "[]"
+    router = _new_process(world)
+    await router.restore()
+    await world.clock.advance(3600)
+    assert await router.remind() == 1
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+@pytest.mark.parametrize("restart_after", [0, 1, 2, 3, 4, None])
+async def test_a_restart_at_any_step_of_a_held_incident_tells_what_no_restart_tells(
+    world: World, outcome: str, restart_after: int | None
+) -> None:
+    """Review: two rules held under one rollback, a restart (or a new leader) after any
+    step: the same messages as without one, and no reminder of a firing never told."""
+    service = "web-production"
+    id = await _rollback_running(world)
+    router = world.router
+
+    async def rollback_ends() -> None:
+        now = world.clock.time()
+        if outcome == "succeeded":
+            await world.store.advance_rollback(id, "sent", at=now)
+            await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+        else:
+            await world.store.advance_rollback(id, "failed", at=now, error="refused")
+        await world.record(service, f"rollback_{outcome}", rule="health-failing", to="d1")
+
+    steps = [
+        lambda: world.record(service, "rule_firing", rule="health-failing", reason="500"),
+        lambda: world.record(service, "rollback_started", rule="health-failing", to="d1"),
+        lambda: world.record(service, "rule_firing", rule="error-rate", reason="50% 5xx"),
+        rollback_ends,
+        lambda: world.record(service, "rule_resolved", rule="health-failing"),
+        lambda: world.record(service, "rule_resolved", rule="error-rate"),
+    ]
+    for i, step in enumerate(steps):
+        await step()
+        await router.route_new()
+        if i == restart_after:
+            router = _new_process(world)
+            await router.restore()
+    await world.clock.advance(3600)
+    await router.remind()
+    told = [Notification.from_dict(m.payload) for m in await world.store.outbox("pager")]
+    kinds = sorted((n.kind, n.key.rsplit("/", 1)[1]) for n in told)
+    expected = [("rollback_started", "health-failing"), (f"rollback_{outcome}", "health-failing")]
+    if outcome == "failed":  # the incidents stay open: their ends are told
+        expected += [("rule_resolved", "error-rate"), ("rule_resolved", "health-failing")]
+    assert kinds == sorted(expected), kinds
+    assert await world.store.cursor("alert-router-held") in (None, "[]")
