@@ -332,7 +332,10 @@ class LibraryLogs(logging.Handler):
             level = max((n for n in _LEVELS if n <= record.levelno), default=logging.DEBUG)
             if isinstance(error, HttpProcessingError) and 400 <= (error.code or 400) < 500:
                 event, level = "bad HTTP request refused", logging.WARNING
-                fields.update(status=error.code or 400, error=str(error.message)[:200])
+                # Its first line only: the next ones quote the refused bytes, which may be
+                # an Authorization or Cookie header's secret.
+                reason = str(error.message).strip().splitlines()[:1] or [type(error).__name__]
+                fields.update(status=error.code or 400, error=reason[0].rstrip(":")[:200])
             elif record.exc_info:
                 fields["exc_info"] = record.exc_info
             structlog.get_logger("railguard.library").log(level, event, **fields)
