@@ -83,6 +83,17 @@ async def control(stage: Stage, method: str, path: str, body: Any = None) -> Any
         return await r.json()
 
 
+async def open_pr(s: Stage) -> Any:
+    """A PR opens: Railway creates its environment and deploys the service there."""
+    project = next(iter(s.emu.projects))
+    env = await control(
+        s, "POST", "environments", {"projectId": project, "name": "web-pr-7", "ephemeral": True}
+    )
+    body = {"serviceId": s.service, "environmentId": env["id"], "meta": release_meta("pr-7")}
+    await control(s, "POST", "deployments", body)
+    return env
+
+
 async def test_a_pr_environment_is_guarded_while_it_lives_then_dropped(
     stage: tuple[Stage, PrApp],
 ) -> None:
@@ -95,13 +106,7 @@ async def test_a_pr_environment_is_guarded_while_it_lives_then_dropped(
     assert prs(s).looks >= 1
     assert prs(s).guarded == {}
 
-    # A PR opens: Railway creates its environment and deploys the service there.
-    project = next(iter(s.emu.projects))
-    env = await control(
-        s, "POST", "environments", {"projectId": project, "name": "web-pr-7", "ephemeral": True}
-    )
-    body = {"serviceId": s.service, "environmentId": env["id"], "meta": release_meta("pr-7")}
-    await control(s, "POST", "deployments", body)
+    env = await open_pr(s)
     await s.run_for(12)
     assert names(s) == ["web", NAME]
     worker = daemon._workers[NAME]
@@ -148,7 +153,7 @@ async def test_a_pr_environment_is_guarded_while_it_lives_then_dropped(
 
     # Railway's listing garbled (an impossible name beside it) or failing: nothing changes.
     await control(s, "DELETE", f"environments/{env['id']}")
-    garbage = s.emu.add_environment(project, "x" * 300, ephemeral=True)
+    garbage = s.emu.add_environment(next(iter(s.emu.projects)), "x" * 300, ephemeral=True)
     looks = prs(s).looks
     await s.run_for(12)
     assert prs(s).looks > looks
@@ -290,12 +295,7 @@ async def test_a_pr_environment_dropped_while_the_gauges_refresh_leaves_no_serie
     s, _ = stage
     s.deploy("v1", ago=7200)
     daemon = await s.start_daemon()
-    project = next(iter(s.emu.projects))
-    env = await control(
-        s, "POST", "environments", {"projectId": project, "name": "web-pr-7", "ephemeral": True}
-    )
-    body = {"serviceId": s.service, "environmentId": env["id"], "meta": release_meta("pr-7")}
-    await control(s, "POST", "deployments", body)
+    env = await open_pr(s)
     await s.run_for(12)
     assert names(s) == ["web", NAME]
     store = store_of(s)

@@ -99,7 +99,7 @@ async def world(clock: FakeClock, tmp_path: Path, write) -> AsyncIterator[World]
     await store.close()
 
 
-def _new_process(world: World) -> Router:
+def _new_process(world: World, decided: Callable[[str], float | None] | None = None) -> Router:
     """The router of a restarted railguard (or of a new leader) on the same store."""
     return Router(
         world.store,
@@ -108,6 +108,7 @@ def _new_process(world: World) -> Router:
         world.router.services,
         clock=world.clock,
         metrics=world.metrics,
+        decided=decided,
     )
 
 
@@ -499,15 +500,7 @@ async def test_a_firing_that_waits_holds_back_only_its_own_services_alerts(
     assert await world.queued() == ["api: rollback #? failed: ? → deployment d1"]  # at once
     assert await world.router.route_new() == 0  # nothing twice while it waits
     # A restart (or a new leader) while it waits: what was told is not told again.
-    again = Router(
-        world.store,
-        world.outbox,
-        world.router.channels,
-        world.router.services,
-        clock=world.clock,
-        metrics=world.metrics,
-        decided=decided.get,
-    )
+    again = _new_process(world, decided=decided.get)
     await again.restore()
     await again.route_new()
     assert await world.queued() == ["api: rollback #? failed: ? → deployment d1"]
