@@ -302,35 +302,7 @@ async def test_reconciliation_settles_what_a_previous_run_left(
 async def test_a_rollback_that_reached_railway_is_followed_after_a_restart(
     stage: Stage, tmp_path: Path
 ) -> None:
-    from monitor.store import open_store
-
-    stage.deploy("v1", ago=7200)
-    good = stage.deploy("v1.1", ago=3600)
-    bad = stage.deploy("v2", ago=600)
-    store = await open_store(tmp_path / "state.db")
-    now = stage.clock.time()
-    await store.upsert_deployment(
-        "web",
-        id=bad.id,
-        status="SUCCESS",
-        created_at=now - 600,
-        can_rollback=True,
-        meta={},
-        seen_at=now - 600,
-        live=True,
-    )
-    await store.begin_rollback(
-        "web",
-        bad.id,
-        good.id,
-        "auto",
-        "railguard",
-        "error-rate",
-        "test",
-        {},
-        now - 1,
-        dry_run=False,
-    )
+    good, bad, store = await intent_left(stage, tmp_path, attempt=False)
     stage.emu.start_deployment(stage.emu.deployments[good.id], rollback=True)  # it did arrive
     stage.behaviour = {}
     await stage.start_daemon(store=store)
@@ -392,9 +364,11 @@ async def test_an_intent_killed_before_its_counted_mutation_left_is_sent_once_af
     await store.close()
 
 
-async def resumed_intent(stage: Stage, tmp_path: Path) -> tuple[Deployment, Store]:
-    """v2 live for 10 minutes and failing, an intent to v1.1 left with its attempt counted
-    (a kill or a takeover), the daemon started on that store: v1.1 and the store."""
+async def intent_left(
+    stage: Stage, tmp_path: Path, *, attempt: bool
+) -> tuple[Deployment, Deployment, Store]:
+    """v2 live for 10 minutes, an intent to roll it back to v1.1 left in the store (with its
+    attempt counted when ``attempt``), as a kill or a takeover leaves it: v1.1, v2, the store."""
     from monitor.store import open_store
 
     stage.deploy("v1", ago=7200)
@@ -408,8 +382,15 @@ async def resumed_intent(stage: Stage, tmp_path: Path) -> tuple[Deployment, Stor
     )  # fmt: skip
     await store.begin_rollback(
         "web", bad.id, good.id, "auto", "railguard", "error-rate", "test", {}, now - 1,
-        dry_run=False, attempt=True,
+        dry_run=False, attempt=attempt,
     )  # fmt: skip
+    return good, bad, store
+
+
+async def resumed_intent(stage: Stage, tmp_path: Path) -> tuple[Deployment, Store]:
+    """v2 live for 10 minutes and failing, an intent to v1.1 left with its attempt counted
+    (a kill or a takeover), the daemon started on that store: v1.1 and the store."""
+    good, _, store = await intent_left(stage, tmp_path, attempt=True)
     stage.behaviour = {"v2": {"error_ratio": 0.5}}
     await stage.start_daemon(store=store)
     return good, store

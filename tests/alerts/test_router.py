@@ -389,6 +389,14 @@ async def _rollback_running(world: World, service: str = "web-production") -> in
     return record.id
 
 
+async def _rollback_succeeds(world: World, id: int, service: str = "web-production") -> None:
+    """The rollback ``id`` reached Railway and recovered; its success recorded."""
+    now = world.clock.time()
+    await world.store.advance_rollback(id, "sent", at=now)
+    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
+    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+
+
 async def test_a_firing_waits_for_the_controllers_decision_and_is_held_by_its_rollback(
     world: World,
 ) -> None:
@@ -441,9 +449,7 @@ async def test_a_held_symptoms_end_is_told_only_when_no_rollback_closed_its_inci
     await world.router.route_new()
     now = world.clock.time()
     if outcome == "succeeded":
-        await world.store.advance_rollback(id, "sent", at=now)
-        await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
-        await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+        await _rollback_succeeds(world, id, service)
     else:
         await world.store.advance_rollback(id, "failed", at=now, error="refused")
         await world.record(service, "rollback_failed", rule="health-failing", to="d1")
@@ -466,10 +472,7 @@ async def test_a_firing_held_under_another_rules_rollback_is_closed_by_its_succe
     await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
     await world.record(service, "rule_firing", rule="error-rate", reason="50% 5xx")  # held too
     await world.router.route_new()
-    now = world.clock.time()
-    await world.store.advance_rollback(id, "sent", at=now)
-    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
-    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    await _rollback_succeeds(world, id, service)
     await world.record(service, "rule_resolved", rule="error-rate")
     await world.record(service, "rule_resolved", rule="health-failing")
     await world.router.route_new()
@@ -530,10 +533,7 @@ async def test_a_held_firing_is_still_held_after_a_restart(world: World) -> None
     await world.clock.advance(3600)
     await router.remind()
     assert not [t for t in await world.queued() if "firing" in t], await world.queued()
-    now = world.clock.time()
-    await world.store.advance_rollback(id, "sent", at=now)
-    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
-    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    await _rollback_succeeds(world, id, service)
     await world.record(service, "rule_resolved", rule="health-failing")
     await router.route_new()
     kinds = [Notification.from_dict(m.payload).kind for m in await world.store.outbox("pager")]
@@ -594,10 +594,7 @@ async def test_a_firing_told_after_its_held_one_is_reminded_after_a_restart(
     await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
     await world.record(service, "rollback_started", rule="health-failing", to="d1", reason="x")
     await world.router.route_new()
-    now = world.clock.time()
-    await world.store.advance_rollback(id, "sent", at=now)
-    await world.store.advance_rollback(id, "succeeded", at=now, new_deployment="d3")
-    await world.record(service, "rollback_succeeded", rule="health-failing", to="d1")
+    await _rollback_succeeds(world, id, service)
     await world.router.route_new()
     await world.clock.advance(600)
     await world.record(service, "rule_firing", rule="health-failing", reason="status 500")
